@@ -1,0 +1,241 @@
+//! Partner keys: `pk_partner_…` and `sk_partner_…`.
+//!
+//! The format is part of the public contract (SPEC §1) and partners store these keys:
+//! **never change the prefixes, the length, the alphabet or the checksum.**
+//! A key is `prefix` + 30 random base62 characters + a 6-character checksum, the checksum being
+//! CRC-32 (zlib) of the ASCII bytes of prefix + random part, written in base62 and left-padded
+//! with `0`. The checksum lets us reject a mistyped or truncated key without touching storage.
+
+use rand::{CryptoRng, RngCore};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Base62 alphabet, value order: `0-9`, `A-Z`, `a-z`.
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const RANDOM_LEN: usize = 30;
+const CHECKSUM_LEN: usize = 6;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Public,
+    Secret,
+}
+
+impl KeyKind {
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            KeyKind::Public => "pk_partner_",
+            KeyKind::Secret => "sk_partner_",
+        }
+    }
+
+    const fn len(self) -> usize {
+        self.prefix().len() + RANDOM_LEN + CHECKSUM_LEN
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFormatError {
+    #[error("the key must start with `{0}`")]
+    Prefix(&'static str),
+    #[error("the key must be {0} characters long")]
+    Length(usize),
+    #[error("the key may only contain the letters A-Z, a-z and the digits 0-9 after its prefix")]
+    Alphabet,
+    #[error("the key's checksum does not match: it was probably mistyped or truncated")]
+    Checksum,
+}
+
+/// Checks the shape of `s` as a key of `kind`, without looking anything up.
+fn check_format(kind: KeyKind, s: &str) -> Result<(), KeyFormatError> {
+    let body = s
+        .strip_prefix(kind.prefix())
+        .ok_or(KeyFormatError::Prefix(kind.prefix()))?;
+    if s.len() != kind.len() {
+        return Err(KeyFormatError::Length(kind.len()));
+    }
+    if !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(KeyFormatError::Alphabet);
+    }
+    let (random, checksum) = s.split_at(kind.prefix().len() + RANDOM_LEN);
+    if checksum != encode_checksum(random) {
+        return Err(KeyFormatError::Checksum);
+    }
+    Ok(())
+}
+
+/// CRC-32 (zlib / ISO-HDLC) of `text`, in base62, left-padded with `0` to 6 characters.
+fn encode_checksum(text: &str) -> String {
+    let mut value = crc32fast::hash(text.as_bytes());
+    let mut digits = [b'0'; CHECKSUM_LEN];
+    // 62^6 > 2^32, so six digits always hold a CRC-32.
+    for digit in digits.iter_mut().rev() {
+        *digit = BASE62[(value % 62) as usize];
+        value /= 62;
+    }
+    digits.iter().map(|&b| char::from(b)).collect()
+}
+
+fn generate(kind: KeyKind, rng: &mut (impl RngCore + CryptoRng)) -> String {
+    let mut key = String::with_capacity(kind.len());
+    key.push_str(kind.prefix());
+    while key.len() < kind.prefix().len() + RANDOM_LEN {
+        let mut byte = [0u8; 1];
+        rng.fill_bytes(&mut byte);
+        // Rejection sampling keeps every character equally likely: 248 = 4 * 62.
+        if byte[0] < 248 {
+            key.push(char::from(BASE62[usize::from(byte[0] % 62)]));
+        }
+    }
+    let checksum = encode_checksum(&key);
+    key.push_str(&checksum);
+    key
+}
+
+/// SHA-256 of the full key text. Public keys are stored only as this hash; the keys carry 178
+/// bits of randomness, so a fast unsalted hash is the right tool (as for GitHub's tokens).
+pub fn hash_key(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// A well-formed public key. Not secret on its own, but it is only ever stored hashed.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PublicKey(String);
+
+impl PublicKey {
+    pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
+        check_format(KeyKind::Public, s)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> [u8; 32] {
+        hash_key(&self.0)
+    }
+
+    /// A short, non-secret label for logs: the prefix and the first four random characters.
+    pub fn redacted(&self) -> String {
+        format!("{}…", &self.0[..KeyKind::Public.prefix().len() + 4])
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.redacted())
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A well-formed secret key. Its `Debug` is redacted; read it with [`ExposeSecret`].
+#[derive(Clone)]
+pub struct SecretKey(SecretString);
+
+impl SecretKey {
+    pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
+        check_format(KeyKind::Secret, s)?;
+        Ok(Self(SecretString::from(s.to_owned())))
+    }
+}
+
+impl ExposeSecret<str> for SecretKey {
+    fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey([REDACTED])")
+    }
+}
+
+/// A fresh key pair.
+#[derive(Debug, Clone)]
+pub struct KeyPair {
+    pub public: PublicKey,
+    pub secret: SecretKey,
+}
+
+impl KeyPair {
+    pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+        Self {
+            public: PublicKey(generate(KeyKind::Public, rng)),
+            secret: SecretKey(SecretString::from(generate(KeyKind::Secret, rng))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn generated_keys_parse_back() {
+        let pair = KeyPair::generate(&mut rand::rngs::OsRng);
+        assert!(PublicKey::parse(pair.public.as_str()).is_ok());
+        assert!(SecretKey::parse(pair.secret.expose_secret()).is_ok());
+        assert_eq!(pair.public.as_str().len(), 47);
+    }
+
+    #[test]
+    fn a_secret_key_is_redacted_in_debug() {
+        let pair = KeyPair::generate(&mut rand::rngs::OsRng);
+        let debug = format!("{pair:?}");
+        assert!(!debug.contains(pair.secret.expose_secret()));
+        assert!(!debug.contains(pair.public.as_str()));
+    }
+
+    #[test]
+    fn a_public_key_is_not_a_secret_key() {
+        let pair = KeyPair::generate(&mut rand::rngs::OsRng);
+        assert_eq!(
+            SecretKey::parse(pair.public.as_str()).err(),
+            Some(KeyFormatError::Prefix("sk_partner_"))
+        );
+    }
+
+    #[test]
+    fn the_checksum_is_padded_base62_of_crc32() {
+        // CRC-32 of "" is 0 → "000000"; of "a" is 0xe8b7be43 = 3904355907.
+        assert_eq!(encode_checksum(""), "000000");
+        let mut v: u64 = 3_904_355_907;
+        let mut expect = Vec::new();
+        while v > 0 {
+            expect.push(BASE62[(v % 62) as usize]);
+            v /= 62;
+        }
+        while expect.len() < 6 {
+            expect.push(b'0');
+        }
+        expect.reverse();
+        assert_eq!(encode_checksum("a").as_bytes(), &expect[..]);
+    }
+
+    proptest! {
+        #[test]
+        fn any_single_character_change_is_caught(index in 11usize..47, replacement in "[0-9A-Za-z]") {
+            let pair = KeyPair::generate(&mut rand::rngs::OsRng);
+            let mut key = pair.public.as_str().to_owned();
+            let original = &key[index..=index];
+            prop_assume!(original != replacement);
+            key.replace_range(index..=index, &replacement);
+            prop_assert!(PublicKey::parse(&key).is_err());
+        }
+
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,60}") {
+            let _ = PublicKey::parse(&s);
+            let _ = SecretKey::parse(&s);
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The request signature (SPEC §2, normative). The one signing module: the server verifies
+//! with it, the SDK and the CLI sign with it.
+//!
+//! `signature` = lower-case hex of HMAC-SHA512, keyed with the UTF-8 bytes of the whole secret
+//! key (`sk_partner_` included), over the body without its top-level `signature` member,
+//! serialised either as sent (`JSON.stringify`) or canonically (RFC 8785). Either form is valid.
+
+use crate::json::{self, ParseError, Value};
+use crate::keys::SecretKey;
+use hmac::{Hmac, Mac};
+use secrecy::ExposeSecret;
+use sha2::Sha512;
+
+type HmacSha512 = Hmac<Sha512>;
+
+pub const SIGNATURE_MEMBER: &str = "signature";
+
+/// Which serialisation of the body a signature covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageForm {
+    /// `JSON.stringify` of the body: members in the order received.
+    AsSent,
+    /// RFC 8785 (JCS): members sorted by UTF-16 code units at every depth.
+    Canonical,
+}
+
+/// Why a body cannot be checked at all (as opposed to carrying a wrong signature).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error("the body has no `signature` member")]
+    MissingSignature,
+    #[error("the `signature` member must be a string")]
+    SignatureNotAString,
+}
+
+/// A parsed request body: its members without the top-level `signature`, and that signature.
+#[derive(Debug, Clone)]
+pub struct SignedBody {
+    /// The members other than the top-level `signature`, in the order received.
+    pub members: Vec<(String, Value)>,
+    /// The top-level `signature` member, as sent (`None` when absent).
+    pub signature: Option<String>,
+}
+
+impl SignedBody {
+    /// Parses `raw`; a missing `signature` is allowed here (see [`SignedBody::require_signature`]).
+    pub fn parse(raw: &[u8]) -> Result<Self, BodyError> {
+        let mut members = json::parse_object(raw)?;
+        let signature = match members
+            .iter()
+            .position(|(name, _)| name == SIGNATURE_MEMBER)
+        {
+            None => None,
+            Some(index) => match members.remove(index).1 {
+                Value::String(s) => Some(s),
+                _ => return Err(BodyError::SignatureNotAString),
+            },
+        };
+        Ok(Self { members, signature })
+    }
+
+    pub fn require_signature(&self) -> Result<&str, BodyError> {
+        self.signature.as_deref().ok_or(BodyError::MissingSignature)
+    }
+
+    /// The signed message in the given form.
+    pub fn message(&self, form: MessageForm) -> String {
+        message(&self.members, form)
+    }
+
+    /// The top-level member `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.members.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Whether the signature matches either message form, compared in constant time.
+    /// Anything that is not exactly 128 hex digits (either case) is simply invalid.
+    pub fn verify(&self, secret: &SecretKey) -> bool {
+        let Some(signature) = self.signature.as_deref() else {
+            return false;
+        };
+        let Some(tag) = decode_signature(signature) else {
+            return false;
+        };
+        [MessageForm::AsSent, MessageForm::Canonical]
+            .into_iter()
+            .any(|form| mac(secret, &self.message(form)).verify_slice(&tag).is_ok())
+    }
+}
+
+fn message(members: &[(String, Value)], form: MessageForm) -> String {
+    let mut out = String::new();
+    json::write_members(members, &mut out, form == MessageForm::Canonical);
+    out
+}
+
+fn mac(secret: &SecretKey, message: &str) -> HmacSha512 {
+    #[allow(clippy::expect_used)] // HMAC is defined for keys of every length: this cannot fail.
+    let mut mac = HmacSha512::new_from_slice(secret.expose_secret().as_bytes())
+        .expect("HMAC accepts keys of any length");
+    mac.update(message.as_bytes());
+    mac
+}
+
+fn decode_signature(signature: &str) -> Option<[u8; 64]> {
+    if signature.len() != 128 {
+        return None;
+    }
+    let mut tag = [0u8; 64];
+    hex::decode_to_slice(signature, &mut tag).ok()?;
+    Some(tag)
+}
+
+/// Lower-case hex HMAC-SHA512 of `message` under `secret`.
+pub fn sign_message(secret: &SecretKey, message: &str) -> String {
+    hex::encode(mac(secret, message).finalize().into_bytes())
+}
+
+/// Signs a JSON object body: returns it serialised in `form` with a `signature` member added
+/// last (any `signature` member already present is replaced). The server removes the member
+/// before computing either message, so its position does not matter.
+pub fn sign_body(raw: &[u8], secret: &SecretKey, form: MessageForm) -> Result<String, BodyError> {
+    let body = SignedBody::parse(raw)?;
+    let mut out = body.message(form);
+    let signature = sign_message(secret, &out);
+    out.pop(); // the closing brace of the object
+    if !body.members.is_empty() {
+        out.push(',');
+    }
+    out.push_str(&format!("\"{SIGNATURE_MEMBER}\":\"{signature}\"}}"));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SecretKey {
+        SecretKey::parse("sk_partner_fbi9lNL7GCHyd6uQEMDFGH19bSqMwB2OfotK")
+            .unwrap_or_else(|_| unreachable!())
+    }
+
+    #[test]
+    fn a_signed_body_verifies_in_both_forms() {
+        for form in [MessageForm::AsSent, MessageForm::Canonical] {
+            let signed =
+                sign_body(br#"{"b":1,"a":{"d":2,"c":3}}"#, &key(), form).unwrap_or_default();
+            let body = SignedBody::parse(signed.as_bytes());
+            assert!(
+                body.as_ref().is_ok_and(|b| b.verify(&key())),
+                "{form:?}: {signed}"
+            );
+        }
+    }
+
+    #[test]
+    fn sign_body_of_an_empty_object_adds_only_the_signature() {
+        let signed = sign_body(b"{}", &key(), MessageForm::AsSent).unwrap_or_default();
+        assert!(signed.starts_with("{\"signature\":\""), "{signed}");
+        assert!(SignedBody::parse(signed.as_bytes()).is_ok_and(|b| b.verify(&key())));
+    }
+
+    #[test]
+    fn signatures_of_the_wrong_shape_are_invalid_not_errors() {
+        for sig in [
+            "",
+            "00",
+            &"g".repeat(128),
+            &"0".repeat(127),
+            &"0".repeat(130),
+            "é",
+        ] {
+            let raw = format!("{{\"signature\":{}}}", serde_json::Value::from(sig));
+            let body = SignedBody::parse(raw.as_bytes());
+            assert!(body.is_ok_and(|b| !b.verify(&key())), "{sig}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_non_string_signature_is_a_body_error() {
+        let body = SignedBody::parse(b"{}");
+        assert_eq!(
+            body.map(|b| b.require_signature().map(str::to_owned).err()),
+            Ok(Some(BodyError::MissingSignature))
+        );
+        assert_eq!(
+            SignedBody::parse(br#"{"signature":1}"#).err(),
+            Some(BodyError::SignatureNotAString)
+        );
+    }
+}
