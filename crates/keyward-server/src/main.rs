@@ -1,1 +1,336 @@
-fn main() {}
+//! `keyward`: the partner-credential service and its operator commands.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use keyward_core::PartnerCode;
+use keyward_server::config::Settings;
+use keyward_server::mail::{templates, EmailKind, Mailer};
+use keyward_server::startup::open_store;
+use keyward_server::store::PartnerStatus;
+use keyward_server::{telemetry, Application};
+use secrecy::ExposeSecret;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "keyward",
+    version,
+    about = "Partner credentials for a payment API: onboarding, signed requests, key regeneration."
+)]
+struct Cli {
+    /// A TOML file of settings (also KEYWARD_CONFIG). Environment variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (on its embedded defaults unless configured otherwise).
+    Serve {
+        /// Address to listen on (overrides KEYWARD_LISTEN).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Do not apply migrations at start (run `keyward migrate` yourself).
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Print the settings in force (secrets hidden) and check that storage opens.
+    CheckConfig,
+    /// Send a test email through the configured transport.
+    SendTestEmail {
+        /// The recipient.
+        to: String,
+    },
+    /// Operator commands on one partner.
+    Partner {
+        #[command(subcommand)]
+        action: PartnerAction,
+    },
+    /// The outbox: emails that could not be delivered.
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum PartnerAction {
+    /// Show a partner's status.
+    Show { code: String },
+    /// Refuse every request of this partner until it is activated again.
+    Suspend { code: String },
+    /// Lift a suspension.
+    Activate { code: String },
+    /// Allow requests only from these addresses or CIDR blocks (none: allow any).
+    AllowIps { code: String, cidrs: Vec<String> },
+}
+
+#[derive(Subcommand)]
+enum OutboxAction {
+    /// Counts of pending, sent and dead-lettered emails.
+    Stats,
+    /// List dead-lettered emails.
+    Dead,
+    /// Queue dead-lettered emails again (after fixing the mail server).
+    Retry,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyward: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut raw = keyward_server::config::RawSettings::from_file(cli.config.as_deref())?;
+    let unknown = raw.apply_env(std::env::vars())?;
+    if let Command::Serve {
+        listen: Some(listen),
+        ..
+    } = &cli.command
+    {
+        raw.listen = Some(listen.clone());
+    }
+    if let Command::Serve {
+        no_migrate: true, ..
+    } = &cli.command
+    {
+        raw.migrate_on_start = Some(false);
+    }
+    let settings = raw.resolve()?;
+    telemetry::init(&settings.log);
+    for name in unknown {
+        tracing::warn!(variable = %name, "unknown KEYWARD_* environment variable ignored (a typo?)");
+    }
+    match cli.command {
+        Command::Serve { .. } => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await
+        }
+        Command::Migrate => {
+            let store = open_store(&settings).await?;
+            store
+                .migrate()
+                .await
+                .context("could not apply the migrations")?;
+            println!("migrations applied ({:?})", store.backend());
+            Ok(())
+        }
+        Command::CheckConfig => check_config(&settings).await,
+        Command::SendTestEmail { to } => send_test_email(&settings, &to).await,
+        Command::Partner { action } => partner(&settings, action).await,
+        Command::Outbox { action } => outbox(&settings, action).await,
+    }
+}
+
+async fn check_config(settings: &Settings) -> anyhow::Result<()> {
+    let database = settings.database_url.expose_secret();
+    let shown_database = match url::Url::parse(database) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => database.to_owned(),
+    };
+    println!("listen            {}", settings.listen);
+    println!("public_url        {}", settings.public_url);
+    println!("data_dir          {}", settings.data_dir.display());
+    println!("database_url      {shown_database}");
+    println!(
+        "master_key        {}",
+        match &settings.master_key {
+            keyward_server::config::MasterKeySource::Inline(_) =>
+                "from KEYWARD_MASTER_KEY".to_owned(),
+            keyward_server::config::MasterKeySource::File(p) => format!("file {}", p.display()),
+        }
+    );
+    println!(
+        "mail              {}",
+        if settings.smtp_url.is_some() {
+            "SMTP (KEYWARD_SMTP_URL)".to_owned()
+        } else {
+            format!("files in {}", settings.data_dir.join("mailbox").display())
+        }
+    );
+    println!("mail_from         {}", settings.mail_from);
+    println!(
+        "trusted_proxies   {:?}",
+        settings
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "link lifetimes    onboarding {} s, regeneration {} s",
+        settings.onboarding_link_ttl.as_secs(),
+        settings.regeneration_link_ttl.as_secs()
+    );
+    println!(
+        "windows           freshness {} s, replay {} s",
+        settings.freshness_window.as_secs(),
+        settings.replay_window.as_secs()
+    );
+    println!(
+        "rate limits       {} requests/min per IP, {} links/hour per partner",
+        settings.ip_rate_limit_per_minute, settings.partner_links_per_hour
+    );
+    let store = open_store(settings).await?;
+    store.ping().await.context("the database does not answer")?;
+    println!("database          reachable ({:?})", store.backend());
+    Ok(())
+}
+
+async fn send_test_email(settings: &Settings, to: &str) -> anyhow::Result<()> {
+    let transport = Mailer::transport_for(settings.smtp_url.as_ref(), &settings.data_dir)?;
+    let mailer = Mailer::new(&settings.mail_from, transport)?;
+    let context = minijinja_context(settings);
+    let email = templates::render(EmailKind::RegeneratedNotice, &context)?;
+    let email = templates::RenderedEmail {
+        subject: format!("keyward test email: {}", email.subject),
+        ..email
+    };
+    mailer
+        .send(to, &email)
+        .await
+        .context("the test email was not sent")?;
+    println!("test email sent to {to} via {}", mailer.describe());
+    Ok(())
+}
+
+fn minijinja_context(settings: &Settings) -> serde_json::Value {
+    serde_json::json!({
+        "partner_code": "TEST", "regenerated_at": chrono::Utc::now().to_rfc3339(), "ip": "127.0.0.1",
+        "public_url": settings.public_url,
+    })
+}
+
+async fn partner(settings: &Settings, action: PartnerAction) -> anyhow::Result<()> {
+    let store = open_store(settings).await?;
+    let code = match &action {
+        PartnerAction::Show { code }
+        | PartnerAction::Suspend { code }
+        | PartnerAction::Activate { code }
+        | PartnerAction::AllowIps { code, .. } => code,
+    };
+    let code =
+        PartnerCode::parse(code).context("a partner code is 1 to 64 of A-Z a-z 0-9 . _ -")?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut tx = store.begin().await?;
+    let Some(partner) = tx.partner_by_code_for_update(&code.folded()).await? else {
+        bail!("no partner has the code {code}");
+    };
+    match action {
+        PartnerAction::Show { .. } => {
+            println!("partner_id   {}\ncode         {}\nemail        {}\nstatus       {}\nallowed_ips  {}", partner.id, partner.code, partner.email, partner.status.as_str(), partner.allowed_ips.as_deref().unwrap_or("any"));
+            return Ok(());
+        }
+        PartnerAction::Suspend { .. } => {
+            tx.set_partner_status(&partner.id, PartnerStatus::Suspended, now)
+                .await?;
+            tx.audit(
+                Some(&partner.id),
+                "partner_suspended",
+                None,
+                Some("by operator"),
+                now,
+            )
+            .await?;
+            println!(
+                "{} is suspended: its requests get 403 partner_suspended",
+                partner.code
+            );
+        }
+        PartnerAction::Activate { .. } => {
+            if partner.status == PartnerStatus::Pending {
+                bail!(
+                    "{} has not redeemed its onboarding link yet; it becomes active when it does",
+                    partner.code
+                );
+            }
+            tx.set_partner_status(&partner.id, PartnerStatus::Active, now)
+                .await?;
+            tx.audit(
+                Some(&partner.id),
+                "partner_activated",
+                None,
+                Some("by operator"),
+                now,
+            )
+            .await?;
+            println!("{} is active", partner.code);
+        }
+        PartnerAction::AllowIps { cidrs, .. } => {
+            for cidr in &cidrs {
+                keyward_server::config::parse_cidr(cidr)?;
+            }
+            let list = (!cidrs.is_empty()).then(|| cidrs.join(","));
+            tx.set_allowed_ips(&partner.id, list.as_deref(), now)
+                .await?;
+            tx.audit(
+                Some(&partner.id),
+                "allowed_ips_changed",
+                None,
+                list.as_deref(),
+                now,
+            )
+            .await?;
+            println!(
+                "{} may call from: {}",
+                partner.code,
+                list.as_deref().unwrap_or("any address")
+            );
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn outbox(settings: &Settings, action: OutboxAction) -> anyhow::Result<()> {
+    let store = open_store(settings).await?;
+    match action {
+        OutboxAction::Stats => {
+            let stats = store.outbox_stats().await?;
+            println!(
+                "pending {}\nsent    {}\ndead    {}",
+                stats.pending, stats.sent, stats.dead
+            );
+        }
+        OutboxAction::Dead => {
+            let dead = store.dead_emails().await?;
+            if dead.is_empty() {
+                println!("no dead-lettered emails");
+            }
+            for email in dead {
+                println!(
+                    "{}  {}  to {}  after {} attempts: {}",
+                    email.id,
+                    email.kind,
+                    email.recipient,
+                    email.attempts,
+                    email.last_error.unwrap_or_default()
+                );
+            }
+        }
+        OutboxAction::Retry => {
+            let n = store
+                .retry_dead_emails(chrono::Utc::now().timestamp_millis())
+                .await?;
+            println!("{n} email(s) queued again; a running server sends them within seconds");
+        }
+    }
+    Ok(())
+}

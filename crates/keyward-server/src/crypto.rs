@@ -1,0 +1,149 @@
+//! Encryption at rest: AES-256-GCM under the master key, a fresh random nonce each time, and
+//! associated data that binds each ciphertext to its row (so a ciphertext copied into another
+//! row does not decrypt). Stored form: nonce (12 bytes) ‖ ciphertext ‖ tag.
+
+use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
+use aes_gcm::{AeadCore, Aes256Gcm, Key, Nonce};
+use base64::{engine::general_purpose::STANDARD, Engine};
+use secrecy::{ExposeSecret, SecretBox};
+
+const NONCE_LEN: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyError {
+    #[error("the master key must be 32 random bytes written in standard base64 (44 characters), for example the output of `openssl rand -base64 32`")]
+    Malformed,
+}
+
+/// The master key. Never printed: `Debug` is redacted by `SecretBox`.
+pub struct MasterKey(SecretBox<[u8; 32]>);
+
+impl MasterKey {
+    /// Parses standard base64 of 32 bytes; surrounding whitespace (a trailing newline) is fine.
+    pub fn from_base64(text: &str) -> Result<Self, MasterKeyError> {
+        let bytes = STANDARD
+            .decode(text.trim())
+            .map_err(|_| MasterKeyError::Malformed)?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| MasterKeyError::Malformed)?;
+        Ok(Self(SecretBox::new(Box::new(key))))
+    }
+
+    pub fn generate() -> Self {
+        let key: [u8; 32] = Aes256Gcm::generate_key(OsRng).into();
+        Self(SecretBox::new(Box::new(key)))
+    }
+
+    pub fn to_base64(&self) -> String {
+        STANDARD.encode(self.0.expose_secret())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("a stored ciphertext did not decrypt: wrong master key, or the row was tampered with")]
+pub struct DecryptError;
+
+/// Encrypts and decrypts what we keep at rest.
+#[derive(Clone)]
+pub struct Cipher(Aes256Gcm);
+
+impl std::fmt::Debug for Cipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cipher([REDACTED])")
+    }
+}
+
+impl Cipher {
+    pub fn new(key: &MasterKey) -> Self {
+        Self(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(
+            key.0.expose_secret(),
+        )))
+    }
+
+    pub fn encrypt(&self, plaintext: &[u8], associated_data: &str) -> Vec<u8> {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let payload = Payload {
+            msg: plaintext,
+            aad: associated_data.as_bytes(),
+        };
+        // Encryption fails only for plaintexts over 64 GiB; ours are at most a few KiB.
+        let ciphertext = self.0.encrypt(&nonce, payload).unwrap_or_default();
+        let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ciphertext);
+        out
+    }
+
+    pub fn decrypt(&self, stored: &[u8], associated_data: &str) -> Result<Vec<u8>, DecryptError> {
+        if stored.len() < NONCE_LEN + 16 {
+            return Err(DecryptError);
+        }
+        let (nonce, ciphertext) = stored.split_at(NONCE_LEN);
+        let payload = Payload {
+            msg: ciphertext,
+            aad: associated_data.as_bytes(),
+        };
+        self.0
+            .decrypt(Nonce::from_slice(nonce), payload)
+            .map_err(|_| DecryptError)
+    }
+}
+
+/// Associated data of a partner's secret key: binds it to its partner and key rows.
+pub fn secret_key_aad(partner_id: &str, key_id: &str) -> String {
+    format!("keyward/secret-key/v1/{partner_id}/{key_id}")
+}
+
+/// Associated data of a queued email body.
+pub fn outbox_aad(email_id: &str) -> String {
+    format!("keyward/outbox/v1/{email_id}")
+}
+
+/// Associated data of the value that proves, at start, that the master key is the right one.
+pub const MASTER_KEY_CHECK_AAD: &str = "keyward/master-key-check/v1";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ciphertext_moved_to_another_row_does_not_decrypt() {
+        let cipher = Cipher::new(&MasterKey::generate());
+        let stored = cipher.encrypt(b"sk_partner_x", &secret_key_aad("p1", "k1"));
+        assert!(cipher
+            .decrypt(&stored, &secret_key_aad("p1", "k1"))
+            .is_ok_and(|p| p == b"sk_partner_x"));
+        assert!(cipher
+            .decrypt(&stored, &secret_key_aad("p2", "k1"))
+            .is_err());
+        assert!(cipher
+            .decrypt(&stored, &secret_key_aad("p1", "k2"))
+            .is_err());
+    }
+
+    #[test]
+    fn each_encryption_uses_a_fresh_nonce() {
+        let cipher = Cipher::new(&MasterKey::generate());
+        assert_ne!(cipher.encrypt(b"x", "a"), cipher.encrypt(b"x", "a"));
+    }
+
+    #[test]
+    fn another_master_key_cannot_decrypt() {
+        let stored = Cipher::new(&MasterKey::generate()).encrypt(b"x", "a");
+        assert!(Cipher::new(&MasterKey::generate())
+            .decrypt(&stored, "a")
+            .is_err());
+        assert!(Cipher::new(&MasterKey::generate())
+            .decrypt(&[1, 2, 3], "a")
+            .is_err());
+    }
+
+    #[test]
+    fn master_keys_round_trip_through_base64_with_a_newline() {
+        let key = MasterKey::generate();
+        let again = MasterKey::from_base64(&format!("{}\n", key.to_base64()));
+        assert!(again.is_ok_and(|k| k.to_base64() == key.to_base64()));
+        assert!(MasterKey::from_base64("c2hvcnQ=").is_err());
+        assert!(MasterKey::from_base64("not base64!").is_err());
+        assert!(!format!("{:?}", key.0).contains(&key.to_base64()));
+    }
+}

@@ -1,0 +1,73 @@
+//! The service's error: every variant names its spec code; `http/error.rs` turns it into the
+//! JSON envelope (or an HTML page) in one place.
+
+use crate::store::StoreError;
+use keyward_core::wire::FieldProblem;
+use keyward_core::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A spec error with its standard message, or a more specific one.
+    #[error("{0}")]
+    Code(ErrorCode, Option<String>),
+    /// 400 `missing_fields` or `invalid_field`, with every bad field listed.
+    #[error("{code}: {problems:?}")]
+    Fields {
+        code: ErrorCode,
+        problems: Vec<FieldProblem>,
+    },
+    /// 429 `rate_limited` with `Retry-After`.
+    #[error("rate limited for {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    /// 503 `unavailable`: the database cannot be reached.
+    #[error("unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    /// 500 `internal_error`: the cause is logged with the request id, never sent.
+    #[error("unexpected: {0:#}")]
+    Unexpected(anyhow::Error),
+}
+
+impl Error {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Code(code, _) => *code,
+            Error::Fields { code, .. } => *code,
+            Error::RateLimited { .. } => ErrorCode::RateLimited,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::Unexpected(_) => ErrorCode::InternalError,
+        }
+    }
+
+    /// One field problem.
+    pub fn field(field: &str, problem: &str) -> Self {
+        let code = if problem == "missing" {
+            ErrorCode::MissingFields
+        } else {
+            ErrorCode::InvalidField
+        };
+        Error::Fields {
+            code,
+            problems: vec![FieldProblem {
+                field: field.into(),
+                problem: problem.into(),
+            }],
+        }
+    }
+}
+
+impl From<ErrorCode> for Error {
+    fn from(code: ErrorCode) -> Self {
+        Error::Code(code, None)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => Error::Unavailable(e.into()),
+            other => Error::Unexpected(other.into()),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,95 @@
+//! The one place where errors become responses: the JSON envelope of SPEC §3 for the API,
+//! an HTML page with the same status for the link pages.
+
+use crate::error::Error;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use keyward_core::wire::Envelope;
+use keyward_core::ErrorCode;
+use serde::Serialize;
+
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// `{"success": true, "message": …, "data": …}`.
+pub fn success<T: Serialize>(message: &str, data: Option<T>) -> Response {
+    Json(Envelope {
+        success: true,
+        message: message.to_owned(),
+        data,
+        code: None,
+        errors: None,
+    })
+    .into_response()
+}
+
+/// Logs what the caller is not told: the cause of a 5xx, inside the request's span (which
+/// carries the request id).
+fn log(error: &Error) {
+    match error {
+        Error::Unexpected(cause) => {
+            tracing::error!(error = %format!("{cause:#}"), "request failed")
+        }
+        Error::Unavailable(cause) => {
+            tracing::warn!(error = %format!("{cause:#}"), "storage unavailable")
+        }
+        _ => tracing::debug!(code = error.code().as_str(), "request refused"),
+    }
+}
+
+fn retry_after(error: &Error, headers: &mut HeaderMap) {
+    if let Error::RateLimited { retry_after_secs } = error {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        log(&self);
+        let code = self.code();
+        let (message, errors) = match &self {
+            Error::Code(_, Some(message)) => (message.clone(), None),
+            Error::Fields { problems, .. } => {
+                let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+                (
+                    format!("{} ({})", code.message(), fields.join(", ")),
+                    Some(problems.clone()),
+                )
+            }
+            // 5xx bodies are generic: no internals reach the caller.
+            _ => (code.message().to_owned(), None),
+        };
+        let body = Envelope::<()> {
+            success: false,
+            message,
+            data: None,
+            code: Some(code.as_str().to_owned()),
+            errors,
+        };
+        let mut response = (status_of(code), Json(body)).into_response();
+        retry_after(&self, response.headers_mut());
+        response
+    }
+}
+
+/// An error on a link page: the same status, as HTML, with the request id to quote.
+pub struct PageError {
+    pub error: Error,
+    pub request_id: String,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        log(&self.error);
+        let code = self.error.code();
+        let mut response = (
+            status_of(code),
+            super::views::error_page(code, &self.request_id),
+        )
+            .into_response();
+        retry_after(&self.error, response.headers_mut());
+        response
+    }
+}

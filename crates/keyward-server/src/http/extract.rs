@@ -1,0 +1,204 @@
+//! Extractors: the JSON body (content type, 64 KiB limit, duplicate members, the envelope's
+//! errors for each), the client's IP (X-Forwarded-For only from trusted proxies), and field
+//! validation that reports every bad field at once.
+
+use crate::error::Error;
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use keyward_core::json::{ParseError, Value};
+use keyward_core::signature::{BodyError, SignedBody};
+use keyward_core::wire::FieldProblem;
+use keyward_core::ErrorCode;
+use std::net::{IpAddr, SocketAddr};
+
+/// The largest body we read (SPEC §3).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// A JSON object body, parsed for signing: members in order, duplicates refused.
+pub struct JsonBody {
+    pub raw: Bytes,
+    pub body: SignedBody,
+}
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<mime::Mime>().ok())
+            .is_some_and(|m| m.essence_str() == "application/json");
+        if !is_json {
+            return Err(ErrorCode::UnsupportedMediaType.into());
+        }
+        let raw = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::from(ErrorCode::BodyTooLarge)
+            } else {
+                Error::Code(
+                    ErrorCode::InvalidJson,
+                    Some("The body could not be read completely. Send it again.".into()),
+                )
+            }
+        })?;
+        let body = SignedBody::parse(&raw).map_err(body_error)?;
+        Ok(Self { raw, body })
+    }
+}
+
+pub fn body_error(e: BodyError) -> Error {
+    match e {
+        BodyError::Parse(ParseError::InvalidJson) => ErrorCode::InvalidJson.into(),
+        BodyError::Parse(ParseError::NotAnObject) => ErrorCode::NotAnObject.into(),
+        BodyError::Parse(ParseError::DuplicateMember) => ErrorCode::DuplicateMember.into(),
+        BodyError::MissingSignature => Error::field("signature", "missing"),
+        BodyError::SignatureNotAString => Error::field("signature", "must be a string"),
+    }
+}
+
+/// Reads fields of a body, collecting every problem before answering.
+pub struct Fields<'a> {
+    body: &'a SignedBody,
+    problems: Vec<FieldProblem>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(body: &'a SignedBody) -> Self {
+        Self {
+            body,
+            problems: Vec::new(),
+        }
+    }
+
+    /// A required string member, checked by `parse`; `describe` says what a valid one is.
+    pub fn required<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+        describe: &str,
+    ) -> Option<T> {
+        let problem = match self.body.get(name) {
+            None | Some(Value::Null) => "missing".to_owned(),
+            Some(Value::String(s)) => match parse(s) {
+                Some(value) => return Some(value),
+                None => describe.to_owned(),
+            },
+            Some(_) => "must be a string".to_owned(),
+        };
+        self.problems.push(FieldProblem {
+            field: name.to_owned(),
+            problem,
+        });
+        None
+    }
+
+    /// The top-level `signature` must be present (its type was checked when parsing).
+    pub fn require_signature(&mut self) {
+        if self.body.signature.is_none() {
+            self.problems.push(FieldProblem {
+                field: "signature".into(),
+                problem: "missing".into(),
+            });
+        }
+    }
+
+    /// Every field's value once all are valid: `fields.finish_with(code.zip(email))`.
+    pub fn finish_with<T>(self, values: Option<T>) -> Result<T, Error> {
+        self.finish()?;
+        values
+            .ok_or_else(|| Error::Unexpected(anyhow::anyhow!("a field was valid but has no value")))
+    }
+
+    /// `missing_fields` if anything is missing, else `invalid_field`, listing every problem.
+    pub fn finish(self) -> Result<(), Error> {
+        if self.problems.is_empty() {
+            return Ok(());
+        }
+        let code = if self.problems.iter().any(|p| p.problem == "missing") {
+            ErrorCode::MissingFields
+        } else {
+            ErrorCode::InvalidField
+        };
+        Err(Error::Fields {
+            code,
+            problems: self.problems,
+        })
+    }
+}
+
+/// The client's address: the TCP peer, or, when the peer is a trusted proxy, the nearest
+/// address in `X-Forwarded-For` that is not itself a trusted proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl<S> FromRequestParts<S> for ClientIp
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| canonical(addr.ip()))
+            .ok_or_else(|| {
+                Error::Unexpected(anyhow::anyhow!("no peer address on the connection"))
+            })?;
+        let trusted = |ip: &IpAddr| {
+            state
+                .settings
+                .trusted_proxies
+                .iter()
+                .any(|net| net.contains(ip))
+        };
+        if !trusted(&peer) {
+            return Ok(ClientIp(peer));
+        }
+        let forwarded: Vec<IpAddr> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .map(canonical)
+            .collect();
+        let client = forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !trusted(ip))
+            .unwrap_or(peer);
+        Ok(ClientIp(client))
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The request id set by the request-id layer, to quote on error pages.
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        Ok(RequestId(id.to_owned()))
+    }
+}

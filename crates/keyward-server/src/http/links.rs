@@ -1,0 +1,123 @@
+//! One-time links (SPEC §3.3): the page (GET/HEAD changes nothing), the form that redeems it,
+//! and `RedeemKeyLink` for programs.
+
+use super::error::{success, PageError};
+use super::extract::{ClientIp, Fields, JsonBody, RequestId};
+use super::views::{self, LinkPage};
+use crate::error::{Error, Result};
+use crate::flows;
+use crate::state::AppState;
+use crate::store::LinkPurpose;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use keyward_core::ErrorCode;
+use serde::Deserialize;
+
+pub const REDEEM_PATH: &str = "/api/v1/no-auth/PartnerP2P/RedeemKeyLink";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/link/{token}", get(show).post(redeem_form))
+        .route(REDEEM_PATH, post(redeem_json))
+        .route(
+            "/assets/keyward.css",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    views::STYLESHEET,
+                )
+            }),
+        )
+        .route(
+            "/assets/copy.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    views::COPY_SCRIPT,
+                )
+            }),
+        )
+}
+
+async fn show(
+    State(state): State<AppState>,
+    RequestId(request_id): RequestId,
+    Path(token): Path<String>,
+) -> Response {
+    match flows::view_link(&state, &token).await {
+        Ok(link) => views::link_page(&LinkPage {
+            regeneration: link.purpose == LinkPurpose::Regeneration,
+            expires_at: link.expires_at,
+            error: None,
+            typed_code: "",
+        })
+        .into_response(),
+        Err(error) => PageError { error, request_id }.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct LinkForm {
+    #[serde(default)]
+    partner_code: String,
+}
+
+async fn redeem_form(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    RequestId(request_id): RequestId,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Response {
+    // A form that cannot be read is treated as an empty code: the page asks again.
+    let form: LinkForm = serde_urlencoded::from_bytes(&body).unwrap_or(LinkForm {
+        partner_code: String::new(),
+    });
+    let typed = form.partner_code.trim();
+    match flows::redeem(&state, &token, typed, ip).await {
+        Ok((credentials, purpose)) => {
+            views::reveal_page(&credentials, purpose == LinkPurpose::Regeneration).into_response()
+        }
+        Err(Error::Code(ErrorCode::PartnerCodeMismatch, _)) => {
+            // Nothing was consumed: show the same page again, with the problem.
+            match flows::view_link(&state, &token).await {
+                Ok(link) => {
+                    let message = if typed.is_empty() {
+                        "Type your partner code to continue."
+                    } else {
+                        "That partner code does not match this link. Check it and try again."
+                    };
+                    let page = views::link_page(&LinkPage {
+                        regeneration: link.purpose == LinkPurpose::Regeneration,
+                        expires_at: link.expires_at,
+                        error: Some(message),
+                        typed_code: typed,
+                    });
+                    (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
+                }
+                Err(error) => PageError { error, request_id }.into_response(),
+            }
+        }
+        Err(error) => PageError { error, request_id }.into_response(),
+    }
+}
+
+async fn redeem_json(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    JsonBody { body, .. }: JsonBody,
+) -> Result<Response> {
+    let mut fields = Fields::new(&body);
+    let token = fields.required("token", |s| Some(s.to_owned()), "");
+    let code = fields.required("partner_code", |s| Some(s.to_owned()), "");
+    let (token, code) = fields.finish_with(token.zip(code))?;
+    let (credentials, _) = flows::redeem(&state, &token, &code, ip).await?;
+    Ok(success(
+        "Here are your keys. Store the secret key safely now: it is not shown again.",
+        Some(credentials),
+    ))
+}

@@ -1,0 +1,53 @@
+//! Operations: `/healthz`, `/readyz`, `/metrics` (SPEC §3.5).
+
+use super::error::success;
+use crate::error::{Error, Result};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::fmt::Write;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn healthz() -> Response {
+    success::<()>("up", None)
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Response> {
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|e| Error::Unavailable(e.into()))?;
+    Ok(success::<()>("ready", None))
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response> {
+    let mut out = String::new();
+    state.metrics.render(&mut out);
+    let outbox = state.store.outbox_stats().await?;
+    out.push_str("# HELP keyward_outbox_emails Emails in the outbox by state.\n# TYPE keyward_outbox_emails gauge\n");
+    for (label, value) in [
+        ("pending", outbox.pending),
+        ("sent", outbox.sent),
+        ("dead", outbox.dead),
+    ] {
+        let _ = writeln!(out, "keyward_outbox_emails{{state=\"{label}\"}} {value}");
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
+}

@@ -1,0 +1,16 @@
+//! keyward's service: the library behind the `keyward` binary.
+
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod flows;
+pub mod http;
+pub mod mail;
+pub mod ratelimit;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+
+pub use startup::{Application, Overrides};

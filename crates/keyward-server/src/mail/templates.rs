@@ -1,0 +1,117 @@
+//! Email templates, compiled in: `templates/email/<name>/{subject,body.txt,body.html}`.
+
+use minijinja::{AutoEscape, Environment};
+use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+
+/// The emails keyward sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailKind {
+    /// The one-time link to a new partner's first keys.
+    Onboarding,
+    /// The one-time link to regenerate a partner's keys.
+    Regeneration,
+    /// The notice that a partner's keys were regenerated.
+    RegeneratedNotice,
+}
+
+impl EmailKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            EmailKind::Onboarding => "onboarding",
+            EmailKind::Regeneration => "regeneration",
+            EmailKind::RegeneratedNotice => "regenerated_notice",
+        }
+    }
+}
+
+/// A rendered email: what is encrypted into the outbox and later sent.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RenderedEmail {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+impl std::fmt::Debug for RenderedEmail {
+    // Bodies carry one-time links: never print them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RenderedEmail")
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! templates {
+    ($($name:literal),*) => {
+        &[$(
+            (concat!($name, "/subject"), include_str!(concat!("../../templates/email/", $name, "/subject"))),
+            (concat!($name, "/body.txt"), include_str!(concat!("../../templates/email/", $name, "/body.txt"))),
+            (concat!($name, "/body.html"), include_str!(concat!("../../templates/email/", $name, "/body.html"))),
+        )*]
+    };
+}
+
+const TEMPLATES: &[(&str, &str)] = templates!("onboarding", "regeneration", "regenerated_notice");
+
+fn environment() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".html") {
+                AutoEscape::Html
+            } else {
+                AutoEscape::None
+            }
+        });
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        for (name, source) in TEMPLATES {
+            if let Err(e) = env.add_template(name, source) {
+                tracing::error!(template = name, error = %e, "an email template does not compile");
+            }
+        }
+        env
+    })
+}
+
+/// Renders the email `kind` with `context`.
+pub fn render(
+    kind: EmailKind,
+    context: &impl Serialize,
+) -> Result<RenderedEmail, minijinja::Error> {
+    let env = environment();
+    let part = |suffix: &str| -> Result<String, minijinja::Error> {
+        env.get_template(&format!("{}/{suffix}", kind.name()))?
+            .render(context)
+    };
+    Ok(RenderedEmail {
+        subject: part("subject")?.trim().to_owned(),
+        text: part("body.txt")?,
+        html: part("body.html")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_renders_and_escapes_html() -> Result<(), minijinja::Error> {
+        let context = minijinja::context! {
+            partner_code => "A<CME", link_url => "http://x/link/t", expires_at => "soon",
+            requested_ip => "192.0.2.1", regenerated_at => "now", ip => "192.0.2.1",
+        };
+        for kind in [
+            EmailKind::Onboarding,
+            EmailKind::Regeneration,
+            EmailKind::RegeneratedNotice,
+        ] {
+            let email = render(kind, &context)?;
+            assert!(email.subject.contains("A<CME"));
+            assert!(email.text.contains("A<CME"));
+            assert!(email.html.contains("A&lt;CME") && !email.html.contains("A<CME"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,240 @@
+//! Start-up as a value: [`Application::build`] opens storage, checks the master key, binds the
+//! listener (port 0 in tests) and records the port; [`Application::run_until_stopped`] serves
+//! until a shutdown signal, then lets the outbox worker finish its batch.
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{MasterKeySource, Settings};
+use crate::crypto::{Cipher, MasterKey, MASTER_KEY_CHECK_AAD};
+use crate::mail::outbox::OutboxWorker;
+use crate::mail::{Mailer, Transport};
+use crate::state::AppState;
+use crate::store::Store;
+use anyhow::{bail, Context};
+use secrecy::ExposeSecret;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const MASTER_KEY_CHECK: &str = "master_key_check";
+
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    state: AppState,
+    mailer: Arc<Mailer>,
+    stop: CancellationToken,
+}
+
+/// What tests may swap; production uses the defaults.
+#[derive(Default)]
+pub struct Overrides {
+    pub clock: Option<Arc<dyn Clock>>,
+    pub transport: Option<Transport>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, Overrides::default()).await
+    }
+
+    pub async fn build_with(settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!(
+                "could not create the data folder {}",
+                settings.data_dir.display()
+            )
+        })?;
+        let store = open_store(&settings).await?;
+        if settings.migrate_on_start {
+            store
+                .migrate()
+                .await
+                .context("could not apply the database migrations")?;
+        }
+        let cipher = Cipher::new(&load_master_key(&settings, &store).await?);
+        check_master_key(&store, &cipher).await?;
+        let transport = match overrides.transport {
+            Some(t) => t,
+            None => Mailer::transport_for(settings.smtp_url.as_ref(), &settings.data_dir)?,
+        };
+        let mailer = Arc::new(Mailer::new(&settings.mail_from, transport)?);
+        let listener = TcpListener::bind(settings.listen).await.with_context(|| {
+            format!(
+                "could not listen on {} (is another process using it?)",
+                settings.listen
+            )
+        })?;
+        let port = listener.local_addr()?.port();
+        let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        tracing::info!(
+            listen = %listener.local_addr()?, public_url = %settings.public_url, backend = ?store.backend(),
+            mail = %mailer.describe(), "keyward is ready"
+        );
+        let state = AppState::new(Arc::new(settings), store, cipher, clock);
+        Ok(Self {
+            listener,
+            port,
+            state,
+            mailer,
+            stop: CancellationToken::new(),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A token that stops the server when cancelled (tests; signals do the same in `serve`).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let worker = OutboxWorker {
+            store: self.state.store.clone(),
+            cipher: self.state.cipher.clone(),
+            mailer: self.mailer.clone(),
+            clock: self.state.clock.clone(),
+            wake: self.state.outbox_wake.clone(),
+            max_attempts: self.state.settings.outbox_max_attempts,
+        };
+        let worker = tokio::spawn(worker.run(self.stop.clone()));
+        let janitor = tokio::spawn(purge_replays(self.state.clone(), self.stop.clone()));
+        let app = crate::http::app(self.state.clone());
+        let stop = self.stop.clone();
+        let service =
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(app);
+        axum::serve(self.listener, service)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = shutdown_signal() => {}
+                }
+            })
+            .await
+            .context("the HTTP server failed")?;
+        self.stop.cancel();
+        let _ = tokio::join!(worker, janitor);
+        self.state.store.close().await;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+}
+
+async fn purge_replays(state: AppState, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+        }
+        if let Err(e) = state
+            .store
+            .purge_replays(state.clock.now().timestamp_millis())
+            .await
+        {
+            tracing::warn!(error = %e, "could not purge old replay records");
+        }
+    }
+}
+
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    Store::connect(settings.database_url.expose_secret())
+        .await
+        .context("could not open the database (check KEYWARD_DATABASE_URL)")
+}
+
+/// The master key from the environment or its file. The file is created (mode 0600) only for
+/// a new, empty database: otherwise a missing key would silently make every stored secret
+/// unreadable.
+async fn load_master_key(settings: &Settings, store: &Store) -> anyhow::Result<MasterKey> {
+    match &settings.master_key {
+        MasterKeySource::Inline(text) => {
+            MasterKey::from_base64(text.expose_secret()).context("KEYWARD_MASTER_KEY is not valid")
+        }
+        MasterKeySource::File(path) => match std::fs::read_to_string(path) {
+            Ok(text) => MasterKey::from_base64(&text)
+                .with_context(|| format!("the master key file {} is not valid", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !store.is_empty().await? {
+                    bail!(
+                        "the master key file {} is missing, but the database already holds data encrypted under a master key. \
+                         Restore the file from your backup, or set KEYWARD_MASTER_KEY / KEYWARD_MASTER_KEY_FILE to the key.",
+                        path.display()
+                    );
+                }
+                let key = MasterKey::generate();
+                write_new_key_file(path, &key)?;
+                tracing::warn!(path = %path.display(), "created a new master key: back it up; without it the stored keys cannot be read");
+                Ok(key)
+            }
+            Err(e) => Err(e)
+                .with_context(|| format!("could not read the master key file {}", path.display())),
+        },
+    }
+}
+
+fn write_new_key_file(path: &Path, key: &MasterKey) -> anyhow::Result<()> {
+    use std::io::Write;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("could not create the master key file {}", path.display()))?;
+    file.write_all(format!("{}\n", key.to_base64()).as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Proves the master key is the one the database was created with, or records it if new.
+async fn check_master_key(store: &Store, cipher: &Cipher) -> anyhow::Result<()> {
+    match store.meta(MASTER_KEY_CHECK).await? {
+        Some(stored) => {
+            cipher.decrypt(&stored, MASTER_KEY_CHECK_AAD).map_err(|_| {
+                anyhow::anyhow!(
+                    "the master key does not match the one this database was created with. \
+                     Set KEYWARD_MASTER_KEY or KEYWARD_MASTER_KEY_FILE to the original key."
+                )
+            })?;
+        }
+        None => {
+            let mut tx = store.begin().await?;
+            tx.set_meta(
+                MASTER_KEY_CHECK,
+                &cipher.encrypt(b"keyward", MASTER_KEY_CHECK_AAD),
+            )
+            .await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! What every request handler shares. Cheap to clone.
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::crypto::Cipher;
+use crate::http::metrics::Metrics;
+use crate::ratelimit::IpRateLimiter;
+use crate::store::Store;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub cipher: Cipher,
+    pub clock: Arc<dyn Clock>,
+    /// Rung after a commit that queued an email, so the outbox worker sends it at once.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
+    pub ip_limiter: Arc<IpRateLimiter>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Store,
+        cipher: Cipher,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            ip_limiter: Arc::new(IpRateLimiter::new(settings.ip_rate_limit_per_minute)),
+            settings,
+            store,
+            cipher,
+            clock,
+            outbox_wake: Arc::new(Notify::new()),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! What is particular to the PostgreSQL backend (several nodes on one database).
+
+use sqlx::migrate::Migrator;
+
+/// sqlx takes a PostgreSQL advisory lock while it migrates, so nodes that start together
+/// apply each migration once.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub const BEGIN_WRITE: &str = "BEGIN";

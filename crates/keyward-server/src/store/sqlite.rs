@@ -1,0 +1,35 @@
+//! What is particular to the embedded SQLite backend.
+
+use sqlx::migrate::Migrator;
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Set on every connection. WAL lets readers run beside the single writer; `synchronous =
+/// FULL` makes every commit durable before we answer (nothing lost on a crash or power cut).
+pub const CONNECTION_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+
+/// Write transactions take the write lock up front. A deferred `BEGIN` that reads and then
+/// writes fails with SQLITE_BUSY when another writer committed in between, whatever the
+/// busy timeout, because its snapshot is stale.
+pub const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// Adds `create if missing` to the URL so that a fresh machine starts with no setup.
+pub fn connect_url(url: &str) -> String {
+    if url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+/// The database file of a `sqlite://` URL, to create its folder.
+pub fn file_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| path.into())
+}
