@@ -39,6 +39,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Where emailed links point; never taken from a request's Host header.
     pub public_url: String,
+    /// Whether `public_url` is the default (`http://` + the listen address), which then
+    /// follows the address actually bound (port 0 picks a free port).
+    pub public_url_is_default: bool,
     pub data_dir: PathBuf,
     pub database_url: SecretString,
     pub master_key: MasterKeySource,
@@ -186,6 +189,7 @@ impl RawSettings {
         let listen: SocketAddr = listen_text
             .parse()
             .with_context(|| format!("KEYWARD_LISTEN must be an address and port such as 127.0.0.1:8080, not {listen_text:?}"))?;
+        let public_url_is_default = self.public_url.is_none();
         let public_url = match self.public_url {
             Some(url) => {
                 let parsed = url::Url::parse(&url).with_context(|| {
@@ -231,6 +235,7 @@ impl RawSettings {
         Ok(Settings {
             listen,
             public_url,
+            public_url_is_default,
             database_url: SecretString::from(database_url),
             master_key,
             smtp_url: self

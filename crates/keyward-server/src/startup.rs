@@ -39,7 +39,7 @@ impl Application {
         Self::build_with(settings, Overrides::default()).await
     }
 
-    pub async fn build_with(settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
+    pub async fn build_with(mut settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
             format!(
                 "could not create the data folder {}",
@@ -67,6 +67,9 @@ impl Application {
             )
         })?;
         let port = listener.local_addr()?.port();
+        if settings.public_url_is_default {
+            settings.public_url = format!("http://{}", listener.local_addr()?);
+        }
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         tracing::info!(
             listen = %listener.local_addr()?, public_url = %settings.public_url, backend = ?store.backend(),

@@ -208,8 +208,9 @@ fn percent_decode(s: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn smtp_urls_are_understood() {
+    // lettre's connection pool lives on the Tokio runtime.
+    #[tokio::test]
+    async fn smtp_urls_are_understood() {
         assert!(smtp_transport("smtp://127.0.0.1:2525").is_ok());
         assert!(smtp_transport("smtp://user:p%40ss@mail.example.com?tls=starttls").is_ok());
         assert!(smtp_transport("smtps://mail.example.com").is_ok());

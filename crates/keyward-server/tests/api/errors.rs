@@ -1,0 +1,462 @@
+//! Each error code of SPEC §4 on the routes that produce it, always in the envelope.
+
+use crate::helpers::*;
+use serde_json::json;
+
+async fn expect(response: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    let (got_status, got_code, body) = error_of(response).await;
+    assert_eq!((got_status, got_code.as_str()), (status, code), "{body}");
+    body
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_400_with_the_right_code() {
+    let app = spawn_app().await;
+    expect(
+        app.post_raw(ONBOARD, "{\"partner_code\":", None).await,
+        400,
+        "invalid_json",
+    )
+    .await;
+    expect(
+        app.post_raw(ONBOARD, "[1,2]", None).await,
+        400,
+        "not_an_object",
+    )
+    .await;
+    expect(
+        app.post_raw(ONBOARD, "\"text\"", None).await,
+        400,
+        "not_an_object",
+    )
+    .await;
+    expect(
+        app.post_raw(
+            ONBOARD,
+            r#"{"partner_code":"A","partner_code":"B","email":"a@b.example"}"#,
+            None,
+        )
+        .await,
+        400,
+        "duplicate_member",
+    )
+    .await;
+    expect(
+        app.post_raw(
+            ONBOARD,
+            r#"{"x":{"y":1,"y":2},"partner_code":"A","email":"a@b.example"}"#,
+            None,
+        )
+        .await,
+        400,
+        "duplicate_member",
+    )
+    .await;
+    expect(
+        app.post_raw(ONBOARD, "\u{feff}{}", None).await,
+        400,
+        "invalid_json",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn every_bad_field_is_listed_at_once() {
+    let app = spawn_app().await;
+    let body = expect(
+        app.post_json(ONBOARD, &json!({})).await,
+        400,
+        "missing_fields",
+    )
+    .await;
+    assert_eq!(
+        body["errors"],
+        json!([{"field": "partner_code", "problem": "missing"}, {"field": "email", "problem": "missing"}])
+    );
+    let body = expect(
+        app.post_json(ONBOARD, &json!({"partner_code": "bad code!", "email": 7}))
+            .await,
+        400,
+        "invalid_field",
+    )
+    .await;
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2);
+    assert_eq!(errors[0]["field"], "partner_code");
+    assert_eq!(
+        errors[1],
+        json!({"field": "email", "problem": "must be a string"})
+    );
+    let body = expect(
+        app.post_json(
+            ONBOARD,
+            &json!({"partner_code": "OK", "email": "not-an-email"}),
+        )
+        .await,
+        400,
+        "invalid_field",
+    )
+    .await;
+    assert_eq!(body["errors"][0]["field"], "email");
+    // Missing and invalid together: missing_fields, both listed.
+    let body = expect(
+        app.post_json(ONBOARD, &json!({"partner_code": "x y"}))
+            .await,
+        400,
+        "missing_fields",
+    )
+    .await;
+    assert_eq!(body["errors"].as_array().unwrap().len(), 2);
+    // A partner code of 65 characters is too long.
+    let long = "A".repeat(65);
+    expect(
+        app.post_json(
+            ONBOARD,
+            &json!({"partner_code": long, "email": "a@b.example"}),
+        )
+        .await,
+        400,
+        "invalid_field",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn content_type_and_size_are_checked() {
+    let app = spawn_app().await;
+    let url = format!("{}{ONBOARD}", app.address);
+    let body = json!({"partner_code": "CT", "email": "ct@example.com"}).to_string();
+    let no_type = app
+        .client
+        .post(&url)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    expect(no_type, 415, "unsupported_media_type").await;
+    let text = app
+        .client
+        .post(&url)
+        .header("Content-Type", "text/plain")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    expect(text, 415, "unsupported_media_type").await;
+    let charset = app
+        .client
+        .post(&url)
+        .header("Content-type", "application/json; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(charset.status(), 200);
+    let big = format!(
+        r#"{{"partner_code":"BIG","email":"a@b.example","pad":"{}"}}"#,
+        "x".repeat(64 * 1024)
+    );
+    expect(
+        app.post_raw(ONBOARD, &big, None).await,
+        413,
+        "body_too_large",
+    )
+    .await;
+    // Just under the limit is fine.
+    let fits = format!(
+        r#"{{"partner_code":"FITS","email":"a@b.example","pad":"{}"}}"#,
+        "x".repeat(60 * 1024)
+    );
+    assert_eq!(app.post_raw(ONBOARD, &fits, None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_the_envelope() {
+    let app = spawn_app().await;
+    let missing = app
+        .client
+        .get(format!("{}/api/v1/nothing", app.address))
+        .send()
+        .await
+        .unwrap();
+    expect(missing, 404, "not_found").await;
+    let wrong_method = app
+        .client
+        .get(format!("{}{ONBOARD}", app.address))
+        .send()
+        .await
+        .unwrap();
+    expect(wrong_method, 405, "method_not_allowed").await;
+    let wrong_method = app
+        .client
+        .delete(format!("{}{WHOAMI}", app.address))
+        .send()
+        .await
+        .unwrap();
+    expect(wrong_method, 405, "method_not_allowed").await;
+}
+
+#[tokio::test]
+async fn authentication_failures_have_their_codes_in_order() {
+    let app = spawn_app().await;
+    let partner = app.onboarded_partner("AUTH", "a@auth.example").await;
+    let signed = sign("{}", &partner.secret_key);
+
+    expect(
+        app.post_raw(WHOAMI, &signed, None).await,
+        401,
+        "missing_authorization",
+    )
+    .await;
+    for header in [
+        "Bearer",
+        "Basic abc",
+        &partner.public_key,
+        "Bearer pk_partner_tooshort",
+        &format!("Bearer {}", partner.secret_key),
+    ] {
+        expect(
+            app.post_raw(WHOAMI, &signed, Some(header)).await,
+            401,
+            "malformed_authorization",
+        )
+        .await;
+    }
+    // A well-formed key (valid checksum) that was never issued.
+    let stranger = keyward_core::KeyPair::generate(&mut rand::rngs::OsRng);
+    expect(
+        app.post_raw(
+            WHOAMI,
+            &signed,
+            Some(&format!("Bearer {}", stranger.public)),
+        )
+        .await,
+        401,
+        "unknown_key",
+    )
+    .await;
+    // A wrong signature, and a signature that is not hex at all.
+    let other = keyward_core::KeyPair::generate(&mut rand::rngs::OsRng);
+    let bad = sign("{}", secrecy::ExposeSecret::expose_secret(&other.secret));
+    let auth = format!("Bearer {}", partner.public_key);
+    expect(
+        app.post_raw(WHOAMI, &bad, Some(&auth)).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
+    expect(
+        app.post_raw(WHOAMI, r#"{"signature":"zz"}"#, Some(&auth))
+            .await,
+        401,
+        "invalid_signature",
+    )
+    .await;
+    let body = expect(
+        app.post_raw(WHOAMI, "{}", Some(&auth)).await,
+        400,
+        "missing_fields",
+    )
+    .await;
+    assert_eq!(
+        body["errors"],
+        json!([{"field": "signature", "problem": "missing"}])
+    );
+    expect(
+        app.post_raw(WHOAMI, r#"{"signature":12}"#, Some(&auth))
+            .await,
+        400,
+        "invalid_field",
+    )
+    .await;
+
+    // Freshness: a timestamp ten minutes old is stale; a non-numeric one is invalid.
+    let old = chrono::Utc::now().timestamp_millis() - 600_000;
+    let stale = sign(&json!({"timestamp": old}).to_string(), &partner.secret_key);
+    expect(
+        app.post_raw(WHOAMI, &stale, Some(&auth)).await,
+        401,
+        "stale_request",
+    )
+    .await;
+    let odd = sign(
+        &json!({"timestamp": "yesterday"}).to_string(),
+        &partner.secret_key,
+    );
+    expect(
+        app.post_raw(WHOAMI, &odd, Some(&auth)).await,
+        400,
+        "invalid_field",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn regeneration_checks_partner_and_email_after_the_signature() {
+    let app = spawn_app().await;
+    let partner = app.onboarded_partner("OWNER", "o@owner.example").await;
+    app.onboarded_partner("NEIGHBOUR", "n@neighbour.example")
+        .await;
+    let body = json!({"email": "o@owner.example", "partner_code": "NEIGHBOUR"});
+    expect(
+        app.signed(REGENERATE, &body, &partner.public_key, &partner.secret_key)
+            .await,
+        403,
+        "partner_mismatch",
+    )
+    .await;
+    let body = json!({"email": "n@neighbour.example", "partner_code": "OWNER"});
+    expect(
+        app.signed(REGENERATE, &body, &partner.public_key, &partner.secret_key)
+            .await,
+        403,
+        "email_mismatch",
+    )
+    .await;
+    // Case does not matter for either.
+    let body = json!({"email": "O@OWNER.example", "partner_code": "owner"});
+    assert_eq!(
+        app.signed(REGENERATE, &body, &partner.public_key, &partner.secret_key)
+            .await
+            .status(),
+        200
+    );
+    // With Authorization, a missing signature is a field problem.
+    let body = expect(
+        app.post_raw(
+            REGENERATE,
+            r#"{"email":"o@owner.example","partner_code":"OWNER"}"#,
+            Some(&format!("Bearer {}", partner.public_key)),
+        )
+        .await,
+        400,
+        "missing_fields",
+    )
+    .await;
+    assert_eq!(body["errors"][0]["field"], "signature");
+}
+
+/// Runs the operator CLI against the test's database (a real process on the same SQLite file).
+fn keyward_cli(app: &TestApp, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(args)
+        .env("KEYWARD_DATA_DIR", app.dir.path())
+        .env_remove("KEYWARD_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "keyward {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn a_suspended_partner_and_a_disallowed_ip_get_403() {
+    let app = spawn_app().await;
+    let partner = app.onboarded_partner("GUARDED", "g@guarded.example").await;
+
+    keyward_cli(&app, &["partner", "allow-ips", "GUARDED", "192.0.2.0/24"]);
+    expect(app.whoami(&partner).await, 403, "ip_not_allowed").await;
+    keyward_cli(&app, &["partner", "allow-ips", "GUARDED", "127.0.0.1"]);
+    assert_eq!(app.whoami(&partner).await.status(), 200);
+
+    keyward_cli(&app, &["partner", "suspend", "GUARDED"]);
+    expect(app.whoami(&partner).await, 403, "partner_suspended").await;
+    let shown = keyward_cli(&app, &["partner", "show", "guarded"]);
+    assert!(shown.contains("suspended"), "{shown}");
+    keyward_cli(&app, &["partner", "activate", "GUARDED"]);
+    assert_eq!(app.whoami(&partner).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_forwards_the_client_address_and_others_are_ignored() {
+    let app = spawn_app_with(|s| s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    let partner = app.onboarded_partner("PROXIED", "p@proxied.example").await;
+    keyward_cli(&app, &["partner", "allow-ips", "PROXIED", "192.0.2.0/24"]);
+    let signed = sign("{}", &partner.secret_key);
+    let call = |xff: &'static str| {
+        app.client
+            .post(format!("{}{WHOAMI}", app.address))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {}", partner.public_key))
+            .header("x-forwarded-for", xff)
+            .body(signed.clone())
+            .send()
+    };
+    assert_eq!(call("192.0.2.9").await.unwrap().status(), 200);
+    // The client spoofs an allowed address in front; the proxy appends the real one.
+    assert_eq!(call("192.0.2.9, 198.51.100.7").await.unwrap().status(), 403);
+
+    let untrusted = spawn_app().await;
+    let partner = untrusted
+        .onboarded_partner("DIRECT", "d@direct.example")
+        .await;
+    keyward_cli(
+        &untrusted,
+        &["partner", "allow-ips", "DIRECT", "192.0.2.0/24"],
+    );
+    let spoofed = untrusted
+        .client
+        .post(format!("{}{WHOAMI}", untrusted.address))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {}", partner.public_key))
+        .header("x-forwarded-for", "192.0.2.9")
+        .body(sign("{}", &partner.secret_key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        spoofed.status(),
+        403,
+        "X-Forwarded-For from an untrusted peer is ignored"
+    );
+}
+
+#[tokio::test]
+async fn hostile_host_headers_never_reach_an_emailed_link() {
+    let app = spawn_app_with(|s| {
+        s.public_url = "https://keys.exchange.example".into();
+        s.public_url_is_default = false;
+    })
+    .await;
+    let response = app
+        .client
+        .post(format!("{}{ONBOARD}", app.address))
+        .header("content-type", "application/json")
+        .header("host", "evil.example")
+        .header("x-forwarded-host", "evil.example")
+        .header("forwarded", "host=evil.example")
+        .body(json!({"partner_code": "HOSTILE", "email": "h@hostile.example"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let emails = app.wait_for_emails("h@hostile.example", 1).await;
+    assert!(!emails[0].text.contains("evil"));
+    assert!(!emails[0].html.contains("evil"));
+    assert!(link_in_text(&emails[0].text).starts_with("https://keys.exchange.example/link/"));
+}
+
+#[tokio::test]
+async fn readiness_reports_storage() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.client
+            .get(format!("{}/readyz", app.address))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    app.state.store.close().await;
+    let response = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    expect(response, 503, "unavailable").await;
+}

@@ -1,0 +1,275 @@
+//! Drives the real server: `spawn_app()` starts it on 127.0.0.1:0 with a fresh SQLite file in
+//! a temporary folder (cleaned up afterwards), emails caught in memory, and a clock tests can
+//! move.
+
+use keyward_core::signature::{sign_message, MessageForm, SignedBody};
+use keyward_core::SecretKey;
+use keyward_server::clock::ManualClock;
+use keyward_server::config::Settings;
+use keyward_server::mail::{MemoryMailbox, SentEmail, Transport};
+use keyward_server::state::AppState;
+use keyward_server::{Application, Overrides};
+use reqwest::header::CONTENT_TYPE;
+use serde_json::Value;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+pub const ONBOARD: &str = "/api/v1/no-auth/PartnerP2P/OnboardPartner";
+pub const REGENERATE: &str = "/api/v1/no-auth/PartnerP2P/GenKeysForPartner";
+pub const WHOAMI: &str = "/api/v1/PartnerP2P/WhoAmI";
+pub const REDEEM: &str = "/api/v1/no-auth/PartnerP2P/RedeemKeyLink";
+
+pub struct TestApp {
+    pub address: String,
+    pub mailbox: MemoryMailbox,
+    pub clock: ManualClock,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    pub dir: TempDir,
+    stop: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Credentials as a partner holds them.
+#[derive(Debug, Clone)]
+pub struct Partner {
+    pub code: String,
+    pub partner_id: String,
+    pub public_key: String,
+    pub secret_key: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let mut settings = Settings::for_tests(dir.path());
+    // Tests send many requests from one address; the limit has its own test.
+    settings.ip_rate_limit_per_minute = 100_000;
+    configure(&mut settings);
+    let mailbox = MemoryMailbox::default();
+    let clock = ManualClock::default();
+    let app = Application::build_with(
+        settings,
+        Overrides {
+            clock: Some(std::sync::Arc::new(clock.clone())),
+            transport: Some(Transport::Memory(mailbox.clone())),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the app did not start: {e:#}"));
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    let stop = app.stop_token();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        mailbox,
+        clock,
+        state,
+        client: reqwest::Client::new(),
+        dir,
+        stop,
+    }
+}
+
+impl TestApp {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: &str,
+        authorization: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_owned());
+        if let Some(auth) = authorization {
+            request = request.header("authorization", auth);
+        }
+        request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.post_raw(path, &body.to_string(), None).await
+    }
+
+    pub async fn onboard(&self, code: &str, email: &str) -> reqwest::Response {
+        self.post_json(
+            ONBOARD,
+            &serde_json::json!({"partner_code": code, "email": email}),
+        )
+        .await
+    }
+
+    /// Emails delivered to `to` so far.
+    pub fn emails_to(&self, to: &str) -> Vec<SentEmail> {
+        self.mailbox
+            .emails()
+            .into_iter()
+            .filter(|e| e.to.eq_ignore_ascii_case(to))
+            .collect()
+    }
+
+    /// Waits until `count` emails reached `to` (the outbox sends in the background).
+    pub async fn wait_for_emails(&self, to: &str, count: usize) -> Vec<SentEmail> {
+        for _ in 0..200 {
+            let emails = self.emails_to(to);
+            if emails.len() >= count {
+                return emails;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "expected {count} email(s) to {to}, got {}",
+            self.emails_to(to).len()
+        );
+    }
+
+    /// The link in the newest email to `to`, after waiting for the `count`-th email.
+    pub async fn link_in_email(&self, to: &str, count: usize) -> String {
+        let emails = self.wait_for_emails(to, count).await;
+        let email = &emails[count - 1];
+        let link = link_in_text(&email.text);
+        assert!(
+            link.starts_with(&format!("{}/link/", self.state.settings.public_url)),
+            "{link}"
+        );
+        // The HTML part carries the same link (with `/` escaped as an entity, valid in an href).
+        assert!(
+            email.html.contains(&token_of(&link)),
+            "the HTML part carries the same link"
+        );
+        link
+    }
+
+    /// Onboards a partner and redeems its link through the API.
+    pub async fn onboarded_partner(&self, code: &str, email: &str) -> Partner {
+        let before = self.emails_to(email).len();
+        assert_eq!(self.onboard(code, email).await.status(), 200);
+        let link = self.link_in_email(email, before + 1).await;
+        self.redeem(&link, code).await
+    }
+
+    pub async fn redeem(&self, link: &str, code: &str) -> Partner {
+        let token = link.rsplit('/').next().unwrap_or_default();
+        let response = self
+            .post_json(
+                REDEEM,
+                &serde_json::json!({"token": token, "partner_code": code}),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap_or_default();
+        let data = &body["data"];
+        Partner {
+            code: code.to_owned(),
+            partner_id: data["partner_id"].as_str().unwrap_or_default().to_owned(),
+            public_key: data["public_key"].as_str().unwrap_or_default().to_owned(),
+            secret_key: data["secret_key"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+
+    /// Sends `body` (a JSON object) signed with `secret` to `path`, with `public` as bearer.
+    pub async fn signed(
+        &self,
+        path: &str,
+        body: &Value,
+        public: &str,
+        secret: &str,
+    ) -> reqwest::Response {
+        let raw = sign(&body.to_string(), secret);
+        self.post_raw(path, &raw, Some(&format!("Bearer {public}")))
+            .await
+    }
+
+    pub async fn whoami(&self, partner: &Partner) -> reqwest::Response {
+        self.signed(
+            WHOAMI,
+            &serde_json::json!({}),
+            &partner.public_key,
+            &partner.secret_key,
+        )
+        .await
+    }
+
+    pub async fn regenerate(&self, partner: &Partner, email: &str) -> reqwest::Response {
+        let body =
+            serde_json::json!({"email": email, "partner_code": partner.code, "nonce": uuid_like()});
+        self.signed(REGENERATE, &body, &partner.public_key, &partner.secret_key)
+            .await
+    }
+}
+
+/// A value that makes two otherwise identical bodies differ.
+pub fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "n{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Signs a JSON object text as sent, adding `signature`.
+pub fn sign(raw: &str, secret: &str) -> String {
+    let secret = SecretKey::parse(secret).unwrap_or_else(|e| panic!("secret key: {e}"));
+    keyward_core::signature::sign_body(raw.as_bytes(), &secret, MessageForm::AsSent)
+        .unwrap_or_else(|e| panic!("sign: {e}"))
+}
+
+pub fn hmac_hex(secret: &str, message: &str) -> String {
+    let secret = SecretKey::parse(secret).unwrap_or_else(|e| panic!("secret key: {e}"));
+    sign_message(&secret, message)
+}
+
+pub fn link_in_text(text: &str) -> String {
+    let re = regex::Regex::new(r"https?://[^\s]+/link/[A-Za-z0-9_-]{43}")
+        .unwrap_or_else(|e| panic!("{e}"));
+    re.find(text)
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| panic!("no link in {text}"))
+}
+
+pub fn token_of(link: &str) -> String {
+    link.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// Status, `code` and the whole body of an error answer; checks the envelope's shape.
+pub async fn error_of(response: reqwest::Response) -> (u16, String, Value) {
+    let status = response.status().as_u16();
+    let body: Value = response
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("not JSON: {e}"));
+    assert_eq!(body["success"], false, "{body}");
+    assert!(body["data"].is_null(), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    let code = body["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no code in {body}"))
+        .to_owned();
+    (status, code, body)
+}
+
+#[allow(dead_code)]
+pub fn body_verifies(raw: &str, secret: &str) -> bool {
+    let secret = SecretKey::parse(secret).unwrap_or_else(|e| panic!("{e}"));
+    SignedBody::parse(raw.as_bytes()).is_ok_and(|b| b.verify(&secret))
+}

@@ -1,0 +1,13 @@
+//! The HTTP test suite: the real server on a random port, SQLite in a temporary folder.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod errors;
+mod flow;
+mod helpers;
+mod limits;
+mod links;
+mod logging;
+mod lost_keys;
+mod process;
+mod smtp;
+mod vectors;

@@ -1,0 +1,195 @@
+//! Real processes: the `keyward` binary itself, and an SMTP server (Python's aiosmtpd).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running `keyward serve`; killed when dropped. Its stderr (the log) is collected.
+pub struct ServerProcess {
+    child: Child,
+    pub address: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServerProcess {
+    /// Starts `keyward serve` on a free port with `env`, and waits until it is ready.
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("KEYWARD_LISTEN", "127.0.0.1:0")
+            .env("KEYWARD_DATA_DIR", data_dir)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start keyward: {e}"));
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let re = regex::Regex::new(r"listen=(127\.0\.0\.1:\d+)").unwrap();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("keyward is ready") {
+                    if let Some(addr) = re.captures(&line) {
+                        let _ = ready_tx.send(addr[1].to_owned());
+                    }
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let address = ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("keyward did not start:\n{}", log.lock().unwrap()));
+        Self {
+            child,
+            address: format!("http://{address}"),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most `limit`.
+pub async fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// The text parts of the `.eml` (or Maildir) files in `dir`, oldest first.
+pub fn emails_in(dir: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    files
+        .iter()
+        .filter_map(|path| {
+            let raw = std::fs::read(path).ok()?;
+            let parsed = mailparse::parse_mail(&raw).ok()?;
+            let to = parsed
+                .headers
+                .iter()
+                .find(|h| h.get_key_ref().eq_ignore_ascii_case("to"))?
+                .get_value();
+            let text = text_part(&parsed)?;
+            Some((to, text))
+        })
+        .collect()
+}
+
+fn text_part(mail: &mailparse::ParsedMail<'_>) -> Option<String> {
+    if mail.ctype.mimetype == "text/plain" {
+        return mail.get_body().ok();
+    }
+    mail.subparts.iter().find_map(text_part)
+}
+
+/// An aiosmtpd server storing what it receives in a Maildir; killed when dropped.
+pub struct SmtpServer {
+    child: Child,
+    pub port: u16,
+    pub maildir: PathBuf,
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether aiosmtpd is installed. CI installs it (`.ci/run`) and sets `CI`, where a missing
+/// server is a failure, not a skip.
+pub fn aiosmtpd_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have aiosmtpd installed (pip install aiosmtpd)"
+        );
+        eprintln!("SKIPPED: the real-SMTP tests need Python's aiosmtpd: pip install aiosmtpd");
+    }
+    ok
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl SmtpServer {
+    pub async fn start(port: u16, root: &Path) -> Self {
+        let maildir = root.join("maildir");
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(&maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start aiosmtpd: {e}"));
+        let up = eventually(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .await;
+        assert!(up.is_some(), "aiosmtpd did not start on port {port}");
+        Self {
+            child,
+            port,
+            maildir,
+        }
+    }
+
+    /// Emails received so far: (To, text part).
+    pub fn received(&self) -> Vec<(String, String)> {
+        emails_in(&self.maildir.join("new"))
+    }
+}
