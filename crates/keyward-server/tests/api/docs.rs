@@ -1,0 +1,124 @@
+//! The documentation's examples are real: the README's curl walkthrough and the Node, Python
+//! and openssl signing examples run against `keyward serve`, and the README quotes each file
+//! word for word.
+
+use crate::helpers::*;
+use crate::process::{emails_in, eventually, ServerProcess};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn repo_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(name)
+}
+
+/// Whether `program` runs here; in CI a missing one is a failure, elsewhere a loud skip.
+fn available(program: &str, arg: &str) -> bool {
+    let ok = Command::new(program)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "CI must have {program}");
+        eprintln!("SKIPPED: {program} is not installed");
+    }
+    ok
+}
+
+#[test]
+fn the_readme_quotes_every_example_word_for_word() {
+    let readme = std::fs::read_to_string(repo_file("README.md")).unwrap();
+    for example in [
+        "examples/walkthrough.sh",
+        "examples/whoami.mjs",
+        "examples/whoami.py",
+        "examples/whoami.sh",
+    ] {
+        let text = std::fs::read_to_string(repo_file(example)).unwrap();
+        assert!(
+            readme.contains(text.trim()),
+            "README.md does not quote {example} as it is"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_walkthrough_and_the_signing_examples_run_against_the_server() {
+    if !available("openssl", "version") || !available("curl", "--version") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let walkthrough = Command::new("sh")
+        .arg(repo_file("examples/walkthrough.sh"))
+        .env("KEYWARD_URL", &server.address)
+        .env("KEYWARD_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&walkthrough.stdout);
+    assert!(
+        walkthrough.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&walkthrough.stderr)
+    );
+    assert!(stdout.contains("\"revoked_key\""), "{stdout}");
+    assert_eq!(stdout.matches("signed correctly").count(), 2, "{stdout}");
+
+    // A partner of our own for the signing examples.
+    let client = reqwest::Client::new();
+    let onboard = client
+        .post(format!("{}{ONBOARD}", server.address))
+        .json(&serde_json::json!({"partner_code": "EXAMPLES", "email": "x@examples.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(onboard.status(), 200);
+    let mailbox = dir.path().join("mailbox");
+    let link = eventually(Duration::from_secs(10), || {
+        emails_in(&mailbox)
+            .into_iter()
+            .find(|(to, _)| to.contains("x@examples.example"))
+            .map(|(_, text)| link_in_text(&text))
+    })
+    .await
+    .unwrap();
+    let body: serde_json::Value = client
+        .post(format!("{}{REDEEM}", server.address))
+        .json(&serde_json::json!({"token": token_of(&link), "partner_code": "EXAMPLES"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (public, secret) = (
+        body["data"]["public_key"].as_str().unwrap(),
+        body["data"]["secret_key"].as_str().unwrap(),
+    );
+
+    let mut runs = vec![("sh", "examples/whoami.sh")];
+    if available("node", "--version") {
+        runs.push(("node", "examples/whoami.mjs"));
+    }
+    if available("python3", "--version") {
+        runs.push(("python3", "examples/whoami.py"));
+    }
+    for (program, example) in runs {
+        let output = Command::new(program)
+            .arg(repo_file(example))
+            .env("KEYWARD_URL", &server.address)
+            .env("KEYWARD_PUBLIC_KEY", public)
+            .env("KEYWARD_SECRET_KEY", secret)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{example}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("signed correctly"), "{example}: {stdout}");
+    }
+}
