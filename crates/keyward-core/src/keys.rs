@@ -5,6 +5,16 @@
 //! A key is `prefix` + 30 random base62 characters + a 6-character checksum, the checksum being
 //! CRC-32 (zlib) of the ASCII bytes of prefix + random part, written in base62 and left-padded
 //! with `0`. The checksum lets us reject a mistyped or truncated key without touching storage.
+//!
+//! ```
+//! use keyward_core::{KeyPair, PublicKey};
+//!
+//! let pair = KeyPair::generate(&mut rand::rngs::OsRng);
+//! assert!(PublicKey::parse(pair.public.as_str()).is_ok());
+//! // One character off and the checksum catches it.
+//! assert!(PublicKey::parse("pk_partner_BSB8wIYc6sE7hIysyRYv9Z0oCJif3k38fgkr").is_err());
+//! assert!(PublicKey::parse("pk_partner_BSB8wIYc6sE7hIysyRYv9Z0oCJif3k38fgkq").is_ok());
+//! ```
 
 use rand::{CryptoRng, RngCore};
 use secrecy::{ExposeSecret, SecretString};

@@ -4,6 +4,21 @@
 //! `signature` = lower-case hex of HMAC-SHA512, keyed with the UTF-8 bytes of the whole secret
 //! key (`sk_partner_` included), over the body without its top-level `signature` member,
 //! serialised either as sent (`JSON.stringify`) or canonically (RFC 8785). Either form is valid.
+//!
+//! ```
+//! use keyward_core::signature::{sign_body, MessageForm, SignedBody};
+//! use keyward_core::SecretKey;
+//!
+//! let secret = SecretKey::parse("sk_partner_fbi9lNL7GCHyd6uQEMDFGH19bSqMwB2OfotK")?;
+//! let signed = sign_body(br#"{"partner_code":"ACME","email":"sample@example.com"}"#, &secret, MessageForm::AsSent)?;
+//! assert!(signed.starts_with(r#"{"partner_code":"ACME","email":"sample@example.com","signature":""#));
+//!
+//! // The server's side: parse once, verify against both message forms in constant time.
+//! let body = SignedBody::parse(signed.as_bytes())?;
+//! assert!(body.verify(&secret));
+//! assert_eq!(body.message(MessageForm::Canonical), r#"{"email":"sample@example.com","partner_code":"ACME"}"#);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use crate::json::{self, ParseError, Value};
 use crate::keys::SecretKey;

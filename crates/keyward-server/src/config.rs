@@ -259,6 +259,14 @@ impl RawSettings {
 }
 
 /// An address or a CIDR block; a bare address means just that host.
+///
+/// ```
+/// use keyward_server::config::parse_cidr;
+/// assert!(parse_cidr("10.0.0.0/8")?.contains(&"10.1.2.3".parse::<std::net::IpAddr>()?));
+/// assert_eq!(parse_cidr("192.0.2.7")?.to_string(), "192.0.2.7/32");
+/// assert!(parse_cidr("not an address").is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn parse_cidr(s: &str) -> anyhow::Result<IpNet> {
     let s = s.trim();
     s.parse::<IpNet>()
