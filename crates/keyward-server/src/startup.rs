@@ -219,25 +219,27 @@ fn write_new_key_file(path: &Path, key: &MasterKey) -> anyhow::Result<()> {
 }
 
 /// Proves the master key is the one the database was created with, or records it if new.
+/// Nodes that start together on a new database race to record theirs: the first wins, and
+/// every node then checks against what was recorded.
 async fn check_master_key(store: &Store, cipher: &Cipher) -> anyhow::Result<()> {
-    match store.meta(MASTER_KEY_CHECK).await? {
-        Some(stored) => {
-            cipher.decrypt(&stored, MASTER_KEY_CHECK_AAD).map_err(|_| {
-                anyhow::anyhow!(
-                    "the master key does not match the one this database was created with. \
-                     Set KEYWARD_MASTER_KEY or KEYWARD_MASTER_KEY_FILE to the original key."
-                )
-            })?;
-        }
-        None => {
-            let mut tx = store.begin().await?;
-            tx.set_meta(
-                MASTER_KEY_CHECK,
-                &cipher.encrypt(b"keyward", MASTER_KEY_CHECK_AAD),
-            )
-            .await?;
-            tx.commit().await?;
-        }
+    if store.meta(MASTER_KEY_CHECK).await?.is_none() {
+        let mut tx = store.begin().await?;
+        tx.insert_meta(
+            MASTER_KEY_CHECK,
+            &cipher.encrypt(b"keyward", MASTER_KEY_CHECK_AAD),
+        )
+        .await?;
+        tx.commit().await?;
     }
+    let stored = store
+        .meta(MASTER_KEY_CHECK)
+        .await?
+        .context("the master key check was not recorded")?;
+    cipher.decrypt(&stored, MASTER_KEY_CHECK_AAD).map_err(|_| {
+        anyhow::anyhow!(
+            "the master key does not match the one this database was created with. \
+             Set KEYWARD_MASTER_KEY or KEYWARD_MASTER_KEY_FILE to the original key."
+        )
+    })?;
     Ok(())
 }

@@ -25,13 +25,41 @@ pub struct SentEmail {
     pub html: String,
 }
 
-/// The memory transport's mailbox (tests read it).
+/// The memory transport's mailbox (tests read it, and can make an address undeliverable).
 #[derive(Clone, Default)]
-pub struct MemoryMailbox(Arc<Mutex<Vec<SentEmail>>>);
+pub struct MemoryMailbox {
+    emails: Arc<Mutex<Vec<SentEmail>>>,
+    refused: Arc<Mutex<Vec<String>>>,
+}
 
 impl MemoryMailbox {
     pub fn emails(&self) -> Vec<SentEmail> {
-        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+        self.emails.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Every later send to `address` fails as a mail server that is down would.
+    pub fn refuse(&self, address: &str) {
+        if let Ok(mut refused) = self.refused.lock() {
+            refused.push(address.to_lowercase());
+        }
+    }
+
+    fn deliver(&self, email: SentEmail) -> Result<(), MailError> {
+        let refused = self
+            .refused
+            .lock()
+            .map(|r| r.contains(&email.to.to_lowercase()))
+            .unwrap_or(false);
+        if refused {
+            return Err(MailError::Transport(format!(
+                "{} refused by the memory transport",
+                email.to
+            )));
+        }
+        if let Ok(mut emails) = self.emails.lock() {
+            emails.push(email);
+        }
+        Ok(())
     }
 }
 
@@ -114,15 +142,12 @@ impl Mailer {
             .parse()
             .map_err(|e: lettre::address::AddressError| MailError::Address(e.to_string()))?;
         if let Transport::Memory(mailbox) = &self.transport {
-            if let Ok(mut emails) = mailbox.0.lock() {
-                emails.push(SentEmail {
-                    to: to.email.to_string(),
-                    subject: email.subject.clone(),
-                    text: email.text.clone(),
-                    html: email.html.clone(),
-                });
-            }
-            return Ok(());
+            return mailbox.deliver(SentEmail {
+                to: to.email.to_string(),
+                subject: email.subject.clone(),
+                text: email.text.clone(),
+                html: email.html.clone(),
+            });
         }
         let message = Message::builder()
             .from(self.from.clone())

@@ -768,8 +768,9 @@ impl Tx {
         Ok(())
     }
 
-    pub async fn set_meta(&mut self, name: &str, value: &[u8]) -> Result<()> {
-        sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+    /// Stores `value` under `name` unless a value is there already (the first writer wins).
+    pub async fn insert_meta(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(value.to_vec())
             .execute(&mut *self.tx)

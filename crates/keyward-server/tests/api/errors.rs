@@ -341,7 +341,10 @@ fn keyward_cli(app: &TestApp, args: &[&str]) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
         .args(args)
         .env("KEYWARD_DATA_DIR", app.dir.path())
-        .env_remove("KEYWARD_DATABASE_URL")
+        .env(
+            "KEYWARD_DATABASE_URL",
+            secrecy::ExposeSecret::expose_secret(&app.state.settings.database_url),
+        )
         .output()
         .unwrap();
     assert!(

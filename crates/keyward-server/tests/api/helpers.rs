@@ -28,6 +28,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub dir: TempDir,
     stop: CancellationToken,
+    /// On the PostgreSQL run, the test's own database (dropped after the app stops).
+    pub database: Option<crate::database::TestDatabase>,
 }
 
 impl Drop for TestApp {
@@ -54,7 +56,21 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings::for_tests(dir.path());
     // Tests send many requests from one address; the limit has its own test.
     settings.ip_rate_limit_per_minute = 100_000;
+    let database = crate::database::postgres_server()
+        .map(|server| crate::database::TestDatabase::create(&server));
+    if let Some(database) = &database {
+        settings.database_url = secrecy::SecretString::from(database.url.clone());
+    }
     configure(&mut settings);
+    spawn_configured(settings, dir, database).await
+}
+
+/// Starts an app on `settings` as they are (several nodes share a database this way).
+pub async fn spawn_configured(
+    settings: Settings,
+    dir: TempDir,
+    database: Option<crate::database::TestDatabase>,
+) -> TestApp {
     let mailbox = MemoryMailbox::default();
     let clock = ManualClock::default();
     let app = Application::build_with(
@@ -78,6 +94,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         client: reqwest::Client::new(),
         dir,
         stop,
+        database,
     }
 }
 
@@ -125,7 +142,7 @@ impl TestApp {
 
     /// Waits until `count` emails reached `to` (the outbox sends in the background).
     pub async fn wait_for_emails(&self, to: &str, count: usize) -> Vec<SentEmail> {
-        for _ in 0..200 {
+        for _ in 0..600 {
             let emails = self.emails_to(to);
             if emails.len() >= count {
                 return emails;

@@ -146,8 +146,15 @@ async fn a_whole_flow_at_debug_level_logs_no_secret() {
 #[tokio::test]
 async fn the_master_key_file_is_created_0600_and_a_wrong_key_stops_the_server() {
     let dir = tempfile::tempdir().unwrap();
+    // One database for the three starts (on the PostgreSQL run; else the SQLite file in `dir`).
+    let database = crate::database::postgres_server()
+        .map(|server| crate::database::TestDatabase::create(&server));
+    let database_env: Vec<(&str, &str)> = database
+        .iter()
+        .map(|d| ("KEYWARD_DATABASE_URL", d.url.as_str()))
+        .collect();
     {
-        let _server = ServerProcess::start(dir.path(), &[]);
+        let _server = ServerProcess::start(dir.path(), &database_env);
     }
     let key_file = dir.path().join("master.key");
     #[cfg(unix)]
@@ -166,6 +173,7 @@ async fn the_master_key_file_is_created_0600_and_a_wrong_key_stops_the_server() 
         .env("KEYWARD_LISTEN", "127.0.0.1:0")
         .env("KEYWARD_DATA_DIR", dir.path())
         .env("KEYWARD_MASTER_KEY", wrong)
+        .envs(database_env.iter().copied())
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -180,6 +188,7 @@ async fn the_master_key_file_is_created_0600_and_a_wrong_key_stops_the_server() 
         .env("KEYWARD_LISTEN", "127.0.0.1:0")
         .env("KEYWARD_DATA_DIR", dir.path())
         .env_remove("KEYWARD_MASTER_KEY")
+        .envs(database_env.iter().copied())
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -1,6 +1,7 @@
 //! The HTTP test suite: the real server on a random port, SQLite in a temporary folder.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod database;
 mod docs;
 mod errors;
 mod flow;
@@ -9,6 +10,8 @@ mod limits;
 mod links;
 mod logging;
 mod lost_keys;
+mod nodes;
+mod postgres;
 mod process;
 mod smtp;
 mod vectors;

@@ -11,6 +11,8 @@ pub struct ServerProcess {
     child: Child,
     pub address: String,
     log: Arc<Mutex<String>>,
+    /// On the PostgreSQL run, the database this process was given (dropped after it).
+    _database: Option<crate::database::TestDatabase>,
 }
 
 impl Drop for ServerProcess {
@@ -21,8 +23,14 @@ impl Drop for ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `keyward serve` on a free port with `env`, and waits until it is ready.
+    /// Starts `keyward serve` on a free port with `env`, and waits until it is ready. On the
+    /// PostgreSQL run it gets a fresh database unless `env` names one.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let database = match env.iter().any(|(k, _)| *k == "KEYWARD_DATABASE_URL") {
+            true => None,
+            false => crate::database::postgres_server()
+                .map(|server| crate::database::TestDatabase::create(&server)),
+        };
         let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
         command
             .arg("serve")
@@ -33,6 +41,9 @@ impl ServerProcess {
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if let Some(database) = &database {
+            command.env("KEYWARD_DATABASE_URL", &database.url);
+        }
         for (name, value) in env {
             command.env(name, value);
         }
@@ -63,7 +74,14 @@ impl ServerProcess {
             child,
             address: format!("http://{address}"),
             log,
+            _database: database,
         }
+    }
+
+    /// Stops the process at once, as a crash would (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,302 @@
+//! Several nodes on one database (SPEC §6 across nodes). Each test starts two in-process
+//! nodes sharing one database and one master key: PostgreSQL on the PostgreSQL run, one
+//! SQLite file otherwise.
+
+use crate::database::{postgres_server, TestDatabase};
+use crate::helpers::*;
+use keyward_server::config::{MasterKeySource, Settings};
+use keyward_server::crypto::MasterKey;
+use keyward_server::mail::SentEmail;
+use secrecy::SecretString;
+use serde_json::json;
+use std::time::Duration;
+
+async fn spawn_nodes(n: usize, configure: impl Fn(&mut Settings)) -> Vec<TestApp> {
+    let database = postgres_server().map(|server| TestDatabase::create(&server));
+    let shared = tempfile::tempdir().unwrap();
+    let url = match &database {
+        Some(database) => database.url.clone(),
+        None => format!("sqlite://{}/keyward.db", shared.path().display()),
+    };
+    let key = MasterKey::generate().to_base64();
+    let mut nodes = Vec::new();
+    let mut database = database;
+    let mut shared = Some(shared);
+    for _ in 0..n {
+        let dir = shared
+            .take()
+            .unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let mut settings = Settings::for_tests(dir.path());
+        settings.ip_rate_limit_per_minute = 100_000;
+        settings.database_url = SecretString::from(url.clone());
+        settings.master_key = MasterKeySource::Inline(SecretString::from(key.clone()));
+        configure(&mut settings);
+        // The first node keeps the database (and the SQLite folder) alive.
+        nodes.push(spawn_configured(settings, dir, database.take()).await);
+    }
+    nodes
+}
+
+/// Every email any node sent to `to` (whichever node's outbox worker claimed it).
+fn emails_to(nodes: &[TestApp], to: &str) -> Vec<SentEmail> {
+    nodes.iter().flat_map(|n| n.emails_to(to)).collect()
+}
+
+async fn wait_for(nodes: &[TestApp], to: &str, count: usize) -> Vec<SentEmail> {
+    for _ in 0..600 {
+        let emails = emails_to(nodes, to);
+        if emails.len() >= count {
+            return emails;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "expected {count} email(s) to {to}, got {}",
+        emails_to(nodes, to).len()
+    );
+}
+
+#[tokio::test]
+async fn a_link_from_one_node_is_redeemed_on_another_and_revocation_is_seen_at_once() {
+    let nodes = spawn_nodes(2, |_| {}).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    assert_eq!(a.onboard("ACROSS", "x@across.example").await.status(), 200);
+    let link = link_in_text(&wait_for(&nodes, "x@across.example", 1).await[0].text);
+    let partner = b.redeem(&link, "ACROSS").await;
+    assert_eq!(a.whoami(&partner).await.status(), 200);
+    assert_eq!(b.whoami(&partner).await.status(), 200);
+
+    assert_eq!(
+        a.regenerate(&partner, "x@across.example").await.status(),
+        200
+    );
+    let emails = wait_for(&nodes, "x@across.example", 2).await;
+    let regeneration = emails
+        .iter()
+        .find(|e| e.subject.contains("Regenerate"))
+        .unwrap();
+    let renewed = b.redeem(&link_in_text(&regeneration.text), "ACROSS").await;
+    // The very next request on the other node refuses the old key.
+    let (status, code, _) = error_of(a.whoami(&partner).await).await;
+    assert_eq!((status, code.as_str()), (401, "revoked_key"));
+    assert_eq!(a.whoami(&renewed).await.status(), 200);
+    assert_eq!(renewed.partner_id, partner.partner_id);
+}
+
+#[tokio::test]
+async fn twenty_concurrent_redemptions_over_two_nodes_give_exactly_one_success() {
+    let nodes = spawn_nodes(2, |_| {}).await;
+    assert_eq!(
+        nodes[0].onboard("RACE2", "r@race2.example").await.status(),
+        200
+    );
+    let token = token_of(&link_in_text(
+        &wait_for(&nodes, "r@race2.example", 1).await[0].text,
+    ));
+    let body = json!({"token": token, "partner_code": "RACE2"});
+    let attempts = (0..20).map(|i| {
+        let node = &nodes[i % 2];
+        let body = body.clone();
+        async move { node.post_json(REDEEM, &body).await.status().as_u16() }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 410).count(),
+        19,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn ten_concurrent_onboardings_of_one_code_make_one_partner_and_one_email() {
+    let nodes = spawn_nodes(2, |_| {}).await;
+    // Ten different requesters race for one code: one wins, the others are told it is taken.
+    let attempts = (0..10).map(|i| {
+        let node = &nodes[i % 2];
+        async move {
+            node.onboard("CONTESTED", &format!("claimant{i}@contested.example"))
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        9,
+        "{statuses:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sent: usize = nodes.iter().map(|n| n.mailbox.emails().len()).sum();
+    assert_eq!(sent, 1);
+    let partner = nodes[0]
+        .state
+        .store
+        .partner_by_code("contested")
+        .await
+        .unwrap();
+    assert!(partner.is_some());
+}
+
+#[tokio::test]
+async fn every_node_sends_from_the_outbox_and_no_email_goes_twice() {
+    let nodes = spawn_nodes(2, |_| {}).await;
+    let onboardings = (0..40).map(|i| {
+        let node = &nodes[i % 2];
+        async move {
+            node.onboard(&format!("BULK{i}"), &format!("bulk{i}@bulk.example"))
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    assert!(futures::future::join_all(onboardings)
+        .await
+        .iter()
+        .all(|s| *s == 200));
+    for _ in 0..600 {
+        if nodes
+            .iter()
+            .map(|n| n.mailbox.emails().len())
+            .sum::<usize>()
+            >= 40
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await; // time for a duplicate to show up
+    let all: Vec<_> = nodes.iter().flat_map(|n| n.mailbox.emails()).collect();
+    let mut recipients: Vec<_> = all.iter().map(|e| e.to.clone()).collect();
+    recipients.sort();
+    recipients.dedup();
+    assert_eq!((all.len(), recipients.len()), (40, 40));
+    let stats = nodes[1].state.store.outbox_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.sent, stats.dead), (0, 40, 0));
+}
+
+#[tokio::test]
+async fn an_undeliverable_email_is_dead_lettered_and_does_not_block_the_queue() {
+    let nodes = spawn_nodes(1, |s| s.outbox_max_attempts = 2).await;
+    let node = &nodes[0];
+    node.mailbox.refuse("bounce@dead.example");
+    assert_eq!(
+        node.onboard("DEAD", "bounce@dead.example").await.status(),
+        200
+    );
+    for i in 0..3 {
+        assert_eq!(
+            node.onboard(&format!("ALIVE{i}"), &format!("alive{i}@dead.example"))
+                .await
+                .status(),
+            200
+        );
+    }
+    // The others go through while the first waits for its retry.
+    for i in 0..3 {
+        node.wait_for_emails(&format!("alive{i}@dead.example"), 1)
+            .await;
+    }
+    let mut dead = 0;
+    for _ in 0..100 {
+        node.clock.advance(chrono::Duration::seconds(5)); // past the retry's backoff
+        dead = node.state.store.outbox_stats().await.unwrap().dead;
+        if dead == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead, 1);
+    let listed = node.state.store.dead_emails().await.unwrap();
+    assert_eq!(listed[0].recipient, "bounce@dead.example");
+    assert_eq!(listed[0].attempts, 2);
+    assert!(listed[0]
+        .last_error
+        .as_deref()
+        .unwrap_or("")
+        .contains("refused"));
+    let metrics = node
+        .client
+        .get(format!("{}/metrics", node.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("keyward_outbox_emails{state=\"dead\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_per_partner_limit_holds_across_nodes_under_concurrency() {
+    let nodes = spawn_nodes(2, |_| {}).await;
+    assert_eq!(
+        nodes[0]
+            .onboard("LIMITED", "l@limited.example")
+            .await
+            .status(),
+        200
+    ); // link 1 of 10
+    let link = link_in_text(&wait_for(&nodes, "l@limited.example", 1).await[0].text);
+    let partner = nodes[1].redeem(&link, "LIMITED").await;
+    let attempts = (0..12).map(|i| {
+        let node = &nodes[i % 2];
+        let partner = partner.clone();
+        async move {
+            node.regenerate(&partner, "l@limited.example")
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        9,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        3,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn nodes_starting_together_on_a_new_database_migrate_once() {
+    let Some(server) = postgres_server() else {
+        return; // several nodes are a PostgreSQL deployment; on SQLite one node migrates
+    };
+    let database = TestDatabase::create(&server);
+    let key = MasterKey::generate().to_base64();
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let builds = dirs.iter().map(|dir| {
+        let mut settings = Settings::for_tests(dir.path());
+        settings.database_url = SecretString::from(database.url.clone());
+        settings.master_key = MasterKeySource::Inline(SecretString::from(key.clone()));
+        keyward_server::Application::build(settings)
+    });
+    let apps = futures::future::join_all(builds).await;
+    for app in &apps {
+        assert!(app.is_ok(), "{:?}", app.as_ref().err());
+    }
+    let store = apps[0].as_ref().unwrap().state().store.clone();
+    store.migrate().await.unwrap();
+    assert!(
+        store.partner_by_code("nobody").await.unwrap().is_none(),
+        "the schema is in place"
+    );
+}
