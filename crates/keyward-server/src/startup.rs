@@ -8,7 +8,7 @@ use crate::crypto::{Cipher, MasterKey, MASTER_KEY_CHECK_AAD};
 use crate::mail::outbox::OutboxWorker;
 use crate::mail::{Mailer, Transport};
 use crate::state::AppState;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use anyhow::{bail, Context};
 use secrecy::ExposeSecret;
 use std::net::SocketAddr;
@@ -55,6 +55,13 @@ impl Application {
         }
         let cipher = Cipher::new(&load_master_key(&settings, &store).await?);
         check_master_key(&store, &cipher).await?;
+        if store.backend() == Backend::Sqlite {
+            // One node: emails claimed by a process that crashed can go out at once.
+            let released = store.release_email_claims().await?;
+            if released > 0 {
+                tracing::info!(released, "released emails claimed before an unclean stop");
+            }
+        }
         let transport = match overrides.transport {
             Some(t) => t,
             None => Mailer::transport_for(settings.smtp_url.as_ref(), &settings.data_dir)?,

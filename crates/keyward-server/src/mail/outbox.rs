@@ -15,8 +15,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 const BATCH: i64 = 16;
-/// How long a claimed email is reserved for its sender; longer than an SMTP timeout.
-const LEASE_MS: i64 = 60_000;
+/// How long a claimed email is reserved for its sender: twice the SMTP timeout. An email
+/// claimed by a node that then crashed goes out once its lease has run out.
+const LEASE_MS: i64 = 30_000;
 /// How often the queue is looked at when nobody rang (another node's emails, retries).
 const POLL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF_MS: i64 = 10 * 60_000;

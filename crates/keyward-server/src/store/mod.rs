@@ -403,6 +403,15 @@ impl Store {
             .await?)
     }
 
+    /// Releases every claim on unsent emails. Only for a single node (SQLite) at start, where a
+    /// claim can only have been left by a process that died.
+    pub async fn release_email_claims(&self) -> Result<u64> {
+        let done = sqlx::query("UPDATE outbox SET locked_until = NULL WHERE sent_at IS NULL AND locked_until IS NOT NULL")
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Marks an email sent and erases its body.
     pub async fn mark_email_sent(&self, id: &str, now: i64) -> Result<()> {
         sqlx::query(

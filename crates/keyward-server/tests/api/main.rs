@@ -1,6 +1,7 @@
 //! The HTTP test suite: the real server on a random port, SQLite in a temporary folder.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod crash;
 mod database;
 mod docs;
 mod errors;
