@@ -17,6 +17,7 @@ pub struct RawSettings {
     pub public_url: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    pub database_max_connections: Option<u32>,
     pub master_key: Option<String>,
     pub master_key_file: Option<PathBuf>,
     pub smtp_url: Option<String>,
@@ -44,6 +45,8 @@ pub struct Settings {
     pub public_url_is_default: bool,
     pub data_dir: PathBuf,
     pub database_url: SecretString,
+    /// Connections this node may open (SQLite 8, PostgreSQL 16 by default).
+    pub database_max_connections: Option<u32>,
     pub master_key: MasterKeySource,
     pub smtp_url: Option<SecretString>,
     pub mail_from: String,
@@ -75,6 +78,7 @@ const ENV_VARS: &[&str] = &[
     "KEYWARD_DATA_DIR",
     "KEYWARD_DATABASE_URL",
     "KEYWARD_DATABASE_URL_FILE",
+    "KEYWARD_DATABASE_MAX_CONNECTIONS",
     "KEYWARD_MASTER_KEY",
     "KEYWARD_MASTER_KEY_FILE",
     "KEYWARD_SMTP_URL",
@@ -137,6 +141,9 @@ impl RawSettings {
                 "KEYWARD_DATA_DIR" => self.data_dir = Some(value.into()),
                 "KEYWARD_DATABASE_URL" => self.database_url = Some(value),
                 "KEYWARD_DATABASE_URL_FILE" => self.database_url = Some(from_file(&value)?),
+                "KEYWARD_DATABASE_MAX_CONNECTIONS" => {
+                    self.database_max_connections = Some(u32::try_from(number(&value)?)?.max(1));
+                }
                 "KEYWARD_MASTER_KEY" => self.master_key = Some(value),
                 "KEYWARD_MASTER_KEY_FILE" => self.master_key_file = Some(value.into()),
                 "KEYWARD_SMTP_URL" => self.smtp_url = Some(value),
@@ -237,6 +244,7 @@ impl RawSettings {
             public_url,
             public_url_is_default,
             database_url: SecretString::from(database_url),
+            database_max_connections: self.database_max_connections,
             master_key,
             smtp_url: self
                 .smtp_url

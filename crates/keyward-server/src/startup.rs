@@ -173,9 +173,12 @@ async fn purge_replays(state: AppState, stop: CancellationToken) {
 }
 
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    Store::connect(settings.database_url.expose_secret())
-        .await
-        .context("could not open the database (check KEYWARD_DATABASE_URL)")
+    Store::connect(
+        settings.database_url.expose_secret(),
+        settings.database_max_connections,
+    )
+    .await
+    .context("could not open the database (check KEYWARD_DATABASE_URL)")
 }
 
 /// The master key from the environment or its file. The file is created (mode 0600) only for

@@ -254,16 +254,17 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects to `url` (`sqlite://…` or `postgres://…`). A SQLite file and its folder are
-    /// created if missing.
-    pub async fn connect(url: &str) -> Result<Self> {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) with at most `max_connections`
+    /// (default: 8 for SQLite, 16 for PostgreSQL). A SQLite file and its folder are created if
+    /// missing.
+    pub async fn connect(url: &str, max_connections: Option<u32>) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {
             Backend::Postgres
         };
-        let (url, max_connections) = match backend {
+        let (url, max_connections_default) = match backend {
             Backend::Sqlite => {
                 if let Some(parent) = sqlite::file_path(url)
                     .as_deref()
@@ -276,6 +277,7 @@ impl Store {
             }
             Backend::Postgres => (url.to_owned(), 16),
         };
+        let max_connections = max_connections.unwrap_or(max_connections_default);
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
