@@ -96,7 +96,14 @@ const ENV_VARS: &[&str] = &[
     "KEYWARD_LOG",
     // Read by the test suite, not by the server; listed so that it draws no warning.
     "KEYWARD_TEST_POSTGRES_URL",
+    "KEYWARD_TEST_BACKEND",
+    // Read by the partner commands (`keyward sign`, `whoami`, …).
     "KEYWARD_SECRET_KEY",
+    "KEYWARD_PUBLIC_KEY",
+    "KEYWARD_URL",
+    "KEYWARD_PARTNER_ID",
+    "KEYWARD_PARTNER_CODE",
+    "KEYWARD_CREDENTIALS",
 ];
 
 impl RawSettings {

@@ -28,6 +28,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Server(ServerCommand),
+    #[command(flatten)]
+    Partner(keyward_client::cli::PartnerCommand),
+}
+
+/// The operator's commands.
+#[derive(Subcommand)]
+enum ServerCommand {
     /// Run the service (on its embedded defaults unless configured otherwise).
     Serve {
         /// Address to listen on (overrides KEYWARD_LISTEN).
@@ -93,34 +102,39 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut raw = keyward_server::config::RawSettings::from_file(cli.config.as_deref())?;
-    let unknown = raw.apply_env(std::env::vars())?;
-    if let Command::Serve {
-        listen: Some(listen),
-        ..
-    } = &cli.command
-    {
-        raw.listen = Some(listen.clone());
+    match cli.command {
+        // The partner's commands talk to a server; they need none of the server's settings.
+        Command::Partner(command) => keyward_client::cli::run(command)
+            .await
+            .map_err(anyhow::Error::msg),
+        Command::Server(command) => operate(cli.config.as_deref(), command).await,
     }
-    if let Command::Serve {
-        no_migrate: true, ..
-    } = &cli.command
-    {
-        raw.migrate_on_start = Some(false);
+}
+
+async fn operate(config: Option<&std::path::Path>, command: ServerCommand) -> anyhow::Result<()> {
+    let mut raw = keyward_server::config::RawSettings::from_file(config)?;
+    let unknown = raw.apply_env(std::env::vars())?;
+    if let ServerCommand::Serve { listen, no_migrate } = &command {
+        if let Some(listen) = listen {
+            raw.listen = Some(listen.clone());
+        }
+        if *no_migrate {
+            raw.migrate_on_start = Some(false);
+        }
     }
     let settings = raw.resolve()?;
     telemetry::init(&settings.log);
     for name in unknown {
         tracing::warn!(variable = %name, "unknown KEYWARD_* environment variable ignored (a typo?)");
     }
-    match cli.command {
-        Command::Serve { .. } => {
+    match command {
+        ServerCommand::Serve { .. } => {
             Application::build(settings)
                 .await?
                 .run_until_stopped()
                 .await
         }
-        Command::Migrate => {
+        ServerCommand::Migrate => {
             let store = open_store(&settings).await?;
             store
                 .migrate()
@@ -129,10 +143,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied ({:?})", store.backend());
             Ok(())
         }
-        Command::CheckConfig => check_config(&settings).await,
-        Command::SendTestEmail { to } => send_test_email(&settings, &to).await,
-        Command::Partner { action } => partner(&settings, action).await,
-        Command::Outbox { action } => outbox(&settings, action).await,
+        ServerCommand::CheckConfig => check_config(&settings).await,
+        ServerCommand::SendTestEmail { to } => send_test_email(&settings, &to).await,
+        ServerCommand::Partner { action } => partner(&settings, action).await,
+        ServerCommand::Outbox { action } => outbox(&settings, action).await,
     }
 }
 

@@ -1,0 +1,308 @@
+//! The partner's commands: `keyward sign`, `keyward redeem`, `keyward whoami`,
+//! `keyward regenerate`. Secrets come from files or the environment, never from a flag value
+//! (which would land in shell history and the process list).
+
+use crate::{Client, ClientError, Credentials, MessageForm, SecretKey};
+use clap::{Args, Subcommand};
+use keyward_core::signature::sign_body;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+const DEFAULT_CREDENTIALS: &str = "keyward-credentials.json";
+
+#[derive(Debug, Subcommand)]
+pub enum PartnerCommand {
+    /// Sign a JSON body read on stdin; write it with `signature` on stdout.
+    Sign {
+        /// A file holding the secret key (else KEYWARD_SECRET_KEY).
+        #[arg(long, value_name = "FILE")]
+        secret_key_file: Option<PathBuf>,
+        /// Sign the RFC 8785 form (members sorted) instead of the body as sent.
+        #[arg(long)]
+        canonical: bool,
+    },
+    /// Redeem a one-time link; save the credentials to a 0600 file, or print `export` lines.
+    Redeem {
+        /// The link from the email (https://…/link/…).
+        link: String,
+        /// The partner code the link was sent for.
+        #[arg(long)]
+        partner_code: String,
+        /// Write the credentials (and the server URL) to this file, mode 0600.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Check that your keys and signing work (a signed ping).
+    Whoami(SavedCredentials),
+    /// Ask for new keys: a one-time link is emailed to the partner's registered address.
+    Regenerate {
+        #[command(flatten)]
+        saved: SavedCredentials,
+        /// The partner's registered email address.
+        #[arg(long)]
+        email: String,
+        /// The partner code (default: the one in the credentials).
+        #[arg(long)]
+        partner_code: Option<String>,
+        /// You lost your keys: ask without signing (the server answers the same either way).
+        #[arg(long)]
+        lost_keys: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SavedCredentials {
+    /// The credentials file written by `keyward redeem --out` (else KEYWARD_CREDENTIALS, else
+    /// KEYWARD_PUBLIC_KEY + KEYWARD_SECRET_KEY + KEYWARD_URL, else ./keyward-credentials.json).
+    #[arg(long, value_name = "FILE")]
+    credentials: Option<PathBuf>,
+    /// The server (default: the one in the credentials, or KEYWARD_URL).
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+}
+
+/// What `redeem --out` writes.
+#[derive(Serialize, Deserialize)]
+struct SavedFile {
+    server_url: String,
+    #[serde(flatten)]
+    credentials: Credentials,
+}
+
+/// Runs a partner command; the error is what the user reads.
+pub async fn run(command: PartnerCommand) -> Result<(), String> {
+    match command {
+        PartnerCommand::Sign {
+            secret_key_file,
+            canonical,
+        } => sign(secret_key_file.as_deref(), canonical),
+        PartnerCommand::Redeem {
+            link,
+            partner_code,
+            out,
+        } => redeem(&link, &partner_code, out.as_deref()).await,
+        PartnerCommand::Whoami(saved) => {
+            let (client, _) = load(&saved)?;
+            let me = client.whoami().await.map_err(explain)?;
+            println!("Your request is signed correctly.");
+            println!(
+                "partner_id      {}\npartner_code    {}\nkey_created_at  {}",
+                me.partner_id, me.partner_code, me.key_created_at
+            );
+            Ok(())
+        }
+        PartnerCommand::Regenerate {
+            saved,
+            email,
+            partner_code,
+            lost_keys,
+        } => {
+            if lost_keys {
+                let code = partner_code.ok_or("--lost-keys needs --partner-code")?;
+                let server = saved
+                    .server
+                    .or_else(|| std::env::var("KEYWARD_URL").ok())
+                    .ok_or("give --server URL or set KEYWARD_URL")?;
+                let message = Client::new(&server)
+                    .map_err(explain)?
+                    .request_new_keys(&code, &email)
+                    .await
+                    .map_err(explain)?;
+                println!("{message}");
+                return Ok(());
+            }
+            let (client, saved_code) = load(&saved)?;
+            let code = partner_code.or(saved_code).ok_or("give --partner-code")?;
+            let message = client.regenerate(&code, &email).await.map_err(explain)?;
+            println!("{message}");
+            println!("Open the link in the email, or run: keyward redeem <link> --partner-code {code} --out <file>");
+            Ok(())
+        }
+    }
+}
+
+fn sign(secret_key_file: Option<&Path>, canonical: bool) -> Result<(), String> {
+    let secret_text = match secret_key_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("could not read {}: {e}", path.display()))?,
+        None => std::env::var("KEYWARD_SECRET_KEY")
+            .map_err(|_| "give --secret-key-file FILE or set KEYWARD_SECRET_KEY")?,
+    };
+    let secret = SecretKey::parse(secret_text.trim())
+        .map_err(|e| format!("the secret key is not valid: {e}"))?;
+    let mut body = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut body)
+        .map_err(|e| format!("could not read stdin: {e}"))?;
+    let form = if canonical {
+        MessageForm::Canonical
+    } else {
+        MessageForm::AsSent
+    };
+    let signed = sign_body(&body, &secret, form)
+        .map_err(|e| format!("stdin must hold one JSON object: {e}"))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{signed}").map_err(|e| e.to_string())
+}
+
+async fn redeem(link: &str, partner_code: &str, out: Option<&Path>) -> Result<(), String> {
+    let (server, _) = link
+        .rsplit_once("/link/")
+        .ok_or("that is not a keyward link: it should look like https://…/link/<token>")?;
+    let client = Client::new(server).map_err(explain)?;
+    if let Some(out) = out {
+        if out.exists() {
+            return Err(format!(
+                "{} exists: choose another file (a link works once, so nothing was used)",
+                out.display()
+            ));
+        }
+    }
+    let credentials = client
+        .redeem_link(link, partner_code)
+        .await
+        .map_err(explain)?;
+    match out {
+        Some(out) => {
+            let saved = SavedFile {
+                server_url: server.to_owned(),
+                credentials,
+            };
+            write_private(
+                out,
+                &serde_json::to_string_pretty(&saved).map_err(|e| e.to_string())?,
+            )?;
+            println!(
+                "Saved the credentials of {} to {} (mode 0600).",
+                saved.credentials.partner_code,
+                out.display()
+            );
+            println!("The secret key is not shown again: keep that file safe. Test it with: keyward whoami --credentials {}", out.display());
+        }
+        None => {
+            println!("export KEYWARD_URL='{server}'");
+            println!("export KEYWARD_PARTNER_ID='{}'", credentials.partner_id);
+            println!("export KEYWARD_PARTNER_CODE='{}'", credentials.partner_code);
+            println!("export KEYWARD_PUBLIC_KEY='{}'", credentials.public_key);
+            println!("export KEYWARD_SECRET_KEY='{}'", credentials.secret_key);
+        }
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("could not create {}: {e}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("could not write {}: {e}", path.display()))
+}
+
+/// The client of the saved credentials, and the partner code saved with them.
+fn load(saved: &SavedCredentials) -> Result<(crate::PartnerClient, Option<String>), String> {
+    let file = saved
+        .credentials
+        .clone()
+        .or_else(|| std::env::var_os("KEYWARD_CREDENTIALS").map(PathBuf::from));
+    let from_env = (
+        std::env::var("KEYWARD_PUBLIC_KEY"),
+        std::env::var("KEYWARD_SECRET_KEY"),
+    );
+    let (server, public, secret, code) = match (file, from_env) {
+        (None, (Ok(public), Ok(secret))) => (
+            std::env::var("KEYWARD_URL").ok(),
+            public,
+            secret,
+            std::env::var("KEYWARD_PARTNER_CODE").ok(),
+        ),
+        (file, _) => {
+            let path = file.unwrap_or_else(|| PathBuf::from(DEFAULT_CREDENTIALS));
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!("could not read the credentials file {}: {e}. Run `keyward redeem <link> --partner-code CODE --out {}` first, or set KEYWARD_PUBLIC_KEY and KEYWARD_SECRET_KEY.", path.display(), path.display())
+            })?;
+            let saved: SavedFile = serde_json::from_str(&text).map_err(|e| {
+                format!("{} is not a keyward credentials file: {e}", path.display())
+            })?;
+            let c = saved.credentials;
+            (
+                Some(saved.server_url),
+                c.public_key,
+                c.secret_key,
+                Some(c.partner_code),
+            )
+        }
+    };
+    let server = saved
+        .server
+        .clone()
+        .or(server)
+        .ok_or("give --server URL or set KEYWARD_URL")?;
+    let client = Client::new(&server)
+        .map_err(explain)?
+        .with_credentials(&public, &secret)
+        .map_err(explain)?;
+    Ok((client, code))
+}
+
+/// An error as the user should read it: what happened, then what to do.
+fn explain(error: ClientError) -> String {
+    match &error {
+        ClientError::Api {
+            status,
+            code,
+            message,
+            errors,
+        } => {
+            let mut text = format!("{code} (HTTP {status}): {message}");
+            for problem in errors {
+                text.push_str(&format!("\n  - {}: {}", problem.field, problem.problem));
+            }
+            if message != code.message() {
+                text.push_str(&format!("\nWhat to do: {}", code.message()));
+            }
+            text
+        }
+        other => format!("{other}\nWhat to do: {}", other.advice()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_are_explained_with_what_to_do() {
+        let text = explain(ClientError::Api {
+            status: 401,
+            code: crate::ErrorCode::RevokedKey,
+            message: "revoked".into(),
+            errors: vec![],
+        });
+        assert!(text.starts_with("revoked_key (HTTP 401): revoked"));
+        assert!(text.contains("What to do: This public key was revoked"));
+    }
+
+    #[test]
+    fn every_code_has_advice() {
+        for code in crate::ErrorCode::ALL {
+            assert!(code.message().len() > 20, "{code}");
+        }
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let secret = "sk_partner_fbi9lNL7GCHyd6uQEMDFGH19bSqMwB2OfotK";
+        let client = Client::new("http://127.0.0.1:1").and_then(|c| {
+            c.with_credentials("pk_partner_BSB8wIYc6sE7hIysyRYv9Z0oCJif3k38fgkq", secret)
+        });
+        assert!(
+            client.is_ok_and(|c| !format!("{c:?}").contains(secret) && c.secret_key() == secret)
+        );
+    }
+}
