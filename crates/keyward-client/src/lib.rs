@@ -38,8 +38,9 @@
 //! let me = partner.whoami().await?;
 //! println!("signed in as {} ({})", me.partner_code, me.partner_id);
 //! match partner.regenerate("ACME", "ops@acme.example").await {
+//!     Ok(message) => println!("{message}"),
 //!     Err(ClientError::Api { code: ErrorCode::RateLimited, .. }) => println!("try again later"),
-//!     other => other?,
+//!     Err(other) => return Err(other),
 //! }
 //! # Ok(()) }
 //! ```
