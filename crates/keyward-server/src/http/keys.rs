@@ -47,7 +47,25 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
         .map(|v| v.to_str().unwrap_or("\u{0}"))
 }
 
-async fn regenerate(
+/// Regenerate a partner's keys
+///
+/// With `Authorization`, after checking key, signature, partner code and email, emails a
+/// regeneration link; the current keys keep working until it is used. Without it (lost keys),
+/// the answer is always the same, and a link is emailed only when the pair matches a partner.
+#[utoipa::path(
+    post,
+    path = "/api/v1/no-auth/PartnerP2P/GenKeysForPartner",
+    tag = "partners",
+    security((), ("partner_key" = [])),
+    request_body(content = super::openapi::RegenerateRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Link emailed (or, without Authorization, emailed if the pair matches)", body = super::openapi::MessageEnvelope),
+        super::openapi::AuthErrors,
+        super::openapi::RateLimited,
+        super::openapi::BodyErrors,
+    )
+)]
+pub(crate) async fn regenerate(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
@@ -78,7 +96,22 @@ async fn regenerate(
     }
 }
 
-async fn whoami(
+/// Who am I: a signed ping
+///
+/// Checks the key and the signature of the body and says whose key it is.
+#[utoipa::path(
+    post,
+    path = "/api/v1/PartnerP2P/WhoAmI",
+    tag = "signed",
+    security(("partner_key" = [])),
+    request_body(content = super::openapi::SignedRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Signed correctly", body = super::openapi::WhoAmIEnvelope),
+        super::openapi::AuthErrors,
+        super::openapi::BodyErrors,
+    )
+)]
+pub(crate) async fn whoami(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,

@@ -43,7 +43,21 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-async fn show(
+/// The link page
+///
+/// Says what the link does and until when, and asks for the partner code. Changes nothing
+/// (mail scanners fetch links).
+#[utoipa::path(
+    get,
+    path = "/link/{token}",
+    tag = "links",
+    params(("token" = String, Path, description = "The one-time token from the email")),
+    responses(
+        (status = 200, description = "The page", content_type = "text/html", body = String),
+        super::openapi::PageErrors,
+    )
+)]
+pub(crate) async fn show(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
     Path(token): Path<String>,
@@ -66,7 +80,23 @@ struct LinkForm {
     partner_code: String,
 }
 
-async fn redeem_form(
+/// Use the link (the page's form)
+///
+/// A matching partner code uses the link and shows the keys once; a wrong one shows the page
+/// again with 422 and uses nothing.
+#[utoipa::path(
+    post,
+    path = "/link/{token}",
+    tag = "links",
+    params(("token" = String, Path, description = "The one-time token from the email")),
+    request_body(content = super::openapi::LinkForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The keys, shown once", content_type = "text/html", body = String),
+        (status = 422, description = "The partner code does not match; nothing was used", content_type = "text/html", body = String),
+        super::openapi::PageErrors,
+    )
+)]
+pub(crate) async fn redeem_form(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     RequestId(request_id): RequestId,
@@ -106,7 +136,21 @@ async fn redeem_form(
     }
 }
 
-async fn redeem_json(
+/// Redeem a link (for programs)
+///
+/// The same as the page's form: uses the link and returns the credentials once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/no-auth/PartnerP2P/RedeemKeyLink",
+    tag = "links",
+    request_body(content = super::openapi::RedeemRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The credentials, shown once", body = super::openapi::CredentialsEnvelope),
+        super::openapi::LinkErrors,
+        super::openapi::BodyErrors,
+    )
+)]
+pub(crate) async fn redeem_json(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     JsonBody { body, .. }: JsonBody,

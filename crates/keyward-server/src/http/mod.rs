@@ -7,6 +7,7 @@ pub mod keys;
 pub mod links;
 pub mod metrics;
 pub mod onboarding;
+pub mod openapi;
 pub mod ops;
 pub mod views;
 
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .merge(keys::whoami_router())
         .merge(links::router())
         .merge(ops::router())
+        .merge(openapi::router())
         .fallback(|| async { Error::from(ErrorCode::NotFound) })
         .method_not_allowed_fallback(|| async { Error::from(ErrorCode::MethodNotAllowed) })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))

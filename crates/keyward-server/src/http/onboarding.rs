@@ -19,7 +19,23 @@ pub fn router() -> Router<AppState> {
     Router::new().route(ONBOARD_PATH, post(onboard))
 }
 
-async fn onboard(
+/// Onboard a partner
+///
+/// A new code creates the partner (pending) and emails it a one-time link to its first keys.
+/// The same code and email again, while pending, emails a fresh link that replaces the first.
+#[utoipa::path(
+    post,
+    path = "/api/v1/no-auth/PartnerP2P/OnboardPartner",
+    tag = "partners",
+    request_body(content = super::openapi::OnboardRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Link emailed", body = super::openapi::MessageEnvelope),
+        (status = 409, description = "`partner_exists`", body = super::openapi::ErrorEnvelope),
+        super::openapi::RateLimited,
+        super::openapi::BodyErrors,
+    )
+)]
+pub(crate) async fn onboard(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     JsonBody { body, .. }: JsonBody,

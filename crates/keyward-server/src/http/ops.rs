@@ -17,11 +17,23 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-async fn healthz() -> Response {
+/// The process is up
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Up", body = super::openapi::MessageEnvelope)))]
+pub(crate) async fn healthz() -> Response {
     success::<()>("up", None)
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Response> {
+/// Storage is reachable
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = super::openapi::MessageEnvelope),
+        (status = 503, description = "`unavailable`", body = super::openapi::ErrorEnvelope),
+    )
+)]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response> {
     state
         .store
         .ping()
@@ -30,7 +42,17 @@ async fn readyz(State(state): State<AppState>) -> Result<Response> {
     Ok(success::<()>("ready", None))
 }
 
-async fn metrics(State(state): State<AppState>) -> Result<Response> {
+/// Prometheus metrics
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 503, description = "`unavailable`", body = super::openapi::ErrorEnvelope),
+    )
+)]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response> {
     let mut out = String::new();
     state.metrics.render(&mut out);
     let outbox = state.store.outbox_stats().await?;

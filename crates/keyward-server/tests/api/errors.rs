@@ -463,3 +463,50 @@ async fn readiness_reports_storage() {
         .unwrap();
     expect(response, 503, "unavailable").await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_and_every_code() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        ONBOARD,
+        REGENERATE,
+        "/api/v1/no-auth/PartnerP2P/ResetPartnerKeys",
+        "/api/v1/no-auth/PartnerP2P/OnboardPartner.",
+        REDEEM,
+        WHOAMI,
+        "/link/{token}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is not documented");
+    }
+    assert!(
+        doc["paths"]["/link/{token}"]["get"].is_object()
+            && doc["paths"]["/link/{token}"]["post"].is_object()
+    );
+    let codes: Vec<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    for code in keyward_core::ErrorCode::ALL {
+        assert!(
+            codes.contains(&code.as_str()),
+            "{code} is not in the document"
+        );
+    }
+    assert_eq!(codes.len(), keyward_core::ErrorCode::ALL.len());
+    assert!(doc["components"]["securitySchemes"]["partner_key"].is_object());
+}

@@ -180,7 +180,8 @@ async fn the_partner_commands_take_a_partner_from_link_to_regenerated_keys() {
     )
     .await;
     assert!(
-        !ok && stderr.contains("partner_code_mismatch (HTTP 422)") && stderr.contains("Type the partner code"),
+        !ok && stderr.contains("partner_code_mismatch (HTTP 422)")
+            && stderr.contains("Type the partner code"),
         "{stderr}"
     );
     assert!(!file.exists());
