@@ -138,7 +138,7 @@ async fn onboarding_then_regeneration_end_to_end() {
 /// Reads the credentials off the reveal page.
 fn keys_on_page(html: &str) -> Partner {
     let value = |id: &str| {
-        let re = regex::Regex::new(&format!(r#"id="{id}"[^>]*value="([^"]+)""#)).unwrap();
+        let re = regex::Regex::new(&format!(r#"id="{id}"[^>]*>([^<]+)</textarea>"#)).unwrap();
         re.captures(html)
             .unwrap_or_else(|| panic!("no {id} on the page"))
             .get(1)

@@ -88,8 +88,9 @@ pub fn reveal_page(credentials: &Credentials, regeneration: bool) -> Markup {
             div class="field" {
                 label for=(id) { (label) }
                 div class="copyrow" {
-                    input id=(id) type="text" readonly value=(value) class=[secret.then_some("secret")] spellcheck="false";
-                    button type="button" class="copy" data-copy=(id) { "Copy" }
+                    // A textarea wraps, so that the whole key is visible even on a phone.
+                    textarea id=(id) readonly rows="1" spellcheck="false" autocapitalize="none" class=[secret.then_some("secret")] { (value) }
+                    button type="button" class="copy" data-copy=(id) aria-label=(format!("Copy the {}", label.to_lowercase())) { "Copy" }
                 }
             }
         }
