@@ -104,6 +104,7 @@ async fn the_walkthrough_and_the_signing_examples_run_against_the_server() {
     }
     if available("python3", "--version") {
         runs.push(("python3", "examples/whoami.py"));
+        runs.push(("python3", "examples/whoami_jcs.py"));
     }
     for (program, example) in runs {
         let output = Command::new(program)
