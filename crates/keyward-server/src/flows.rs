@@ -268,12 +268,15 @@ pub async fn request_regeneration_without_keys(
         PartnerStatus::Pending => LinkPurpose::Onboarding,
         PartnerStatus::Suspended => return Ok(()),
     };
-    if enforce_partner_limit(state, &mut tx, &partner, now)
-        .await
-        .is_err()
-    {
-        tracing::info!(partner_id = %partner.id, "lost-keys request over the per-partner limit: nothing sent");
-        return Ok(());
+    match enforce_partner_limit(state, &mut tx, &partner, now).await {
+        Ok(()) => {}
+        // Over the limit this path answers as always and sends nothing; any other failure
+        // (the database) is reported as such.
+        Err(Error::RateLimited { .. }) => {
+            tracing::info!(partner_id = %partner.id, "lost-keys request over the per-partner limit: nothing sent");
+            return Ok(());
+        }
+        Err(other) => return Err(other),
     }
     issue_link(state, &mut tx, &partner, purpose, now, ip).await?;
     tx.commit().await?;
