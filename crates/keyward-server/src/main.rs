@@ -7,6 +7,7 @@ use keyward_server::config::Settings;
 use keyward_server::mail::{templates, EmailKind, Mailer};
 use keyward_server::startup::open_store;
 use keyward_server::store::PartnerStatus;
+use keyward_server::store::Store;
 use keyward_server::{telemetry, Application};
 use secrecy::ExposeSecret;
 use std::path::PathBuf;
@@ -232,8 +233,20 @@ fn minijinja_context(settings: &Settings) -> serde_json::Value {
     })
 }
 
-async fn partner(settings: &Settings, action: PartnerAction) -> anyhow::Result<()> {
+/// The store, with the schema in place: migrated as `serve` would (unless turned off).
+async fn open_migrated(settings: &Settings) -> anyhow::Result<Store> {
     let store = open_store(settings).await?;
+    if settings.migrate_on_start {
+        store
+            .migrate()
+            .await
+            .context("could not apply the database migrations")?;
+    }
+    Ok(store)
+}
+
+async fn partner(settings: &Settings, action: PartnerAction) -> anyhow::Result<()> {
+    let store = open_migrated(settings).await?;
     let code = match &action {
         PartnerAction::Show { code }
         | PartnerAction::Suspend { code }
@@ -314,7 +327,7 @@ async fn partner(settings: &Settings, action: PartnerAction) -> anyhow::Result<(
 }
 
 async fn outbox(settings: &Settings, action: OutboxAction) -> anyhow::Result<()> {
-    let store = open_store(settings).await?;
+    let store = open_migrated(settings).await?;
     match action {
         OutboxAction::Stats => {
             let stats = store.outbox_stats().await?;

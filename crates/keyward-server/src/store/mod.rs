@@ -19,9 +19,9 @@ pub enum StoreError {
     #[error("a row with the same unique value already exists")]
     Conflict,
     /// The database could not be reached in time.
-    #[error("the database is unavailable: {0}")]
+    #[error("the database is unavailable")]
     Unavailable(#[source] sqlx::Error),
-    #[error("database error: {0}")]
+    #[error("database error")]
     Other(#[source] sqlx::Error),
     #[error("a stored value is not valid: {0}")]
     Corrupt(String),
