@@ -97,6 +97,7 @@ const ENV_VARS: &[&str] = &[
     // Read by the test suite, not by the server; listed so that it draws no warning.
     "KEYWARD_TEST_POSTGRES_URL",
     "KEYWARD_TEST_BACKEND",
+    "KEYWARD_STRICT_TESTS",
     // Read by the partner commands (`keyward sign`, `whoami`, …).
     "KEYWARD_SECRET_KEY",
     "KEYWARD_PUBLIC_KEY",
