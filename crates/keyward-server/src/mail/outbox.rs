@@ -2,13 +2,21 @@
 //! change the email announces, so a crash never loses it and a rollback never sends it. This
 //! worker sends what is due, retries with exponential backoff while the mail server is down,
 //! dead-letters a message after `max_attempts` so it never blocks the queue, and erases each
-//! body once sent. Several nodes may run it at once: rows are claimed with a lease (and
-//! `FOR UPDATE SKIP LOCKED` on PostgreSQL), so no email is sent twice by two senders.
+//! body once sent.
+//!
+//! How an email is claimed depends on the backend:
+//! - PostgreSQL (several nodes): each email is locked with `FOR UPDATE SKIP LOCKED` in a
+//!   transaction that stays open while it is sent and records the result. Other nodes skip it;
+//!   if the node dies, the database drops the lock with the connection and another node sends
+//!   it within a second.
+//! - SQLite (one node): a write transaction must not stay open while SMTP talks (it would stall
+//!   every request), so emails are claimed with a lease; leases left by a crash are released at
+//!   the next start.
 
 use super::{Mailer, RenderedEmail};
 use crate::clock::{millis, Clock};
 use crate::crypto::{outbox_aad, Cipher};
-use crate::store::{QueuedEmail, Store};
+use crate::store::{Backend, FailedAttempt, QueuedEmail, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -60,18 +68,58 @@ impl OutboxWorker {
 
     /// Sends one batch of due emails; returns how many were handled.
     pub async fn send_due(&self) -> Result<usize, crate::store::StoreError> {
-        let now = millis(self.clock.now());
-        let batch = self.store.claim_due_emails(now, LEASE_MS, BATCH).await?;
-        let handled = batch.len();
-        for email in batch {
-            self.deliver(email).await?;
+        match self.store.backend() {
+            Backend::Sqlite => self.send_leased().await,
+            Backend::Postgres => self.send_locked().await,
         }
-        Ok(handled)
     }
 
+    async fn send_leased(&self) -> Result<usize, crate::store::StoreError> {
+        let now = millis(self.clock.now());
+        let batch = self.store.claim_due_emails(now, LEASE_MS, BATCH).await?;
+        for email in &batch {
+            match self.attempt(email).await {
+                Ok(()) => {
+                    self.store
+                        .mark_email_sent(&email.id, millis(self.clock.now()))
+                        .await?
+                }
+                Err(failure) => {
+                    self.store
+                        .mark_email_failed(&email.id, &failure.as_attempt())
+                        .await?
+                }
+            }
+        }
+        Ok(batch.len())
+    }
+
+    async fn send_locked(&self) -> Result<usize, crate::store::StoreError> {
+        let mut handled = 0;
+        while handled < BATCH {
+            let mut tx = self.store.begin().await?;
+            let Some(email) = tx.lock_due_email(millis(self.clock.now())).await? else {
+                break;
+            };
+            match self.attempt(&email).await {
+                Ok(()) => {
+                    tx.mark_email_sent(&email.id, millis(self.clock.now()))
+                        .await?
+                }
+                Err(failure) => {
+                    tx.mark_email_failed(&email.id, &failure.as_attempt())
+                        .await?
+                }
+            }
+            tx.commit().await?;
+            handled += 1;
+        }
+        Ok(usize::try_from(handled).unwrap_or(0))
+    }
+
+    /// Decrypts and sends one email; on failure, says when to try again or that it is dead.
     #[tracing::instrument(skip_all, fields(email_id = %email.id, kind = %email.kind, attempt = email.attempts + 1))]
-    async fn deliver(&self, email: QueuedEmail) -> Result<(), crate::store::StoreError> {
-        let attempts = email.attempts + 1;
+    async fn attempt(&self, email: &QueuedEmail) -> Result<(), Failure> {
         let rendered = email
             .body_ciphertext
             .as_deref()
@@ -93,26 +141,47 @@ impl OutboxWorker {
                 .map_err(|e| (e.is_permanent(), e.to_string())),
             Err(why) => Err((true, why.to_owned())),
         };
-        let now = millis(self.clock.now());
-        match result {
+        let (permanent, error) = match result {
             Ok(()) => {
-                self.store.mark_email_sent(&email.id, now).await?;
                 tracing::info!("email sent");
+                return Ok(());
             }
-            Err((permanent, error)) => {
-                let dead = permanent || attempts >= i64::from(self.max_attempts);
-                let next = now + backoff_ms(attempts);
-                self.store
-                    .mark_email_failed(&email.id, attempts, next, dead.then_some(now), &error)
-                    .await?;
-                if dead {
-                    tracing::error!(%error, "email dead-lettered: see `keyward outbox dead`");
-                } else {
-                    tracing::warn!(%error, retry_in_ms = next - now, "email not sent; will retry");
-                }
-            }
+            Err(failure) => failure,
+        };
+        let now = millis(self.clock.now());
+        let attempts = email.attempts + 1;
+        let dead = permanent || attempts >= i64::from(self.max_attempts);
+        let failure = Failure {
+            attempts,
+            next_attempt_at: now + backoff_ms(attempts),
+            dead_at: dead.then_some(now),
+            error,
+        };
+        if dead {
+            tracing::error!(error = %failure.error, "email dead-lettered: see `keyward outbox dead`");
+        } else {
+            tracing::warn!(error = %failure.error, retry_in_ms = failure.next_attempt_at - now, "email not sent; will retry");
         }
-        Ok(())
+        Err(failure)
+    }
+}
+
+/// A failed attempt, to record.
+struct Failure {
+    attempts: i64,
+    next_attempt_at: i64,
+    dead_at: Option<i64>,
+    error: String,
+}
+
+impl Failure {
+    fn as_attempt(&self) -> FailedAttempt<'_> {
+        FailedAttempt {
+            attempts: self.attempts,
+            next_attempt_at: self.next_attempt_at,
+            dead_at: self.dead_at,
+            error: &self.error,
+        }
     }
 }
 

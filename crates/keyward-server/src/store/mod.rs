@@ -221,6 +221,50 @@ pub struct QueuedEmail {
     pub attempts: i64,
 }
 
+/// A failed delivery attempt, as recorded.
+#[derive(Debug)]
+pub struct FailedAttempt<'a> {
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub dead_at: Option<i64>,
+    pub error: &'a str,
+}
+
+const QUEUED_EMAIL_COLUMNS: &str = "id, recipient, kind, body_ciphertext, attempts";
+
+async fn mark_email_sent<'e, E: sqlx::Executor<'e, Database = Any>>(
+    executor: E,
+    id: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE outbox SET sent_at = $1, body_ciphertext = NULL, locked_until = NULL, last_error = NULL WHERE id = $2",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+async fn mark_email_failed<'e, E: sqlx::Executor<'e, Database = Any>>(
+    executor: E,
+    id: &str,
+    attempt: &FailedAttempt<'_>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE outbox SET attempts = $1, next_attempt_at = $2, dead_at = $3, last_error = $4, locked_until = NULL WHERE id = $5",
+    )
+    .bind(attempt.attempts)
+    .bind(attempt.next_attempt_at)
+    .bind(attempt.dead_at)
+    .bind(attempt.error)
+    .bind(id)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
 /// Counts of the outbox, for operators and `/metrics`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OutboxStats {
@@ -379,23 +423,19 @@ impl Store {
         Ok(count == 0)
     }
 
-    /// Claims up to `limit` due emails for `lease_ms`, so that no other sender (on this node or
-    /// another) takes them meanwhile.
+    /// Claims up to `limit` due emails for `lease_ms` (the single-node SQLite sender: a write
+    /// transaction must not stay open while SMTP talks, so the claim is a lease).
     pub async fn claim_due_emails(
         &self,
         now: i64,
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<QueuedEmail>> {
-        let lock = match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-        };
         let sql = format!(
             "UPDATE outbox SET locked_until = $1 WHERE id IN ( \
                SELECT id FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $2 \
-               AND (locked_until IS NULL OR locked_until <= $2) ORDER BY next_attempt_at LIMIT $3 {lock}) \
-             RETURNING id, recipient, kind, body_ciphertext, attempts"
+               AND (locked_until IS NULL OR locked_until <= $2) ORDER BY next_attempt_at LIMIT $3) \
+             RETURNING {QUEUED_EMAIL_COLUMNS}"
         );
         Ok(sqlx::query_as(&sql)
             .bind(now + lease_ms)
@@ -416,45 +456,12 @@ impl Store {
 
     /// Marks an email sent and erases its body.
     pub async fn mark_email_sent(&self, id: &str, now: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE outbox SET sent_at = $1, body_ciphertext = NULL, locked_until = NULL, last_error = NULL WHERE id = $2",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        mark_email_sent(&self.pool, id, now).await
     }
 
-    /// Records a failed attempt: retried at `next_attempt_at`, or dead-lettered when `dead`.
-    pub async fn mark_email_failed(
-        &self,
-        id: &str,
-        attempts: i64,
-        next_attempt_at: i64,
-        dead_at: Option<i64>,
-        error: &str,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE outbox SET attempts = $1, next_attempt_at = $2, dead_at = $3, last_error = $4, locked_until = NULL WHERE id = $5",
-        )
-        .bind(attempts)
-        .bind(next_attempt_at)
-        .bind(dead_at)
-        .bind(error)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// The earliest time an unsent email is due, to sleep until then.
-    pub async fn next_email_due(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(COALESCE(locked_until, next_attempt_at)) FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL",
-        )
-        .fetch_one(&self.pool)
-        .await?)
+    /// Records a failed attempt: retried at `next_attempt_at`, or dead-lettered when `dead_at`.
+    pub async fn mark_email_failed(&self, id: &str, attempt: &FailedAttempt<'_>) -> Result<()> {
+        mark_email_failed(&self.pool, id, attempt).await
     }
 
     pub async fn outbox_stats(&self) -> Result<OutboxStats> {
@@ -777,6 +784,28 @@ impl Tx {
             .execute(&mut *self.tx)
             .await?;
         Ok(())
+    }
+
+    /// Locks one due email until this transaction ends, skipping those other nodes hold (the
+    /// PostgreSQL sender keeps the transaction open while it sends: if the node dies, the
+    /// database drops the lock with the connection and another node sends the email at once).
+    pub async fn lock_due_email(&mut self, now: i64) -> Result<Option<QueuedEmail>> {
+        let sql = format!(
+            "SELECT {QUEUED_EMAIL_COLUMNS} FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL \
+             AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(now)
+            .fetch_optional(&mut *self.tx)
+            .await?)
+    }
+
+    pub async fn mark_email_sent(&mut self, id: &str, now: i64) -> Result<()> {
+        mark_email_sent(&mut *self.tx, id, now).await
+    }
+
+    pub async fn mark_email_failed(&mut self, id: &str, attempt: &FailedAttempt<'_>) -> Result<()> {
+        mark_email_failed(&mut *self.tx, id, attempt).await
     }
 
     /// Stores `value` under `name` unless a value is there already (the first writer wins).

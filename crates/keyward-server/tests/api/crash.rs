@@ -176,7 +176,6 @@ async fn a_kill_9_in_the_middle_of_a_load_loses_nothing() {
     // Restart on the same database and master key; the outbox drains.
     let server = ServerProcess::start(dir.path(), &env);
     let client = reqwest::Client::new();
-    // On PostgreSQL, emails claimed by the dead node wait out their 30 s lease.
     let mut pending = u64::MAX;
     for _ in 0..600 {
         let metrics = client
