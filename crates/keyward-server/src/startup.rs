@@ -76,6 +76,12 @@ impl Application {
         let port = listener.local_addr()?.port();
         if settings.public_url_is_default {
             settings.public_url = format!("http://{}", listener.local_addr()?);
+            if !listener.local_addr()?.ip().is_loopback() {
+                tracing::warn!(
+                    public_url = %settings.public_url,
+                    "KEYWARD_PUBLIC_URL is not set: emailed links point at the listen address; set it to the URL partners reach"
+                );
+            }
         }
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         tracing::info!(
