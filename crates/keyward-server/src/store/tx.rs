@@ -1,0 +1,290 @@
+//! One write transaction and what can be done in it.
+
+use super::outbox::{mark_email_failed, mark_email_sent};
+use super::records::{
+    FailedAttempt, LinkPurpose, NewEmail, NewKey, NewLink, Partner, PartnerRow, PartnerStatus,
+    QueuedEmail, PARTNER_COLUMNS, QUEUED_EMAIL_COLUMNS,
+};
+use super::{link_with_partner, Backend, Link, Result};
+use sqlx::Any;
+
+/// One write transaction. Rolled back when dropped without [`Tx::commit`].
+pub struct Tx {
+    pub(super) tx: sqlx::Transaction<'static, Any>,
+    pub(super) backend: Backend,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// The partner with this (case-folded) code. On PostgreSQL the row is locked until the
+    /// transaction ends, so per-partner decisions (rate limits, link issue) serialise across
+    /// nodes; SQLite's write transactions are serial already.
+    pub async fn partner_by_code_for_update(
+        &mut self,
+        code_folded: &str,
+    ) -> Result<Option<Partner>> {
+        let lock = if self.backend == Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let sql =
+            format!("SELECT {PARTNER_COLUMNS} FROM partners p WHERE p.code_folded = $1{lock}");
+        let row: Option<PartnerRow> = sqlx::query_as(&sql)
+            .bind(code_folded)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map(Partner::try_from).transpose()
+    }
+
+    pub async fn insert_partner(
+        &mut self,
+        id: &str,
+        code: &str,
+        email: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO partners (id, code, code_folded, email, status, created_at, updated_at) VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
+        )
+        .bind(id)
+        .bind(code)
+        .bind(code.to_ascii_lowercase())
+        .bind(email)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_partner_status(
+        &mut self,
+        partner_id: &str,
+        status: PartnerStatus,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query("UPDATE partners SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(status.as_str())
+            .bind(now)
+            .bind(partner_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_allowed_ips(
+        &mut self,
+        partner_id: &str,
+        allowed_ips: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query("UPDATE partners SET allowed_ips = $1, updated_at = $2 WHERE id = $3")
+            .bind(allowed_ips)
+            .bind(now)
+            .bind(partner_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The link with this token hash and its partner. On PostgreSQL the partner row is locked
+    /// until the transaction ends, so two links of one partner cannot be redeemed at once.
+    pub async fn link_by_hash_for_update(
+        &mut self,
+        token_hash: &[u8],
+    ) -> Result<Option<(Link, Partner)>> {
+        let lock = if self.backend == Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        link_with_partner(&mut self.tx, token_hash, lock).await
+    }
+
+    /// How many links were issued to the partner since `since` (the per-partner email limit).
+    pub async fn links_issued_since(&mut self, partner_id: &str, since: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM links WHERE partner_id = $1 AND created_at > $2",
+        )
+        .bind(partner_id)
+        .bind(since)
+        .fetch_one(&mut *self.tx)
+        .await?)
+    }
+
+    /// The oldest link issued since `since`, to tell a rate-limited caller when to come back.
+    pub async fn oldest_link_since(&mut self, partner_id: &str, since: i64) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(created_at) FROM links WHERE partner_id = $1 AND created_at > $2",
+        )
+        .bind(partner_id)
+        .bind(since)
+        .fetch_one(&mut *self.tx)
+        .await?)
+    }
+
+    /// Unused links of this purpose stop working (a newer one replaces them).
+    pub async fn supersede_links(
+        &mut self,
+        partner_id: &str,
+        purpose: LinkPurpose,
+        now: i64,
+    ) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE links SET superseded_at = $1 WHERE partner_id = $2 AND purpose = $3 AND used_at IS NULL AND superseded_at IS NULL",
+        )
+        .bind(now)
+        .bind(partner_id)
+        .bind(purpose.as_str())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn insert_link(&mut self, link: &NewLink<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO links (id, partner_id, purpose, token_hash, created_at, expires_at, requested_ip) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(link.id)
+        .bind(link.partner_id)
+        .bind(link.purpose.as_str())
+        .bind(link.token_hash.to_vec())
+        .bind(link.created_at)
+        .bind(link.expires_at)
+        .bind(link.requested_ip)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Consumes the link if, and only if, it is still usable: one conditional update, so of
+    /// concurrent redemptions exactly one sees `true`.
+    pub async fn consume_link(&mut self, link_id: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE links SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND superseded_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(link_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Revokes every active key of the partner; returns how many.
+    pub async fn revoke_keys(&mut self, partner_id: &str, now: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE partner_keys SET revoked_at = $1 WHERE partner_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(partner_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn insert_key(&mut self, key: &NewKey<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO partner_keys (id, partner_id, public_key_hash, public_key_hint, secret_ciphertext, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(key.id)
+        .bind(key.partner_id)
+        .bind(key.public_key_hash.to_vec())
+        .bind(key.public_key_hint)
+        .bind(key.secret_ciphertext.to_vec())
+        .bind(key.created_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Queues an email in this transaction (the transactional outbox).
+    pub async fn enqueue_email(&mut self, email: &NewEmail<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO outbox (id, recipient, kind, body_ciphertext, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $5)",
+        )
+        .bind(email.id)
+        .bind(email.recipient)
+        .bind(email.kind)
+        .bind(email.body_ciphertext.to_vec())
+        .bind(email.created_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a signed request's digest; `false` if it was already acted on in its window.
+    pub async fn record_replay(
+        &mut self,
+        digest: &[u8],
+        now: i64,
+        expires_at: i64,
+    ) -> Result<bool> {
+        sqlx::query("DELETE FROM replays WHERE digest = $1 AND expires_at <= $2")
+            .bind(digest.to_vec())
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await?;
+        let done = sqlx::query("INSERT INTO replays (digest, expires_at) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
+            .bind(digest.to_vec())
+            .bind(expires_at)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn audit(
+        &mut self,
+        partner_id: Option<&str>,
+        event: &str,
+        ip: Option<&str>,
+        detail: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO audit_events (id, partner_id, event, ip, detail, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(partner_id)
+            .bind(event)
+            .bind(ip)
+            .bind(detail)
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Locks one due email until this transaction ends, skipping those other nodes hold (the
+    /// PostgreSQL sender keeps the transaction open while it sends: if the node dies, the
+    /// database drops the lock with the connection and another node sends the email at once).
+    pub async fn lock_due_email(&mut self, now: i64) -> Result<Option<QueuedEmail>> {
+        let sql = format!(
+            "SELECT {QUEUED_EMAIL_COLUMNS} FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL \
+             AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(now)
+            .fetch_optional(&mut *self.tx)
+            .await?)
+    }
+
+    pub async fn mark_email_sent(&mut self, id: &str, now: i64) -> Result<()> {
+        mark_email_sent(&mut *self.tx, id, now).await
+    }
+
+    pub async fn mark_email_failed(&mut self, id: &str, attempt: &FailedAttempt<'_>) -> Result<()> {
+        mark_email_failed(&mut *self.tx, id, attempt).await
+    }
+
+    /// Stores `value` under `name` unless a value is there already (the first writer wins).
+    pub async fn insert_meta(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(value.to_vec())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
