@@ -1,0 +1,149 @@
+//! One-time links: looking at one, and using one.
+
+use super::queue_email;
+use crate::clock::{from_millis, millis};
+use crate::crypto::secret_key_aad;
+use crate::error::{Error, Result};
+use crate::mail::EmailKind;
+use crate::state::AppState;
+use crate::store::{Link, LinkPurpose, NewKey, PartnerStatus};
+use chrono::{DateTime, SecondsFormat, Utc};
+use keyward_core::wire::Credentials;
+use keyward_core::{ErrorCode, KeyPair, LinkToken};
+use rand::rngs::OsRng;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// Why a link cannot be used, if it cannot.
+fn link_problem(link: &Link, now: DateTime<Utc>) -> Option<ErrorCode> {
+    if link.used_at.is_some() {
+        Some(ErrorCode::LinkUsed)
+    } else if link.superseded_at.is_some() || link.expires_at <= millis(now) {
+        Some(ErrorCode::LinkExpired)
+    } else {
+        None
+    }
+}
+
+/// What the link page shows before anything is consumed.
+#[derive(Debug, Clone)]
+pub struct LinkView {
+    pub purpose: LinkPurpose,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Looks at a link without changing anything (mail scanners fetch links).
+pub async fn view_link(state: &AppState, token: &str) -> Result<LinkView> {
+    let token = LinkToken::parse(token).ok_or(Error::from(ErrorCode::LinkUnknown))?;
+    let (link, _) = state
+        .store
+        .link_by_hash(&token.hash())
+        .await?
+        .ok_or(Error::from(ErrorCode::LinkUnknown))?;
+    if let Some(problem) = link_problem(&link, state.clock.now()) {
+        return Err(problem.into());
+    }
+    Ok(LinkView {
+        purpose: link.purpose,
+        expires_at: from_millis(link.expires_at),
+    })
+}
+
+#[derive(Serialize)]
+struct NoticeContext<'a> {
+    partner_code: &'a str,
+    regenerated_at: String,
+    ip: String,
+}
+
+/// Consumes a link, atomically: onboarding activates the partner with its first key pair;
+/// regeneration revokes every active key and creates a new pair (partner ID unchanged) and
+/// queues the notice email. A wrong partner code consumes nothing.
+#[tracing::instrument(skip_all)]
+pub async fn redeem(
+    state: &AppState,
+    token: &str,
+    partner_code: &str,
+    ip: IpAddr,
+) -> Result<(Credentials, LinkPurpose)> {
+    let token = LinkToken::parse(token).ok_or(Error::from(ErrorCode::LinkUnknown))?;
+    let now = state.clock.now();
+    let mut tx = state.store.begin().await?;
+    let (link, partner) = tx
+        .link_by_hash_for_update(&token.hash())
+        .await?
+        .ok_or(Error::from(ErrorCode::LinkUnknown))?;
+    if let Some(problem) = link_problem(&link, now) {
+        return Err(problem.into());
+    }
+    if !partner.code.eq_ignore_ascii_case(partner_code.trim()) {
+        return Err(ErrorCode::PartnerCodeMismatch.into());
+    }
+    if partner.status == PartnerStatus::Suspended {
+        return Err(ErrorCode::PartnerSuspended.into());
+    }
+    // The one conditional update that decides which of concurrent redemptions wins.
+    if !tx.consume_link(&link.id, millis(now)).await? {
+        return Err(ErrorCode::LinkUsed.into());
+    }
+    let revoked = tx.revoke_keys(&partner.id, millis(now)).await?;
+    if link.purpose == LinkPurpose::Onboarding && partner.status == PartnerStatus::Pending {
+        tx.set_partner_status(&partner.id, PartnerStatus::Active, millis(now))
+            .await?;
+    }
+    let pair = KeyPair::generate(&mut OsRng);
+    let key_id = uuid::Uuid::now_v7().to_string();
+    let ciphertext = state.cipher.encrypt(
+        pair.secret.expose_secret().as_bytes(),
+        &secret_key_aad(&partner.id, &key_id),
+    );
+    tx.insert_key(&NewKey {
+        id: &key_id,
+        partner_id: &partner.id,
+        public_key_hash: &pair.public.hash(),
+        public_key_hint: &pair.public.redacted(),
+        secret_ciphertext: &ciphertext,
+        created_at: millis(now),
+    })
+    .await?;
+    let ip_text = ip.to_string();
+    if link.purpose == LinkPurpose::Regeneration {
+        let context = NoticeContext {
+            partner_code: &partner.code,
+            regenerated_at: now.to_rfc3339_opts(SecondsFormat::Secs, true),
+            ip: ip_text.clone(),
+        };
+        queue_email(
+            state,
+            &mut tx,
+            &partner.email,
+            EmailKind::RegeneratedNotice,
+            &context,
+            now,
+        )
+        .await?;
+    }
+    let detail = format!("key {key_id}; {revoked} key(s) revoked");
+    let event = format!("{}_link_redeemed", link.purpose.as_str());
+    tx.audit(
+        Some(&partner.id),
+        &event,
+        Some(&ip_text),
+        Some(&detail),
+        millis(now),
+    )
+    .await?;
+    tx.commit().await?;
+    state.outbox_wake.notify_one();
+    tracing::info!(partner_id = %partner.id, key = %pair.public.redacted(), purpose = link.purpose.as_str(), "link redeemed");
+    Ok((
+        Credentials {
+            partner_id: partner.id,
+            partner_code: partner.code,
+            public_key: pair.public.as_str().to_owned(),
+            secret_key: pair.secret.expose_secret().to_owned(),
+        },
+        link.purpose,
+    ))
+}

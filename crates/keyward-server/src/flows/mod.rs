@@ -1,0 +1,149 @@
+//! What keyward does, independent of HTTP: onboarding, authentication, regeneration and the
+//! redemption of one-time links. Each state change happens in one transaction, together with
+//! the email that announces it (transactional outbox).
+
+mod authenticate;
+mod links;
+mod onboarding;
+mod regeneration;
+
+pub use authenticate::{authenticate, Authenticated};
+pub use links::{redeem, view_link, LinkView};
+pub use onboarding::onboard;
+pub use regeneration::{request_regeneration, request_regeneration_without_keys};
+
+use crate::clock::millis;
+use crate::crypto::outbox_aad;
+use crate::error::{Error, Result};
+use crate::mail::{templates, EmailKind};
+use crate::state::AppState;
+use crate::store::{LinkPurpose, NewEmail, NewLink, Partner, Tx};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use keyward_core::LinkToken;
+use rand::rngs::OsRng;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use std::net::IpAddr;
+
+pub(super) const HOUR_MS: i64 = 3_600_000;
+
+pub(super) fn human_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// At most `partner_links_per_hour` links a partner per hour (stops email bombing; counted
+/// in the database, so the limit holds across nodes).
+pub(super) async fn enforce_partner_limit(
+    state: &AppState,
+    tx: &mut Tx,
+    partner: &Partner,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let since = millis(now) - HOUR_MS;
+    let issued = tx.links_issued_since(&partner.id, since).await?;
+    if issued < i64::from(state.settings.partner_links_per_hour) {
+        return Ok(());
+    }
+    let oldest = tx
+        .oldest_link_since(&partner.id, since)
+        .await?
+        .unwrap_or(millis(now));
+    let retry_after_ms = (oldest + HOUR_MS - millis(now)).max(1000);
+    Err(Error::RateLimited {
+        retry_after_secs: u64::try_from((retry_after_ms + 999) / 1000).unwrap_or(3600),
+    })
+}
+
+#[derive(Serialize)]
+struct LinkEmailContext<'a> {
+    partner_code: &'a str,
+    link_url: &'a str,
+    expires_at: String,
+    requested_ip: String,
+}
+
+/// Replaces the partner's unused links of this purpose with a new one and queues its email.
+pub(super) async fn issue_link(
+    state: &AppState,
+    tx: &mut Tx,
+    partner: &Partner,
+    purpose: LinkPurpose,
+    now: DateTime<Utc>,
+    ip: IpAddr,
+) -> Result<()> {
+    tx.supersede_links(&partner.id, purpose, millis(now))
+        .await?;
+    let token = LinkToken::generate(&mut OsRng);
+    let ttl = match purpose {
+        LinkPurpose::Onboarding => state.settings.onboarding_link_ttl,
+        LinkPurpose::Regeneration => state.settings.regeneration_link_ttl,
+    };
+    let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
+    let link_id = uuid::Uuid::now_v7().to_string();
+    let ip_text = ip.to_string();
+    tx.insert_link(&NewLink {
+        id: &link_id,
+        partner_id: &partner.id,
+        purpose,
+        token_hash: &token.hash(),
+        created_at: millis(now),
+        expires_at: millis(expires_at),
+        requested_ip: Some(&ip_text),
+    })
+    .await?;
+    let link_url = format!(
+        "{}/link/{}",
+        state.settings.public_url,
+        token.expose_secret()
+    );
+    let kind = match purpose {
+        LinkPurpose::Onboarding => EmailKind::Onboarding,
+        LinkPurpose::Regeneration => EmailKind::Regeneration,
+    };
+    let context = LinkEmailContext {
+        partner_code: &partner.code,
+        link_url: &link_url,
+        expires_at: human_time(expires_at),
+        requested_ip: ip_text.clone(),
+    };
+    queue_email(state, tx, &partner.email, kind, &context, now).await?;
+    let event = format!("{}_link_issued", purpose.as_str());
+    tx.audit(
+        Some(&partner.id),
+        &event,
+        Some(&ip_text),
+        Some(&link_id),
+        millis(now),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Renders, encrypts and queues an email in the caller's transaction.
+pub(super) async fn queue_email(
+    state: &AppState,
+    tx: &mut Tx,
+    recipient: &str,
+    kind: EmailKind,
+    context: &impl Serialize,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let rendered = templates::render(kind, context)
+        .context("rendering an email")
+        .map_err(Error::Unexpected)?;
+    let plain = serde_json::to_vec(&rendered)
+        .context("serialising an email")
+        .map_err(Error::Unexpected)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let ciphertext = state.cipher.encrypt(&plain, &outbox_aad(&id));
+    tx.enqueue_email(&NewEmail {
+        id: &id,
+        recipient,
+        kind: kind.name(),
+        body_ciphertext: &ciphertext,
+        created_at: millis(now),
+    })
+    .await?;
+    Ok(())
+}

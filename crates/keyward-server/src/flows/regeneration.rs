@@ -1,0 +1,96 @@
+//! Regeneration requests: signed (SPEC §3.2) and lost keys.
+
+use super::{enforce_partner_limit, issue_link, Authenticated};
+use crate::clock::millis;
+use crate::error::{Error, Result};
+use crate::state::AppState;
+use crate::store::{LinkPurpose, PartnerStatus};
+use keyward_core::{Email, ErrorCode, PartnerCode};
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+
+/// `GenKeysForPartner` with Authorization: after the checks of SPEC §3.2, email a
+/// regeneration link. An identical signed request within the replay window is not acted on
+/// twice. The current keys keep working until the link is used.
+#[tracing::instrument(skip_all, fields(partner_id = %auth.partner.id))]
+pub async fn request_regeneration(
+    state: &AppState,
+    auth: &Authenticated,
+    code: &str,
+    email: &str,
+    raw_body: &[u8],
+    ip: IpAddr,
+) -> Result<()> {
+    if !auth.partner.code.eq_ignore_ascii_case(code) {
+        return Err(ErrorCode::PartnerMismatch.into());
+    }
+    if !auth.partner.email.to_lowercase().eq(&email.to_lowercase()) {
+        return Err(ErrorCode::EmailMismatch.into());
+    }
+    let now = state.clock.now();
+    let mut tx = state.store.begin().await?;
+    let digest = replay_digest(&auth.key_id, raw_body);
+    let replay_until = millis(now)
+        + i64::try_from(state.settings.replay_window.as_millis()).unwrap_or(i64::MAX / 2);
+    if !tx.record_replay(&digest, millis(now), replay_until).await? {
+        tracing::info!("identical signed request within the replay window: not acted on again");
+        return Ok(());
+    }
+    let partner = tx
+        .partner_by_code_for_update(&auth.partner.code.to_ascii_lowercase())
+        .await?
+        .ok_or(Error::from(ErrorCode::UnknownKey))?;
+    enforce_partner_limit(state, &mut tx, &partner, now).await?;
+    issue_link(state, &mut tx, &partner, LinkPurpose::Regeneration, now, ip).await?;
+    tx.commit().await?;
+    state.outbox_wake.notify_one();
+    Ok(())
+}
+
+fn replay_digest(key_id: &str, raw_body: &[u8]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(key_id.as_bytes());
+    hash.update([0]);
+    hash.update(raw_body);
+    hash.finalize().into()
+}
+
+/// `GenKeysForPartner` without Authorization (lost keys). The caller always gets the same
+/// answer; a link is emailed only when code and email match a partner that may have one:
+/// an active partner gets a regeneration link, a pending one a fresh onboarding link, a
+/// suspended one nothing. Over the per-partner limit, nothing is sent either.
+#[tracing::instrument(skip_all)]
+pub async fn request_regeneration_without_keys(
+    state: &AppState,
+    code: &PartnerCode,
+    email: &Email,
+    ip: IpAddr,
+) -> Result<()> {
+    let now = state.clock.now();
+    let mut tx = state.store.begin().await?;
+    let Some(partner) = tx.partner_by_code_for_update(&code.folded()).await? else {
+        return Ok(());
+    };
+    if !email.matches(&partner.email) {
+        return Ok(());
+    }
+    let purpose = match partner.status {
+        PartnerStatus::Active => LinkPurpose::Regeneration,
+        PartnerStatus::Pending => LinkPurpose::Onboarding,
+        PartnerStatus::Suspended => return Ok(()),
+    };
+    match enforce_partner_limit(state, &mut tx, &partner, now).await {
+        Ok(()) => {}
+        // Over the limit this path answers as always and sends nothing; any other failure
+        // (the database) is reported as such.
+        Err(Error::RateLimited { .. }) => {
+            tracing::info!(partner_id = %partner.id, "lost-keys request over the per-partner limit: nothing sent");
+            return Ok(());
+        }
+        Err(other) => return Err(other),
+    }
+    issue_link(state, &mut tx, &partner, purpose, now, ip).await?;
+    tx.commit().await?;
+    state.outbox_wake.notify_one();
+    Ok(())
+}
