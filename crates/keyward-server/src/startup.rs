@@ -52,6 +52,8 @@ impl Application {
                 .migrate()
                 .await
                 .context("could not apply the database migrations")?;
+        } else if store.meta(MASTER_KEY_CHECK).await.is_err() {
+            bail!("the database has no keyward schema yet: run `keyward migrate` first (or start without --no-migrate)");
         }
         let cipher = Cipher::new(&load_master_key(&settings, &store).await?);
         check_master_key(&store, &cipher).await?;

@@ -12,6 +12,7 @@ mod links;
 mod logging;
 mod lost_keys;
 mod nodes;
+mod operations;
 mod partner_side;
 mod postgres;
 mod process;

@@ -1,0 +1,54 @@
+//! The operator's commands that touch the schema: `keyward migrate`, `serve --no-migrate`.
+
+use crate::database::{postgres_server, TestDatabase};
+use crate::process::ServerProcess;
+use std::process::Command;
+
+#[tokio::test]
+async fn migrate_prepares_the_database_and_serve_can_then_skip_migrating() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = postgres_server().map(|server| TestDatabase::create(&server));
+    let url = match &database {
+        Some(database) => database.url.clone(),
+        None => format!("sqlite://{}/keyward.db", dir.path().display()),
+    };
+    let keyward = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(args)
+            .env("KEYWARD_DATA_DIR", dir.path())
+            .env("KEYWARD_DATABASE_URL", &url)
+            .env("KEYWARD_LISTEN", "127.0.0.1:0")
+            .output()
+            .unwrap()
+    };
+
+    // Without the schema, --no-migrate refuses to start and says what to do.
+    let output = keyward(&["serve", "--no-migrate"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("run `keyward migrate` first"), "{stderr}");
+
+    // migrate, twice (idempotent).
+    for _ in 0..2 {
+        let output = keyward(&["migrate"]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
+    }
+
+    // Now serve --no-migrate starts and works.
+    let env = [
+        ("KEYWARD_DATABASE_URL", url.as_str()),
+        ("KEYWARD_MIGRATE_ON_START", "false"),
+    ];
+    let server = ServerProcess::start(dir.path(), &env);
+    let ready = reqwest::get(format!("{}/readyz", server.address))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    drop(server);
+    drop(database);
+}
