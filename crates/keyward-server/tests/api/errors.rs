@@ -173,27 +173,20 @@ async fn content_type_and_size_are_checked() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_the_envelope() {
     let app = spawn_app().await;
-    let missing = app
-        .client
-        .get(format!("{}/api/v1/nothing", app.address))
-        .send()
-        .await
-        .unwrap();
-    expect(missing, 404, "not_found").await;
-    let wrong_method = app
-        .client
-        .get(format!("{}{ONBOARD}", app.address))
-        .send()
-        .await
-        .unwrap();
-    expect(wrong_method, 405, "method_not_allowed").await;
-    let wrong_method = app
-        .client
-        .delete(format!("{}{WHOAMI}", app.address))
-        .send()
-        .await
-        .unwrap();
-    expect(wrong_method, 405, "method_not_allowed").await;
+    let cases = [
+        (reqwest::Method::GET, "/api/v1/nothing", 404, "not_found"),
+        (reqwest::Method::GET, ONBOARD, 405, "method_not_allowed"),
+        (reqwest::Method::DELETE, WHOAMI, 405, "method_not_allowed"),
+    ];
+    for (method, path, status, code) in cases {
+        let response = app
+            .client
+            .request(method, format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        expect(response, status, code).await;
+    }
 }
 
 #[tokio::test]
@@ -375,22 +368,30 @@ async fn a_suspended_partner_and_a_disallowed_ip_get_403() {
 
 #[tokio::test]
 async fn a_trusted_proxy_forwards_the_client_address_and_others_are_ignored() {
-    let app = spawn_app_with(|s| s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
-    let partner = app.onboarded_partner("PROXIED", "p@proxied.example").await;
-    keyward_cli(&app, &["partner", "allow-ips", "PROXIED", "192.0.2.0/24"]);
-    let signed = sign("{}", &partner.secret_key);
-    let call = |xff: &'static str| {
-        app.client
+    /// A signed WhoAmI that claims, through `X-Forwarded-For`, to come from `xff`.
+    async fn whoami_via(app: &TestApp, partner: &Partner, xff: &str) -> u16 {
+        let response = app
+            .client
             .post(format!("{}{WHOAMI}", app.address))
             .header("content-type", "application/json")
             .header("authorization", format!("Bearer {}", partner.public_key))
             .header("x-forwarded-for", xff)
-            .body(signed.clone())
+            .body(sign("{}", &partner.secret_key))
             .send()
-    };
-    assert_eq!(call("192.0.2.9").await.unwrap().status(), 200);
+            .await
+            .unwrap();
+        response.status().as_u16()
+    }
+
+    let app = spawn_app_with(|s| s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    let partner = app.onboarded_partner("PROXIED", "p@proxied.example").await;
+    keyward_cli(&app, &["partner", "allow-ips", "PROXIED", "192.0.2.0/24"]);
+    assert_eq!(whoami_via(&app, &partner, "192.0.2.9").await, 200);
     // The client spoofs an allowed address in front; the proxy appends the real one.
-    assert_eq!(call("192.0.2.9, 198.51.100.7").await.unwrap().status(), 403);
+    assert_eq!(
+        whoami_via(&app, &partner, "192.0.2.9, 198.51.100.7").await,
+        403
+    );
 
     let untrusted = spawn_app().await;
     let partner = untrusted
@@ -400,18 +401,8 @@ async fn a_trusted_proxy_forwards_the_client_address_and_others_are_ignored() {
         &untrusted,
         &["partner", "allow-ips", "DIRECT", "192.0.2.0/24"],
     );
-    let spoofed = untrusted
-        .client
-        .post(format!("{}{WHOAMI}", untrusted.address))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {}", partner.public_key))
-        .header("x-forwarded-for", "192.0.2.9")
-        .body(sign("{}", &partner.secret_key))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        spoofed.status(),
+        whoami_via(&untrusted, &partner, "192.0.2.9").await,
         403,
         "X-Forwarded-For from an untrusted peer is ignored"
     );
