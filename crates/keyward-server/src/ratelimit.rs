@@ -11,6 +11,10 @@ use std::sync::Mutex;
 const WINDOW_MS: i64 = 60_000;
 /// Above this many tracked addresses, expired windows are swept.
 const SWEEP_AT: usize = 10_000;
+/// If a flood from more addresses than this is live at once (cheap with IPv6), the counters
+/// are dropped rather than let memory grow: the per-partner limit, kept in the database,
+/// still bounds the email sent.
+const MAX_TRACKED: usize = 200_000;
 
 pub struct IpRateLimiter {
     per_minute: u32,
@@ -33,6 +37,13 @@ impl IpRateLimiter {
         };
         if windows.len() > SWEEP_AT {
             windows.retain(|_, (start, _)| now - *start < WINDOW_MS);
+            if windows.len() > MAX_TRACKED {
+                tracing::warn!(
+                    addresses = windows.len(),
+                    "per-IP rate-limit table full: starting afresh"
+                );
+                windows.clear();
+            }
         }
         let (start, count) = windows.entry(ip).or_insert((now, 0));
         if now - *start >= WINDOW_MS {
