@@ -80,4 +80,19 @@ mod tests {
             .check(ip, t0 + chrono::Duration::seconds(60))
             .is_ok());
     }
+
+    #[test]
+    fn the_table_does_not_grow_without_bound() {
+        let limiter = IpRateLimiter::new(1);
+        let now = Utc::now();
+        for i in 0..(MAX_TRACKED as u128 + 10) {
+            let _ = limiter.check(IpAddr::V6(std::net::Ipv6Addr::from(i)), now);
+        }
+        let tracked = limiter
+            .windows
+            .lock()
+            .map(|w| w.len())
+            .unwrap_or(usize::MAX);
+        assert!(tracked <= MAX_TRACKED, "{tracked}");
+    }
 }
