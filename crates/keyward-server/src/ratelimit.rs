@@ -18,14 +18,21 @@ const MAX_TRACKED: usize = 200_000;
 
 pub struct IpRateLimiter {
     per_minute: u32,
-    windows: Mutex<HashMap<IpAddr, (i64, u32)>>,
+    windows: Mutex<Windows>,
+}
+
+/// Each address's window (start, count), and when expired windows were last swept.
+#[derive(Default)]
+struct Windows {
+    by_ip: HashMap<IpAddr, (i64, u32)>,
+    swept_at: i64,
 }
 
 impl IpRateLimiter {
     pub fn new(per_minute: u32) -> Self {
         Self {
             per_minute,
-            windows: Mutex::new(HashMap::new()),
+            windows: Mutex::new(Windows::default()),
         }
     }
 
@@ -35,17 +42,21 @@ impl IpRateLimiter {
         let Ok(mut windows) = self.windows.lock() else {
             return Ok(()); // a poisoned lock must not take the service down
         };
-        if windows.len() > SWEEP_AT {
-            windows.retain(|_, (start, _)| now - *start < WINDOW_MS);
-            if windows.len() > MAX_TRACKED {
-                tracing::warn!(
-                    addresses = windows.len(),
-                    "per-IP rate-limit table full: starting afresh"
-                );
-                windows.clear();
-            }
+        // Sweep at most once a window: sweeping on every request of a flood would be quadratic.
+        if windows.by_ip.len() > SWEEP_AT && now - windows.swept_at >= WINDOW_MS {
+            windows
+                .by_ip
+                .retain(|_, (start, _)| now - *start < WINDOW_MS);
+            windows.swept_at = now;
         }
-        let (start, count) = windows.entry(ip).or_insert((now, 0));
+        if windows.by_ip.len() >= MAX_TRACKED {
+            tracing::warn!(
+                addresses = MAX_TRACKED,
+                "per-IP rate-limit table full: starting afresh"
+            );
+            windows.by_ip.clear();
+        }
+        let (start, count) = windows.by_ip.entry(ip).or_insert((now, 0));
         if now - *start >= WINDOW_MS {
             *start = now;
             *count = 0;
@@ -91,7 +102,7 @@ mod tests {
         let tracked = limiter
             .windows
             .lock()
-            .map(|w| w.len())
+            .map(|w| w.by_ip.len())
             .unwrap_or(usize::MAX);
         assert!(tracked <= MAX_TRACKED, "{tracked}");
     }
