@@ -262,7 +262,30 @@ async fn partner(settings: &Settings, action: PartnerAction) -> anyhow::Result<(
     };
     match action {
         PartnerAction::Show { .. } => {
-            println!("partner_id   {}\ncode         {}\nemail        {}\nstatus       {}\nallowed_ips  {}", partner.id, partner.code, partner.email, partner.status.as_str(), partner.allowed_ips.as_deref().unwrap_or("any"));
+            println!("partner_id   {}", partner.id);
+            println!("code         {}", partner.code);
+            println!("email        {}", partner.email);
+            println!("status       {}", partner.status.as_str());
+            println!(
+                "allowed_ips  {}",
+                partner.allowed_ips.as_deref().unwrap_or("any")
+            );
+            drop(tx);
+            let events = store.audit_events(&partner.id, 20).await?;
+            if !events.is_empty() {
+                println!("\nrecent events (newest first):");
+            }
+            for event in events {
+                let at =
+                    chrono::DateTime::from_timestamp_millis(event.created_at).unwrap_or_default();
+                println!(
+                    "  {}  {:<32} {:<16} {}",
+                    at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    event.event,
+                    event.ip.as_deref().unwrap_or("-"),
+                    event.detail.as_deref().unwrap_or("")
+                );
+            }
             return Ok(());
         }
         PartnerAction::Suspend { .. } => {

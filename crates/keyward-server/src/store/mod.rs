@@ -178,6 +178,17 @@ impl Store {
         partner_by_code(&mut conn, code_folded).await
     }
 
+    /// The partner's latest audit events, newest first.
+    pub async fn audit_events(&self, partner_id: &str, limit: i64) -> Result<Vec<AuditEvent>> {
+        Ok(sqlx::query_as(
+            "SELECT event, ip, detail, created_at FROM audit_events WHERE partner_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .bind(partner_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
             .bind(name)

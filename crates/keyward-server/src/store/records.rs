@@ -205,3 +205,12 @@ pub struct DeadEmail {
     pub attempts: i64,
     pub last_error: Option<String>,
 }
+
+/// One entry of the audit log.
+#[derive(Debug, FromRow)]
+pub struct AuditEvent {
+    pub event: String,
+    pub ip: Option<String>,
+    pub detail: Option<String>,
+    pub created_at: i64,
+}

@@ -362,6 +362,10 @@ async fn a_suspended_partner_and_a_disallowed_ip_get_403() {
     expect(app.whoami(&partner).await, 403, "partner_suspended").await;
     let shown = keyward_cli(&app, &["partner", "show", "guarded"]);
     assert!(shown.contains("suspended"), "{shown}");
+    assert!(
+        shown.contains("onboarding_link_redeemed") && shown.contains("partner_suspended"),
+        "{shown}"
+    );
     keyward_cli(&app, &["partner", "activate", "GUARDED"]);
     assert_eq!(app.whoami(&partner).await.status(), 200);
 }
