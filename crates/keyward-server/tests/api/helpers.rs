@@ -290,3 +290,12 @@ pub fn body_verifies(raw: &str, secret: &str) -> bool {
     let secret = SecretKey::parse(secret).unwrap_or_else(|e| panic!("{e}"));
     SignedBody::parse(raw.as_bytes()).is_ok_and(|b| b.verify(&secret))
 }
+
+/// How many times each status occurs: `tally(&statuses) == [(200, 1), (410, 19)].into()`.
+pub fn tally(statuses: &[u16]) -> std::collections::BTreeMap<u16, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for status in statuses {
+        *counts.entry(*status).or_default() += 1;
+    }
+    counts
+}

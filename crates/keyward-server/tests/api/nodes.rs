@@ -101,13 +101,8 @@ async fn twenty_concurrent_redemptions_over_two_nodes_give_exactly_one_success()
     });
     let statuses = futures::future::join_all(attempts).await;
     assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 410).count(),
-        19,
+        tally(&statuses),
+        [(200, 1), (410, 19)].into(),
         "{statuses:?}"
     );
 }
@@ -127,13 +122,8 @@ async fn ten_concurrent_onboardings_of_one_code_make_one_partner_and_one_email()
     });
     let statuses = futures::future::join_all(attempts).await;
     assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 409).count(),
-        9,
+        tally(&statuses),
+        [(200, 1), (409, 9)].into(),
         "{statuses:?}"
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -264,13 +254,8 @@ async fn the_per_partner_limit_holds_across_nodes_under_concurrency() {
     });
     let statuses = futures::future::join_all(attempts).await;
     assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        9,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 429).count(),
-        3,
+        tally(&statuses),
+        [(200, 9), (429, 3)].into(),
         "{statuses:?}"
     );
 }
