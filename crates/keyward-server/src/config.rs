@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The settings as an operator may write them; every field optional.
-#[derive(Debug, Default, Deserialize)]
+/// The settings as an operator may write them; every field optional. No `Debug`: it holds
+/// the master key and database and SMTP credentials in the clear.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSettings {
     pub listen: Option<String>,
@@ -118,8 +119,18 @@ impl RawSettings {
         };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("could not read the config file {}", path.display()))?;
-        toml::from_str(&text)
-            .with_context(|| format!("the config file {} is not valid", path.display()))
+        // toml's own message quotes the offending line, which may hold a secret: say only
+        // what is wrong and where.
+        toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map_or(0, |span| text[..span.start].lines().count().max(1));
+            anyhow::anyhow!(
+                "the config file {} is not valid at line {line}: {}",
+                path.display(),
+                e.message()
+            )
+        })
     }
 
     /// Overrides what is set in the environment. Returns the unknown `KEYWARD_*` names, which
@@ -366,6 +377,23 @@ mod tests {
         assert!(raw
             .resolve()
             .is_err_and(|e| e.to_string().contains("KEYWARD_LISTEN")));
+    }
+
+    #[test]
+    fn a_bad_config_file_is_reported_without_quoting_it() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("keyward.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\nmaster_key = 42 # c2VjcmV0\n",
+        )?;
+        let err = RawSettings::from_file(Some(&path))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(!err.contains("c2VjcmV0"), "{err}");
+        Ok(())
     }
 
     #[test]

@@ -12,52 +12,23 @@ async fn expect(response: reqwest::Response, status: u16, code: &str) -> serde_j
 #[tokio::test]
 async fn malformed_bodies_get_400_with_the_right_code() {
     let app = spawn_app().await;
-    expect(
-        app.post_raw(ONBOARD, "{\"partner_code\":", None).await,
-        400,
-        "invalid_json",
-    )
-    .await;
-    expect(
-        app.post_raw(ONBOARD, "[1,2]", None).await,
-        400,
-        "not_an_object",
-    )
-    .await;
-    expect(
-        app.post_raw(ONBOARD, "\"text\"", None).await,
-        400,
-        "not_an_object",
-    )
-    .await;
-    expect(
-        app.post_raw(
-            ONBOARD,
+    let cases = [
+        ("{\"partner_code\":", "invalid_json"),
+        ("[1,2]", "not_an_object"),
+        ("\"text\"", "not_an_object"),
+        (
             r#"{"partner_code":"A","partner_code":"B","email":"a@b.example"}"#,
-            None,
-        )
-        .await,
-        400,
-        "duplicate_member",
-    )
-    .await;
-    expect(
-        app.post_raw(
-            ONBOARD,
+            "duplicate_member",
+        ),
+        (
             r#"{"x":{"y":1,"y":2},"partner_code":"A","email":"a@b.example"}"#,
-            None,
-        )
-        .await,
-        400,
-        "duplicate_member",
-    )
-    .await;
-    expect(
-        app.post_raw(ONBOARD, "\u{feff}{}", None).await,
-        400,
-        "invalid_json",
-    )
-    .await;
+            "duplicate_member",
+        ),
+        ("\u{feff}{}", "invalid_json"),
+    ];
+    for (body, code) in cases {
+        expect(app.post_raw(ONBOARD, body, None).await, 400, code).await;
+    }
 }
 
 #[tokio::test]
