@@ -1,7 +1,91 @@
-//! Validated newtypes for what partners send us.
+//! The domain's vocabulary: validated newtypes for what partners send us and for what we
+//! store about them, and the states a partner and a link can be in.
 
 use serde::Serialize;
 use std::fmt;
+
+/// A partner's ID (SPEC §1): a UUID, lower-case and hyphenated; version 7 for new partners.
+/// It never changes, whatever happens to the partner's keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct PartnerId(String);
+
+impl PartnerId {
+    /// A new, time-ordered ID.
+    pub fn new_v7() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// Accepts only the canonical form (lower-case, hyphenated), which is how IDs are stored
+    /// and shown.
+    pub fn parse(s: &str) -> Option<Self> {
+        let uuid = uuid::Uuid::try_parse(s).ok()?;
+        (uuid.hyphenated().to_string() == s).then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PartnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a partner is in its life: `pending` until its onboarding link is used, then
+/// `active`; `suspended` by an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartnerStatus {
+    Pending,
+    Active,
+    Suspended,
+}
+
+impl PartnerStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PartnerStatus::Pending => "pending",
+            PartnerStatus::Active => "active",
+            PartnerStatus::Suspended => "suspended",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(PartnerStatus::Pending),
+            "active" => Some(PartnerStatus::Active),
+            "suspended" => Some(PartnerStatus::Suspended),
+            _ => None,
+        }
+    }
+}
+
+/// What a one-time link does when used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkPurpose {
+    /// The partner's first keys; activates a pending partner.
+    Onboarding,
+    /// New keys for an active partner; the old ones are revoked.
+    Regeneration,
+}
+
+impl LinkPurpose {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LinkPurpose::Onboarding => "onboarding",
+            LinkPurpose::Regeneration => "regeneration",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "onboarding" => Some(LinkPurpose::Onboarding),
+            "regeneration" => Some(LinkPurpose::Regeneration),
+            _ => None,
+        }
+    }
+}
 
 /// 1–64 characters of `A-Za-z0-9._-`. Stored as given; compared case-insensitively
 /// (two partners cannot hold codes that differ only in case).
@@ -20,7 +104,7 @@ impl PartnerCode {
         &self.0
     }
 
-    /// The form used for uniqueness and comparison.
+    /// The form used for uniqueness and comparison. The one place codes are case-folded.
     pub fn folded(&self) -> String {
         self.0.to_ascii_lowercase()
     }
@@ -97,6 +181,30 @@ mod tests {
         assert!(Email::parse("Name <a@b.example>").is_none());
         assert!(Email::parse("a@b.example\r\nBcc: x@y.example").is_none());
         assert!(Email::parse("").is_none());
+    }
+
+    #[test]
+    fn partner_ids_are_canonical_uuids() {
+        let id = PartnerId::new_v7();
+        assert_eq!(PartnerId::parse(id.as_str()), Some(id.clone()));
+        assert!(PartnerId::parse(&id.as_str().to_uppercase()).is_none());
+        assert!(PartnerId::parse(&id.as_str().replace('-', "")).is_none());
+        assert!(PartnerId::parse("not-a-uuid").is_none());
+    }
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for status in [
+            PartnerStatus::Pending,
+            PartnerStatus::Active,
+            PartnerStatus::Suspended,
+        ] {
+            assert_eq!(PartnerStatus::parse(status.as_str()), Some(status));
+        }
+        for purpose in [LinkPurpose::Onboarding, LinkPurpose::Regeneration] {
+            assert_eq!(LinkPurpose::parse(purpose.as_str()), Some(purpose));
+        }
+        assert_eq!(PartnerStatus::parse("Active"), None);
     }
 
     #[test]

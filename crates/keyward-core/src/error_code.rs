@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 macro_rules! error_codes {
     ($($variant:ident => $code:literal, $status:literal, $message:literal;)*) => {
+        /// The spec's error codes (SPEC §4).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(rename_all = "snake_case")]
         pub enum ErrorCode {
             $($variant,)*

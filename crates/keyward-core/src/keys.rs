@@ -105,8 +105,28 @@ fn generate(kind: KeyKind, rng: &mut (impl RngCore + CryptoRng)) -> String {
 
 /// SHA-256 of the full key text. Public keys are stored only as this hash; the keys carry 178
 /// bits of randomness, so a fast unsalted hash is the right tool (as for GitHub's tokens).
-pub fn hash_key(text: &str) -> [u8; 32] {
-    Sha256::digest(text.as_bytes()).into()
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyHash([u8; 32]);
+
+impl KeyHash {
+    pub fn of(text: &str) -> Self {
+        Self(Sha256::digest(text.as_bytes()).into())
+    }
+
+    /// A hash read back from storage.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyHash({}…)", hex::encode(&self.0[..4]))
+    }
 }
 
 /// A well-formed public key. Not secret on its own, but it is only ever stored hashed.
@@ -123,8 +143,8 @@ impl PublicKey {
         &self.0
     }
 
-    pub fn hash(&self) -> [u8; 32] {
-        hash_key(&self.0)
+    pub fn hash(&self) -> KeyHash {
+        KeyHash::of(&self.0)
     }
 
     /// A short, non-secret label for logs: the prefix and the first four random characters.

@@ -2,6 +2,7 @@
 //! tokens, the request signature in both message forms, validated newtypes and the wire types
 //! shared by the server, the SDK and the CLI.
 
+pub mod allow_list;
 pub mod domain;
 pub mod error_code;
 pub mod json;
@@ -10,7 +11,8 @@ pub mod signature;
 pub mod token;
 pub mod wire;
 
-pub use domain::{Email, PartnerCode};
+pub use allow_list::AllowedIps;
+pub use domain::{Email, LinkPurpose, PartnerCode, PartnerId, PartnerStatus};
 pub use error_code::ErrorCode;
-pub use keys::{KeyKind, KeyPair, PublicKey, SecretKey};
-pub use token::LinkToken;
+pub use keys::{KeyHash, KeyKind, KeyPair, PublicKey, SecretKey};
+pub use token::{LinkToken, TokenHash};

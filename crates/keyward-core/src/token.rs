@@ -13,6 +13,22 @@ const TOKEN_CHARS: usize = 43;
 #[derive(Clone)]
 pub struct LinkToken(SecretString);
 
+/// SHA-256 of a link token: the only form in which a token is stored or looked up.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenHash({}…)", hex::encode(&self.0[..4]))
+    }
+}
+
 impl LinkToken {
     pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {
         let mut bytes = [0u8; TOKEN_BYTES];
@@ -29,8 +45,8 @@ impl LinkToken {
         (bytes.len() == TOKEN_BYTES).then(|| Self(SecretString::from(s.to_owned())))
     }
 
-    pub fn hash(&self) -> [u8; 32] {
-        Sha256::digest(self.0.expose_secret().as_bytes()).into()
+    pub fn hash(&self) -> TokenHash {
+        TokenHash(Sha256::digest(self.0.expose_secret().as_bytes()).into())
     }
 }
 

@@ -1,9 +1,40 @@
-//! The JSON envelope every route answers with (SPEC §3), and the bodies of its successes.
+//! The wire contract shared by the server, the SDK, the CLI and the tests: the route paths,
+//! the JSON envelope every route answers with (SPEC §3), and the bodies of its successes.
 
 use serde::{Deserialize, Serialize};
 
+/// Every route's path, written once. The published paths are part of the contract: never
+/// change them.
+pub mod paths {
+    /// SPEC §3.1.
+    pub const ONBOARD: &str = "/api/v1/no-auth/PartnerP2P/OnboardPartner";
+    /// SPEC §3.2: the documented regeneration route.
+    pub const REGENERATE: &str = "/api/v1/no-auth/PartnerP2P/GenKeysForPartner";
+    /// The documented route and the aliases the published API uses. `OnboardPartner.` (with a
+    /// trailing dot) is printed in the published page's header, so clients call it.
+    pub const REGENERATE_ALL: [&str; 3] = [
+        REGENERATE,
+        "/api/v1/no-auth/PartnerP2P/ResetPartnerKeys",
+        "/api/v1/no-auth/PartnerP2P/OnboardPartner.",
+    ];
+    /// SPEC §3.3, for programs.
+    pub const REDEEM: &str = "/api/v1/no-auth/PartnerP2P/RedeemKeyLink";
+    /// SPEC §3.3: the link page is `LINK_PREFIX` + the token.
+    pub const LINK_PREFIX: &str = "/link/";
+    /// The link page's route template.
+    pub const LINK: &str = "/link/{token}";
+    /// SPEC §3.4.
+    pub const WHOAMI: &str = "/api/v1/PartnerP2P/WhoAmI";
+    /// SPEC §3.5.
+    pub const HEALTHZ: &str = "/healthz";
+    pub const READYZ: &str = "/readyz";
+    pub const OPENAPI: &str = "/openapi.json";
+    pub const METRICS: &str = "/metrics";
+}
+
 /// `{"success": …, "message": …, "data": …}` plus, on errors, `code` and sometimes `errors`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Envelope<T> {
     pub success: bool,
     pub message: String,
@@ -16,6 +47,7 @@ pub struct Envelope<T> {
 
 /// One bad field: `{"field": "email", "problem": "missing"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldProblem {
     pub field: String,
     pub problem: String,
@@ -23,10 +55,17 @@ pub struct FieldProblem {
 
 /// Data of `RedeemKeyLink`: the credentials, shown once.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Credentials {
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     pub partner_id: String,
     pub partner_code: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "pk_partner_BSB8wIYc6sE7hIysyRYv9Z0oCJif3k38fgkq")
+    )]
     pub public_key: String,
+    /// Shown once; store it safely.
     pub secret_key: String,
 }
 
@@ -43,9 +82,12 @@ impl std::fmt::Debug for Credentials {
 
 /// Data of `WhoAmI`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WhoAmI {
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     pub partner_id: String,
     pub partner_code: String,
+    #[cfg_attr(feature = "openapi", schema(format = "date-time"))]
     pub key_created_at: String,
 }
 

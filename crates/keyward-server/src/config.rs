@@ -1,46 +1,157 @@
 //! Settings: defaults, then an optional TOML file, then `KEYWARD_*` environment variables,
 //! then command-line flags. Every setting has a default that works on a fresh machine.
+//!
+//! Each setting is declared once, in the `settings!` table below: its name is its TOML key,
+//! and `KEYWARD_` + the name in upper case is its environment variable. [`RawSettings::resolve`]
+//! fills in the defaults and checks every value once, into the typed [`Settings`].
 
 use anyhow::{bail, Context};
 use ipnet::IpNet;
+use lettre::message::Mailbox;
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-/// The settings as an operator may write them; every field optional. No `Debug`: it holds
-/// the master key and database and SMTP credentials in the clear.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSettings {
-    pub listen: Option<String>,
-    pub public_url: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub database_url: Option<String>,
-    pub database_max_connections: Option<u32>,
-    pub master_key: Option<String>,
-    pub master_key_file: Option<PathBuf>,
-    pub smtp_url: Option<String>,
-    pub mail_from: Option<String>,
-    pub trusted_proxies: Option<Vec<String>>,
-    pub onboarding_link_ttl_secs: Option<u64>,
-    pub regeneration_link_ttl_secs: Option<u64>,
-    pub freshness_window_secs: Option<u64>,
-    pub replay_window_secs: Option<u64>,
-    pub ip_rate_limit_per_minute: Option<u32>,
-    pub partner_links_per_hour: Option<u32>,
-    pub outbox_max_attempts: Option<u32>,
-    pub migrate_on_start: Option<bool>,
-    pub log: Option<String>,
+/// A value as an environment variable spells it.
+trait FromEnv: Sized {
+    fn from_env(value: &str) -> Result<Self, String>;
 }
 
-/// The settings in force.
+impl FromEnv for String {
+    fn from_env(value: &str) -> Result<Self, String> {
+        Ok(value.to_owned())
+    }
+}
+
+impl FromEnv for PathBuf {
+    fn from_env(value: &str) -> Result<Self, String> {
+        Ok(value.into())
+    }
+}
+
+impl FromEnv for u64 {
+    fn from_env(value: &str) -> Result<Self, String> {
+        value
+            .trim()
+            .parse()
+            .map_err(|_| "must be a whole number".to_owned())
+    }
+}
+
+impl FromEnv for u32 {
+    fn from_env(value: &str) -> Result<Self, String> {
+        value
+            .trim()
+            .parse()
+            .map_err(|_| "must be a whole number below 4294967296".to_owned())
+    }
+}
+
+impl FromEnv for bool {
+    fn from_env(value: &str) -> Result<Self, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err("must be on or off (true/false, 1/0, yes/no)".to_owned()),
+        }
+    }
+}
+
+/// A comma-separated list in the environment; a list in the TOML file.
+impl FromEnv for Vec<String> {
+    fn from_env(value: &str) -> Result<Self, String> {
+        Ok(value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty, )*) => {
+        /// The settings as an operator may write them; every field optional. No `Debug`: it
+        /// holds the master key and database and SMTP credentials in the clear.
+        #[derive(Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct RawSettings {
+            $( $(#[doc = $doc])* pub $name: Option<$ty>, )*
+        }
+
+        impl RawSettings {
+            /// Every setting's name (its TOML key; `KEYWARD_` + upper case is its variable).
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($name)),*];
+
+            /// Sets the setting called `name` from an environment variable's text; `false` if
+            /// no setting has that name. The error names the variable, never its value (it may
+            /// be a secret).
+            fn set_from_env(&mut self, name: &str, value: &str) -> anyhow::Result<bool> {
+                $(
+                    if name == stringify!($name) {
+                        let parsed = <$ty as FromEnv>::from_env(value).map_err(|why| {
+                            anyhow::anyhow!("KEYWARD_{} {why}", name.to_ascii_uppercase())
+                        })?;
+                        self.$name = Some(parsed);
+                        return Ok(true);
+                    }
+                )*
+                Ok(false)
+            }
+        }
+    };
+}
+
+settings! {
+    /// `KEYWARD_LISTEN`: the public listener's address.
+    listen: String,
+    /// Where emailed links point; never taken from a request's Host header.
+    public_url: String,
+    data_dir: PathBuf,
+    database_url: String,
+    /// A file holding the database URL (it may hold a password).
+    database_url_file: PathBuf,
+    database_max_connections: u32,
+    master_key: String,
+    master_key_file: PathBuf,
+    smtp_url: String,
+    /// A file holding the SMTP URL (it may hold a password).
+    smtp_url_file: PathBuf,
+    mail_from: String,
+    trusted_proxies: Vec<String>,
+    onboarding_link_ttl_secs: u64,
+    regeneration_link_ttl_secs: u64,
+    freshness_window_secs: u64,
+    replay_window_secs: u64,
+    ip_rate_limit_per_minute: u32,
+    partner_links_per_hour: u32,
+    outbox_max_attempts: u32,
+    migrate_on_start: bool,
+    log: String,
+}
+
+/// `KEYWARD_*` variables that are not settings of the server: they name the config file, or
+/// are read by the test suite and the partner commands. Listed so that they draw no warning.
+const OTHER_VARIABLES: &[&str] = &[
+    "KEYWARD_CONFIG",
+    "KEYWARD_TEST_POSTGRES_URL",
+    "KEYWARD_TEST_BACKEND",
+    "KEYWARD_STRICT_TESTS",
+    "KEYWARD_SECRET_KEY",
+    "KEYWARD_PUBLIC_KEY",
+    "KEYWARD_URL",
+    "KEYWARD_PARTNER_ID",
+    "KEYWARD_PARTNER_CODE",
+    "KEYWARD_CREDENTIALS",
+];
+
+/// The settings in force, every value checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
     /// Where emailed links point; never taken from a request's Host header.
-    pub public_url: String,
+    pub public_url: PublicUrl,
     /// Whether `public_url` is the default (`http://` + the listen address), which then
     /// follows the address actually bound (port 0 picks a free port).
     pub public_url_is_default: bool,
@@ -50,17 +161,42 @@ pub struct Settings {
     pub database_max_connections: Option<u32>,
     pub master_key: MasterKeySource,
     pub smtp_url: Option<SecretString>,
-    pub mail_from: String,
+    pub mail_from: Mailbox,
     pub trusted_proxies: Vec<IpNet>,
-    pub onboarding_link_ttl: Duration,
-    pub regeneration_link_ttl: Duration,
-    pub freshness_window: Duration,
-    pub replay_window: Duration,
+    pub onboarding_link_ttl: chrono::TimeDelta,
+    pub regeneration_link_ttl: chrono::TimeDelta,
+    pub freshness_window: chrono::TimeDelta,
+    pub replay_window: chrono::TimeDelta,
     pub ip_rate_limit_per_minute: u32,
     pub partner_links_per_hour: u32,
     pub outbox_max_attempts: u32,
     pub migrate_on_start: bool,
     pub log: String,
+}
+
+/// An absolute `http(s)` URL, shown and joined without a trailing slash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let parsed = url::Url::parse(text)
+            .with_context(|| format!("KEYWARD_PUBLIC_URL must be an absolute URL, not {text:?}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            bail!("KEYWARD_PUBLIC_URL must start with http:// or https:// and name a host");
+        }
+        Ok(Self(parsed.as_str().trim_end_matches('/').to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PublicUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -70,43 +206,6 @@ pub enum MasterKeySource {
     /// A file holding it; created on first start when the database is new.
     File(PathBuf),
 }
-
-/// Each `KEYWARD_*` variable and the setting it fills. Secrets also take `…_FILE`.
-const ENV_VARS: &[&str] = &[
-    "KEYWARD_CONFIG",
-    "KEYWARD_LISTEN",
-    "KEYWARD_PUBLIC_URL",
-    "KEYWARD_DATA_DIR",
-    "KEYWARD_DATABASE_URL",
-    "KEYWARD_DATABASE_URL_FILE",
-    "KEYWARD_DATABASE_MAX_CONNECTIONS",
-    "KEYWARD_MASTER_KEY",
-    "KEYWARD_MASTER_KEY_FILE",
-    "KEYWARD_SMTP_URL",
-    "KEYWARD_SMTP_URL_FILE",
-    "KEYWARD_MAIL_FROM",
-    "KEYWARD_TRUSTED_PROXIES",
-    "KEYWARD_ONBOARDING_LINK_TTL_SECS",
-    "KEYWARD_REGENERATION_LINK_TTL_SECS",
-    "KEYWARD_FRESHNESS_WINDOW_SECS",
-    "KEYWARD_REPLAY_WINDOW_SECS",
-    "KEYWARD_IP_RATE_LIMIT_PER_MINUTE",
-    "KEYWARD_PARTNER_LINKS_PER_HOUR",
-    "KEYWARD_OUTBOX_MAX_ATTEMPTS",
-    "KEYWARD_MIGRATE_ON_START",
-    "KEYWARD_LOG",
-    // Read by the test suite, not by the server; listed so that it draws no warning.
-    "KEYWARD_TEST_POSTGRES_URL",
-    "KEYWARD_TEST_BACKEND",
-    "KEYWARD_STRICT_TESTS",
-    // Read by the partner commands (`keyward sign`, `whoami`, …).
-    "KEYWARD_SECRET_KEY",
-    "KEYWARD_PUBLIC_KEY",
-    "KEYWARD_URL",
-    "KEYWARD_PARTNER_ID",
-    "KEYWARD_PARTNER_CODE",
-    "KEYWARD_CREDENTIALS",
-];
 
 impl RawSettings {
     /// Reads the TOML file named by `path`, or by `KEYWARD_CONFIG`, if any.
@@ -140,70 +239,14 @@ impl RawSettings {
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Vec<String>> {
         let mut unknown = Vec::new();
-        for (name, value) in vars {
-            if !name.starts_with("KEYWARD_") {
+        for (variable, value) in vars {
+            let Some(name) = variable.strip_prefix("KEYWARD_") else {
                 continue;
-            }
-            let number = |v: &str| -> anyhow::Result<u64> {
-                v.trim()
-                    .parse()
-                    .with_context(|| format!("{name} must be a whole number, not {v:?}"))
             };
-            let from_file = |v: &str| -> anyhow::Result<String> {
-                let text = std::fs::read_to_string(v)
-                    .with_context(|| format!("{name}: could not read {v}"))?;
-                Ok(text.trim_end().to_owned())
-            };
-            match name.as_str() {
-                "KEYWARD_LISTEN" => self.listen = Some(value),
-                "KEYWARD_PUBLIC_URL" => self.public_url = Some(value),
-                "KEYWARD_DATA_DIR" => self.data_dir = Some(value.into()),
-                "KEYWARD_DATABASE_URL" => self.database_url = Some(value),
-                "KEYWARD_DATABASE_URL_FILE" => self.database_url = Some(from_file(&value)?),
-                "KEYWARD_DATABASE_MAX_CONNECTIONS" => {
-                    self.database_max_connections = Some(u32::try_from(number(&value)?)?.max(1));
-                }
-                "KEYWARD_MASTER_KEY" => self.master_key = Some(value),
-                "KEYWARD_MASTER_KEY_FILE" => self.master_key_file = Some(value.into()),
-                "KEYWARD_SMTP_URL" => self.smtp_url = Some(value),
-                "KEYWARD_SMTP_URL_FILE" => self.smtp_url = Some(from_file(&value)?),
-                "KEYWARD_MAIL_FROM" => self.mail_from = Some(value),
-                "KEYWARD_TRUSTED_PROXIES" => {
-                    self.trusted_proxies = Some(
-                        value
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_owned)
-                            .collect(),
-                    );
-                }
-                "KEYWARD_ONBOARDING_LINK_TTL_SECS" => {
-                    self.onboarding_link_ttl_secs = Some(number(&value)?)
-                }
-                "KEYWARD_REGENERATION_LINK_TTL_SECS" => {
-                    self.regeneration_link_ttl_secs = Some(number(&value)?)
-                }
-                "KEYWARD_FRESHNESS_WINDOW_SECS" => {
-                    self.freshness_window_secs = Some(number(&value)?)
-                }
-                "KEYWARD_REPLAY_WINDOW_SECS" => self.replay_window_secs = Some(number(&value)?),
-                "KEYWARD_IP_RATE_LIMIT_PER_MINUTE" => {
-                    self.ip_rate_limit_per_minute = Some(u32::try_from(number(&value)?)?);
-                }
-                "KEYWARD_PARTNER_LINKS_PER_HOUR" => {
-                    self.partner_links_per_hour = Some(u32::try_from(number(&value)?)?);
-                }
-                "KEYWARD_OUTBOX_MAX_ATTEMPTS" => {
-                    self.outbox_max_attempts = Some(u32::try_from(number(&value)?)?)
-                }
-                "KEYWARD_MIGRATE_ON_START" => {
-                    self.migrate_on_start =
-                        Some(matches!(value.trim(), "1" | "true" | "yes" | "on"));
-                }
-                "KEYWARD_LOG" => self.log = Some(value),
-                other if ENV_VARS.contains(&other) => {}
-                other => unknown.push(other.to_owned()),
+            let is_upper = !name.bytes().any(|b| b.is_ascii_lowercase());
+            let known = is_upper && self.set_from_env(&name.to_ascii_lowercase(), &value)?;
+            if !known && !OTHER_VARIABLES.contains(&variable.as_str()) {
+                unknown.push(variable);
             }
         }
         Ok(unknown)
@@ -216,30 +259,30 @@ impl RawSettings {
             .parse()
             .with_context(|| format!("KEYWARD_LISTEN must be an address and port such as 127.0.0.1:8080, not {listen_text:?}"))?;
         let public_url_is_default = self.public_url.is_none();
-        let public_url = match self.public_url {
-            Some(url) => {
-                let parsed = url::Url::parse(&url).with_context(|| {
-                    format!("KEYWARD_PUBLIC_URL must be an absolute URL, not {url:?}")
-                })?;
-                if !matches!(parsed.scheme(), "http" | "https") {
-                    bail!("KEYWARD_PUBLIC_URL must start with http:// or https://");
-                }
-                url.trim_end_matches('/').to_owned()
-            }
-            None => format!("http://{listen}"),
-        };
+        let public_url = PublicUrl::parse(
+            &self
+                .public_url
+                .unwrap_or_else(|| format!("http://{listen}")),
+        )?;
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| PathBuf::from("./keyward-data"));
-        let database_url = self
-            .database_url
-            .unwrap_or_else(|| format!("sqlite://{}/keyward.db", data_dir.display()));
+        let database_url = match (self.database_url, self.database_url_file) {
+            (Some(url), _) => url,
+            (None, Some(file)) => read_secret_file("KEYWARD_DATABASE_URL_FILE", &file)?,
+            (None, None) => format!("sqlite://{}/keyward.db", data_dir.display()),
+        };
         if !(database_url.starts_with("sqlite:")
             || database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://"))
         {
             bail!("KEYWARD_DATABASE_URL must start with sqlite:// or postgres://");
         }
+        let smtp_url = match (self.smtp_url, self.smtp_url_file) {
+            (Some(url), _) => Some(url),
+            (None, Some(file)) => Some(read_secret_file("KEYWARD_SMTP_URL_FILE", &file)?),
+            (None, None) => None,
+        };
         let master_key = match (self.master_key, self.master_key_file) {
             (Some(key), _) => MasterKeySource::Inline(SecretString::from(key)),
             (None, Some(file)) => MasterKeySource::File(file),
@@ -251,30 +294,38 @@ impl RawSettings {
             .iter()
             .map(|s| parse_cidr(s))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let mail_from = self
+        let mail_from_text = self
             .mail_from
             .unwrap_or_else(|| "keyward <no-reply@localhost>".into());
-        mail_from
-            .parse::<lettre::message::Mailbox>()
-            .with_context(|| format!("KEYWARD_MAIL_FROM must be an address such as `keyward <no-reply@example.com>`, not {mail_from:?}"))?;
-        let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default));
+        let mail_from = mail_from_text
+            .parse::<Mailbox>()
+            .with_context(|| format!("KEYWARD_MAIL_FROM must be an address such as `keyward <no-reply@example.com>`, not {mail_from_text:?}"))?;
         Ok(Settings {
             listen,
             public_url,
             public_url_is_default,
             database_url: SecretString::from(database_url),
-            database_max_connections: self.database_max_connections,
+            database_max_connections: self.database_max_connections.map(|n| n.max(1)),
             master_key,
-            smtp_url: self
-                .smtp_url
-                .filter(|s| !s.is_empty())
-                .map(SecretString::from),
+            smtp_url: smtp_url.filter(|s| !s.is_empty()).map(SecretString::from),
             mail_from,
             trusted_proxies,
-            onboarding_link_ttl: secs(self.onboarding_link_ttl_secs, 24 * 3600),
-            regeneration_link_ttl: secs(self.regeneration_link_ttl_secs, 3600),
-            freshness_window: secs(self.freshness_window_secs, 300),
-            replay_window: secs(self.replay_window_secs, 600),
+            onboarding_link_ttl: seconds(
+                "KEYWARD_ONBOARDING_LINK_TTL_SECS",
+                self.onboarding_link_ttl_secs.unwrap_or(24 * 3600),
+            )?,
+            regeneration_link_ttl: seconds(
+                "KEYWARD_REGENERATION_LINK_TTL_SECS",
+                self.regeneration_link_ttl_secs.unwrap_or(3600),
+            )?,
+            freshness_window: seconds(
+                "KEYWARD_FRESHNESS_WINDOW_SECS",
+                self.freshness_window_secs.unwrap_or(300),
+            )?,
+            replay_window: seconds(
+                "KEYWARD_REPLAY_WINDOW_SECS",
+                self.replay_window_secs.unwrap_or(600),
+            )?,
             ip_rate_limit_per_minute: self.ip_rate_limit_per_minute.unwrap_or(60),
             partner_links_per_hour: self.partner_links_per_hour.unwrap_or(10),
             outbox_max_attempts: self.outbox_max_attempts.unwrap_or(12).max(1),
@@ -283,6 +334,22 @@ impl RawSettings {
             data_dir,
         })
     }
+}
+
+/// A duration setting: at most ten years, so that every timestamp computed from it is valid.
+fn seconds(variable: &str, secs: u64) -> anyhow::Result<chrono::TimeDelta> {
+    const TEN_YEARS: u64 = 10 * 366 * 24 * 3600;
+    if secs > TEN_YEARS {
+        bail!("{variable} must be at most {TEN_YEARS} seconds (ten years)");
+    }
+    chrono::TimeDelta::try_seconds(i64::try_from(secs)?)
+        .with_context(|| format!("{variable} is out of range"))
+}
+
+fn read_secret_file(variable: &str, path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{variable}: could not read {}", path.display()))?;
+    Ok(text.trim_end().to_owned())
 }
 
 /// An address or a CIDR block; a bare address means just that host.
@@ -295,20 +362,10 @@ impl RawSettings {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn parse_cidr(s: &str) -> anyhow::Result<IpNet> {
-    let s = s.trim();
-    s.parse::<IpNet>()
-        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-        .with_context(|| format!("{s:?} is not an IP address or CIDR block (such as 10.0.0.0/8)"))
+    Ok(keyward_core::allow_list::parse_entry(s)?)
 }
 
 impl Settings {
-    /// Defaults, then the file, then the environment. Unknown `KEYWARD_*` names are returned.
-    pub fn load(config_file: Option<&Path>) -> anyhow::Result<(Self, Vec<String>)> {
-        let mut raw = RawSettings::from_file(config_file)?;
-        let unknown = raw.apply_env(std::env::vars())?;
-        Ok((raw.resolve()?, unknown))
-    }
-
     /// The settings for a test: defaults under `data_dir`, a random port, no env.
     pub fn for_tests(data_dir: &Path) -> Self {
         let raw = RawSettings {
@@ -338,11 +395,11 @@ mod tests {
     fn defaults_work_without_anything_set() -> anyhow::Result<()> {
         let settings = RawSettings::default().resolve()?;
         assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(settings.public_url, "http://127.0.0.1:8080");
+        assert_eq!(settings.public_url.as_str(), "http://127.0.0.1:8080");
         assert!(
             matches!(settings.master_key, MasterKeySource::File(ref p) if p.ends_with("master.key"))
         );
-        assert_eq!(settings.regeneration_link_ttl, Duration::from_secs(3600));
+        assert_eq!(settings.regeneration_link_ttl, chrono::TimeDelta::hours(1));
         Ok(())
     }
 
@@ -353,23 +410,56 @@ mod tests {
             ("KEYWARD_LISTEN", "0.0.0.0:9000"),
             ("KEYWARD_PUBLIC_URL", "https://keys.example.com/"),
             ("KEYWARD_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1"),
+            ("KEYWARD_MIGRATE_ON_START", "off"),
             ("KEYWARD_LISTN", "typo"),
+            ("KEYWARD_listen", "lower case is not a setting"),
+            ("KEYWARD_SECRET_KEY", "read by the partner commands"),
             ("PATH", "/bin"),
         ]))?;
-        assert_eq!(unknown, vec!["KEYWARD_LISTN".to_owned()]);
+        assert_eq!(
+            unknown,
+            vec!["KEYWARD_LISTN".to_owned(), "KEYWARD_listen".to_owned()]
+        );
         let settings = raw.resolve()?;
-        assert_eq!(settings.public_url, "https://keys.example.com");
+        assert_eq!(settings.public_url.as_str(), "https://keys.example.com");
         assert_eq!(settings.trusted_proxies.len(), 2);
+        assert!(!settings.migrate_on_start);
         Ok(())
     }
 
     #[test]
-    fn bad_values_are_explained() {
+    fn every_setting_has_a_variable() -> anyhow::Result<()> {
+        for name in RawSettings::NAMES {
+            let mut raw = RawSettings::default();
+            let value = if name.ends_with("secs")
+                || name.ends_with("per_minute")
+                || name.ends_with("per_hour")
+                || name.ends_with("attempts")
+                || name.ends_with("connections")
+            {
+                "5"
+            } else if name.starts_with("migrate") {
+                "on"
+            } else {
+                "x"
+            };
+            let variable = format!("KEYWARD_{}", name.to_ascii_uppercase());
+            let unknown = raw.apply_env([(variable.clone(), value.to_owned())])?;
+            assert!(unknown.is_empty(), "{variable}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bad_values_are_explained_without_quoting_them() {
         let mut raw = RawSettings::default();
         let err = raw
-            .apply_env(env(&[("KEYWARD_REPLAY_WINDOW_SECS", "ten")]))
-            .err();
-        assert!(err.is_some_and(|e| e.to_string().contains("KEYWARD_REPLAY_WINDOW_SECS")));
+            .apply_env(env(&[("KEYWARD_REPLAY_WINDOW_SECS", "ten-c2VjcmV0")]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("KEYWARD_REPLAY_WINDOW_SECS"), "{err}");
+        assert!(!err.contains("c2VjcmV0"), "{err}");
         let raw = RawSettings {
             listen: Some("nowhere".into()),
             ..RawSettings::default()
@@ -377,6 +467,31 @@ mod tests {
         assert!(raw
             .resolve()
             .is_err_and(|e| e.to_string().contains("KEYWARD_LISTEN")));
+        let raw = RawSettings {
+            replay_window_secs: Some(u64::MAX),
+            ..RawSettings::default()
+        };
+        assert!(raw
+            .resolve()
+            .is_err_and(|e| e.to_string().contains("KEYWARD_REPLAY_WINDOW_SECS")));
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db");
+        std::fs::write(&path, "postgres://u:p@db.example/keyward\n")?;
+        let mut raw = RawSettings::default();
+        raw.apply_env(env(&[(
+            "KEYWARD_DATABASE_URL_FILE",
+            path.to_str().unwrap(),
+        )]))?;
+        let settings = raw.resolve()?;
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&settings.database_url),
+            "postgres://u:p@db.example/keyward"
+        );
+        Ok(())
     }
 
     #[test]

@@ -42,6 +42,10 @@ impl MasterKey {
 #[error("a stored ciphertext did not decrypt: wrong master key, or the row was tampered with")]
 pub struct DecryptError;
 
+#[derive(Debug, thiserror::Error)]
+#[error("could not encrypt a value (AES-GCM refuses plaintexts over 64 GiB)")]
+pub struct EncryptError;
+
 /// Encrypts and decrypts what we keep at rest.
 #[derive(Clone)]
 pub struct Cipher(Aes256Gcm);
@@ -59,18 +63,21 @@ impl Cipher {
         )))
     }
 
-    pub fn encrypt(&self, plaintext: &[u8], associated_data: &str) -> Vec<u8> {
+    pub fn encrypt(
+        &self,
+        plaintext: &[u8],
+        associated_data: &str,
+    ) -> Result<Vec<u8>, EncryptError> {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let payload = Payload {
             msg: plaintext,
             aad: associated_data.as_bytes(),
         };
-        // Encryption fails only for plaintexts over 64 GiB; ours are at most a few KiB.
-        let ciphertext = self.0.encrypt(&nonce, payload).unwrap_or_default();
+        let ciphertext = self.0.encrypt(&nonce, payload).map_err(|_| EncryptError)?;
         let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ciphertext);
-        out
+        Ok(out)
     }
 
     pub fn decrypt(&self, stored: &[u8], associated_data: &str) -> Result<Vec<u8>, DecryptError> {
@@ -108,7 +115,9 @@ mod tests {
     #[test]
     fn a_ciphertext_moved_to_another_row_does_not_decrypt() {
         let cipher = Cipher::new(&MasterKey::generate());
-        let stored = cipher.encrypt(b"sk_partner_x", &secret_key_aad("p1", "k1"));
+        let stored = cipher
+            .encrypt(b"sk_partner_x", &secret_key_aad("p1", "k1"))
+            .unwrap();
         assert!(cipher
             .decrypt(&stored, &secret_key_aad("p1", "k1"))
             .is_ok_and(|p| p == b"sk_partner_x"));
@@ -123,12 +132,17 @@ mod tests {
     #[test]
     fn each_encryption_uses_a_fresh_nonce() {
         let cipher = Cipher::new(&MasterKey::generate());
-        assert_ne!(cipher.encrypt(b"x", "a"), cipher.encrypt(b"x", "a"));
+        assert_ne!(
+            cipher.encrypt(b"x", "a").unwrap(),
+            cipher.encrypt(b"x", "a").unwrap()
+        );
     }
 
     #[test]
     fn another_master_key_cannot_decrypt() {
-        let stored = Cipher::new(&MasterKey::generate()).encrypt(b"x", "a");
+        let stored = Cipher::new(&MasterKey::generate())
+            .encrypt(b"x", "a")
+            .unwrap();
         assert!(Cipher::new(&MasterKey::generate())
             .decrypt(&stored, "a")
             .is_err());

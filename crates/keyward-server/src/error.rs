@@ -61,6 +61,12 @@ impl From<ErrorCode> for Error {
     }
 }
 
+impl From<crate::crypto::EncryptError> for Error {
+    fn from(e: crate::crypto::EncryptError) -> Self {
+        Error::Unexpected(e.into())
+    }
+}
+
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {

@@ -7,6 +7,7 @@ pub mod error;
 pub mod flows;
 pub mod http;
 pub mod mail;
+pub mod metrics;
 pub mod ratelimit;
 pub mod startup;
 pub mod state;

@@ -3,12 +3,12 @@
 //! until a shutdown signal, then lets the outbox worker finish its batch.
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{MasterKeySource, Settings};
+use crate::config::{MasterKeySource, PublicUrl, Settings};
 use crate::crypto::{Cipher, MasterKey, MASTER_KEY_CHECK_AAD};
 use crate::mail::outbox::OutboxWorker;
 use crate::mail::{Mailer, Transport};
 use crate::state::AppState;
-use crate::store::{Backend, Store};
+use crate::store::Store;
 use anyhow::{bail, Context};
 use secrecy::ExposeSecret;
 use std::net::SocketAddr;
@@ -57,18 +57,11 @@ impl Application {
         }
         let cipher = Cipher::new(&load_master_key(&settings, &store).await?);
         check_master_key(&store, &cipher).await?;
-        if store.backend() == Backend::Sqlite {
-            // One node: emails claimed by a process that crashed can go out at once.
-            let released = store.release_email_claims().await?;
-            if released > 0 {
-                tracing::info!(released, "released emails claimed before an unclean stop");
-            }
-        }
         let transport = match overrides.transport {
             Some(t) => t,
             None => Mailer::transport_for(settings.smtp_url.as_ref(), &settings.data_dir)?,
         };
-        let mailer = Arc::new(Mailer::new(&settings.mail_from, transport)?);
+        let mailer = Arc::new(Mailer::new(settings.mail_from.clone(), transport));
         let listener = TcpListener::bind(settings.listen).await.with_context(|| {
             format!(
                 "could not listen on {} (is another process using it?)",
@@ -77,7 +70,7 @@ impl Application {
         })?;
         let port = listener.local_addr()?.port();
         if settings.public_url_is_default {
-            settings.public_url = format!("http://{}", listener.local_addr()?);
+            settings.public_url = PublicUrl::parse(&format!("http://{}", listener.local_addr()?))?;
             if !listener.local_addr()?.ip().is_loopback() {
                 tracing::warn!(
                     public_url = %settings.public_url,
@@ -244,7 +237,7 @@ async fn check_master_key(store: &Store, cipher: &Cipher) -> anyhow::Result<()> 
         let mut tx = store.begin().await?;
         tx.insert_meta(
             MASTER_KEY_CHECK,
-            &cipher.encrypt(b"keyward", MASTER_KEY_CHECK_AAD),
+            &cipher.encrypt(b"keyward", MASTER_KEY_CHECK_AAD)?,
         )
         .await?;
         tx.commit().await?;

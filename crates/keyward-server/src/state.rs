@@ -3,7 +3,7 @@
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::crypto::Cipher;
-use crate::http::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::ratelimit::IpRateLimiter;
 use crate::store::Store;
 use std::sync::Arc;

@@ -4,9 +4,9 @@ use crate::clock::millis;
 use crate::crypto::secret_key_aad;
 use crate::error::{Error, Result};
 use crate::state::AppState;
-use crate::store::{Partner, PartnerStatus};
+use crate::store::Partner;
 use keyward_core::signature::SignedBody;
-use keyward_core::{json::Value, ErrorCode, PublicKey, SecretKey};
+use keyward_core::{json::Value, ErrorCode, PartnerStatus, PublicKey, SecretKey};
 use std::net::IpAddr;
 
 /// A request authenticated by its public key and signature.
@@ -17,18 +17,17 @@ pub struct Authenticated {
     pub partner: Partner,
 }
 
-/// Checks, in the order of SPEC §3.2: key well-formed and known, not revoked, partner not
-/// suspended, client IP allowed, signature, freshness. Nothing is cached: a key revoked on any
-/// node is refused on the very next request.
+/// Checks, in the order of SPEC §3.2, once the caller has read a well-formed public key from
+/// the `Authorization` header: key known, not revoked, partner not suspended, client IP
+/// allowed, signature, freshness. Nothing is cached: a key revoked on any node is refused on
+/// the very next request.
 #[tracing::instrument(skip_all)]
 pub async fn authenticate(
     state: &AppState,
-    authorization: Option<&str>,
+    public: &PublicKey,
     body: &SignedBody,
     ip: IpAddr,
 ) -> Result<Authenticated> {
-    let header = authorization.ok_or(Error::from(ErrorCode::MissingAuthorization))?;
-    let public = parse_bearer(header).ok_or(Error::from(ErrorCode::MalformedAuthorization))?;
     let record = state
         .store
         .key_by_hash(&public.hash())
@@ -40,12 +39,12 @@ pub async fn authenticate(
     if record.partner.status == PartnerStatus::Suspended {
         return Err(ErrorCode::PartnerSuspended.into());
     }
-    if !ip_allowed(record.partner.allowed_ips.as_deref(), ip) {
+    if !record.partner.allowed_ips.allows(ip) {
         return Err(ErrorCode::IpNotAllowed.into());
     }
     let secret = decrypt_secret(
         state,
-        &record.partner.id,
+        record.partner.id.as_str(),
         &record.key_id,
         &record.secret_ciphertext,
     )?;
@@ -58,29 +57,6 @@ pub async fn authenticate(
         key_created_at: record.created_at,
         partner: record.partner,
     })
-}
-
-/// `Bearer pk_partner_…` (the scheme is case-insensitive, as in RFC 7235).
-fn parse_bearer(header: &str) -> Option<PublicKey> {
-    let (scheme, key) = header.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    PublicKey::parse(key.trim()).ok()
-}
-
-fn ip_allowed(allowed: Option<&str>, ip: IpAddr) -> bool {
-    let Some(allowed) = allowed.filter(|a| !a.trim().is_empty()) else {
-        return true;
-    };
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    allowed
-        .split(',')
-        .filter_map(|block| crate::config::parse_cidr(block).ok())
-        .any(|net| net.contains(&ip))
 }
 
 fn decrypt_secret(
@@ -120,36 +96,9 @@ fn check_freshness(state: &AppState, body: &SignedBody) -> Result<()> {
     #[allow(clippy::cast_precision_loss)] // milliseconds of our era are far below 2^53
     let skew = (millis(state.clock.now()) as f64 - timestamp).abs();
     #[allow(clippy::cast_precision_loss)]
-    let window = state.settings.freshness_window.as_millis() as f64;
+    let window = state.settings.freshness_window.num_milliseconds() as f64;
     if skew > window {
         return Err(ErrorCode::StaleRequest.into());
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use keyward_core::KeyPair;
-    use rand::rngs::OsRng;
-
-    #[test]
-    fn bearer_headers_are_parsed_strictly() {
-        let key = KeyPair::generate(&mut OsRng).public;
-        assert!(parse_bearer(&format!("Bearer {key}")).is_some());
-        assert!(parse_bearer(&format!("bearer {key}")).is_some());
-        assert!(parse_bearer(key.as_str()).is_none());
-        assert!(parse_bearer(&format!("Basic {key}")).is_none());
-        assert!(parse_bearer("Bearer pk_partner_short").is_none());
-    }
-
-    #[test]
-    fn allow_lists_take_cidrs_and_mapped_addresses() {
-        let v4: IpAddr = [192, 0, 2, 7].into();
-        assert!(ip_allowed(None, v4));
-        assert!(ip_allowed(Some("192.0.2.0/24"), v4));
-        assert!(!ip_allowed(Some("198.51.100.0/24"), v4));
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap_or(v4);
-        assert!(ip_allowed(Some("192.0.2.7"), mapped));
-    }
 }

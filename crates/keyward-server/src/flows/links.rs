@@ -1,15 +1,16 @@
 //! One-time links: looking at one, and using one.
 
-use super::queue_email;
+use super::{commit_and_wake, queue_email};
 use crate::clock::{from_millis, millis};
 use crate::crypto::secret_key_aad;
 use crate::error::{Error, Result};
 use crate::mail::EmailKind;
 use crate::state::AppState;
-use crate::store::{Link, LinkPurpose, NewKey, PartnerStatus};
+use crate::store::{Link, NewKey};
 use chrono::{DateTime, SecondsFormat, Utc};
-use keyward_core::wire::Credentials;
-use keyward_core::{ErrorCode, KeyPair, LinkToken};
+use keyward_core::{
+    ErrorCode, KeyPair, LinkPurpose, LinkToken, PartnerCode, PartnerId, PartnerStatus,
+};
 use rand::rngs::OsRng;
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -33,6 +34,33 @@ pub struct LinkView {
     pub expires_at: DateTime<Utc>,
 }
 
+impl LinkView {
+    fn of(link: &Link) -> Self {
+        Self {
+            purpose: link.purpose,
+            expires_at: from_millis(link.expires_at),
+        }
+    }
+}
+
+/// What using a link gave.
+#[derive(Debug)]
+pub enum Redemption {
+    Redeemed(Redeemed),
+    /// The partner code did not match: nothing was used, and the page can ask again.
+    Mismatch(LinkView),
+}
+
+/// A used link: the partner's new keys, to be shown once. The secret stays a `SecretKey`
+/// (redacted `Debug`) until the answer is serialised.
+#[derive(Debug)]
+pub struct Redeemed {
+    pub partner_id: PartnerId,
+    pub partner_code: PartnerCode,
+    pub keys: KeyPair,
+    pub purpose: LinkPurpose,
+}
+
 /// Looks at a link without changing anything (mail scanners fetch links).
 pub async fn view_link(state: &AppState, token: &str) -> Result<LinkView> {
     let token = LinkToken::parse(token).ok_or(Error::from(ErrorCode::LinkUnknown))?;
@@ -44,10 +72,7 @@ pub async fn view_link(state: &AppState, token: &str) -> Result<LinkView> {
     if let Some(problem) = link_problem(&link, state.clock.now()) {
         return Err(problem.into());
     }
-    Ok(LinkView {
-        purpose: link.purpose,
-        expires_at: from_millis(link.expires_at),
-    })
+    Ok(LinkView::of(&link))
 }
 
 #[derive(Serialize)]
@@ -59,14 +84,15 @@ struct NoticeContext<'a> {
 
 /// Consumes a link, atomically: onboarding activates the partner with its first key pair;
 /// regeneration revokes every active key and creates a new pair (partner ID unchanged) and
-/// queues the notice email. A wrong partner code consumes nothing.
+/// queues the notice email. A wrong partner code consumes nothing and says what the link is,
+/// so the page can ask again without a second query.
 #[tracing::instrument(skip_all)]
 pub async fn redeem(
     state: &AppState,
     token: &str,
     partner_code: &str,
     ip: IpAddr,
-) -> Result<(Credentials, LinkPurpose)> {
+) -> Result<Redemption> {
     let token = LinkToken::parse(token).ok_or(Error::from(ErrorCode::LinkUnknown))?;
     let now = state.clock.now();
     let mut tx = state.store.begin().await?;
@@ -77,8 +103,8 @@ pub async fn redeem(
     if let Some(problem) = link_problem(&link, now) {
         return Err(problem.into());
     }
-    if !partner.code.eq_ignore_ascii_case(partner_code.trim()) {
-        return Err(ErrorCode::PartnerCodeMismatch.into());
+    if !partner.code.matches(partner_code.trim()) {
+        return Ok(Redemption::Mismatch(LinkView::of(&link)));
     }
     if partner.status == PartnerStatus::Suspended {
         return Err(ErrorCode::PartnerSuspended.into());
@@ -96,8 +122,8 @@ pub async fn redeem(
     let key_id = uuid::Uuid::now_v7().to_string();
     let ciphertext = state.cipher.encrypt(
         pair.secret.expose_secret().as_bytes(),
-        &secret_key_aad(&partner.id, &key_id),
-    );
+        &secret_key_aad(partner.id.as_str(), &key_id),
+    )?;
     tx.insert_key(&NewKey {
         id: &key_id,
         partner_id: &partner.id,
@@ -110,7 +136,7 @@ pub async fn redeem(
     let ip_text = ip.to_string();
     if link.purpose == LinkPurpose::Regeneration {
         let context = NoticeContext {
-            partner_code: &partner.code,
+            partner_code: partner.code.as_str(),
             regenerated_at: now.to_rfc3339_opts(SecondsFormat::Secs, true),
             ip: ip_text.clone(),
         };
@@ -134,16 +160,12 @@ pub async fn redeem(
         millis(now),
     )
     .await?;
-    tx.commit().await?;
-    state.outbox_wake.notify_one();
+    commit_and_wake(state, tx).await?;
     tracing::info!(partner_id = %partner.id, key = %pair.public.redacted(), purpose = link.purpose.as_str(), "link redeemed");
-    Ok((
-        Credentials {
-            partner_id: partner.id,
-            partner_code: partner.code,
-            public_key: pair.public.as_str().to_owned(),
-            secret_key: pair.secret.expose_secret().to_owned(),
-        },
-        link.purpose,
-    ))
+    Ok(Redemption::Redeemed(Redeemed {
+        partner_id: partner.id,
+        partner_code: partner.code,
+        keys: pair,
+        purpose: link.purpose,
+    }))
 }

@@ -2,13 +2,14 @@
 //! redemption of one-time links. Each state change happens in one transaction, together with
 //! the email that announces it (transactional outbox).
 
+pub mod admin;
 mod authenticate;
 mod links;
 mod onboarding;
 mod regeneration;
 
 pub use authenticate::{authenticate, Authenticated};
-pub use links::{redeem, view_link, LinkView};
+pub use links::{redeem, view_link, LinkView, Redeemed, Redemption};
 pub use onboarding::onboard;
 pub use regeneration::{request_regeneration, request_regeneration_without_keys};
 
@@ -17,10 +18,10 @@ use crate::crypto::outbox_aad;
 use crate::error::{Error, Result};
 use crate::mail::{templates, EmailKind};
 use crate::state::AppState;
-use crate::store::{LinkPurpose, NewEmail, NewLink, Partner, Tx};
+use crate::store::{NewEmail, NewLink, Partner, Tx};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use keyward_core::LinkToken;
+use keyward_core::{Email, LinkPurpose, LinkToken};
 use rand::rngs::OsRng;
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -30,6 +31,14 @@ pub(super) const HOUR_MS: i64 = 3_600_000;
 
 pub(super) fn human_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// Commits a transaction that queued an email, then wakes this node's outbox worker so the
+/// email goes out at once (other nodes find it when they next poll).
+pub(crate) async fn commit_and_wake(state: &AppState, tx: Tx) -> Result<()> {
+    tx.commit().await?;
+    state.outbox_wake.notify_one();
+    Ok(())
 }
 
 /// At most `partner_links_per_hour` links a partner per hour (stops email bombing; counted
@@ -79,7 +88,7 @@ pub(super) async fn issue_link(
         LinkPurpose::Onboarding => state.settings.onboarding_link_ttl,
         LinkPurpose::Regeneration => state.settings.regeneration_link_ttl,
     };
-    let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
+    let expires_at = now + ttl;
     let link_id = uuid::Uuid::now_v7().to_string();
     let ip_text = ip.to_string();
     tx.insert_link(&NewLink {
@@ -102,7 +111,7 @@ pub(super) async fn issue_link(
         LinkPurpose::Regeneration => EmailKind::Regeneration,
     };
     let context = LinkEmailContext {
-        partner_code: &partner.code,
+        partner_code: partner.code.as_str(),
         link_url: &link_url,
         expires_at: human_time(expires_at),
         requested_ip: ip_text.clone(),
@@ -124,7 +133,7 @@ pub(super) async fn issue_link(
 pub(super) async fn queue_email(
     state: &AppState,
     tx: &mut Tx,
-    recipient: &str,
+    recipient: &Email,
     kind: EmailKind,
     context: &impl Serialize,
     now: DateTime<Utc>,
@@ -136,10 +145,10 @@ pub(super) async fn queue_email(
         .context("serialising an email")
         .map_err(Error::Unexpected)?;
     let id = uuid::Uuid::now_v7().to_string();
-    let ciphertext = state.cipher.encrypt(&plain, &outbox_aad(&id));
+    let ciphertext = state.cipher.encrypt(&plain, &outbox_aad(&id))?;
     tx.enqueue_email(&NewEmail {
         id: &id,
-        recipient,
+        recipient: recipient.as_str(),
         kind: kind.name(),
         body_ciphertext: &ciphertext,
         created_at: millis(now),

@@ -1,11 +1,13 @@
 //! `OnboardPartner`: a new partner, or a fresh link for a pending one.
 
-use super::{enforce_partner_limit, issue_link};
+use super::{commit_and_wake, enforce_partner_limit, issue_link};
 use crate::clock::millis;
 use crate::error::Result;
 use crate::state::AppState;
-use crate::store::{LinkPurpose, Partner, PartnerStatus};
-use keyward_core::{Email, ErrorCode, PartnerCode};
+use crate::store::{Partner, StoreError};
+use keyward_core::{
+    AllowedIps, Email, ErrorCode, LinkPurpose, PartnerCode, PartnerId, PartnerStatus,
+};
 use std::net::IpAddr;
 
 /// `POST …/OnboardPartner`: a new partner, or a fresh link for a pending one.
@@ -18,18 +20,13 @@ pub async fn onboard(
 ) -> Result<()> {
     let now = state.clock.now();
     let mut tx = state.store.begin().await?;
-    let partner = match tx.partner_by_code_for_update(&code.folded()).await? {
+    let partner = match tx.partner_by_code_for_update(code).await? {
         None => {
-            let id = uuid::Uuid::now_v7().to_string();
-            match tx
-                .insert_partner(&id, code.as_str(), email.as_str(), millis(now))
-                .await
-            {
+            let id = PartnerId::new_v7();
+            match tx.insert_partner(&id, code, email, millis(now)).await {
                 Ok(()) => {}
                 // Another node created it between our read and our insert.
-                Err(crate::store::StoreError::Conflict) => {
-                    return Err(ErrorCode::PartnerExists.into())
-                }
+                Err(StoreError::Conflict) => return Err(ErrorCode::PartnerExists.into()),
                 Err(e) => return Err(e.into()),
             }
             tx.audit(
@@ -42,21 +39,19 @@ pub async fn onboard(
             .await?;
             Partner {
                 id,
-                code: code.as_str().to_owned(),
-                email: email.as_str().to_owned(),
+                code: code.clone(),
+                email: email.clone(),
                 status: PartnerStatus::Pending,
-                allowed_ips: None,
+                allowed_ips: AllowedIps::default(),
                 created_at: millis(now),
             }
         }
-        Some(p) if p.status == PartnerStatus::Pending && email.matches(&p.email) => {
+        Some(p) if p.status == PartnerStatus::Pending && email.matches(p.email.as_str()) => {
             enforce_partner_limit(state, &mut tx, &p, now).await?;
             p
         }
         Some(_) => return Err(ErrorCode::PartnerExists.into()),
     };
     issue_link(state, &mut tx, &partner, LinkPurpose::Onboarding, now, ip).await?;
-    tx.commit().await?;
-    state.outbox_wake.notify_one();
-    Ok(())
+    commit_and_wake(state, tx).await
 }

@@ -1,11 +1,10 @@
 //! Regeneration requests: signed (SPEC §3.2) and lost keys.
 
-use super::{enforce_partner_limit, issue_link, Authenticated};
+use super::{commit_and_wake, enforce_partner_limit, issue_link, Authenticated};
 use crate::clock::millis;
 use crate::error::{Error, Result};
 use crate::state::AppState;
-use crate::store::{LinkPurpose, PartnerStatus};
-use keyward_core::{Email, ErrorCode, PartnerCode};
+use keyward_core::{Email, ErrorCode, LinkPurpose, PartnerCode, PartnerStatus};
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 
@@ -21,30 +20,27 @@ pub async fn request_regeneration(
     raw_body: &[u8],
     ip: IpAddr,
 ) -> Result<()> {
-    if !auth.partner.code.eq_ignore_ascii_case(code) {
+    if !auth.partner.code.matches(code) {
         return Err(ErrorCode::PartnerMismatch.into());
     }
-    if !auth.partner.email.to_lowercase().eq(&email.to_lowercase()) {
+    if !auth.partner.email.matches(email) {
         return Err(ErrorCode::EmailMismatch.into());
     }
     let now = state.clock.now();
     let mut tx = state.store.begin().await?;
     let digest = replay_digest(&auth.key_id, raw_body);
-    let replay_until = millis(now)
-        + i64::try_from(state.settings.replay_window.as_millis()).unwrap_or(i64::MAX / 2);
+    let replay_until = millis(now + state.settings.replay_window);
     if !tx.record_replay(&digest, millis(now), replay_until).await? {
         tracing::info!("identical signed request within the replay window: not acted on again");
         return Ok(());
     }
     let partner = tx
-        .partner_by_code_for_update(&auth.partner.code.to_ascii_lowercase())
+        .partner_by_id_for_update(&auth.partner.id)
         .await?
         .ok_or(Error::from(ErrorCode::UnknownKey))?;
     enforce_partner_limit(state, &mut tx, &partner, now).await?;
     issue_link(state, &mut tx, &partner, LinkPurpose::Regeneration, now, ip).await?;
-    tx.commit().await?;
-    state.outbox_wake.notify_one();
-    Ok(())
+    commit_and_wake(state, tx).await
 }
 
 fn replay_digest(key_id: &str, raw_body: &[u8]) -> [u8; 32] {
@@ -68,10 +64,10 @@ pub async fn request_regeneration_without_keys(
 ) -> Result<()> {
     let now = state.clock.now();
     let mut tx = state.store.begin().await?;
-    let Some(partner) = tx.partner_by_code_for_update(&code.folded()).await? else {
+    let Some(partner) = tx.partner_by_code_for_update(code).await? else {
         return Ok(());
     };
-    if !email.matches(&partner.email) {
+    if !email.matches(partner.email.as_str()) {
         return Ok(());
     }
     let purpose = match partner.status {
@@ -90,7 +86,5 @@ pub async fn request_regeneration_without_keys(
         Err(other) => return Err(other),
     }
     issue_link(state, &mut tx, &partner, purpose, now, ip).await?;
-    tx.commit().await?;
-    state.outbox_wake.notify_one();
-    Ok(())
+    commit_and_wake(state, tx).await
 }

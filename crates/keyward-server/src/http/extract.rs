@@ -1,6 +1,6 @@
 //! Extractors: the JSON body (content type, 64 KiB limit, duplicate members, the envelope's
-//! errors for each), the client's IP (X-Forwarded-For only from trusted proxies), and field
-//! validation that reports every bad field at once.
+//! errors for each), the partner's `Authorization` header, the client's IP (X-Forwarded-For
+//! only from trusted proxies), and field validation that reports every bad field at once.
 
 use crate::error::Error;
 use crate::state::AppState;
@@ -8,10 +8,11 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
+use keyward_core::allow_list::unmapped as canonical;
 use keyward_core::json::{ParseError, Value};
 use keyward_core::signature::{BodyError, SignedBody};
 use keyward_core::wire::FieldProblem;
-use keyward_core::ErrorCode;
+use keyward_core::{ErrorCode, PublicKey};
 use std::net::{IpAddr, SocketAddr};
 
 /// The largest body we read (SPEC §3).
@@ -131,6 +132,56 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// The partner's `Authorization` header, read but not yet checked against storage (as
+/// realworld's `MaybeAuthUser`). Never rejects: whether a missing header is an error depends
+/// on the route (the lost-keys path has none), and body errors are reported first.
+#[derive(Debug, Clone)]
+pub enum Authorization {
+    Absent,
+    /// Not `Bearer ` + a well-formed public key, not visible ASCII, or sent twice.
+    Malformed,
+    Bearer(PublicKey),
+}
+
+impl Authorization {
+    /// The well-formed public key, or the error the partner gets (SPEC §3.2's first check).
+    pub fn public_key(&self) -> Result<&PublicKey, Error> {
+        match self {
+            Authorization::Absent => Err(ErrorCode::MissingAuthorization.into()),
+            Authorization::Malformed => Err(ErrorCode::MalformedAuthorization.into()),
+            Authorization::Bearer(key) => Ok(key),
+        }
+    }
+
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Authorization::Absent)
+    }
+
+    /// `Bearer pk_partner_…`; the scheme is case-insensitive, as in RFC 7235.
+    pub fn from_value(value: &[u8]) -> Self {
+        let parsed = std::str::from_utf8(value)
+            .ok()
+            .and_then(|header| header.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .and_then(|(_, key)| PublicKey::parse(key.trim()).ok());
+        parsed.map_or(Authorization::Malformed, Authorization::Bearer)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Authorization {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+        Ok(match (values.next(), values.next()) {
+            (None, _) => Authorization::Absent,
+            // Two headers: which one counts is exactly what an attacker would like to choose.
+            (Some(_), Some(_)) => Authorization::Malformed,
+            (Some(value), None) => Authorization::from_value(value.as_bytes()),
+        })
+    }
+}
+
 /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the nearest
 /// address in `X-Forwarded-For` that is not itself a trusted proxy.
 #[derive(Debug, Clone, Copy)]
@@ -180,13 +231,6 @@ where
     }
 }
 
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// The request id set by the request-id layer, to quote on error pages.
 pub struct RequestId(pub String);
 
@@ -200,5 +244,39 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
         Ok(RequestId(id.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_core::KeyPair;
+    use rand::rngs::OsRng;
+
+    #[test]
+    fn bearer_headers_are_parsed_strictly() {
+        let key = KeyPair::generate(&mut OsRng).public;
+        let parse = |s: &str| Authorization::from_value(s.as_bytes());
+        assert!(matches!(
+            parse(&format!("Bearer {key}")),
+            Authorization::Bearer(_)
+        ));
+        assert!(matches!(
+            parse(&format!("bearer {key}")),
+            Authorization::Bearer(_)
+        ));
+        assert!(matches!(parse(key.as_str()), Authorization::Malformed));
+        assert!(matches!(
+            parse(&format!("Basic {key}")),
+            Authorization::Malformed
+        ));
+        assert!(matches!(
+            parse("Bearer pk_partner_short"),
+            Authorization::Malformed
+        ));
+        assert!(matches!(
+            Authorization::from_value(b"Bearer \xff"),
+            Authorization::Malformed
+        ));
     }
 }

@@ -4,25 +4,24 @@
 use super::error::{success, PageError};
 use super::extract::{ClientIp, Fields, JsonBody, RequestId};
 use super::views::{self, LinkPage};
-use crate::error::{Error, Result};
-use crate::flows;
+use crate::error::Result;
+use crate::flows::{self, Redeemed, Redemption};
 use crate::state::AppState;
-use crate::store::LinkPurpose;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use keyward_core::ErrorCode;
+use keyward_core::wire::{paths, Credentials};
+use keyward_core::{ErrorCode, LinkPurpose};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
-
-pub const REDEEM_PATH: &str = "/api/v1/no-auth/PartnerP2P/RedeemKeyLink";
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/link/{token}", get(show).post(redeem_form))
-        .route(REDEEM_PATH, post(redeem_json))
+        .route(paths::LINK, get(show).post(redeem_form))
+        .route(paths::REDEEM, post(redeem_json))
         .route(
             "/assets/keyward.css",
             get(|| async {
@@ -54,7 +53,7 @@ pub fn router() -> Router<AppState> {
     params(("token" = String, Path, description = "The one-time token from the email")),
     responses(
         (status = 200, description = "The page", content_type = "text/html", body = String),
-        super::openapi::PageErrors,
+        super::schemas::PageErrors,
     )
 )]
 pub(crate) async fn show(
@@ -89,11 +88,11 @@ struct LinkForm {
     path = "/link/{token}",
     tag = "links",
     params(("token" = String, Path, description = "The one-time token from the email")),
-    request_body(content = super::openapi::LinkForm, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = super::schemas::LinkForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "The keys, shown once", content_type = "text/html", body = String),
         (status = 422, description = "The partner code does not match; nothing was used", content_type = "text/html", body = String),
-        super::openapi::PageErrors,
+        super::schemas::PageErrors,
     )
 )]
 pub(crate) async fn redeem_form(
@@ -109,30 +108,37 @@ pub(crate) async fn redeem_form(
     });
     let typed = form.partner_code.trim();
     match flows::redeem(&state, &token, typed, ip).await {
-        Ok((credentials, purpose)) => {
-            views::reveal_page(&credentials, purpose == LinkPurpose::Regeneration).into_response()
-        }
-        Err(Error::Code(ErrorCode::PartnerCodeMismatch, _)) => {
+        Ok(Redemption::Redeemed(redeemed)) => views::reveal_page(
+            &credentials(&redeemed),
+            redeemed.purpose == LinkPurpose::Regeneration,
+        )
+        .into_response(),
+        Ok(Redemption::Mismatch(link)) => {
             // Nothing was consumed: show the same page again, with the problem.
-            match flows::view_link(&state, &token).await {
-                Ok(link) => {
-                    let message = if typed.is_empty() {
-                        "Type your partner code to continue."
-                    } else {
-                        "That partner code does not match this link. Check it and try again."
-                    };
-                    let page = views::link_page(&LinkPage {
-                        regeneration: link.purpose == LinkPurpose::Regeneration,
-                        expires_at: link.expires_at,
-                        error: Some(message),
-                        typed_code: typed,
-                    });
-                    (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
-                }
-                Err(error) => PageError { error, request_id }.into_response(),
-            }
+            let message = if typed.is_empty() {
+                "Type your partner code to continue."
+            } else {
+                "That partner code does not match this link. Check it and try again."
+            };
+            let page = views::link_page(&LinkPage {
+                regeneration: link.purpose == LinkPurpose::Regeneration,
+                expires_at: link.expires_at,
+                error: Some(message),
+                typed_code: typed,
+            });
+            (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
         }
         Err(error) => PageError { error, request_id }.into_response(),
+    }
+}
+
+/// The credentials as shown once: the only place a new secret key leaves its `SecretKey`.
+fn credentials(redeemed: &Redeemed) -> Credentials {
+    Credentials {
+        partner_id: redeemed.partner_id.to_string(),
+        partner_code: redeemed.partner_code.to_string(),
+        public_key: redeemed.keys.public.to_string(),
+        secret_key: redeemed.keys.secret.expose_secret().to_owned(),
     }
 }
 
@@ -143,11 +149,11 @@ pub(crate) async fn redeem_form(
     post,
     path = "/api/v1/no-auth/PartnerP2P/RedeemKeyLink",
     tag = "links",
-    request_body(content = super::openapi::RedeemRequest, content_type = "application/json"),
+    request_body(content = super::schemas::RedeemRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "The credentials, shown once", body = super::openapi::CredentialsEnvelope),
-        super::openapi::LinkErrors,
-        super::openapi::BodyErrors,
+        (status = 200, description = "The credentials, shown once", body = super::schemas::CredentialsEnvelope),
+        super::schemas::LinkErrors,
+        super::schemas::BodyErrors,
     )
 )]
 pub(crate) async fn redeem_json(
@@ -159,9 +165,11 @@ pub(crate) async fn redeem_json(
     let token = fields.required("token", |s| Some(s.to_owned()), "");
     let code = fields.required("partner_code", |s| Some(s.to_owned()), "");
     let (token, code) = fields.finish_with(token.zip(code))?;
-    let (credentials, _) = flows::redeem(&state, &token, &code, ip).await?;
-    Ok(success(
-        "Here are your keys. Store the secret key safely now: it is not shown again.",
-        Some(credentials),
-    ))
+    match flows::redeem(&state, &token, &code, ip).await? {
+        Redemption::Redeemed(redeemed) => Ok(success(
+            "Here are your keys. Store the secret key safely now: it is not shown again.",
+            Some(credentials(&redeemed)),
+        )),
+        Redemption::Mismatch(_) => Err(ErrorCode::PartnerCodeMismatch.into()),
+    }
 }

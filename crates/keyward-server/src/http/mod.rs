@@ -5,10 +5,10 @@ pub mod error;
 pub mod extract;
 pub mod keys;
 pub mod links;
-pub mod metrics;
 pub mod onboarding;
 pub mod openapi;
 pub mod ops;
+pub mod schemas;
 pub mod views;
 
 use crate::error::Error;

@@ -9,14 +9,12 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use keyward_core::wire::ONBOARD_MESSAGE;
+use keyward_core::wire::{paths, ONBOARD_MESSAGE};
 use keyward_core::{Email, PartnerCode};
-
-pub const ONBOARD_PATH: &str = "/api/v1/no-auth/PartnerP2P/OnboardPartner";
 
 /// The routes that send email are rate-limited per client IP by the caller of `router()`.
 pub fn router() -> Router<AppState> {
-    Router::new().route(ONBOARD_PATH, post(onboard))
+    Router::new().route(paths::ONBOARD, post(onboard))
 }
 
 /// Onboard a partner
@@ -27,12 +25,12 @@ pub fn router() -> Router<AppState> {
     post,
     path = "/api/v1/no-auth/PartnerP2P/OnboardPartner",
     tag = "partners",
-    request_body(content = super::openapi::OnboardRequest, content_type = "application/json"),
+    request_body(content = super::schemas::OnboardRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Link emailed", body = super::openapi::MessageEnvelope),
-        (status = 409, description = "`partner_exists`", body = super::openapi::ErrorEnvelope),
-        super::openapi::RateLimited,
-        super::openapi::BodyErrors,
+        (status = 200, description = "Link emailed", body = super::schemas::MessageEnvelope),
+        (status = 409, description = "`partner_exists`", body = super::schemas::ErrorEnvelope),
+        super::schemas::RateLimited,
+        super::schemas::BodyErrors,
     )
 )]
 pub(crate) async fn onboard(

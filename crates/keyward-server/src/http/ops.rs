@@ -8,17 +8,18 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use keyward_core::wire::paths;
 use std::fmt::Write;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route(paths::HEALTHZ, get(healthz))
+        .route(paths::READYZ, get(readyz))
+        .route(paths::METRICS, get(metrics))
 }
 
 /// The process is up
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Up", body = super::openapi::MessageEnvelope)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Up", body = super::schemas::MessageEnvelope)))]
 pub(crate) async fn healthz() -> Response {
     success::<()>("up", None)
 }
@@ -29,8 +30,8 @@ pub(crate) async fn healthz() -> Response {
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "Ready", body = super::openapi::MessageEnvelope),
-        (status = 503, description = "`unavailable`", body = super::openapi::ErrorEnvelope),
+        (status = 200, description = "Ready", body = super::schemas::MessageEnvelope),
+        (status = 503, description = "`unavailable`", body = super::schemas::ErrorEnvelope),
     )
 )]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response> {
@@ -49,7 +50,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response> {
     tag = "operations",
     responses(
         (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
-        (status = 503, description = "`unavailable`", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "`unavailable`", body = super::schemas::ErrorEnvelope),
     )
 )]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response> {

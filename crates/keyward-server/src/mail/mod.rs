@@ -16,13 +16,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 pub use templates::{EmailKind, RenderedEmail};
 
-/// An email as the memory transport keeps it.
+/// An email as the memory transport keeps it: the parts tests read, and the whole message as
+/// lettre built it for the wire (so tests cover message construction too).
 #[derive(Clone)]
 pub struct SentEmail {
     pub to: String,
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// The RFC 5322 message, as it would have been sent.
+    pub raw: Vec<u8>,
 }
 
 /// The memory transport's mailbox (tests read it, and can make an address undeliverable).
@@ -95,11 +98,8 @@ impl MailError {
 }
 
 impl Mailer {
-    pub fn new(from: &str, transport: Transport) -> anyhow::Result<Self> {
-        let from = from
-            .parse()
-            .with_context(|| format!("KEYWARD_MAIL_FROM {from:?} is not an address"))?;
-        Ok(Self { from, transport })
+    pub fn new(from: Mailbox, transport: Transport) -> Self {
+        Self { from, transport }
     }
 
     /// The transport of the settings: SMTP when a URL is set, else the mailbox folder.
@@ -141,14 +141,7 @@ impl Mailer {
         let to: Mailbox = to
             .parse()
             .map_err(|e: lettre::address::AddressError| MailError::Address(e.to_string()))?;
-        if let Transport::Memory(mailbox) = &self.transport {
-            return mailbox.deliver(SentEmail {
-                to: to.email.to_string(),
-                subject: email.subject.clone(),
-                text: email.text.clone(),
-                html: email.html.clone(),
-            });
-        }
+        let recipient = to.email.to_string();
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -169,7 +162,13 @@ impl Mailer {
                 .await
                 .map(drop)
                 .map_err(|e| MailError::Transport(e.to_string())),
-            Transport::Memory(_) => Ok(()),
+            Transport::Memory(mailbox) => mailbox.deliver(SentEmail {
+                to: recipient,
+                subject: email.subject.clone(),
+                text: email.text.clone(),
+                html: email.html.clone(),
+                raw: message.formatted(),
+            }),
         }
     }
 }

@@ -4,28 +4,23 @@
 //! dead-letters a message after `max_attempts` so it never blocks the queue, and erases each
 //! body once sent.
 //!
-//! How an email is claimed depends on the backend:
-//! - PostgreSQL (several nodes): each email is locked with `FOR UPDATE SKIP LOCKED` in a
-//!   transaction that stays open while it is sent and records the result. Other nodes skip it;
-//!   if the node dies, the database drops the lock with the connection and another node sends
-//!   it within a second.
-//! - SQLite (one node): a write transaction must not stay open while SMTP talks (it would stall
-//!   every request), so emails are claimed with a lease; leases left by a crash are released at
-//!   the next start.
+//! Each email is claimed before it is sent, so that of several nodes only one sends it; how a
+//! claim is held (a lease on SQLite, a row lock on PostgreSQL) and what becomes of the claims of
+//! a node that died is the store's business: see [`crate::store::ClaimedEmail`]. After a crash
+//! between sending and recording, an email may go out twice (at-least-once delivery); it is
+//! never lost.
 
 use super::{Mailer, RenderedEmail};
 use crate::clock::{millis, Clock};
 use crate::crypto::{outbox_aad, Cipher};
-use crate::store::{Backend, FailedAttempt, QueuedEmail, Store};
+use crate::store::{FailedAttempt, QueuedEmail, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-const BATCH: i64 = 16;
-/// How long a claimed email is reserved for its sender: twice the SMTP timeout. An email
-/// claimed by a node that then crashed goes out once its lease has run out.
-const LEASE_MS: i64 = 30_000;
+/// Emails sent before the queue is looked at again from the top.
+const BATCH: usize = 16;
 /// How often the queue is looked at when nobody rang (another node's emails, retries).
 const POLL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF_MS: i64 = 10 * 60_000;
@@ -47,6 +42,13 @@ pub fn backoff_ms(attempts: i64) -> i64 {
 
 impl OutboxWorker {
     pub async fn run(self, stop: CancellationToken) {
+        match self.store.release_stale_claims().await {
+            Ok(0) => {}
+            Ok(released) => {
+                tracing::info!(released, "released emails claimed before an unclean stop")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not release stale outbox claims"),
+        }
         loop {
             let sent_any = match self.send_due().await {
                 Ok(n) => n > 0,
@@ -66,55 +68,28 @@ impl OutboxWorker {
         }
     }
 
-    /// Sends one batch of due emails; returns how many were handled.
+    /// Sends up to one batch of due emails; returns how many were handled.
     pub async fn send_due(&self) -> Result<usize, crate::store::StoreError> {
-        match self.store.backend() {
-            Backend::Sqlite => self.send_leased().await,
-            Backend::Postgres => self.send_locked().await,
-        }
-    }
-
-    async fn send_leased(&self) -> Result<usize, crate::store::StoreError> {
-        let now = millis(self.clock.now());
-        let batch = self.store.claim_due_emails(now, LEASE_MS, BATCH).await?;
-        for email in &batch {
-            match self.attempt(email).await {
-                Ok(()) => {
-                    self.store
-                        .mark_email_sent(&email.id, millis(self.clock.now()))
-                        .await?
-                }
-                Err(failure) => {
-                    self.store
-                        .mark_email_failed(&email.id, &failure.as_attempt())
-                        .await?
-                }
-            }
-        }
-        Ok(batch.len())
-    }
-
-    async fn send_locked(&self) -> Result<usize, crate::store::StoreError> {
         let mut handled = 0;
         while handled < BATCH {
-            let mut tx = self.store.begin().await?;
-            let Some(email) = tx.lock_due_email(millis(self.clock.now())).await? else {
+            let Some(claimed) = self.store.claim_due_email(millis(self.clock.now())).await? else {
                 break;
             };
-            match self.attempt(&email).await {
+            match self.attempt(&claimed.email).await {
                 Ok(()) => {
-                    tx.mark_email_sent(&email.id, millis(self.clock.now()))
+                    claimed
+                        .mark_sent(&self.store, millis(self.clock.now()))
                         .await?
                 }
                 Err(failure) => {
-                    tx.mark_email_failed(&email.id, &failure.as_attempt())
+                    claimed
+                        .mark_failed(&self.store, &failure.as_attempt())
                         .await?
                 }
             }
-            tx.commit().await?;
             handled += 1;
         }
-        Ok(usize::try_from(handled).unwrap_or(0))
+        Ok(handled)
     }
 
     /// Decrypts and sends one email; on failure, says when to try again or that it is dead.

@@ -1,11 +1,14 @@
 //! Storage. One SQL implementation over sqlx's `Any` driver serves SQLite (embedded, one
-//! node) and PostgreSQL (several nodes); what differs between them lives in `sqlite.rs` and
-//! `postgres.rs`. Every request's changes happen in one [`Tx`]; its functions take `&mut self`.
+//! node) and PostgreSQL (several nodes). What differs between them lives in `sqlite.rs` and
+//! `postgres.rs` (how a write transaction begins, the row-lock clause, how the outbox claims an
+//! email), chosen through [`Backend`]; nothing outside `store/` branches on the backend.
+//! Every request's changes happen in one [`Tx`]; its functions take `&mut self`.
 //!
 //! Secrets never reach this layer in the clear: public keys and link tokens arrive as SHA-256
 //! hashes, secret keys and email bodies as AES-256-GCM ciphertexts.
 
 mod outbox;
+pub use outbox::ClaimedEmail;
 pub mod postgres;
 mod records;
 pub mod sqlite;
@@ -14,6 +17,7 @@ mod tx;
 pub use records::*;
 pub use tx::Tx;
 
+use keyward_core::{KeyHash, PartnerCode, PartnerId, TokenHash};
 use records::{PartnerRow, LINK_COLUMNS, PARTNER_COLUMNS};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, FromRow, Row};
@@ -53,6 +57,23 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub enum Backend {
     Sqlite,
     Postgres,
+}
+
+impl Backend {
+    fn begin_write(self) -> &'static str {
+        match self {
+            Backend::Sqlite => sqlite::BEGIN_WRITE,
+            Backend::Postgres => postgres::BEGIN_WRITE,
+        }
+    }
+
+    /// Appended to a `SELECT` of a row that the transaction goes on to decide about.
+    fn lock_row(self) -> &'static str {
+        match self {
+            Backend::Sqlite => sqlite::LOCK_ROW,
+            Backend::Postgres => postgres::LOCK_ROW,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -129,12 +150,8 @@ impl Store {
 
     /// Begins a write transaction. Dropping it without [`Tx::commit`] rolls it back.
     pub async fn begin(&self) -> Result<Tx> {
-        let begin = match self.backend {
-            Backend::Sqlite => sqlite::BEGIN_WRITE,
-            Backend::Postgres => postgres::BEGIN_WRITE,
-        };
         Ok(Tx {
-            tx: self.pool.begin_with(begin).await?,
+            tx: self.pool.begin_with(self.backend.begin_write()).await?,
             backend: self.backend,
         })
     }
@@ -146,13 +163,13 @@ impl Store {
 
     /// The hot path of authentication: the key and its partner in one indexed lookup.
     /// No cache: a key revoked on any node is refused on the very next request.
-    pub async fn key_by_hash(&self, public_key_hash: &[u8]) -> Result<Option<KeyRecord>> {
+    pub async fn key_by_hash(&self, public_key_hash: &KeyHash) -> Result<Option<KeyRecord>> {
         let sql = format!(
             "SELECT k.id AS key_id, k.created_at AS key_created_at, k.revoked_at, k.secret_ciphertext, {PARTNER_COLUMNS} \
              FROM partner_keys k JOIN partners p ON p.id = k.partner_id WHERE k.public_key_hash = $1"
         );
         let Some(row) = sqlx::query(&sql)
-            .bind(public_key_hash.to_vec())
+            .bind(public_key_hash.as_bytes().to_vec())
             .fetch_optional(&self.pool)
             .await?
         else {
@@ -168,22 +185,26 @@ impl Store {
     }
 
     /// Reads a link without changing it (the page a mail scanner may fetch).
-    pub async fn link_by_hash(&self, token_hash: &[u8]) -> Result<Option<(Link, Partner)>> {
+    pub async fn link_by_hash(&self, token_hash: &TokenHash) -> Result<Option<(Link, Partner)>> {
         let mut conn = self.pool.acquire().await?;
         link_with_partner(&mut conn, token_hash, "").await
     }
 
-    pub async fn partner_by_code(&self, code_folded: &str) -> Result<Option<Partner>> {
+    pub async fn partner_by_code(&self, code: &PartnerCode) -> Result<Option<Partner>> {
         let mut conn = self.pool.acquire().await?;
-        partner_by_code(&mut conn, code_folded).await
+        partner_where(&mut conn, "p.code_folded", &code.folded(), "").await
     }
 
     /// The partner's latest audit events, newest first.
-    pub async fn audit_events(&self, partner_id: &str, limit: i64) -> Result<Vec<AuditEvent>> {
+    pub async fn audit_events(
+        &self,
+        partner_id: &PartnerId,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>> {
         Ok(sqlx::query_as(
             "SELECT event, ip, detail, created_at FROM audit_events WHERE partner_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
         )
-        .bind(partner_id)
+        .bind(partner_id.as_str())
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
@@ -216,13 +237,16 @@ impl Store {
     }
 }
 
-pub(super) async fn partner_by_code(
+/// The partner whose `column` (`p.id` or `p.code_folded`) is `value`, with `lock` appended.
+pub(super) async fn partner_where(
     conn: &mut sqlx::AnyConnection,
-    code_folded: &str,
+    column: &str,
+    value: &str,
+    lock: &str,
 ) -> Result<Option<Partner>> {
-    let sql = format!("SELECT {PARTNER_COLUMNS} FROM partners p WHERE p.code_folded = $1");
+    let sql = format!("SELECT {PARTNER_COLUMNS} FROM partners p WHERE {column} = $1{lock}");
     let row: Option<PartnerRow> = sqlx::query_as(&sql)
-        .bind(code_folded)
+        .bind(value)
         .fetch_optional(&mut *conn)
         .await?;
     row.map(Partner::try_from).transpose()
@@ -230,20 +254,18 @@ pub(super) async fn partner_by_code(
 
 pub(super) async fn link_with_partner(
     conn: &mut sqlx::AnyConnection,
-    token_hash: &[u8],
+    token_hash: &TokenHash,
     lock: &str,
 ) -> Result<Option<(Link, Partner)>> {
     let sql = format!("SELECT {LINK_COLUMNS} FROM links WHERE token_hash = $1");
     let link: Option<LinkRow> = sqlx::query_as(&sql)
-        .bind(token_hash.to_vec())
+        .bind(token_hash.as_bytes().to_vec())
         .fetch_optional(&mut *conn)
         .await?;
     let Some(link) = link else { return Ok(None) };
     let link = Link::try_from(link)?;
-    let sql = format!("SELECT {PARTNER_COLUMNS} FROM partners p WHERE p.id = $1{lock}");
-    let partner: PartnerRow = sqlx::query_as(&sql)
-        .bind(&link.partner_id)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(Some((link, partner.try_into()?)))
+    let partner = partner_where(conn, "p.id", link.partner_id.as_str(), lock)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("link {} has no partner", link.id)))?;
+    Ok(Some((link, partner)))
 }

@@ -1,49 +1,78 @@
 //! The outbox's queries. The sender that uses them is `mail/outbox.rs`.
 
 use super::records::{DeadEmail, FailedAttempt, OutboxStats, QueuedEmail, QUEUED_EMAIL_COLUMNS};
-use super::{Result, Store};
+use super::{sqlite, Backend, Result, Store, Tx};
 use sqlx::{Any, Row};
 
+/// An email claimed for sending, held until it is marked sent or failed. How it is held is
+/// the backend's business:
+/// - SQLite (one node): a lease on the row (`locked_until`); a write transaction must not stay
+///   open while SMTP talks. A lease left by a process that died is released by
+///   [`Store::release_stale_claims`] when the next outbox worker starts.
+/// - PostgreSQL (several nodes): a row lock (`FOR UPDATE SKIP LOCKED`) in a transaction that
+///   stays open while the email is sent and its result recorded. Other nodes skip it; if the
+///   node dies, the database drops the lock with the connection and another node sends it.
+pub struct ClaimedEmail {
+    pub email: QueuedEmail,
+    hold: Hold,
+}
+
+enum Hold {
+    Lease,
+    Lock(Tx),
+}
+
 impl Store {
-    /// Claims up to `limit` due emails for `lease_ms` (the single-node SQLite sender: a write
-    /// transaction must not stay open while SMTP talks, so the claim is a lease).
-    pub async fn claim_due_emails(
-        &self,
-        now: i64,
-        lease_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<QueuedEmail>> {
-        let sql = format!(
-            "UPDATE outbox SET locked_until = $1 WHERE id IN ( \
-               SELECT id FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $2 \
-               AND (locked_until IS NULL OR locked_until <= $2) ORDER BY next_attempt_at LIMIT $3) \
-             RETURNING {QUEUED_EMAIL_COLUMNS}"
-        );
-        Ok(sqlx::query_as(&sql)
-            .bind(now + lease_ms)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?)
+    /// Claims the next due email, if any, for this sender alone.
+    pub async fn claim_due_email(&self, now: i64) -> Result<Option<ClaimedEmail>> {
+        match self.backend {
+            Backend::Sqlite => {
+                let sql = format!(
+                    "UPDATE outbox SET locked_until = $1 WHERE id IN ( \
+                       SELECT id FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $2 \
+                       AND (locked_until IS NULL OR locked_until <= $2) ORDER BY next_attempt_at LIMIT 1) \
+                     RETURNING {QUEUED_EMAIL_COLUMNS}"
+                );
+                let email: Option<QueuedEmail> = sqlx::query_as(&sql)
+                    .bind(now + sqlite::OUTBOX_LEASE_MS)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(email.map(|email| ClaimedEmail {
+                    email,
+                    hold: Hold::Lease,
+                }))
+            }
+            Backend::Postgres => {
+                let mut tx = self.begin().await?;
+                let sql = format!(
+                    "SELECT {QUEUED_EMAIL_COLUMNS} FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL \
+                     AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+                );
+                let email: Option<QueuedEmail> = sqlx::query_as(&sql)
+                    .bind(now)
+                    .fetch_optional(&mut *tx.tx)
+                    .await?;
+                Ok(email.map(|email| ClaimedEmail {
+                    email,
+                    hold: Hold::Lock(tx),
+                }))
+            }
+        }
     }
 
-    /// Releases every claim on unsent emails. Only for a single node (SQLite) at start, where a
-    /// claim can only have been left by a process that died.
-    pub async fn release_email_claims(&self) -> Result<u64> {
+    /// Releases claims that no sender can still hold: on SQLite (one node) every lease, since
+    /// only a process that died can have left one; on PostgreSQL nothing, as the database
+    /// drops a dead node's locks itself. Called when the outbox worker starts, never by the
+    /// operator commands (which may run beside a live server).
+    pub async fn release_stale_claims(&self) -> Result<u64> {
+        if self.backend == Backend::Postgres {
+            return Ok(0);
+        }
         let done = sqlx::query("UPDATE outbox SET locked_until = NULL WHERE sent_at IS NULL AND locked_until IS NOT NULL")
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
-    }
-
-    /// Marks an email sent and erases its body.
-    pub async fn mark_email_sent(&self, id: &str, now: i64) -> Result<()> {
-        mark_email_sent(&self.pool, id, now).await
-    }
-
-    /// Records a failed attempt: retried at `next_attempt_at`, or dead-lettered when `dead_at`.
-    pub async fn mark_email_failed(&self, id: &str, attempt: &FailedAttempt<'_>) -> Result<()> {
-        mark_email_failed(&self.pool, id, attempt).await
     }
 
     pub async fn outbox_stats(&self) -> Result<OutboxStats> {
@@ -79,7 +108,32 @@ impl Store {
     }
 }
 
-pub(super) async fn mark_email_sent<'e, E: sqlx::Executor<'e, Database = Any>>(
+impl ClaimedEmail {
+    /// The email went out: marks it sent, erases its body and releases the claim.
+    pub async fn mark_sent(self, store: &Store, now: i64) -> Result<()> {
+        match self.hold {
+            Hold::Lease => mark_email_sent(&store.pool, &self.email.id, now).await,
+            Hold::Lock(mut tx) => {
+                mark_email_sent(&mut *tx.tx, &self.email.id, now).await?;
+                tx.commit().await
+            }
+        }
+    }
+
+    /// Records a failed attempt (retried at `next_attempt_at`, or dead-lettered when
+    /// `dead_at`) and releases the claim.
+    pub async fn mark_failed(self, store: &Store, attempt: &FailedAttempt<'_>) -> Result<()> {
+        match self.hold {
+            Hold::Lease => mark_email_failed(&store.pool, &self.email.id, attempt).await,
+            Hold::Lock(mut tx) => {
+                mark_email_failed(&mut *tx.tx, &self.email.id, attempt).await?;
+                tx.commit().await
+            }
+        }
+    }
+}
+
+async fn mark_email_sent<'e, E: sqlx::Executor<'e, Database = Any>>(
     executor: E,
     id: &str,
     now: i64,
@@ -94,7 +148,7 @@ pub(super) async fn mark_email_sent<'e, E: sqlx::Executor<'e, Database = Any>>(
     Ok(())
 }
 
-pub(super) async fn mark_email_failed<'e, E: sqlx::Executor<'e, Database = Any>>(
+async fn mark_email_failed<'e, E: sqlx::Executor<'e, Database = Any>>(
     executor: E,
     id: &str,
     attempt: &FailedAttempt<'_>,

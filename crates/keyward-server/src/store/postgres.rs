@@ -7,3 +7,7 @@ use sqlx::migrate::Migrator;
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 pub const BEGIN_WRITE: &str = "BEGIN";
+
+/// The row is locked until the transaction ends, so per-partner decisions (rate limits, link
+/// issue, redemption) serialise across nodes.
+pub const LOCK_ROW: &str = " FOR UPDATE";

@@ -1,65 +1,21 @@
 //! What the store reads and writes: rows and their typed forms.
 
 use super::{Result, StoreError};
+use keyward_core::{
+    AllowedIps, Email, KeyHash, LinkPurpose, PartnerCode, PartnerId, PartnerStatus, TokenHash,
+};
 use sqlx::FromRow;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PartnerStatus {
-    Pending,
-    Active,
-    Suspended,
-}
-
-impl PartnerStatus {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            PartnerStatus::Pending => "pending",
-            PartnerStatus::Active => "active",
-            PartnerStatus::Suspended => "suspended",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self> {
-        match s {
-            "pending" => Ok(PartnerStatus::Pending),
-            "active" => Ok(PartnerStatus::Active),
-            "suspended" => Ok(PartnerStatus::Suspended),
-            other => Err(StoreError::Corrupt(format!("partner status {other:?}"))),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkPurpose {
-    Onboarding,
-    Regeneration,
-}
-
-impl LinkPurpose {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            LinkPurpose::Onboarding => "onboarding",
-            LinkPurpose::Regeneration => "regeneration",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self> {
-        match s {
-            "onboarding" => Ok(LinkPurpose::Onboarding),
-            "regeneration" => Ok(LinkPurpose::Regeneration),
-            other => Err(StoreError::Corrupt(format!("link purpose {other:?}"))),
-        }
-    }
-}
-
+/// A partner as stored, with every value validated when read (a row that does not parse is
+/// reported as corrupt, not passed on).
 #[derive(Debug, Clone)]
 pub struct Partner {
-    pub id: String,
-    pub code: String,
-    pub email: String,
+    pub id: PartnerId,
+    pub code: PartnerCode,
+    pub email: Email,
     pub status: PartnerStatus,
-    /// Comma-separated CIDR blocks; `None` allows every address.
-    pub allowed_ips: Option<String>,
+    /// Empty allows every address.
+    pub allowed_ips: AllowedIps,
     pub created_at: i64,
 }
 
@@ -73,15 +29,23 @@ pub(super) struct PartnerRow {
     created_at: i64,
 }
 
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} {value:?}"))
+}
+
 impl TryFrom<PartnerRow> for Partner {
     type Error = StoreError;
     fn try_from(row: PartnerRow) -> Result<Self> {
         Ok(Partner {
-            status: PartnerStatus::parse(&row.status)?,
-            id: row.id,
-            code: row.code,
-            email: row.email,
-            allowed_ips: row.allowed_ips,
+            id: PartnerId::parse(&row.id).ok_or_else(|| corrupt("partner id", &row.id))?,
+            code: PartnerCode::parse(&row.code)
+                .ok_or_else(|| corrupt("partner code", &row.code))?,
+            email: Email::parse(&row.email).ok_or_else(|| corrupt("email of partner", &row.id))?,
+            status: PartnerStatus::parse(&row.status)
+                .ok_or_else(|| corrupt("partner status", &row.status))?,
+            allowed_ips: AllowedIps::from_stored(row.allowed_ips.as_deref()).map_err(|e| {
+                StoreError::Corrupt(format!("allow-list of partner {}: {e}", row.id))
+            })?,
             created_at: row.created_at,
         })
     }
@@ -103,7 +67,7 @@ pub struct KeyRecord {
 #[derive(Debug, Clone)]
 pub struct Link {
     pub id: String,
-    pub partner_id: String,
+    pub partner_id: PartnerId,
     pub purpose: LinkPurpose,
     pub created_at: i64,
     pub expires_at: i64,
@@ -126,9 +90,11 @@ impl TryFrom<LinkRow> for Link {
     type Error = StoreError;
     fn try_from(row: LinkRow) -> Result<Self> {
         Ok(Link {
-            purpose: LinkPurpose::parse(&row.purpose)?,
+            purpose: LinkPurpose::parse(&row.purpose)
+                .ok_or_else(|| corrupt("link purpose", &row.purpose))?,
+            partner_id: PartnerId::parse(&row.partner_id)
+                .ok_or_else(|| corrupt("partner id", &row.partner_id))?,
             id: row.id,
-            partner_id: row.partner_id,
             created_at: row.created_at,
             expires_at: row.expires_at,
             used_at: row.used_at,
@@ -142,9 +108,9 @@ pub(super) const LINK_COLUMNS: &str =
 
 pub struct NewLink<'a> {
     pub id: &'a str,
-    pub partner_id: &'a str,
+    pub partner_id: &'a PartnerId,
     pub purpose: LinkPurpose,
-    pub token_hash: &'a [u8],
+    pub token_hash: &'a TokenHash,
     pub created_at: i64,
     pub expires_at: i64,
     pub requested_ip: Option<&'a str>,
@@ -152,8 +118,8 @@ pub struct NewLink<'a> {
 
 pub struct NewKey<'a> {
     pub id: &'a str,
-    pub partner_id: &'a str,
-    pub public_key_hash: &'a [u8],
+    pub partner_id: &'a PartnerId,
+    pub public_key_hash: &'a KeyHash,
     pub public_key_hint: &'a str,
     pub secret_ciphertext: &'a [u8],
     pub created_at: i64,

@@ -1,11 +1,10 @@
 //! One write transaction and what can be done in it.
 
-use super::outbox::{mark_email_failed, mark_email_sent};
-use super::records::{
-    FailedAttempt, LinkPurpose, NewEmail, NewKey, NewLink, Partner, PartnerRow, PartnerStatus,
-    QueuedEmail, PARTNER_COLUMNS, QUEUED_EMAIL_COLUMNS,
+use super::records::{NewEmail, NewKey, NewLink, Partner};
+use super::{link_with_partner, partner_where, Backend, Link, Result};
+use keyward_core::{
+    AllowedIps, Email, LinkPurpose, PartnerCode, PartnerId, PartnerStatus, TokenHash,
 };
-use super::{link_with_partner, Backend, Link, Result};
 use sqlx::Any;
 
 /// One write transaction. Rolled back when dropped without [`Tx::commit`].
@@ -20,41 +19,38 @@ impl Tx {
         Ok(())
     }
 
-    /// The partner with this (case-folded) code. On PostgreSQL the row is locked until the
-    /// transaction ends, so per-partner decisions (rate limits, link issue) serialise across
-    /// nodes; SQLite's write transactions are serial already.
+    /// The partner with this code (compared case-insensitively), locked until the transaction
+    /// ends, so per-partner decisions (rate limits, link issue) serialise across nodes.
     pub async fn partner_by_code_for_update(
         &mut self,
-        code_folded: &str,
+        code: &PartnerCode,
     ) -> Result<Option<Partner>> {
-        let lock = if self.backend == Backend::Postgres {
-            " FOR UPDATE"
-        } else {
-            ""
-        };
-        let sql =
-            format!("SELECT {PARTNER_COLUMNS} FROM partners p WHERE p.code_folded = $1{lock}");
-        let row: Option<PartnerRow> = sqlx::query_as(&sql)
-            .bind(code_folded)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        row.map(Partner::try_from).transpose()
+        let lock = self.backend.lock_row();
+        partner_where(&mut self.tx, "p.code_folded", &code.folded(), lock).await
     }
 
+    /// The partner with this ID, locked until the transaction ends.
+    pub async fn partner_by_id_for_update(&mut self, id: &PartnerId) -> Result<Option<Partner>> {
+        let lock = self.backend.lock_row();
+        partner_where(&mut self.tx, "p.id", id.as_str(), lock).await
+    }
+
+    /// A new pending partner. [`super::StoreError::Conflict`] if the code (in any letter case)
+    /// is taken.
     pub async fn insert_partner(
         &mut self,
-        id: &str,
-        code: &str,
-        email: &str,
+        id: &PartnerId,
+        code: &PartnerCode,
+        email: &Email,
         now: i64,
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO partners (id, code, code_folded, email, status, created_at, updated_at) VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
         )
-        .bind(id)
-        .bind(code)
-        .bind(code.to_ascii_lowercase())
-        .bind(email)
+        .bind(id.as_str())
+        .bind(code.as_str())
+        .bind(code.folded())
+        .bind(email.as_str())
         .bind(now)
         .execute(&mut *self.tx)
         .await?;
@@ -63,14 +59,14 @@ impl Tx {
 
     pub async fn set_partner_status(
         &mut self,
-        partner_id: &str,
+        partner_id: &PartnerId,
         status: PartnerStatus,
         now: i64,
     ) -> Result<()> {
         sqlx::query("UPDATE partners SET status = $1, updated_at = $2 WHERE id = $3")
             .bind(status.as_str())
             .bind(now)
-            .bind(partner_id)
+            .bind(partner_id.as_str())
             .execute(&mut *self.tx)
             .await?;
         Ok(())
@@ -78,14 +74,14 @@ impl Tx {
 
     pub async fn set_allowed_ips(
         &mut self,
-        partner_id: &str,
-        allowed_ips: Option<&str>,
+        partner_id: &PartnerId,
+        allowed_ips: &AllowedIps,
         now: i64,
     ) -> Result<()> {
         sqlx::query("UPDATE partners SET allowed_ips = $1, updated_at = $2 WHERE id = $3")
-            .bind(allowed_ips)
+            .bind(allowed_ips.to_stored())
             .bind(now)
-            .bind(partner_id)
+            .bind(partner_id.as_str())
             .execute(&mut *self.tx)
             .await?;
         Ok(())
@@ -95,33 +91,33 @@ impl Tx {
     /// until the transaction ends, so two links of one partner cannot be redeemed at once.
     pub async fn link_by_hash_for_update(
         &mut self,
-        token_hash: &[u8],
+        token_hash: &TokenHash,
     ) -> Result<Option<(Link, Partner)>> {
-        let lock = if self.backend == Backend::Postgres {
-            " FOR UPDATE"
-        } else {
-            ""
-        };
+        let lock = self.backend.lock_row();
         link_with_partner(&mut self.tx, token_hash, lock).await
     }
 
     /// How many links were issued to the partner since `since` (the per-partner email limit).
-    pub async fn links_issued_since(&mut self, partner_id: &str, since: i64) -> Result<i64> {
+    pub async fn links_issued_since(&mut self, partner_id: &PartnerId, since: i64) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM links WHERE partner_id = $1 AND created_at > $2",
         )
-        .bind(partner_id)
+        .bind(partner_id.as_str())
         .bind(since)
         .fetch_one(&mut *self.tx)
         .await?)
     }
 
     /// The oldest link issued since `since`, to tell a rate-limited caller when to come back.
-    pub async fn oldest_link_since(&mut self, partner_id: &str, since: i64) -> Result<Option<i64>> {
+    pub async fn oldest_link_since(
+        &mut self,
+        partner_id: &PartnerId,
+        since: i64,
+    ) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(created_at) FROM links WHERE partner_id = $1 AND created_at > $2",
         )
-        .bind(partner_id)
+        .bind(partner_id.as_str())
         .bind(since)
         .fetch_one(&mut *self.tx)
         .await?)
@@ -130,7 +126,7 @@ impl Tx {
     /// Unused links of this purpose stop working (a newer one replaces them).
     pub async fn supersede_links(
         &mut self,
-        partner_id: &str,
+        partner_id: &PartnerId,
         purpose: LinkPurpose,
         now: i64,
     ) -> Result<u64> {
@@ -138,7 +134,7 @@ impl Tx {
             "UPDATE links SET superseded_at = $1 WHERE partner_id = $2 AND purpose = $3 AND used_at IS NULL AND superseded_at IS NULL",
         )
         .bind(now)
-        .bind(partner_id)
+        .bind(partner_id.as_str())
         .bind(purpose.as_str())
         .execute(&mut *self.tx)
         .await?;
@@ -150,9 +146,9 @@ impl Tx {
             "INSERT INTO links (id, partner_id, purpose, token_hash, created_at, expires_at, requested_ip) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(link.id)
-        .bind(link.partner_id)
+        .bind(link.partner_id.as_str())
         .bind(link.purpose.as_str())
-        .bind(link.token_hash.to_vec())
+        .bind(link.token_hash.as_bytes().to_vec())
         .bind(link.created_at)
         .bind(link.expires_at)
         .bind(link.requested_ip)
@@ -175,12 +171,12 @@ impl Tx {
     }
 
     /// Revokes every active key of the partner; returns how many.
-    pub async fn revoke_keys(&mut self, partner_id: &str, now: i64) -> Result<u64> {
+    pub async fn revoke_keys(&mut self, partner_id: &PartnerId, now: i64) -> Result<u64> {
         let done = sqlx::query(
             "UPDATE partner_keys SET revoked_at = $1 WHERE partner_id = $2 AND revoked_at IS NULL",
         )
         .bind(now)
-        .bind(partner_id)
+        .bind(partner_id.as_str())
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected())
@@ -191,8 +187,8 @@ impl Tx {
             "INSERT INTO partner_keys (id, partner_id, public_key_hash, public_key_hint, secret_ciphertext, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(key.id)
-        .bind(key.partner_id)
-        .bind(key.public_key_hash.to_vec())
+        .bind(key.partner_id.as_str())
+        .bind(key.public_key_hash.as_bytes().to_vec())
         .bind(key.public_key_hint)
         .bind(key.secret_ciphertext.to_vec())
         .bind(key.created_at)
@@ -238,7 +234,7 @@ impl Tx {
 
     pub async fn audit(
         &mut self,
-        partner_id: Option<&str>,
+        partner_id: Option<&PartnerId>,
         event: &str,
         ip: Option<&str>,
         detail: Option<&str>,
@@ -246,7 +242,7 @@ impl Tx {
     ) -> Result<()> {
         sqlx::query("INSERT INTO audit_events (id, partner_id, event, ip, detail, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(uuid::Uuid::now_v7().to_string())
-            .bind(partner_id)
+            .bind(partner_id.map(PartnerId::as_str))
             .bind(event)
             .bind(ip)
             .bind(detail)
@@ -254,28 +250,6 @@ impl Tx {
             .execute(&mut *self.tx)
             .await?;
         Ok(())
-    }
-
-    /// Locks one due email until this transaction ends, skipping those other nodes hold (the
-    /// PostgreSQL sender keeps the transaction open while it sends: if the node dies, the
-    /// database drops the lock with the connection and another node sends the email at once).
-    pub async fn lock_due_email(&mut self, now: i64) -> Result<Option<QueuedEmail>> {
-        let sql = format!(
-            "SELECT {QUEUED_EMAIL_COLUMNS} FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL \
-             AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED"
-        );
-        Ok(sqlx::query_as(&sql)
-            .bind(now)
-            .fetch_optional(&mut *self.tx)
-            .await?)
-    }
-
-    pub async fn mark_email_sent(&mut self, id: &str, now: i64) -> Result<()> {
-        mark_email_sent(&mut *self.tx, id, now).await
-    }
-
-    pub async fn mark_email_failed(&mut self, id: &str, attempt: &FailedAttempt<'_>) -> Result<()> {
-        mark_email_failed(&mut *self.tx, id, attempt).await
     }
 
     /// Stores `value` under `name` unless a value is there already (the first writer wins).

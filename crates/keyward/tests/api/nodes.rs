@@ -132,7 +132,7 @@ async fn ten_concurrent_onboardings_of_one_code_make_one_partner_and_one_email()
     let partner = nodes[0]
         .state
         .store
-        .partner_by_code("contested")
+        .partner_by_code(&keyward_core::PartnerCode::parse("contested").unwrap())
         .await
         .unwrap();
     assert!(partner.is_some());
@@ -289,7 +289,11 @@ async fn nodes_starting_together_on_a_new_database_migrate_once() {
     let store = apps[0].as_ref().unwrap().state().store.clone();
     store.migrate().await.unwrap();
     assert!(
-        store.partner_by_code("nobody").await.unwrap().is_none(),
+        store
+            .partner_by_code(&keyward_core::PartnerCode::parse("nobody").unwrap())
+            .await
+            .unwrap()
+            .is_none(),
         "the schema is in place"
     );
 }

@@ -69,8 +69,8 @@ async fn a_pending_partner_gets_a_fresh_onboarding_link_and_a_suspended_one_noth
     let suspended = app.onboarded_partner("SUSP", "s@susp.example").await;
     let mut tx = app.state.store.begin().await.unwrap();
     tx.set_partner_status(
-        &suspended.partner_id,
-        keyward_server::store::PartnerStatus::Suspended,
+        &keyward_core::PartnerId::parse(&suspended.partner_id).unwrap(),
+        keyward_core::PartnerStatus::Suspended,
         0,
     )
     .await

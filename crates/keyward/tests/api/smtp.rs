@@ -22,7 +22,7 @@ async fn emails_reach_a_real_smtp_server() {
     .expect("an email at the SMTP server");
     assert!(received[0].0.contains("s@smtp.example"));
     let link = link_in_text(&received[0].1);
-    assert!(link.starts_with(&app.state.settings.public_url));
+    assert!(link.starts_with(app.state.settings.public_url.as_str()));
     let partner = app.redeem(&link, "SMTP").await;
     assert_eq!(app.whoami(&partner).await.status(), 200);
 }

@@ -1,12 +1,12 @@
 //! `keyward`: the partner-credential service and its operator commands.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use keyward_core::PartnerCode;
+use keyward_core::{AllowedIps, PartnerCode};
 use keyward_server::config::Settings;
+use keyward_server::flows::admin;
 use keyward_server::mail::{templates, EmailKind, Mailer};
 use keyward_server::startup::open_store;
-use keyward_server::store::PartnerStatus;
 use keyward_server::store::Store;
 use keyward_server::{telemetry, Application};
 use secrecy::ExposeSecret;
@@ -191,13 +191,13 @@ async fn check_config(settings: &Settings) -> anyhow::Result<()> {
     );
     println!(
         "link lifetimes    onboarding {} s, regeneration {} s",
-        settings.onboarding_link_ttl.as_secs(),
-        settings.regeneration_link_ttl.as_secs()
+        settings.onboarding_link_ttl.num_seconds(),
+        settings.regeneration_link_ttl.num_seconds()
     );
     println!(
         "windows           freshness {} s, replay {} s",
-        settings.freshness_window.as_secs(),
-        settings.replay_window.as_secs()
+        settings.freshness_window.num_seconds(),
+        settings.replay_window.num_seconds()
     );
     println!(
         "rate limits       {} requests/min per IP, {} links/hour per partner",
@@ -211,7 +211,7 @@ async fn check_config(settings: &Settings) -> anyhow::Result<()> {
 
 async fn send_test_email(settings: &Settings, to: &str) -> anyhow::Result<()> {
     let transport = Mailer::transport_for(settings.smtp_url.as_ref(), &settings.data_dir)?;
-    let mailer = Mailer::new(&settings.mail_from, transport)?;
+    let mailer = Mailer::new(settings.mail_from.clone(), transport);
     let context = minijinja_context(settings);
     let email = templates::render(EmailKind::RegeneratedNotice, &context)?;
     let email = templates::RenderedEmail {
@@ -229,7 +229,7 @@ async fn send_test_email(settings: &Settings, to: &str) -> anyhow::Result<()> {
 fn minijinja_context(settings: &Settings) -> serde_json::Value {
     serde_json::json!({
         "partner_code": "TEST", "regenerated_at": chrono::Utc::now().to_rfc3339(), "ip": "127.0.0.1",
-        "public_url": settings.public_url,
+        "public_url": settings.public_url.as_str(),
     })
 }
 
@@ -256,22 +256,14 @@ async fn partner(settings: &Settings, action: PartnerAction) -> anyhow::Result<(
     let code =
         PartnerCode::parse(code).context("a partner code is 1 to 64 of A-Z a-z 0-9 . _ -")?;
     let now = chrono::Utc::now().timestamp_millis();
-    let mut tx = store.begin().await?;
-    let Some(partner) = tx.partner_by_code_for_update(&code.folded()).await? else {
-        bail!("no partner has the code {code}");
-    };
     match action {
         PartnerAction::Show { .. } => {
+            let (partner, events) = admin::show(&store, &code).await?;
             println!("partner_id   {}", partner.id);
             println!("code         {}", partner.code);
             println!("email        {}", partner.email);
             println!("status       {}", partner.status.as_str());
-            println!(
-                "allowed_ips  {}",
-                partner.allowed_ips.as_deref().unwrap_or("any")
-            );
-            drop(tx);
-            let events = store.audit_events(&partner.id, 20).await?;
+            println!("allowed_ips  {}", allow_list_text(&partner.allowed_ips));
             if !events.is_empty() {
                 println!("\nrecent events (newest first):");
             }
@@ -286,67 +278,37 @@ async fn partner(settings: &Settings, action: PartnerAction) -> anyhow::Result<(
                     event.detail.as_deref().unwrap_or("")
                 );
             }
-            return Ok(());
         }
         PartnerAction::Suspend { .. } => {
-            tx.set_partner_status(&partner.id, PartnerStatus::Suspended, now)
-                .await?;
-            tx.audit(
-                Some(&partner.id),
-                "partner_suspended",
-                None,
-                Some("by operator"),
-                now,
-            )
-            .await?;
+            let partner = admin::suspend(&store, &code, now).await?;
             println!(
                 "{} is suspended: its requests get 403 partner_suspended",
                 partner.code
             );
         }
         PartnerAction::Activate { .. } => {
-            if partner.status == PartnerStatus::Pending {
-                bail!(
-                    "{} has not redeemed its onboarding link yet; it becomes active when it does",
-                    partner.code
-                );
-            }
-            tx.set_partner_status(&partner.id, PartnerStatus::Active, now)
-                .await?;
-            tx.audit(
-                Some(&partner.id),
-                "partner_activated",
-                None,
-                Some("by operator"),
-                now,
-            )
-            .await?;
+            let partner = admin::activate(&store, &code, now).await?;
             println!("{} is active", partner.code);
         }
         PartnerAction::AllowIps { cidrs, .. } => {
-            for cidr in &cidrs {
-                keyward_server::config::parse_cidr(cidr)?;
-            }
-            let list = (!cidrs.is_empty()).then(|| cidrs.join(","));
-            tx.set_allowed_ips(&partner.id, list.as_deref(), now)
-                .await?;
-            tx.audit(
-                Some(&partner.id),
-                "allowed_ips_changed",
-                None,
-                list.as_deref(),
-                now,
-            )
-            .await?;
+            let list = AllowedIps::parse(cidrs.iter().map(String::as_str))?;
+            let partner = admin::set_allowed_ips(&store, &code, list, now).await?;
             println!(
                 "{} may call from: {}",
                 partner.code,
-                list.as_deref().unwrap_or("any address")
+                allow_list_text(&partner.allowed_ips)
             );
         }
     }
-    tx.commit().await?;
     Ok(())
+}
+
+fn allow_list_text(list: &AllowedIps) -> String {
+    if list.is_empty() {
+        "any address".to_owned()
+    } else {
+        list.to_string()
+    }
 }
 
 async fn outbox(settings: &Settings, action: OutboxAction) -> anyhow::Result<()> {

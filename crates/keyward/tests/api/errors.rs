@@ -386,7 +386,8 @@ async fn a_trusted_proxy_forwards_the_client_address_and_others_are_ignored() {
 #[tokio::test]
 async fn hostile_host_headers_never_reach_an_emailed_link() {
     let app = spawn_app_with(|s| {
-        s.public_url = "https://keys.exchange.example".into();
+        s.public_url =
+            keyward_server::config::PublicUrl::parse("https://keys.exchange.example").unwrap();
         s.public_url_is_default = false;
     })
     .await;

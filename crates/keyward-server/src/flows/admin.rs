@@ -1,0 +1,94 @@
+//! What operators do to one partner (`keyward partner …`): look, suspend, activate, set the
+//! allow-list. Each change is one transaction with its audit event.
+
+use crate::store::{AuditEvent, Partner, Store, StoreError};
+use keyward_core::{AllowedIps, PartnerCode, PartnerStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("no partner has the code {0}")]
+    NoSuchPartner(PartnerCode),
+    #[error("{0} has not redeemed its onboarding link yet; it becomes active when it does")]
+    NotYetActive(PartnerCode),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T, E = AdminError> = std::result::Result<T, E>;
+
+/// The partner and its latest audit events, newest first.
+pub async fn show(store: &Store, code: &PartnerCode) -> Result<(Partner, Vec<AuditEvent>)> {
+    let partner = store
+        .partner_by_code(code)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchPartner(code.clone()))?;
+    let events = store.audit_events(&partner.id, 20).await?;
+    Ok((partner, events))
+}
+
+/// Every request of the partner is refused (403 `partner_suspended`) until it is activated.
+pub async fn suspend(store: &Store, code: &PartnerCode, now: i64) -> Result<Partner> {
+    set_status(
+        store,
+        code,
+        PartnerStatus::Suspended,
+        "partner_suspended",
+        now,
+    )
+    .await
+}
+
+/// Lifts a suspension. A pending partner stays pending: it has no keys yet.
+pub async fn activate(store: &Store, code: &PartnerCode, now: i64) -> Result<Partner> {
+    set_status(store, code, PartnerStatus::Active, "partner_activated", now).await
+}
+
+async fn set_status(
+    store: &Store,
+    code: &PartnerCode,
+    status: PartnerStatus,
+    event: &str,
+    now: i64,
+) -> Result<Partner> {
+    let mut tx = store.begin().await?;
+    let mut partner = tx
+        .partner_by_code_for_update(code)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchPartner(code.clone()))?;
+    if status == PartnerStatus::Active && partner.status == PartnerStatus::Pending {
+        return Err(AdminError::NotYetActive(partner.code));
+    }
+    tx.set_partner_status(&partner.id, status, now).await?;
+    tx.audit(Some(&partner.id), event, None, Some("by operator"), now)
+        .await?;
+    tx.commit().await?;
+    partner.status = status;
+    Ok(partner)
+}
+
+/// Requests are accepted only from these addresses or blocks (empty: from any address).
+pub async fn set_allowed_ips(
+    store: &Store,
+    code: &PartnerCode,
+    allowed_ips: AllowedIps,
+    now: i64,
+) -> Result<Partner> {
+    let mut tx = store.begin().await?;
+    let mut partner = tx
+        .partner_by_code_for_update(code)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchPartner(code.clone()))?;
+    tx.set_allowed_ips(&partner.id, &allowed_ips, now).await?;
+    let detail = allowed_ips.to_stored();
+    tx.audit(
+        Some(&partner.id),
+        "allowed_ips_changed",
+        None,
+        detail.as_deref(),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    partner.allowed_ips = allowed_ips;
+    Ok(partner)
+}
