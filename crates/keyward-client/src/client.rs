@@ -1,16 +1,12 @@
 //! A typed async client for every route of the spec.
 
 use keyward_core::signature::{sign_body, MessageForm};
+use keyward_core::wire::paths::{ONBOARD, REDEEM, REGENERATE, WHOAMI};
 use keyward_core::wire::{Credentials, Envelope, FieldProblem, WhoAmI};
 use keyward_core::{ErrorCode, PublicKey, SecretKey};
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-
-pub const ONBOARD: &str = "/api/v1/no-auth/PartnerP2P/OnboardPartner";
-pub const REGENERATE: &str = "/api/v1/no-auth/PartnerP2P/GenKeysForPartner";
-pub const REDEEM: &str = "/api/v1/no-auth/PartnerP2P/RedeemKeyLink";
-pub const WHOAMI: &str = "/api/v1/PartnerP2P/WhoAmI";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

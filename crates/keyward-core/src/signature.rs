@@ -160,8 +160,7 @@ mod tests {
     #[test]
     fn a_signed_body_verifies_in_both_forms() {
         for form in [MessageForm::AsSent, MessageForm::Canonical] {
-            let signed =
-                sign_body(br#"{"b":1,"a":{"d":2,"c":3}}"#, &key(), form).unwrap_or_default();
+            let signed = sign_body(br#"{"b":1,"a":{"d":2,"c":3}}"#, &key(), form).unwrap();
             let body = SignedBody::parse(signed.as_bytes());
             assert!(
                 body.as_ref().is_ok_and(|b| b.verify(&key())),
@@ -172,7 +171,7 @@ mod tests {
 
     #[test]
     fn sign_body_of_an_empty_object_adds_only_the_signature() {
-        let signed = sign_body(b"{}", &key(), MessageForm::AsSent).unwrap_or_default();
+        let signed = sign_body(b"{}", &key(), MessageForm::AsSent).unwrap();
         assert!(signed.starts_with("{\"signature\":\""), "{signed}");
         assert!(SignedBody::parse(signed.as_bytes()).is_ok_and(|b| b.verify(&key())));
     }

@@ -93,3 +93,25 @@ pub struct WhoAmI {
 
 /// The message of the onboarding success, fixed by the published API.
 pub const ONBOARD_MESSAGE: &str = "API Keys generated. Please check your email to confirm";
+
+#[cfg(test)]
+mod tests {
+    use super::paths;
+
+    /// The one place the published paths are spelled out again: SPEC §3 word for word.
+    #[test]
+    fn the_paths_are_the_published_ones() {
+        assert_eq!(paths::ONBOARD, "/api/v1/no-auth/PartnerP2P/OnboardPartner");
+        assert_eq!(
+            paths::REGENERATE_ALL,
+            [
+                "/api/v1/no-auth/PartnerP2P/GenKeysForPartner",
+                "/api/v1/no-auth/PartnerP2P/ResetPartnerKeys",
+                "/api/v1/no-auth/PartnerP2P/OnboardPartner.",
+            ]
+        );
+        assert_eq!(paths::REDEEM, "/api/v1/no-auth/PartnerP2P/RedeemKeyLink");
+        assert_eq!(paths::WHOAMI, "/api/v1/PartnerP2P/WhoAmI");
+        assert_eq!(format!("{}TOKEN", paths::LINK_PREFIX), "/link/TOKEN");
+    }
+}

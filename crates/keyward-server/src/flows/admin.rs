@@ -1,7 +1,7 @@
 //! What operators do to one partner (`keyward partner …`): look, suspend, activate, set the
 //! allow-list. Each change is one transaction with its audit event.
 
-use crate::store::{AuditEvent, Partner, Store, StoreError};
+use crate::store::{AuditEvent, Partner, Store, StoreError, Tx};
 use keyward_core::{AllowedIps, PartnerCode, PartnerStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,16 @@ pub async fn show(store: &Store, code: &PartnerCode) -> Result<(Partner, Vec<Aud
         .ok_or_else(|| AdminError::NoSuchPartner(code.clone()))?;
     let events = store.audit_events(&partner.id, 20).await?;
     Ok((partner, events))
+}
+
+/// A write transaction holding the partner with this code.
+async fn locked_partner(store: &Store, code: &PartnerCode) -> Result<(Tx, Partner)> {
+    let mut tx = store.begin().await?;
+    let partner = tx
+        .partner_by_code_for_update(code)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchPartner(code.clone()))?;
+    Ok((tx, partner))
 }
 
 /// Every request of the partner is refused (403 `partner_suspended`) until it is activated.
@@ -50,11 +60,7 @@ async fn set_status(
     event: &str,
     now: i64,
 ) -> Result<Partner> {
-    let mut tx = store.begin().await?;
-    let mut partner = tx
-        .partner_by_code_for_update(code)
-        .await?
-        .ok_or_else(|| AdminError::NoSuchPartner(code.clone()))?;
+    let (mut tx, mut partner) = locked_partner(store, code).await?;
     if status == PartnerStatus::Active && partner.status == PartnerStatus::Pending {
         return Err(AdminError::NotYetActive(partner.code));
     }
@@ -73,11 +79,7 @@ pub async fn set_allowed_ips(
     allowed_ips: AllowedIps,
     now: i64,
 ) -> Result<Partner> {
-    let mut tx = store.begin().await?;
-    let mut partner = tx
-        .partner_by_code_for_update(code)
-        .await?
-        .ok_or_else(|| AdminError::NoSuchPartner(code.clone()))?;
+    let (mut tx, mut partner) = locked_partner(store, code).await?;
     tx.set_allowed_ips(&partner.id, &allowed_ips, now).await?;
     let detail = allowed_ips.to_stored();
     tx.audit(

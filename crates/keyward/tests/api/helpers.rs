@@ -15,10 +15,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
-pub const ONBOARD: &str = "/api/v1/no-auth/PartnerP2P/OnboardPartner";
-pub const REGENERATE: &str = "/api/v1/no-auth/PartnerP2P/GenKeysForPartner";
-pub const WHOAMI: &str = "/api/v1/PartnerP2P/WhoAmI";
-pub const REDEEM: &str = "/api/v1/no-auth/PartnerP2P/RedeemKeyLink";
+pub use keyward_core::wire::paths::{ONBOARD, REDEEM, REGENERATE, WHOAMI};
 
 pub struct TestApp {
     pub address: String,
@@ -189,13 +186,13 @@ impl TestApp {
             )
             .await;
         assert_eq!(response.status(), 200);
-        let body: Value = response.json().await.unwrap_or_default();
+        let body: Value = response.json().await.unwrap();
         let data = &body["data"];
         Partner {
             code: code.to_owned(),
-            partner_id: data["partner_id"].as_str().unwrap_or_default().to_owned(),
-            public_key: data["public_key"].as_str().unwrap_or_default().to_owned(),
-            secret_key: data["secret_key"].as_str().unwrap_or_default().to_owned(),
+            partner_id: data["partner_id"].as_str().unwrap().to_owned(),
+            public_key: data["public_key"].as_str().unwrap().to_owned(),
+            secret_key: data["secret_key"].as_str().unwrap().to_owned(),
         }
     }
 

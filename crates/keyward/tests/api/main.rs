@@ -1,4 +1,5 @@
 //! The HTTP test suite: the real server on a random port, SQLite in a temporary folder.
+// clippy.toml allows these inside #[test] functions; the harness's helpers are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod crash;
@@ -17,4 +18,5 @@ mod partner_side;
 mod postgres;
 mod process;
 mod smtp;
+mod store;
 mod vectors;

@@ -1,0 +1,308 @@
+//! The store's contract, run on both backends: SQLite here, and PostgreSQL on the suite's
+//! second run (each test then gets a fresh database). What the flows rely on from the store,
+//! stated once and checked against both implementations.
+
+use crate::database::{postgres_server, TestDatabase};
+use keyward_core::{
+    AllowedIps, Email, KeyPair, LinkPurpose, LinkToken, PartnerCode, PartnerId, PartnerStatus,
+};
+use keyward_server::store::{FailedAttempt, NewEmail, NewKey, NewLink, Store, StoreError};
+use tempfile::TempDir;
+
+/// A migrated store on this run's backend, with what keeps it alive.
+struct TestStore {
+    store: Store,
+    _dir: TempDir,
+    _database: Option<TestDatabase>,
+}
+
+async fn test_store() -> TestStore {
+    let dir = tempfile::tempdir().unwrap();
+    let database = postgres_server().map(|server| TestDatabase::create(&server));
+    let url = match &database {
+        Some(database) => database.url.clone(),
+        None => format!("sqlite://{}/keyward.db", dir.path().display()),
+    };
+    let store = Store::connect(&url, None).await.unwrap();
+    store.migrate().await.unwrap();
+    TestStore {
+        store,
+        _dir: dir,
+        _database: database,
+    }
+}
+
+fn code(s: &str) -> PartnerCode {
+    PartnerCode::parse(s).unwrap()
+}
+
+async fn new_partner(store: &Store, c: &str) -> PartnerId {
+    let id = PartnerId::new_v7();
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_partner(&id, &code(c), &Email::parse("ops@acme.example").unwrap(), 1)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+#[tokio::test]
+async fn partner_codes_are_unique_in_any_letter_case_and_found_in_any() {
+    let t = test_store().await;
+    let id = new_partner(&t.store, "Acme").await;
+    let mut tx = t.store.begin().await.unwrap();
+    let taken = tx
+        .insert_partner(
+            &PartnerId::new_v7(),
+            &code("ACME"),
+            &Email::parse("other@acme.example").unwrap(),
+            2,
+        )
+        .await;
+    assert!(matches!(taken, Err(StoreError::Conflict)), "{taken:?}");
+    drop(tx);
+
+    let found = t
+        .store
+        .partner_by_code(&code("aCmE"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, id);
+    assert_eq!(found.code.as_str(), "Acme");
+    assert_eq!(found.status, PartnerStatus::Pending);
+    assert!(found.allowed_ips.is_empty());
+    let mut tx = t.store.begin().await.unwrap();
+    let by_id = tx.partner_by_id_for_update(&id).await.unwrap().unwrap();
+    assert_eq!(by_id.code, found.code);
+}
+
+#[tokio::test]
+async fn a_rolled_back_transaction_leaves_nothing() {
+    let t = test_store().await;
+    let mut tx = t.store.begin().await.unwrap();
+    tx.insert_partner(
+        &PartnerId::new_v7(),
+        &code("GONE"),
+        &Email::parse("ops@gone.example").unwrap(),
+        1,
+    )
+    .await
+    .unwrap();
+    drop(tx);
+    assert!(t
+        .store
+        .partner_by_code(&code("GONE"))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn status_and_allow_list_round_trip_as_typed_values() {
+    let t = test_store().await;
+    let id = new_partner(&t.store, "TYPED").await;
+    let list = AllowedIps::parse(["203.0.113.7", "2001:db8::/48"]).unwrap();
+    let mut tx = t.store.begin().await.unwrap();
+    tx.set_partner_status(&id, PartnerStatus::Suspended, 5)
+        .await
+        .unwrap();
+    tx.set_allowed_ips(&id, &list, 5).await.unwrap();
+    tx.commit().await.unwrap();
+    let partner = t
+        .store
+        .partner_by_code(&code("typed"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(partner.status, PartnerStatus::Suspended);
+    assert_eq!(partner.allowed_ips, list);
+
+    let mut tx = t.store.begin().await.unwrap();
+    tx.set_allowed_ips(&id, &AllowedIps::default(), 6)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let partner = t
+        .store
+        .partner_by_code(&code("typed"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(partner.allowed_ips.is_empty());
+}
+
+#[tokio::test]
+async fn a_link_is_consumed_once_and_not_after_it_expired_or_was_superseded() {
+    let t = test_store().await;
+    let id = new_partner(&t.store, "LINKS").await;
+    let insert = |expires_at: i64| {
+        let store = t.store.clone();
+        let id = id.clone();
+        async move {
+            let token = LinkToken::generate(&mut rand::rngs::OsRng);
+            let link_id = uuid::Uuid::now_v7().to_string();
+            let mut tx = store.begin().await.unwrap();
+            tx.insert_link(&NewLink {
+                id: &link_id,
+                partner_id: &id,
+                purpose: LinkPurpose::Onboarding,
+                token_hash: &token.hash(),
+                created_at: 10,
+                expires_at,
+                requested_ip: None,
+            })
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+            (link_id, token)
+        }
+    };
+    let (first, token) = insert(1_000).await;
+    let (link, partner) = t.store.link_by_hash(&token.hash()).await.unwrap().unwrap();
+    assert_eq!(link.id, first);
+    assert_eq!(partner.id, id);
+
+    let mut tx = t.store.begin().await.unwrap();
+    assert!(!tx.consume_link(&first, 1_000).await.unwrap(), "expired");
+    assert!(tx.consume_link(&first, 999).await.unwrap());
+    assert!(!tx.consume_link(&first, 999).await.unwrap(), "used");
+    tx.commit().await.unwrap();
+
+    let (second, _) = insert(1_000).await;
+    let mut tx = t.store.begin().await.unwrap();
+    assert_eq!(
+        tx.supersede_links(&id, LinkPurpose::Onboarding, 20)
+            .await
+            .unwrap(),
+        1,
+        "only the unused link is superseded"
+    );
+    assert!(!tx.consume_link(&second, 30).await.unwrap(), "superseded");
+}
+
+#[tokio::test]
+async fn keys_are_found_by_hash_and_revoked_all_at_once() {
+    let t = test_store().await;
+    let id = new_partner(&t.store, "KEYS").await;
+    let pairs: Vec<KeyPair> = (0..2)
+        .map(|_| KeyPair::generate(&mut rand::rngs::OsRng))
+        .collect();
+    let mut tx = t.store.begin().await.unwrap();
+    for (i, pair) in pairs.iter().enumerate() {
+        if i > 0 {
+            tx.revoke_keys(&id, 50).await.unwrap();
+        }
+        tx.insert_key(&NewKey {
+            id: &uuid::Uuid::now_v7().to_string(),
+            partner_id: &id,
+            public_key_hash: &pair.public.hash(),
+            public_key_hint: &pair.public.redacted(),
+            secret_ciphertext: b"ciphertext",
+            created_at: 40,
+        })
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let old = t
+        .store
+        .key_by_hash(&pairs[0].public.hash())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(old.revoked_at, Some(50));
+    let current = t
+        .store
+        .key_by_hash(&pairs[1].public.hash())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(current.revoked_at, None);
+    assert_eq!(current.partner.id, id);
+    assert_eq!(current.secret_ciphertext, b"ciphertext");
+    let unknown = KeyPair::generate(&mut rand::rngs::OsRng).public;
+    assert!(t
+        .store
+        .key_by_hash(&unknown.hash())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn a_replay_is_recorded_once_per_window() {
+    let t = test_store().await;
+    let digest = [7u8; 32];
+    let mut tx = t.store.begin().await.unwrap();
+    assert!(tx.record_replay(&digest, 100, 200).await.unwrap());
+    assert!(!tx.record_replay(&digest, 150, 250).await.unwrap());
+    // Once the window has passed, the same digest is new again.
+    assert!(tx.record_replay(&digest, 200, 300).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(t.store.purge_replays(300).await.unwrap(), 1);
+}
+
+async fn queue(store: &Store, n: usize) {
+    let mut tx = store.begin().await.unwrap();
+    for _ in 0..n {
+        tx.enqueue_email(&NewEmail {
+            id: &uuid::Uuid::now_v7().to_string(),
+            recipient: "ops@acme.example",
+            kind: "onboarding",
+            body_ciphertext: b"body",
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_claimed_email_is_not_claimed_again_until_released() {
+    let t = test_store().await;
+    queue(&t.store, 2).await;
+    let first = t.store.claim_due_email(10).await.unwrap().unwrap();
+    let second = t.store.claim_due_email(10).await.unwrap().unwrap();
+    assert_ne!(first.email.id, second.email.id);
+    assert!(t.store.claim_due_email(10).await.unwrap().is_none());
+
+    first.mark_sent(&t.store, 11).await.unwrap();
+    second
+        .mark_failed(
+            &t.store,
+            &FailedAttempt {
+                attempts: 1,
+                next_attempt_at: 100,
+                dead_at: None,
+                error: "mail server down",
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        t.store.claim_due_email(50).await.unwrap().is_none(),
+        "not due yet"
+    );
+    let retried = t.store.claim_due_email(100).await.unwrap().unwrap();
+    assert_eq!(retried.email.attempts, 1);
+    assert_eq!(retried.email.body_ciphertext.as_deref(), Some(&b"body"[..]));
+    drop(retried);
+    let stats = t.store.outbox_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.sent, stats.dead), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn claims_left_by_a_dead_sender_are_released_by_the_next_one() {
+    let t = test_store().await;
+    queue(&t.store, 1).await;
+    let claimed = t.store.claim_due_email(10).await.unwrap().unwrap();
+    // The sender dies without recording anything (its claim is simply dropped).
+    drop(claimed);
+    t.store.release_stale_claims().await.unwrap();
+    assert!(
+        t.store.claim_due_email(10).await.unwrap().is_some(),
+        "the email is claimable again at once"
+    );
+}
