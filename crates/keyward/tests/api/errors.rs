@@ -186,6 +186,19 @@ async fn authentication_failures_have_their_codes_in_order() {
         )
         .await;
     }
+    // Two Authorization headers, even both valid: which one counts is not the client's choice.
+    let auth = format!("Bearer {}", partner.public_key);
+    let twice = app
+        .client
+        .post(format!("{}{WHOAMI}", app.address))
+        .header("content-type", "application/json")
+        .header("authorization", &auth)
+        .header("authorization", &auth)
+        .body(signed.clone())
+        .send()
+        .await
+        .unwrap();
+    expect(twice, 401, "malformed_authorization").await;
     // A well-formed key (valid checksum) that was never issued.
     let stranger = keyward_core::KeyPair::generate(&mut rand::rngs::OsRng);
     expect(
