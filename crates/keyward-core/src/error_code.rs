@@ -61,6 +61,8 @@ error_codes! {
         "The signature does not match the body. Sign the body without its `signature` member, exactly as sent (JSON.stringify) or in RFC 8785 form, with HMAC-SHA512 keyed by your secret key, and send lower-case hex.";
     StaleRequest => "stale_request", 401,
         "The request's `timestamp` is too far from the server's time. Send the current time in milliseconds since the Unix epoch and check your clock.";
+    InvalidServiceToken => "invalid_service_token", 401,
+        "Send a service token of this keyward as `Authorization: Bearer kw_service_...` (see `keyward service-token create`). It is missing, unknown or revoked.";
     PartnerSuspended => "partner_suspended", 403,
         "This partner is suspended. Contact the exchange's operators.";
     IpNotAllowed => "ip_not_allowed", 403,
@@ -77,6 +79,8 @@ error_codes! {
         "This route does not accept this method.";
     PartnerExists => "partner_exists", 409,
         "A partner with this code already exists. If it is yours and you lost your keys, request a regeneration link.";
+    ReplayedRequest => "replayed_request", 409,
+        "This signed request was already used and may be used only once. To make a new request, change the body (a new `timestamp` or `nonce`) and sign it again.";
     PartnerCodeMismatch => "partner_code_mismatch", 422,
         "The partner code does not match this link. Type the partner code the link was sent for.";
     LinkUsed => "link_used", 410,
@@ -91,8 +95,12 @@ error_codes! {
         "Too many requests. Wait for the number of seconds in the Retry-After header, then try again.";
     InternalError => "internal_error", 500,
         "Something went wrong on our side. Try again; if it persists, contact the operators with the request id.";
+    UpstreamUnavailable => "upstream_unavailable", 502,
+        "The service behind keyward could not be reached. Try again shortly; if it persists, contact the operators with the request id.";
     Unavailable => "unavailable", 503,
         "The service is temporarily unavailable. Try again shortly.";
+    UpstreamTimeout => "upstream_timeout", 504,
+        "The service behind keyward did not answer in time. Whether it acted on the request is unknown: check before repeating it.";
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -1,4 +1,5 @@
-//! Partner keys: `pk_partner_…` and `sk_partner_…`.
+//! Partner keys, `pk_partner_…` and `sk_partner_…`, and the exchange's service tokens,
+//! `kw_service_…` (SPEC §7.1), which follow the same format rules.
 //!
 //! The format is part of the public contract (SPEC §1) and partners store these keys:
 //! **never change the prefixes, the length, the alphabet or the checksum.**
@@ -30,6 +31,8 @@ const CHECKSUM_LEN: usize = 6;
 pub enum KeyKind {
     Public,
     Secret,
+    /// A token the exchange's own services present to the verify API.
+    Service,
 }
 
 impl KeyKind {
@@ -37,6 +40,7 @@ impl KeyKind {
         match self {
             KeyKind::Public => "pk_partner_",
             KeyKind::Secret => "sk_partner_",
+            KeyKind::Service => "kw_service_",
         }
     }
 
@@ -204,10 +208,67 @@ impl KeyPair {
     }
 }
 
+/// A service token (`kw_service_…`): shown once when created, stored only as its hash. Its
+/// `Debug` is redacted; read it with [`ExposeSecret`].
+#[derive(Clone)]
+pub struct ServiceToken(SecretString);
+
+impl ServiceToken {
+    pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+        Self(SecretString::from(generate(KeyKind::Service, rng)))
+    }
+
+    pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
+        check_format(KeyKind::Service, s)?;
+        Ok(Self(SecretString::from(s.to_owned())))
+    }
+
+    pub fn hash(&self) -> KeyHash {
+        KeyHash::of(self.0.expose_secret())
+    }
+
+    /// A short, non-secret label to tell tokens apart: the prefix and four characters.
+    pub fn hint(&self) -> String {
+        format!(
+            "{}…",
+            &self.0.expose_secret()[..KeyKind::Service.prefix().len() + 4]
+        )
+    }
+}
+
+impl ExposeSecret<str> for ServiceToken {
+    fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for ServiceToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServiceToken([REDACTED])")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn service_tokens_have_the_key_format_with_their_own_prefix() {
+        let token = ServiceToken::generate(&mut rand::rngs::OsRng);
+        let text = token.expose_secret().to_owned();
+        assert!(text.starts_with("kw_service_"));
+        assert_eq!(text.len(), 47);
+        assert!(ServiceToken::parse(&text).is_ok_and(|t| t.hash() == token.hash()));
+        assert!(!format!("{token:?}").contains(&text));
+        assert!(token.hint().starts_with("kw_service_") && token.hint().len() < 20);
+        // A partner key is not a service token, and one changed character is caught.
+        let pair = KeyPair::generate(&mut rand::rngs::OsRng);
+        assert!(ServiceToken::parse(pair.public.as_str()).is_err());
+        let mut typo = text.clone().into_bytes();
+        typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
+        assert!(ServiceToken::parse(&String::from_utf8(typo).unwrap()).is_err());
+    }
 
     #[test]
     fn generated_keys_parse_back() {

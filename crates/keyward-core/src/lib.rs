@@ -14,5 +14,5 @@ pub mod wire;
 pub use allow_list::AllowedIps;
 pub use domain::{Email, LinkPurpose, PartnerCode, PartnerId, PartnerStatus};
 pub use error_code::ErrorCode;
-pub use keys::{KeyHash, KeyKind, KeyPair, PublicKey, SecretKey};
+pub use keys::{KeyHash, KeyKind, KeyPair, PublicKey, SecretKey, ServiceToken};
 pub use token::{LinkToken, TokenHash};

@@ -29,8 +29,15 @@ pub mod paths {
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const OPENAPI: &str = "/openapi.json";
+
+    /// On the internal listener only (SPEC §7.1, §3.5).
+    pub const VERIFY: &str = "/internal/v1/verify";
     pub const METRICS: &str = "/metrics";
+    pub const INTERNAL_OPENAPI: &str = "/internal/openapi.json";
 }
+
+/// The largest body keyward reads from a partner (SPEC §3): larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// `{"success": …, "message": …, "data": …}` plus, on errors, `code` and sometimes `errors`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +96,78 @@ pub struct WhoAmI {
     pub partner_code: String,
     #[cfg_attr(feature = "openapi", schema(format = "date-time"))]
     pub key_created_at: String,
+}
+
+/// The body of `POST /internal/v1/verify` (SPEC §7.1): the partner's request as the calling
+/// service received it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VerifyRequest {
+    /// The partner's `Authorization` header (`Bearer pk_partner_…`); absent or empty if it
+    /// sent none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<String>,
+    /// The partner's raw body, byte for byte, as a string.
+    pub body: String,
+    /// The partner's address; required when the partner has an IP allow-list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    /// Accept this signed request only once within the replay window, across nodes.
+    #[serde(default)]
+    pub single_use: bool,
+}
+
+/// Data of a verify answer whose request is valid: who the partner is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VerifiedPartner {
+    /// Always `true` here.
+    pub valid: bool,
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
+    pub partner_id: String,
+    pub partner_code: String,
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
+    pub key_id: String,
+    #[cfg_attr(feature = "openapi", schema(format = "date-time"))]
+    pub key_created_at: String,
+    /// When the key stops working, if it is retiring; `null` otherwise.
+    #[cfg_attr(feature = "openapi", schema(format = "date-time"))]
+    pub key_expires_at: Option<String>,
+}
+
+/// Data of a verify answer whose request is not valid: what the partner must receive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VerifyRejection {
+    /// Always `false` here.
+    pub valid: bool,
+    pub error: RelayedError,
+}
+
+/// An error answer for the partner, to relay unchanged: its HTTP status and envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RelayedError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldProblem>>,
+}
+
+impl RelayedError {
+    /// The envelope the partner receives, with this error's status.
+    pub fn envelope(&self) -> Envelope<serde_json::Value> {
+        Envelope {
+            success: false,
+            message: self.message.clone(),
+            data: self.data.clone(),
+            code: Some(self.code.clone()),
+            errors: self.errors.clone(),
+        }
+    }
 }
 
 /// The message of the onboarding success, fixed by the published API.

@@ -129,6 +129,17 @@ settings! {
     outbox_max_attempts: u32,
     migrate_on_start: bool,
     log: String,
+    /// The internal listener (verify API, `/metrics`), or `off`.
+    internal_listen: String,
+    /// The payment API behind the gateway; unset: no gateway.
+    upstream_url: String,
+    /// Paths under these prefixes that are not keyward's own routes go to the upstream.
+    upstream_prefixes: Vec<String>,
+    upstream_timeout_ms: u64,
+    /// State-changing requests through the gateway are single-use.
+    upstream_single_use: bool,
+    /// How stale a node's view of a key or service token may be, in ms (SPEC §6); 0: none.
+    key_cache_ms: u64,
 }
 
 /// `KEYWARD_*` variables that are not settings of the server: they name the config file, or
@@ -172,6 +183,24 @@ pub struct Settings {
     pub outbox_max_attempts: u32,
     pub migrate_on_start: bool,
     pub log: String,
+    /// `None` when the internal listener is `off`.
+    pub internal_listen: Option<SocketAddr>,
+    /// The gateway of SPEC §7.2, when `KEYWARD_UPSTREAM_URL` is set.
+    pub upstream: Option<Upstream>,
+    /// How stale a node's view of a key or service token may be (SPEC §6); zero: no cache.
+    /// Changes that must hold on every node are acknowledged only after it has passed.
+    pub key_cache: std::time::Duration,
+}
+
+/// Where the gateway forwards authenticated requests, and how.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Scheme, host, port and an optional base path; the request's own path and query are
+    /// appended to it unchanged.
+    pub url: url::Url,
+    pub prefixes: Vec<String>,
+    pub timeout: std::time::Duration,
+    pub single_use: bool,
 }
 
 /// An absolute `http(s)` URL, shown and joined without a trailing slash.
@@ -300,7 +329,53 @@ impl RawSettings {
         let mail_from = mail_from_text
             .parse::<Mailbox>()
             .with_context(|| format!("KEYWARD_MAIL_FROM must be an address such as `keyward <no-reply@example.com>`, not {mail_from_text:?}"))?;
+        let internal_listen = match self.internal_listen.as_deref().map(str::trim) {
+            Some("off") => None,
+            Some(text) => Some(text.parse().with_context(|| {
+                format!("KEYWARD_INTERNAL_LISTEN must be an address and port such as 127.0.0.1:8081, or off, not {text:?}")
+            })?),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 8081))),
+        };
+        let upstream = match self.upstream_url.filter(|u| !u.trim().is_empty()) {
+            None => None,
+            Some(text) => {
+                let url = url::Url::parse(text.trim()).with_context(|| {
+                    format!("KEYWARD_UPSTREAM_URL must be an absolute URL such as http://127.0.0.1:9000, not {text:?}")
+                })?;
+                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                    bail!(
+                        "KEYWARD_UPSTREAM_URL must start with http:// or https:// and name a host"
+                    );
+                }
+                if url.query().is_some() || url.fragment().is_some() {
+                    bail!("KEYWARD_UPSTREAM_URL must not have a query or fragment: the request's own are forwarded");
+                }
+                let prefixes = self
+                    .upstream_prefixes
+                    .unwrap_or_else(|| vec!["/api/v1/PartnerP2P/".to_owned()]);
+                if let Some(bad) = prefixes.iter().find(|p| !p.starts_with('/')) {
+                    bail!("KEYWARD_UPSTREAM_PREFIXES entries must start with /, not {bad:?}");
+                }
+                let timeout_ms = self.upstream_timeout_ms.unwrap_or(30_000);
+                if timeout_ms == 0 {
+                    bail!("KEYWARD_UPSTREAM_TIMEOUT_MS must be at least 1");
+                }
+                Some(Upstream {
+                    url,
+                    prefixes,
+                    timeout: std::time::Duration::from_millis(timeout_ms),
+                    single_use: self.upstream_single_use.unwrap_or(true),
+                })
+            }
+        };
+        let key_cache_ms = self.key_cache_ms.unwrap_or(1000);
+        if key_cache_ms > 60_000 {
+            bail!("KEYWARD_KEY_CACHE_MS must be at most 60000 (a minute): every revocation waits this long");
+        }
         Ok(Settings {
+            key_cache: std::time::Duration::from_millis(key_cache_ms),
+            internal_listen,
+            upstream,
             listen,
             public_url,
             public_url_is_default,
@@ -370,6 +445,7 @@ impl Settings {
     pub fn for_tests(data_dir: &Path) -> Self {
         let raw = RawSettings {
             listen: Some("127.0.0.1:0".into()),
+            internal_listen: Some("127.0.0.1:0".into()),
             data_dir: Some(data_dir.to_path_buf()),
             ..RawSettings::default()
         };
@@ -438,8 +514,10 @@ mod tests {
                 || name.ends_with("connections")
             {
                 "5"
-            } else if name.starts_with("migrate") {
+            } else if name.starts_with("migrate") || name.ends_with("single_use") {
                 "on"
+            } else if name.ends_with("_ms") {
+                "5"
             } else {
                 "x"
             };

@@ -16,6 +16,10 @@ pub enum Error {
         code: ErrorCode,
         problems: Vec<FieldProblem>,
     },
+    /// 400 `missing_fields` (`client_ip`): the verify API's caller did not say where the
+    /// partner's request came from, and the partner has an IP allow-list.
+    #[error("client_ip is required: the partner has an IP allow-list")]
+    ClientIpRequired,
     /// 429 `rate_limited` with `Retry-After`.
     #[error("rate limited for {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
@@ -32,6 +36,7 @@ impl Error {
         match self {
             Error::Code(code, _) => *code,
             Error::Fields { code, .. } => *code,
+            Error::ClientIpRequired => ErrorCode::MissingFields,
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::Unavailable(_) => ErrorCode::Unavailable,
             Error::Unexpected(_) => ErrorCode::InternalError,
@@ -58,6 +63,21 @@ impl Error {
 impl From<ErrorCode> for Error {
     fn from(code: ErrorCode) -> Self {
         Error::Code(code, None)
+    }
+}
+
+impl From<keyward_core::signature::BodyError> for Error {
+    /// The body errors of SPEC §2, in the envelope's terms.
+    fn from(e: keyward_core::signature::BodyError) -> Self {
+        use keyward_core::json::ParseError;
+        use keyward_core::signature::BodyError;
+        match e {
+            BodyError::Parse(ParseError::InvalidJson) => ErrorCode::InvalidJson.into(),
+            BodyError::Parse(ParseError::NotAnObject) => ErrorCode::NotAnObject.into(),
+            BodyError::Parse(ParseError::DuplicateMember) => ErrorCode::DuplicateMember.into(),
+            BodyError::MissingSignature => Error::field("signature", "missing"),
+            BodyError::SignatureNotAString => Error::field("signature", "must be a string"),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::config::{MasterKeySource, PublicUrl, Settings};
 use crate::crypto::{Cipher, MasterKey, MASTER_KEY_CHECK_AAD};
+use crate::http::gateway::Gateway;
 use crate::mail::outbox::OutboxWorker;
 use crate::mail::{Mailer, Transport};
 use crate::state::AppState;
@@ -22,6 +23,8 @@ const MASTER_KEY_CHECK: &str = "master_key_check";
 pub struct Application {
     listener: TcpListener,
     port: u16,
+    /// The internal listener (verify API, metrics), unless it is `off`.
+    internal: Option<TcpListener>,
     state: AppState,
     mailer: Arc<Mailer>,
     stop: CancellationToken,
@@ -69,6 +72,18 @@ impl Application {
             )
         })?;
         let port = listener.local_addr()?.port();
+        let internal = match settings.internal_listen {
+            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+                format!(
+                    "could not listen on {address} for the internal listener (KEYWARD_INTERNAL_LISTEN; is another process using it?)"
+                )
+            })?),
+            None => None,
+        };
+        let internal_address = match &internal {
+            Some(listener) => listener.local_addr()?.to_string(),
+            None => "off".to_owned(),
+        };
         if settings.public_url_is_default {
             settings.public_url = PublicUrl::parse(&format!("http://{}", listener.local_addr()?))?;
             if !listener.local_addr()?.ip().is_loopback() {
@@ -80,13 +95,21 @@ impl Application {
         }
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         tracing::info!(
-            listen = %listener.local_addr()?, public_url = %settings.public_url, backend = ?store.backend(),
-            mail = %mailer.describe(), "keyward is ready"
+            listen = %listener.local_addr()?, internal = %internal_address, public_url = %settings.public_url,
+            backend = ?store.backend(), mail = %mailer.describe(), "keyward is ready"
         );
-        let state = AppState::new(Arc::new(settings), store, cipher, clock);
+        let gateway = match &settings.upstream {
+            Some(upstream) => Some(Arc::new(
+                Gateway::new(upstream.clone()).context("could not set up the gateway's client")?,
+            )),
+            None => None,
+        };
+        let mut state = AppState::new(Arc::new(settings), store, cipher, clock);
+        state.gateway = gateway;
         Ok(Self {
             listener,
             port,
+            internal,
             state,
             mailer,
             stop: CancellationToken::new(),
@@ -95,6 +118,14 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The internal listener's port, unless it is `off`.
+    pub fn internal_port(&self) -> Option<u16> {
+        self.internal
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
     }
 
     pub fn state(&self) -> &AppState {
@@ -116,24 +147,30 @@ impl Application {
             max_attempts: self.state.settings.outbox_max_attempts,
         };
         let worker = tokio::spawn(worker.run(self.stop.clone()));
-        let janitor = tokio::spawn(purge_replays(self.state.clone(), self.stop.clone()));
-        let app = crate::http::app(self.state.clone());
+        let janitor = tokio::spawn(janitor(self.state.clone(), self.stop.clone()));
+        let internal = self.internal.map(|listener| {
+            let app = crate::http::internal_app(self.state.clone());
+            tokio::spawn(serve(listener, app, self.stop.clone()))
+        });
         let stop = self.stop.clone();
-        let service =
-            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-                SocketAddr,
-            >(app);
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    () = shutdown_signal() => {}
-                }
-            })
-            .await
-            .context("the HTTP server failed")?;
+        let signal = tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = shutdown_signal() => stop.cancel(),
+            }
+        });
+        let public = serve(
+            self.listener,
+            crate::http::app(self.state.clone()),
+            self.stop.clone(),
+        )
+        .await;
         self.stop.cancel();
-        let _ = tokio::join!(worker, janitor);
+        if let Some(internal) = internal {
+            internal.await.context("the internal listener panicked")??;
+        }
+        public?;
+        let _ = tokio::join!(worker, janitor, signal);
         self.state.store.close().await;
         Ok(())
     }
@@ -157,20 +194,46 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn purge_replays(state: AppState, stop: CancellationToken) {
+/// Serves `app` on `listener` until `stop` is cancelled, then lets requests in flight finish.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await
+    .context("the HTTP server failed")
+}
+
+/// Housekeeping: every 5 s, records when service tokens were last used; every minute,
+/// forgets replay records whose window has passed.
+async fn janitor(state: AppState, stop: CancellationToken) {
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
         }
-        if let Err(e) = state
-            .store
-            .purge_replays(state.clock.now().timestamp_millis())
-            .await
-        {
-            tracing::warn!(error = %e, "could not purge old replay records");
+        ticks += 1;
+        if let Err(e) = state.service_tokens.flush_last_used(&state.store).await {
+            tracing::warn!(error = %e, "could not record when service tokens were last used");
+        }
+        if ticks % 12 == 0 {
+            if let Err(e) = state
+                .store
+                .purge_replays(state.clock.now().timestamp_millis())
+                .await
+            {
+                tracing::warn!(error = %e, "could not purge old replay records");
+            }
         }
     }
+    // What was used since the last flush is not lost at a clean stop.
+    let _ = state.service_tokens.flush_last_used(&state.store).await;
 }
 
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {

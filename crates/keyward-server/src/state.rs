@@ -3,6 +3,8 @@
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::crypto::Cipher;
+use crate::flows::service_tokens::ServiceTokens;
+use crate::http::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::ratelimit::IpRateLimiter;
 use crate::store::Store;
@@ -19,6 +21,10 @@ pub struct AppState {
     pub outbox_wake: Arc<tokio::sync::Notify>,
     pub ip_limiter: Arc<IpRateLimiter>,
     pub metrics: Arc<Metrics>,
+    /// This node's view of the live service tokens (the verify API's callers).
+    pub service_tokens: Arc<ServiceTokens>,
+    /// The gateway to the payment API, when `KEYWARD_UPSTREAM_URL` is set.
+    pub gateway: Option<Arc<Gateway>>,
 }
 
 impl AppState {
@@ -29,6 +35,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
+            service_tokens: Arc::new(ServiceTokens::new(settings.key_cache)),
             ip_limiter: Arc::new(IpRateLimiter::new(settings.ip_rate_limit_per_minute)),
             settings,
             store,
@@ -36,6 +43,7 @@ impl AppState {
             clock,
             outbox_wake: Arc::new(Notify::new()),
             metrics: Arc::new(Metrics::default()),
+            gateway: None,
         }
     }
 }

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use keyward_core::{AllowedIps, PartnerCode};
 use keyward_server::config::Settings;
-use keyward_server::flows::admin;
+use keyward_server::flows::{admin, service_tokens};
 use keyward_server::mail::{templates, EmailKind, Mailer};
 use keyward_server::startup::open_store;
 use keyward_server::store::Store;
@@ -66,6 +66,24 @@ enum ServerCommand {
         #[command(subcommand)]
         action: OutboxAction,
     },
+    /// Tokens for the exchange's own services to call the verify API.
+    ServiceToken {
+        #[command(subcommand)]
+        action: ServiceTokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceTokenAction {
+    /// Create a token for a service; it is printed once and stored only as a hash.
+    Create {
+        /// What calls with it (1 to 64 of A-Z a-z 0-9 . _ -), e.g. payments-api.
+        name: String,
+    },
+    /// List the tokens: name, created, last used (approximate), hint. Never the tokens.
+    List,
+    /// Revoke a service's token; it is refused on every node when this returns.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -148,6 +166,7 @@ async fn operate(config: Option<&std::path::Path>, command: ServerCommand) -> an
         ServerCommand::SendTestEmail { to } => send_test_email(&settings, &to).await,
         ServerCommand::Partner { action } => partner(&settings, action).await,
         ServerCommand::Outbox { action } => outbox(&settings, action).await,
+        ServerCommand::ServiceToken { action } => service_token(&settings, action).await,
     }
 }
 
@@ -309,6 +328,67 @@ fn allow_list_text(list: &AllowedIps) -> String {
     } else {
         list.to_string()
     }
+}
+
+/// Who runs an operator command, for the audit log.
+fn operator() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "operator".to_owned())
+}
+
+fn time_text(ms: Option<i64>) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || "-".to_owned(),
+            |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        )
+}
+
+async fn service_token(settings: &Settings, action: ServiceTokenAction) -> anyhow::Result<()> {
+    let store = open_migrated(settings).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    match action {
+        ServiceTokenAction::Create { name } => {
+            let token = service_tokens::create(&store, &name, &operator(), now).await?;
+            eprintln!(
+                "Service token {name} created. It is shown once: store it in the service's secret store now."
+            );
+            println!("{}", token.expose_secret());
+        }
+        ServiceTokenAction::List => {
+            let tokens = service_tokens::list(&store).await?;
+            if tokens.is_empty() {
+                println!("no service tokens (create one with `keyward service-token create NAME`)");
+                return Ok(());
+            }
+            println!(
+                "{:<24} {:<24} {:<24} {:<20} state",
+                "name", "created", "last used (approx.)", "hint"
+            );
+            for token in tokens {
+                let state = match token.revoked_at {
+                    Some(at) => format!("revoked {}", time_text(Some(at))),
+                    None => "live".to_owned(),
+                };
+                println!(
+                    "{:<24} {:<24} {:<24} {:<20} {state}",
+                    token.name,
+                    time_text(Some(token.created_at)),
+                    time_text(token.last_used_at),
+                    token.hint,
+                );
+            }
+        }
+        ServiceTokenAction::Revoke { name } => {
+            service_tokens::revoke(&store, &name, &operator(), now).await?;
+            // Nodes may hold what they read for up to KEYWARD_KEY_CACHE_MS (SPEC §6).
+            tokio::time::sleep(settings.key_cache).await;
+            println!("{name}'s service token is revoked: every node refuses it from now on");
+        }
+    }
+    Ok(())
 }
 
 async fn outbox(settings: &Settings, action: OutboxAction) -> anyhow::Result<()> {

@@ -1,5 +1,7 @@
-//! Authentication of signed requests: the checks of SPEC §3.2, in order.
+//! Authentication of signed requests: the checks of SPEC §3.2, in order, shared by WhoAmI,
+//! regeneration, the verify API and the gateway.
 
+use super::{replay_digest, ReplayPurpose};
 use crate::clock::millis;
 use crate::crypto::secret_key_aad;
 use crate::error::{Error, Result};
@@ -8,6 +10,56 @@ use crate::store::Partner;
 use keyward_core::signature::SignedBody;
 use keyward_core::{json::Value, ErrorCode, PartnerStatus, PublicKey, SecretKey};
 use std::net::IpAddr;
+
+/// The partner's `Authorization` header, read but not yet checked against storage.
+#[derive(Debug, Clone)]
+pub enum Authorization {
+    Absent,
+    /// Not `Bearer ` + a well-formed public key, not visible ASCII, or sent twice.
+    Malformed,
+    Bearer(PublicKey),
+}
+
+impl Authorization {
+    /// `Bearer pk_partner_…`; the scheme is case-insensitive, as in RFC 7235.
+    pub fn from_value(value: &[u8]) -> Self {
+        let parsed = std::str::from_utf8(value)
+            .ok()
+            .and_then(|header| header.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .and_then(|(_, key)| PublicKey::parse(key.trim()).ok());
+        parsed.map_or(Authorization::Malformed, Authorization::Bearer)
+    }
+
+    /// The header as relayed by the verify API's caller: none or empty is absent.
+    pub fn relayed(value: Option<&str>) -> Self {
+        match value {
+            None | Some("") => Authorization::Absent,
+            Some(value) => Self::from_value(value.as_bytes()),
+        }
+    }
+
+    /// The well-formed public key, or the error the partner gets (SPEC §3.2's first check).
+    pub fn public_key(&self) -> Result<&PublicKey> {
+        match self {
+            Authorization::Absent => Err(ErrorCode::MissingAuthorization.into()),
+            Authorization::Malformed => Err(ErrorCode::MalformedAuthorization.into()),
+            Authorization::Bearer(key) => Ok(key),
+        }
+    }
+
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Authorization::Absent)
+    }
+}
+
+/// The address a partner's request came from, when known. The verify API's caller may leave
+/// it out for partners without an allow-list.
+#[derive(Debug, Clone, Copy)]
+pub enum ClientAddress {
+    Known(IpAddr),
+    NotGiven,
+}
 
 /// A request authenticated by its public key and signature.
 #[derive(Debug, Clone)]
@@ -26,7 +78,7 @@ pub async fn authenticate(
     state: &AppState,
     public: &PublicKey,
     body: &SignedBody,
-    ip: IpAddr,
+    client: ClientAddress,
 ) -> Result<Authenticated> {
     let record = state
         .store
@@ -39,8 +91,12 @@ pub async fn authenticate(
     if record.partner.status == PartnerStatus::Suspended {
         return Err(ErrorCode::PartnerSuspended.into());
     }
-    if !record.partner.allowed_ips.allows(ip) {
-        return Err(ErrorCode::IpNotAllowed.into());
+    if !record.partner.allowed_ips.is_empty() {
+        match client {
+            ClientAddress::Known(ip) if record.partner.allowed_ips.allows(ip) => {}
+            ClientAddress::Known(_) => return Err(ErrorCode::IpNotAllowed.into()),
+            ClientAddress::NotGiven => return Err(Error::ClientIpRequired),
+        }
     }
     let secret = decrypt_secret(
         state,
@@ -57,6 +113,29 @@ pub async fn authenticate(
         key_created_at: record.created_at,
         partner: record.partner,
     })
+}
+
+/// Marks a signed request used, for the routes where it may be acted on once (the verify
+/// API's `single_use`, the gateway's state-changing methods): 409 `replayed_request` if the
+/// same key signed the same message within the replay window, on any node. "The same" is what
+/// was signed, not its encoding on the wire (SPEC §2).
+pub async fn use_once(state: &AppState, auth: &Authenticated, body: &SignedBody) -> Result<()> {
+    let now = state.clock.now();
+    let digest = replay_digest(ReplayPurpose::SingleUse, &auth.key_id, body);
+    let mut tx = state.store.begin().await?;
+    let first = tx
+        .record_replay(
+            &digest,
+            millis(now),
+            millis(now + state.settings.replay_window),
+        )
+        .await?;
+    tx.commit().await?;
+    if first {
+        Ok(())
+    } else {
+        Err(ErrorCode::ReplayedRequest.into())
+    }
 }
 
 fn decrypt_secret(
@@ -101,4 +180,38 @@ fn check_freshness(state: &AppState, body: &SignedBody) -> Result<()> {
         return Err(ErrorCode::StaleRequest.into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_core::KeyPair;
+    use rand::rngs::OsRng;
+
+    #[test]
+    fn bearer_headers_are_parsed_strictly() {
+        let key = KeyPair::generate(&mut OsRng).public;
+        let parse = |s: &str| Authorization::from_value(s.as_bytes());
+        assert!(matches!(
+            parse(&format!("Bearer {key}")),
+            Authorization::Bearer(_)
+        ));
+        assert!(matches!(
+            parse(&format!("bearer {key}")),
+            Authorization::Bearer(_)
+        ));
+        assert!(matches!(parse(key.as_str()), Authorization::Malformed));
+        assert!(matches!(
+            parse(&format!("Basic {key}")),
+            Authorization::Malformed
+        ));
+        assert!(matches!(
+            parse("Bearer pk_partner_short"),
+            Authorization::Malformed
+        ));
+        assert!(matches!(
+            Authorization::from_value(b"Bearer \xff"),
+            Authorization::Malformed
+        ));
+    }
 }

@@ -7,11 +7,14 @@ mod authenticate;
 mod links;
 mod onboarding;
 mod regeneration;
+pub mod service_tokens;
+mod verify;
 
-pub use authenticate::{authenticate, Authenticated};
+pub use authenticate::{authenticate, use_once, Authenticated, Authorization, ClientAddress};
 pub use links::{redeem, view_link, LinkView, Redeemed, Redemption};
 pub use onboarding::onboard;
 pub use regeneration::{request_regeneration, request_regeneration_without_keys};
+pub use verify::{verify, Verdict, VerifyInput};
 
 use crate::clock::millis;
 use crate::crypto::outbox_aad;
@@ -21,16 +24,42 @@ use crate::state::AppState;
 use crate::store::{NewEmail, NewLink, Partner, Tx};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use keyward_core::signature::{MessageForm, SignedBody};
 use keyward_core::{Email, LinkPurpose, LinkToken};
 use rand::rngs::OsRng;
 use secrecy::ExposeSecret;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 
 pub(super) const HOUR_MS: i64 = 3_600_000;
 
 pub(super) fn human_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// What a replay record guards; the same signed message may be used once for each.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReplayPurpose {
+    Regeneration,
+    SingleUse,
+}
+
+/// What identifies a signed request for the replay guards: the key and the canonical form
+/// (RFC 8785) of what was signed. Every encoding of one request on the wire (whitespace,
+/// escapes, member order, hex case, either message form) gives the same digest, so a
+/// re-encoded request is the same request (SPEC §2).
+pub(crate) fn replay_digest(purpose: ReplayPurpose, key_id: &str, body: &SignedBody) -> [u8; 32] {
+    let label = match purpose {
+        ReplayPurpose::Regeneration => "keyward/replay/regeneration/v1",
+        ReplayPurpose::SingleUse => "keyward/replay/single-use/v1",
+    };
+    let mut hash = Sha256::new();
+    for part in [label, key_id, &body.message(MessageForm::Canonical)] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.finalize().into()
 }
 
 /// Commits a transaction that queued an email, then wakes this node's outbox worker so the

@@ -1,23 +1,25 @@
 //! Regeneration requests: signed (SPEC §3.2) and lost keys.
 
-use super::{commit_and_wake, enforce_partner_limit, issue_link, Authenticated};
+use super::{
+    commit_and_wake, enforce_partner_limit, issue_link, replay_digest, Authenticated, ReplayPurpose,
+};
 use crate::clock::millis;
 use crate::error::{Error, Result};
 use crate::state::AppState;
+use keyward_core::signature::SignedBody;
 use keyward_core::{Email, ErrorCode, LinkPurpose, PartnerCode, PartnerStatus};
-use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 
 /// `GenKeysForPartner` with Authorization: after the checks of SPEC §3.2, email a
-/// regeneration link. An identical signed request within the replay window is not acted on
-/// twice. The current keys keep working until the link is used.
+/// regeneration link. The same signed request (however encoded) within the replay window is
+/// not acted on twice. The current keys keep working until the link is used.
 #[tracing::instrument(skip_all, fields(partner_id = %auth.partner.id))]
 pub async fn request_regeneration(
     state: &AppState,
     auth: &Authenticated,
     code: &str,
     email: &str,
-    raw_body: &[u8],
+    body: &SignedBody,
     ip: IpAddr,
 ) -> Result<()> {
     if !auth.partner.code.matches(code) {
@@ -28,7 +30,7 @@ pub async fn request_regeneration(
     }
     let now = state.clock.now();
     let mut tx = state.store.begin().await?;
-    let digest = replay_digest(&auth.key_id, raw_body);
+    let digest = replay_digest(ReplayPurpose::Regeneration, &auth.key_id, body);
     let replay_until = millis(now + state.settings.replay_window);
     if !tx.record_replay(&digest, millis(now), replay_until).await? {
         tracing::info!("identical signed request within the replay window: not acted on again");
@@ -41,14 +43,6 @@ pub async fn request_regeneration(
     enforce_partner_limit(state, &mut tx, &partner, now).await?;
     issue_link(state, &mut tx, &partner, LinkPurpose::Regeneration, now, ip).await?;
     commit_and_wake(state, tx).await
-}
-
-fn replay_digest(key_id: &str, raw_body: &[u8]) -> [u8; 32] {
-    let mut hash = Sha256::new();
-    hash.update(key_id.as_bytes());
-    hash.update([0]);
-    hash.update(raw_body);
-    hash.finalize().into()
 }
 
 /// `GenKeysForPartner` without Authorization (lost keys). The caller always gets the same

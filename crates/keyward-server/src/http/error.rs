@@ -5,7 +5,7 @@ use crate::error::Error;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use keyward_core::wire::Envelope;
+use keyward_core::wire::{Envelope, FieldProblem};
 use keyward_core::ErrorCode;
 use serde::Serialize;
 
@@ -45,30 +45,39 @@ fn retry_after(error: &Error, headers: &mut HeaderMap) {
     }
 }
 
+/// The envelope of an error (SPEC §3): what the caller is told, and nothing more.
+pub fn error_envelope(error: &Error) -> Envelope<()> {
+    let code = error.code();
+    let problems = match error {
+        Error::Fields { problems, .. } => Some(problems.clone()),
+        Error::ClientIpRequired => Some(vec![FieldProblem {
+            field: "client_ip".into(),
+            problem: "required: this partner has an IP allow-list".into(),
+        }]),
+        _ => None,
+    };
+    let message = match (error, &problems) {
+        (Error::Code(_, Some(message)), _) => message.clone(),
+        (_, Some(problems)) => {
+            let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+            format!("{} ({})", code.message(), fields.join(", "))
+        }
+        // 5xx bodies are generic: no internals reach the caller.
+        _ => code.message().to_owned(),
+    };
+    Envelope {
+        success: false,
+        message,
+        data: None,
+        code: Some(code.as_str().to_owned()),
+        errors: problems,
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         log(&self);
-        let code = self.code();
-        let (message, errors) = match &self {
-            Error::Code(_, Some(message)) => (message.clone(), None),
-            Error::Fields { problems, .. } => {
-                let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
-                (
-                    format!("{} ({})", code.message(), fields.join(", ")),
-                    Some(problems.clone()),
-                )
-            }
-            // 5xx bodies are generic: no internals reach the caller.
-            _ => (code.message().to_owned(), None),
-        };
-        let body = Envelope::<()> {
-            success: false,
-            message,
-            data: None,
-            code: Some(code.as_str().to_owned()),
-            errors,
-        };
-        let mut response = (status_of(code), Json(body)).into_response();
+        let mut response = (status_of(self.code()), Json(error_envelope(&self))).into_response();
         retry_after(&self, response.headers_mut());
         response
     }

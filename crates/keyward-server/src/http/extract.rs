@@ -3,20 +3,21 @@
 //! only from trusted proxies), and field validation that reports every bad field at once.
 
 use crate::error::Error;
+use crate::flows::Authorization;
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use keyward_core::allow_list::unmapped as canonical;
-use keyward_core::json::{ParseError, Value};
-use keyward_core::signature::{BodyError, SignedBody};
+use keyward_core::json::Value;
+use keyward_core::signature::SignedBody;
 use keyward_core::wire::FieldProblem;
-use keyward_core::{ErrorCode, PublicKey};
+use keyward_core::ErrorCode;
 use std::net::{IpAddr, SocketAddr};
 
 /// The largest body we read (SPEC §3).
-pub const BODY_LIMIT: usize = 64 * 1024;
+pub const BODY_LIMIT: usize = keyward_core::wire::MAX_BODY_BYTES;
 
 /// A JSON object body, parsed for signing: members in order, duplicates refused.
 pub struct JsonBody {
@@ -47,18 +48,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 )
             }
         })?;
-        let body = SignedBody::parse(&raw).map_err(body_error)?;
+        let body = SignedBody::parse(&raw)?;
         Ok(Self { raw, body })
-    }
-}
-
-pub fn body_error(e: BodyError) -> Error {
-    match e {
-        BodyError::Parse(ParseError::InvalidJson) => ErrorCode::InvalidJson.into(),
-        BodyError::Parse(ParseError::NotAnObject) => ErrorCode::NotAnObject.into(),
-        BodyError::Parse(ParseError::DuplicateMember) => ErrorCode::DuplicateMember.into(),
-        BodyError::MissingSignature => Error::field("signature", "missing"),
-        BodyError::SignatureNotAString => Error::field("signature", "must be a string"),
     }
 }
 
@@ -98,6 +89,43 @@ impl<'a> Fields<'a> {
         None
     }
 
+    /// An optional string member: absent or `null` is `None`; a string is checked by `parse`.
+    pub fn optional<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+        describe: &str,
+    ) -> Option<T> {
+        let problem = match self.body.get(name) {
+            None | Some(Value::Null) => return None,
+            Some(Value::String(s)) => match parse(s) {
+                Some(value) => return Some(value),
+                None => describe,
+            },
+            Some(_) => "must be a string",
+        };
+        self.problems.push(FieldProblem {
+            field: name.to_owned(),
+            problem: problem.to_owned(),
+        });
+        None
+    }
+
+    /// An optional boolean member: absent or `null` is `false`.
+    pub fn flag(&mut self, name: &str) -> bool {
+        match self.body.get(name) {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(value)) => *value,
+            Some(_) => {
+                self.problems.push(FieldProblem {
+                    field: name.to_owned(),
+                    problem: "must be true or false".to_owned(),
+                });
+                false
+            }
+        }
+    }
+
     /// The top-level `signature` must be present (its type was checked when parsing).
     pub fn require_signature(&mut self) {
         if self.body.signature.is_none() {
@@ -132,42 +160,9 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// The partner's `Authorization` header, read but not yet checked against storage (as
-/// realworld's `MaybeAuthUser`). Never rejects: whether a missing header is an error depends
-/// on the route (the lost-keys path has none), and body errors are reported first.
-#[derive(Debug, Clone)]
-pub enum Authorization {
-    Absent,
-    /// Not `Bearer ` + a well-formed public key, not visible ASCII, or sent twice.
-    Malformed,
-    Bearer(PublicKey),
-}
-
-impl Authorization {
-    /// The well-formed public key, or the error the partner gets (SPEC §3.2's first check).
-    pub fn public_key(&self) -> Result<&PublicKey, Error> {
-        match self {
-            Authorization::Absent => Err(ErrorCode::MissingAuthorization.into()),
-            Authorization::Malformed => Err(ErrorCode::MalformedAuthorization.into()),
-            Authorization::Bearer(key) => Ok(key),
-        }
-    }
-
-    pub fn is_absent(&self) -> bool {
-        matches!(self, Authorization::Absent)
-    }
-
-    /// `Bearer pk_partner_…`; the scheme is case-insensitive, as in RFC 7235.
-    pub fn from_value(value: &[u8]) -> Self {
-        let parsed = std::str::from_utf8(value)
-            .ok()
-            .and_then(|header| header.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .and_then(|(_, key)| PublicKey::parse(key.trim()).ok());
-        parsed.map_or(Authorization::Malformed, Authorization::Bearer)
-    }
-}
-
+/// The partner's `Authorization` header (as realworld's `MaybeAuthUser`). Never rejects:
+/// whether a missing header is an error depends on the route (the lost-keys path has none),
+/// and body errors are reported first.
 impl<S: Send + Sync> FromRequestParts<S> for Authorization {
     type Rejection = std::convert::Infallible;
 
@@ -244,39 +239,5 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
         Ok(RequestId(id.to_owned()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use keyward_core::KeyPair;
-    use rand::rngs::OsRng;
-
-    #[test]
-    fn bearer_headers_are_parsed_strictly() {
-        let key = KeyPair::generate(&mut OsRng).public;
-        let parse = |s: &str| Authorization::from_value(s.as_bytes());
-        assert!(matches!(
-            parse(&format!("Bearer {key}")),
-            Authorization::Bearer(_)
-        ));
-        assert!(matches!(
-            parse(&format!("bearer {key}")),
-            Authorization::Bearer(_)
-        ));
-        assert!(matches!(parse(key.as_str()), Authorization::Malformed));
-        assert!(matches!(
-            parse(&format!("Basic {key}")),
-            Authorization::Malformed
-        ));
-        assert!(matches!(
-            parse("Bearer pk_partner_short"),
-            Authorization::Malformed
-        ));
-        assert!(matches!(
-            Authorization::from_value(b"Bearer \xff"),
-            Authorization::Malformed
-        ));
     }
 }

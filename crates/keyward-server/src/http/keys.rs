@@ -1,10 +1,10 @@
 //! Signed routes: `GenKeysForPartner` (and its aliases) and `WhoAmI` (SPEC §3.2, §3.4).
 
 use super::error::success;
-use super::extract::{Authorization, ClientIp, Fields, JsonBody};
+use super::extract::{ClientIp, Fields, JsonBody};
 use crate::clock::from_millis;
 use crate::error::Result;
-use crate::flows;
+use crate::flows::{self, Authorization, ClientAddress};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::response::Response;
@@ -54,7 +54,7 @@ pub(crate) async fn regenerate(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     authorization: Authorization,
-    JsonBody { raw, body }: JsonBody,
+    JsonBody { body, .. }: JsonBody,
 ) -> Result<Response> {
     let mut fields = Fields::new(&body);
     let email = fields.required("email", |s| Some(s.to_owned()), "");
@@ -71,8 +71,9 @@ pub(crate) async fn regenerate(
         }
         return Ok(success::<()>(REGENERATION_SENT_IF_MATCHED, None));
     }
-    let auth = flows::authenticate(&state, authorization.public_key()?, &body, ip).await?;
-    flows::request_regeneration(&state, &auth, &code, &email, &raw, ip).await?;
+    let client = ClientAddress::Known(ip);
+    let auth = flows::authenticate(&state, authorization.public_key()?, &body, client).await?;
+    flows::request_regeneration(&state, &auth, &code, &email, &body, ip).await?;
     Ok(success::<()>(REGENERATION_SENT, None))
 }
 
@@ -100,7 +101,8 @@ pub(crate) async fn whoami(
     let mut fields = Fields::new(&body);
     fields.require_signature();
     fields.finish()?;
-    let auth = flows::authenticate(&state, authorization.public_key()?, &body, ip).await?;
+    let client = ClientAddress::Known(ip);
+    let auth = flows::authenticate(&state, authorization.public_key()?, &body, client).await?;
     let data = WhoAmI {
         partner_id: auth.partner.id.to_string(),
         partner_code: auth.partner.code.to_string(),

@@ -3,6 +3,8 @@
 
 pub mod error;
 pub mod extract;
+pub mod gateway;
+pub mod internal;
 pub mod keys;
 pub mod links;
 pub mod onboarding;
@@ -13,7 +15,7 @@ pub mod views;
 
 use crate::error::Error;
 use crate::state::AppState;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, OriginalUri, Request, State};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +23,7 @@ use axum::Router;
 use extract::ClientIp;
 use keyward_core::ErrorCode;
 use tower::Layer;
-use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+use tower_http::normalize_path::NormalizePathLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -32,9 +34,37 @@ const CONTENT_SECURITY_POLICY: &str =
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The whole service, with trailing slashes accepted on every route.
-pub fn app(state: AppState) -> NormalizePath<Router> {
-    NormalizePathLayer::trim_trailing_slash().layer(router(state))
+/// The whole public service, with trailing slashes accepted on every route.
+pub fn app(state: AppState) -> Router {
+    normalized(router(state))
+}
+
+/// Accepts trailing slashes by trimming them before routing. The URI as received is kept in
+/// `OriginalUri` first: the gateway forwards the path unchanged.
+fn normalized(router: Router) -> Router {
+    let normalized = NormalizePathLayer::trim_trailing_slash().layer(router);
+    Router::new()
+        .fallback_service(normalized)
+        .layer(middleware::map_request(|mut request: Request| async move {
+            let uri = request.uri().clone();
+            request.extensions_mut().insert(OriginalUri(uri));
+            request
+        }))
+}
+
+/// The internal listener (SPEC §7.1): the verify API, `/metrics` and their OpenAPI document.
+/// A router of its own: nothing here is reachable through the public listener.
+pub fn internal_app(state: AppState) -> Router {
+    let router = internal::router()
+        .fallback(|| async { Error::from(ErrorCode::NotFound) })
+        .method_not_allowed_fallback(|| async { Error::from(ErrorCode::MethodNotAllowed) })
+        // A relayed body of 64 KiB may grow when written as a JSON string.
+        .layer(DefaultBodyLimit::max(8 * extract::BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ));
+    normalized(common_layers(router).with_state(state))
 }
 
 pub fn router(state: AppState) -> Router {
@@ -43,6 +73,25 @@ pub fn router(state: AppState) -> Router {
         .merge(onboarding::router())
         .merge(keys::regenerate_router())
         .route_layer(middleware::from_fn_with_state(state.clone(), ip_rate_limit));
+    let router = Router::new()
+        .merge(emailing)
+        .merge(keys::whoami_router())
+        .merge(links::router())
+        .merge(ops::router())
+        .merge(openapi::router())
+        .fallback(fallback)
+        .method_not_allowed_fallback(|| async { Error::from(ErrorCode::MethodNotAllowed) })
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ));
+    common_layers(router).with_state(state)
+}
+
+/// What every response of either listener gets: the security headers (where the handler, or
+/// the upstream behind the gateway, set none), the request id, and a span per request.
+fn common_layers(mut router: Router<AppState>) -> Router<AppState> {
     let request_id = HeaderName::from_static("x-request-id");
     let security_headers = [
         (header::CACHE_CONTROL, "no-store"),
@@ -51,21 +100,8 @@ pub fn router(state: AppState) -> Router {
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     ];
-    let mut router = Router::new()
-        .merge(emailing)
-        .merge(keys::whoami_router())
-        .merge(links::router())
-        .merge(ops::router())
-        .merge(openapi::router())
-        .fallback(|| async { Error::from(ErrorCode::NotFound) })
-        .method_not_allowed_fallback(|| async { Error::from(ErrorCode::MethodNotAllowed) })
-        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            record_metrics,
-        ));
     for (name, value) in security_headers {
-        router = router.layer(SetResponseHeaderLayer::overriding(
+        router = router.layer(SetResponseHeaderLayer::if_not_present(
             name,
             HeaderValue::from_static(value),
         ));
@@ -88,7 +124,19 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .with_state(state)
+}
+
+/// A path that is not one of keyward's routes: the gateway's when it covers it (SPEC §7.2),
+/// else 404.
+async fn fallback(State(state): State<AppState>, request: Request) -> Response {
+    let path = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| request.uri().path().to_owned(), |u| u.path().to_owned());
+    match state.gateway.clone() {
+        Some(gateway) if gateway.covers(&path) => gateway::forward(state, &gateway, request).await,
+        _ => Error::from(ErrorCode::NotFound).into_response(),
+    }
 }
 
 async fn ip_rate_limit(

@@ -39,7 +39,6 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
         super::links::redeem_json,
         super::ops::healthz,
         super::ops::readyz,
-        super::ops::metrics,
     ),
     components(schemas(ErrorEnvelope, FieldProblem, ErrorCode)),
     modifiers(&Aliases, &BearerKey),
@@ -47,7 +46,7 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
         (name = "partners", description = "Onboarding and regeneration (emails a one-time link)"),
         (name = "signed", description = "Requests signed with the partner's keys"),
         (name = "links", description = "One-time links"),
-        (name = "operations", description = "Health and metrics")
+        (name = "operations", description = "Health (metrics are on the internal listener)")
     )
 )]
 struct ApiDoc;

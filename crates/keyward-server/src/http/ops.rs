@@ -1,4 +1,5 @@
-//! Operations: `/healthz`, `/readyz`, `/metrics` (SPEC §3.5).
+//! Operations: `/healthz`, `/readyz` (public), and `/metrics` (served by the internal
+//! listener only, see `internal.rs`) (SPEC §3.5).
 
 use super::error::success;
 use crate::error::{Error, Result};
@@ -15,7 +16,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(paths::HEALTHZ, get(healthz))
         .route(paths::READYZ, get(readyz))
-        .route(paths::METRICS, get(metrics))
 }
 
 /// The process is up

@@ -2,7 +2,7 @@
 //! envelopes (credentials, WhoAmI, field problems, error codes) are core's wire types, which
 //! derive their own schemas: nothing here mirrors them by hand.
 
-use keyward_core::wire::{Credentials, FieldProblem, WhoAmI};
+use keyward_core::wire::{Credentials, FieldProblem, VerifiedPartner, VerifyRejection, WhoAmI};
 use keyward_core::ErrorCode;
 use serde::Serialize;
 use utoipa::{IntoResponses, ToSchema};
@@ -86,6 +86,22 @@ pub struct WhoAmIEnvelope {
     pub success: bool,
     pub message: String,
     pub data: WhoAmI,
+}
+
+/// The verify API's answer.
+#[derive(ToSchema, Serialize)]
+pub struct VerifyEnvelope {
+    pub success: bool,
+    pub message: String,
+    pub data: VerifyData,
+}
+
+/// `valid: true` with the partner, or `valid: false` with what to relay to it.
+#[derive(ToSchema, Serialize)]
+#[serde(untagged)]
+pub enum VerifyData {
+    Valid(VerifiedPartner),
+    Invalid(VerifyRejection),
 }
 
 /// Every error: what went wrong and what to do, and the code.

@@ -11,6 +11,8 @@ mod outbox;
 pub use outbox::ClaimedEmail;
 pub mod postgres;
 mod records;
+mod service_tokens;
+pub use service_tokens::{LiveServiceToken, ServiceTokenRecord};
 pub mod sqlite;
 mod tx;
 

@@ -179,7 +179,7 @@ async fn a_kill_9_in_the_middle_of_a_load_loses_nothing() {
     let mut pending = u64::MAX;
     for _ in 0..600 {
         let metrics = client
-            .get(format!("{}/metrics", server.address))
+            .get(format!("{}/metrics", server.internal_address))
             .send()
             .await
             .unwrap()

@@ -467,9 +467,11 @@ async fn the_openapi_document_describes_every_route_and_every_code() {
         "/link/{token}",
         "/healthz",
         "/readyz",
-        "/metrics",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not documented");
+    }
+    for internal in ["/metrics", "/internal/v1/verify"] {
+        assert!(doc["paths"][internal].is_null(), "{internal} is public");
     }
     assert!(
         doc["paths"]["/link/{token}"]["get"].is_object()
@@ -489,4 +491,18 @@ async fn the_openapi_document_describes_every_route_and_every_code() {
     }
     assert_eq!(codes.len(), keyward_core::ErrorCode::ALL.len());
     assert!(doc["components"]["securitySchemes"]["partner_key"].is_object());
+
+    let internal: serde_json::Value = app
+        .client
+        .get(format!("{}/internal/openapi.json", app.internal_address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(internal["openapi"], "3.1.0");
+    assert!(internal["paths"]["/internal/v1/verify"]["post"].is_object());
+    assert!(internal["paths"]["/metrics"]["get"].is_object());
+    assert!(internal["components"]["securitySchemes"]["service_token"].is_object());
 }

@@ -19,6 +19,8 @@ pub use keyward_core::wire::paths::{ONBOARD, REDEEM, REGENERATE, WHOAMI};
 
 pub struct TestApp {
     pub address: String,
+    /// The internal listener (verify API, metrics).
+    pub internal_address: String,
     pub mailbox: MemoryMailbox,
     pub clock: ManualClock,
     pub state: AppState,
@@ -80,11 +82,17 @@ pub async fn spawn_configured(
     .await
     .unwrap_or_else(|e| panic!("the app did not start: {e:#}"));
     let address = format!("http://127.0.0.1:{}", app.port());
+    let internal_address = format!(
+        "http://127.0.0.1:{}",
+        app.internal_port()
+            .expect("tests run with the internal listener on")
+    );
     let state = app.state().clone();
     let stop = app.stop_token();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        internal_address,
         mailbox,
         clock,
         state,

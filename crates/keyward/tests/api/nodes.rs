@@ -225,7 +225,7 @@ async fn an_undeliverable_email_is_dead_lettered_and_does_not_block_the_queue() 
         .contains("refused"));
     let metrics = node
         .client
-        .get(format!("{}/metrics", node.address))
+        .get(format!("{}/metrics", node.internal_address))
         .send()
         .await
         .unwrap()

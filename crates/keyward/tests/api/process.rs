@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub struct ServerProcess {
     child: Child,
     pub address: String,
+    /// The internal listener, `http://127.0.0.1:port`.
+    pub internal_address: String,
     log: Arc<Mutex<String>>,
     /// On the PostgreSQL run, the database this process was given (dropped after it).
     _database: Option<crate::database::TestDatabase>,
@@ -37,6 +39,7 @@ impl ServerProcess {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("KEYWARD_LISTEN", "127.0.0.1:0")
+            .env("KEYWARD_INTERNAL_LISTEN", "127.0.0.1:0")
             .env("KEYWARD_DATA_DIR", data_dir)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -55,11 +58,11 @@ impl ServerProcess {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let sink = log.clone();
         std::thread::spawn(move || {
-            let re = regex::Regex::new(r"listen=(127\.0\.0\.1:\d+)").unwrap();
+            let re = regex::Regex::new(r"listen=(127\.0\.0\.1:\d+) internal=(\S+)").unwrap();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("keyward is ready") {
                     if let Some(addr) = re.captures(&line) {
-                        let _ = ready_tx.send(addr[1].to_owned());
+                        let _ = ready_tx.send((addr[1].to_owned(), addr[2].to_owned()));
                     }
                 }
                 let mut log = sink.lock().unwrap();
@@ -67,12 +70,13 @@ impl ServerProcess {
                 log.push('\n');
             }
         });
-        let address = ready_rx
+        let (address, internal) = ready_rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("keyward did not start:\n{}", log.lock().unwrap()));
         Self {
             child,
             address: format!("http://{address}"),
+            internal_address: format!("http://{internal}"),
             log,
             _database: database,
         }

@@ -1,0 +1,205 @@
+//! Service tokens (SPEC §7.1): the exchange's own services present one to the verify API.
+//!
+//! Each node keeps the set of live tokens' hashes in memory for at most
+//! `KEYWARD_KEY_CACHE_MS` (the same bound as partner keys, SPEC §6) and compares a presented
+//! token's hash with every one of them in constant time, so neither the database nor the
+//! comparison tells anything about how close a guess was. Revoking a token is acknowledged
+//! only after that bound has passed, so it is refused on every node when `revoke` returns.
+//! When a token was last used is recorded in memory and written in batches (approximate).
+
+use crate::store::{LiveServiceToken, ServiceTokenRecord, Store, StoreError};
+use keyward_core::{KeyHash, ServiceToken};
+use rand::rngs::OsRng;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use tokio::sync::RwLock;
+
+/// A token name: 1–64 of `A-Za-z0-9._-` (it appears in logs and the audit log).
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceTokenError {
+    #[error("a service token name is 1 to 64 of A-Z a-z 0-9 . _ -")]
+    BadName,
+    #[error("a live service token is already called {0}: revoke it first, or choose another name")]
+    NameTaken(String),
+    #[error("no live service token is called {0}")]
+    NoSuchToken(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Creates a token called `name`; the token is returned once and stored only as its hash.
+pub async fn create(
+    store: &Store,
+    name: &str,
+    operator: &str,
+    now: i64,
+) -> Result<ServiceToken, ServiceTokenError> {
+    if !valid_name(name) {
+        return Err(ServiceTokenError::BadName);
+    }
+    let token = ServiceToken::generate(&mut OsRng);
+    let mut tx = store.begin().await?;
+    match tx
+        .insert_service_token(name, &token.hash(), &token.hint(), now)
+        .await
+    {
+        Err(StoreError::Conflict) => return Err(ServiceTokenError::NameTaken(name.to_owned())),
+        other => other?,
+    }
+    let detail = format!("{name} by {operator}");
+    tx.audit(None, "service_token_created", None, Some(&detail), now)
+        .await?;
+    tx.commit().await?;
+    Ok(token)
+}
+
+/// Revokes the live token called `name`. The caller waits out the cache bound before saying
+/// it is done (see [`ServiceTokens`]).
+pub async fn revoke(
+    store: &Store,
+    name: &str,
+    operator: &str,
+    now: i64,
+) -> Result<(), ServiceTokenError> {
+    let mut tx = store.begin().await?;
+    if !tx.revoke_service_token(name, now).await? {
+        return Err(ServiceTokenError::NoSuchToken(name.to_owned()));
+    }
+    let detail = format!("{name} by {operator}");
+    tx.audit(None, "service_token_revoked", None, Some(&detail), now)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn list(store: &Store) -> Result<Vec<ServiceTokenRecord>, StoreError> {
+    store.service_tokens().await
+}
+
+/// This node's view of the live tokens, at most `max_age` old.
+pub struct ServiceTokens {
+    max_age: Duration,
+    snapshot: RwLock<Snapshot>,
+    /// Token name → when it was last used, since the last flush.
+    used: Mutex<HashMap<String, i64>>,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    /// Taken before the database was read, so the snapshot is never younger than it claims.
+    loaded_at: Option<Instant>,
+    tokens: Vec<LiveServiceToken>,
+}
+
+impl Snapshot {
+    fn fresh(&self, max_age: Duration) -> bool {
+        self.loaded_at.is_some_and(|at| at.elapsed() < max_age)
+    }
+
+    /// The name of the token with this hash, comparing with every live token in constant time.
+    fn find(&self, hash: &KeyHash) -> Option<String> {
+        let mut found = None;
+        for token in &self.tokens {
+            if bool::from(token.hash.as_bytes().ct_eq(hash.as_bytes())) {
+                found = Some(token.name.clone());
+            }
+        }
+        found
+    }
+}
+
+impl ServiceTokens {
+    pub fn new(max_age: Duration) -> Self {
+        Self {
+            max_age,
+            snapshot: RwLock::new(Snapshot::default()),
+            used: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The name of the live token `presented` is, if any.
+    pub async fn check(
+        &self,
+        store: &Store,
+        presented: &ServiceToken,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let hash = presented.hash();
+        let name = {
+            let snapshot = self.snapshot.read().await;
+            snapshot.fresh(self.max_age).then(|| snapshot.find(&hash))
+        };
+        let name = match name {
+            Some(name) => name,
+            None => {
+                // One reload for every caller that found the snapshot stale at once.
+                let mut snapshot = self.snapshot.write().await;
+                if !snapshot.fresh(self.max_age) {
+                    let loaded_at = Instant::now();
+                    snapshot.tokens = store.live_service_tokens().await?;
+                    snapshot.loaded_at = Some(loaded_at);
+                }
+                snapshot.find(&hash)
+            }
+        };
+        if let Some(name) = &name {
+            if let Ok(mut used) = self.used.lock() {
+                used.insert(name.clone(), now);
+            }
+        }
+        Ok(name)
+    }
+
+    /// Writes when tokens were last used since the last flush.
+    pub async fn flush_last_used(&self, store: &Store) -> Result<(), StoreError> {
+        let used: Vec<(String, i64)> = match self.used.lock() {
+            Ok(mut used) => used.drain().collect(),
+            Err(_) => return Ok(()),
+        };
+        if used.is_empty() {
+            return Ok(());
+        }
+        store.record_service_tokens_used(&used).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_short_and_plain() {
+        assert!(valid_name("payments-api"));
+        assert!(valid_name("a.b_c-9"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("has space"));
+        assert!(!valid_name("\u{1b}[31mred"));
+        assert!(!valid_name(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn a_snapshot_finds_only_exact_hashes() {
+        let a = ServiceToken::generate(&mut OsRng);
+        let b = ServiceToken::generate(&mut OsRng);
+        let snapshot = Snapshot {
+            loaded_at: Some(Instant::now()),
+            tokens: vec![LiveServiceToken {
+                hash: a.hash(),
+                name: "a".into(),
+            }],
+        };
+        assert_eq!(snapshot.find(&a.hash()).as_deref(), Some("a"));
+        assert_eq!(snapshot.find(&b.hash()), None);
+        assert!(snapshot.fresh(Duration::from_secs(1)));
+        assert!(!snapshot.fresh(Duration::ZERO));
+    }
+}

@@ -1,0 +1,181 @@
+//! The internal listener's routes (SPEC §7.1, §3.5): the verify API for the exchange's own
+//! services, `/metrics`, and their OpenAPI document. Never merged into the public router.
+
+use super::error::{error_envelope, status_of, success};
+use super::extract::{Fields, JsonBody};
+use crate::clock::{from_millis, millis};
+use crate::error::{Error, Result};
+use crate::flows::{self, Authenticated, ClientAddress, Verdict, VerifyInput};
+use crate::state::AppState;
+use axum::extract::{FromRequestParts, State};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::SecondsFormat;
+use keyward_core::allow_list::unmapped;
+use keyward_core::wire::{paths, RelayedError, VerifiedPartner, VerifyRejection};
+use keyward_core::{ErrorCode, ServiceToken};
+use std::net::IpAddr;
+use std::sync::OnceLock;
+use utoipa::OpenApi;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(paths::VERIFY, post(verify))
+        .route(paths::METRICS, get(super::ops::metrics))
+        .route(paths::INTERNAL_OPENAPI, get(|| async { Json(document()) }))
+}
+
+/// A caller that presented a live service token; holds the token's name.
+pub struct ServiceCaller(pub String);
+
+impl FromRequestParts<AppState> for ServiceCaller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+        let token = match (values.next(), values.next()) {
+            (Some(value), None) => value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .and_then(|(_, token)| ServiceToken::parse(token.trim()).ok()),
+            _ => None,
+        };
+        let Some(token) = token else {
+            return Err(ErrorCode::InvalidServiceToken.into());
+        };
+        let now = millis(state.clock.now());
+        match state
+            .service_tokens
+            .check(&state.store, &token, now)
+            .await?
+        {
+            Some(name) => Ok(ServiceCaller(name)),
+            None => Err(ErrorCode::InvalidServiceToken.into()),
+        }
+    }
+}
+
+/// Verify a partner's request
+///
+/// Checks a partner's request exactly as keyward's own signed routes do (key, revocation,
+/// suspension, IP allow-list, signature, freshness) and, with `single_use`, that the same
+/// signed request was not accepted before. Answers 200 either way: `valid: true` with the
+/// partner, or `valid: false` with the status and envelope the partner must receive.
+#[utoipa::path(
+    post,
+    path = "/internal/v1/verify",
+    tag = "internal",
+    security(("service_token" = [])),
+    request_body(content = keyward_core::wire::VerifyRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Verified: `data.valid` says whether the partner's request is valid", body = super::schemas::VerifyEnvelope),
+        (status = 401, description = "`invalid_service_token`", body = super::schemas::ErrorEnvelope),
+        super::schemas::BodyErrors,
+    )
+)]
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    ServiceCaller(caller): ServiceCaller,
+    JsonBody { body, .. }: JsonBody,
+) -> Result<Response> {
+    let mut fields = Fields::new(&body);
+    let partner_body = fields.required("body", |s| Some(s.to_owned()), "");
+    let authorization = fields.optional("authorization", |s| Some(s.to_owned()), "");
+    let client_ip = fields.optional(
+        "client_ip",
+        |s| s.trim().parse::<IpAddr>().ok(),
+        "must be an IPv4 or IPv6 address such as 203.0.113.7",
+    );
+    let single_use = fields.flag("single_use");
+    let partner_body = fields.finish_with(partner_body)?;
+    let input = VerifyInput {
+        authorization: authorization.as_deref(),
+        body: &partner_body,
+        client: client_ip.map_or(ClientAddress::NotGiven, |ip| {
+            ClientAddress::Known(unmapped(ip))
+        }),
+        single_use,
+    };
+    let verdict = flows::verify(&state, input).await?;
+    tracing::debug!(caller = %caller, valid = matches!(verdict, Verdict::Valid(_)), "verified");
+    Ok(match verdict {
+        Verdict::Valid(auth) => success("The partner's request is valid.", Some(verified(&auth))),
+        Verdict::Invalid(error) => success(
+            "The partner's request is not valid: relay `error` to it unchanged.",
+            Some(rejection(&error)),
+        ),
+    })
+}
+
+pub(crate) fn verified(auth: &Authenticated) -> VerifiedPartner {
+    VerifiedPartner {
+        valid: true,
+        partner_id: auth.partner.id.to_string(),
+        partner_code: auth.partner.code.to_string(),
+        key_id: auth.key_id.clone(),
+        key_created_at: from_millis(auth.key_created_at)
+            .to_rfc3339_opts(SecondsFormat::Millis, true),
+        key_expires_at: None,
+    }
+}
+
+fn rejection(error: &Error) -> VerifyRejection {
+    let envelope = error_envelope(error);
+    VerifyRejection {
+        valid: false,
+        error: RelayedError {
+            status: status_of(error.code()).as_u16(),
+            code: error.code().as_str().to_owned(),
+            message: envelope.message,
+            data: None,
+            errors: envelope.errors,
+        },
+    }
+}
+
+/// The internal listener's OpenAPI document, built once.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(InternalDoc::openapi)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "keyward (internal)",
+        description = "The internal listener: the verify API for the exchange's own services (service tokens) and Prometheus metrics. Never exposed on the public listener.",
+        license(name = "Apache-2.0")
+    ),
+    paths(verify, super::ops::metrics),
+    components(schemas(super::schemas::ErrorEnvelope, keyward_core::wire::FieldProblem, ErrorCode)),
+    modifiers(&ServiceTokenScheme),
+    tags(
+        (name = "internal", description = "For the exchange's own services"),
+        (name = "operations", description = "Metrics")
+    )
+)]
+struct InternalDoc;
+
+/// `Authorization: Bearer kw_service_…`.
+struct ServiceTokenScheme;
+
+impl utoipa::Modify for ServiceTokenScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("kw_service_ + 30 base62 + 6-char checksum")
+            .description(Some(
+                "A service token from `keyward service-token create NAME`.",
+            ))
+            .build();
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme("service_token", SecurityScheme::Http(scheme));
+        }
+    }
+}
