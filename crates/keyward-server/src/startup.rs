@@ -222,7 +222,7 @@ async fn janitor(state: AppState, stop: CancellationToken) {
         if let Err(e) = state.service_tokens.flush_last_used(&state.store).await {
             tracing::warn!(error = %e, "could not record when service tokens were last used");
         }
-        if ticks % 12 == 0 {
+        if ticks.is_multiple_of(12) {
             if let Err(e) = state
                 .store
                 .purge_replays(state.clock.now().timestamp_millis())
