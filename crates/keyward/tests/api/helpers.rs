@@ -217,6 +217,31 @@ impl TestApp {
             .await
     }
 
+    /// A new live service token for the verify API.
+    pub async fn service_token(&self, name: &str) -> String {
+        let token = keyward_server::flows::service_tokens::create(
+            &self.state.store,
+            name,
+            "tests",
+            keyward_server::clock::millis(self.state.clock.now()),
+        )
+        .await
+        .unwrap();
+        secrecy::ExposeSecret::expose_secret(&token).to_owned()
+    }
+
+    /// `POST /internal/v1/verify` on the internal listener, with `token` as bearer.
+    pub async fn verify(&self, token: Option<&str>, request: &Value) -> reqwest::Response {
+        let mut call = self
+            .client
+            .post(format!("{}/internal/v1/verify", self.internal_address))
+            .json(request);
+        if let Some(token) = token {
+            call = call.bearer_auth(token);
+        }
+        call.send().await.unwrap()
+    }
+
     pub async fn whoami(&self, partner: &Partner) -> reqwest::Response {
         self.signed(
             WHOAMI,

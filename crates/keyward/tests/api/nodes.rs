@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use serde_json::json;
 use std::time::Duration;
 
-async fn spawn_nodes(n: usize, configure: impl Fn(&mut Settings)) -> Vec<TestApp> {
+pub async fn spawn_nodes(n: usize, configure: impl Fn(&mut Settings)) -> Vec<TestApp> {
     let database = postgres_server().map(|server| TestDatabase::create(&server));
     let shared = tempfile::tempdir().unwrap();
     let url = match &database {

@@ -1,0 +1,389 @@
+//! The gateway (SPEC §7.2), in front of a real upstream server that records what it receives.
+
+use crate::helpers::*;
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::IntoResponse;
+use keyward_server::config::Upstream;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What the upstream received.
+#[derive(Debug, Clone)]
+struct Received {
+    method: Method,
+    uri: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+type Log = Arc<Mutex<Vec<Received>>>;
+
+/// A large body the upstream streams back, and its SHA-256.
+fn large_body() -> Vec<u8> {
+    (0..6 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect()
+}
+
+async fn record(
+    State(log): State<Log>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    log.lock().unwrap().push(Received {
+        method,
+        uri: uri.to_string(),
+        headers: headers.clone(),
+        body,
+    });
+    match uri.path() {
+        "/api/v1/PartnerP2P/Large" => {
+            let chunks = large_body()
+                .chunks(64 * 1024)
+                .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>();
+            axum::body::Body::from_stream(futures::stream::iter(chunks)).into_response()
+        }
+        "/api/v1/PartnerP2P/Slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            "late".into_response()
+        }
+        _ => {
+            let partner = headers
+                .get("keyward-partner-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            (
+                StatusCode::CREATED,
+                [
+                    ("x-upstream", "yes"),
+                    ("cache-control", "private, max-age=5"),
+                ],
+                axum::Json(json!({"paid_to": partner})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The upstream on a random port, and what it received.
+async fn spawn_upstream() -> (String, Log) {
+    let log: Log = Arc::default();
+    let app = axum::Router::new().fallback(record).with_state(log.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (address, log)
+}
+
+async fn gateway_to(upstream: &str, timeout_ms: u64) -> TestApp {
+    let upstream = Upstream {
+        url: url::Url::parse(upstream).unwrap(),
+        prefixes: vec!["/api/v1/PartnerP2P/".into()],
+        timeout: Duration::from_millis(timeout_ms),
+        single_use: true,
+    };
+    spawn_app_with(move |s| s.upstream = Some(upstream)).await
+}
+
+impl TestApp {
+    async fn through(
+        &self,
+        method: Method,
+        path: &str,
+        raw: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .header("content-type", "application/json")
+            .body(raw.to_owned());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_signed_post_arrives_unchanged_with_who_sent_it_and_nothing_spoofed() {
+    let (upstream, log) = spawn_upstream().await;
+    let app = gateway_to(&upstream, 5_000).await;
+    let partner = app.onboarded_partner("GATE", "ops@gate.example").await;
+    // Whitespace and escapes as the partner sent them: forwarded byte for byte.
+    let raw = sign(
+        r#"{"amount": "10.50", "note":"caf\u00e9"}"#,
+        &partner.secret_key,
+    );
+    let auth = format!("Bearer {}", partner.public_key);
+
+    let response = app
+        .through(
+            Method::POST,
+            "/api/v1/PartnerP2P/Payout?ref=abc&x=1",
+            &raw,
+            &[
+                ("authorization", &auth),
+                ("Keyward-Partner-Id", "00000000-0000-0000-0000-000000000000"),
+                ("KEYWARD-PARTNER-CODE", "EVIL"),
+                ("keyward-key-id", "spoofed"),
+                ("X-Forwarded-For", "6.6.6.6"),
+                ("Forwarded", "for=6.6.6.6"),
+                ("X-Custom", "kept"),
+            ],
+        )
+        .await;
+
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["x-upstream"], "yes");
+    // The upstream's own headers are not overridden by keyward's defaults.
+    assert_eq!(response.headers()["cache-control"], "private, max-age=5");
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["paid_to"], partner.partner_id.as_str());
+
+    let received = log.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    let got = &received[0];
+    assert_eq!(got.method, Method::POST);
+    assert_eq!(got.uri, "/api/v1/PartnerP2P/Payout?ref=abc&x=1");
+    assert_eq!(got.body.as_ref(), raw.as_bytes());
+    let header = |name: &str| -> Vec<&str> {
+        got.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    };
+    assert_eq!(header("keyward-partner-id"), [partner.partner_id.as_str()]);
+    assert_eq!(header("keyward-partner-code"), ["GATE"]);
+    assert_eq!(header("keyward-key-id").len(), 1);
+    assert_ne!(header("keyward-key-id"), ["spoofed"]);
+    assert_eq!(header("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(header("x-forwarded-proto"), ["http"]);
+    assert!(header("forwarded").is_empty());
+    assert_eq!(header("x-custom"), ["kept"]);
+    assert_eq!(header("x-request-id").len(), 1);
+}
+
+#[tokio::test]
+async fn invalid_requests_never_reach_the_upstream() {
+    let (upstream, log) = spawn_upstream().await;
+    let app = gateway_to(&upstream, 5_000).await;
+    let partner = app.onboarded_partner("DENY", "ops@deny.example").await;
+    let auth = format!("Bearer {}", partner.public_key);
+    let path = "/api/v1/PartnerP2P/Payout";
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            sign("{}", &partner.secret_key),
+            vec![],
+            401,
+            "missing_authorization",
+        ),
+        (
+            sign(r#"{"a":1}"#, &partner.secret_key).replace("\"a\":1", "\"a\":2"),
+            vec![("authorization", auth.as_str())],
+            401,
+            "invalid_signature",
+        ),
+        (
+            "{}".into(),
+            vec![("authorization", auth.as_str())],
+            400,
+            "missing_fields",
+        ),
+        (
+            "not json".into(),
+            vec![("authorization", auth.as_str())],
+            400,
+            "invalid_json",
+        ),
+    ];
+    for (raw, headers, status, code) in cases {
+        let (got_status, got_code, _) =
+            error_of(app.through(Method::POST, path, &raw, &headers).await).await;
+        assert_eq!((got_status, got_code.as_str()), (status, code));
+    }
+    let plain = app
+        .client
+        .post(format!("{}{path}", app.address))
+        .header("authorization", &auth)
+        .body("amount=5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(plain).await.1, "unsupported_media_type");
+    assert!(
+        log.lock().unwrap().is_empty(),
+        "nothing reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_post_is_refused_and_arrives_once_while_gets_may_repeat() {
+    let (upstream, log) = spawn_upstream().await;
+    let app = gateway_to(&upstream, 5_000).await;
+    let partner = app.onboarded_partner("ONCE", "ops@once.example").await;
+    let auth = format!("Bearer {}", partner.public_key);
+    let raw = sign(r#"{"payout":"p-1"}"#, &partner.secret_key);
+    let headers = [("authorization", auth.as_str())];
+    let path = "/api/v1/PartnerP2P/Payout";
+
+    assert_eq!(
+        app.through(Method::POST, path, &raw, &headers)
+            .await
+            .status(),
+        201
+    );
+    let reencoded = raw.replace(",", " , ");
+    for again in [&raw, &reencoded] {
+        let (status, code, _) =
+            error_of(app.through(Method::POST, path, again, &headers).await).await;
+        assert_eq!((status, code.as_str()), (409, "replayed_request"));
+    }
+    let read = sign(r#"{"q":"balance"}"#, &partner.secret_key);
+    for _ in 0..2 {
+        let response = app
+            .through(
+                Method::GET,
+                "/api/v1/PartnerP2P/Balance?currency=USDT",
+                &read,
+                &headers,
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+    let received = log.lock().unwrap().clone();
+    let posts = received.iter().filter(|r| r.method == Method::POST).count();
+    assert_eq!(posts, 1);
+    let gets: Vec<&str> = received
+        .iter()
+        .filter(|r| r.method == Method::GET)
+        .map(|r| r.uri.as_str())
+        .collect();
+    assert_eq!(gets, ["/api/v1/PartnerP2P/Balance?currency=USDT"; 2]);
+}
+
+#[tokio::test]
+async fn a_large_upstream_answer_is_streamed_back_intact() {
+    let (upstream, _log) = spawn_upstream().await;
+    let app = gateway_to(&upstream, 5_000).await;
+    let partner = app.onboarded_partner("BIG", "ops@big.example").await;
+    let auth = format!("Bearer {}", partner.public_key);
+    let raw = sign("{}", &partner.secret_key);
+
+    let response = app
+        .through(
+            Method::POST,
+            "/api/v1/PartnerP2P/Large",
+            &raw,
+            &[("authorization", &auth)],
+        )
+        .await;
+
+    assert_eq!(response.status(), 200);
+    let body = response.bytes().await.unwrap();
+    assert_eq!(body.len(), large_body().len());
+    assert_eq!(Sha256::digest(&body), Sha256::digest(large_body()));
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_502_and_a_slow_one_504() {
+    // A port nothing listens on: bind one, then free it.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let app = gateway_to(&closed, 5_000).await;
+    let partner = app.onboarded_partner("DOWN", "ops@down.example").await;
+    let auth = format!("Bearer {}", partner.public_key);
+    let raw = sign("{}", &partner.secret_key);
+    let (status, code, _) = error_of(
+        app.through(
+            Method::POST,
+            "/api/v1/PartnerP2P/Payout",
+            &raw,
+            &[("authorization", &auth)],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (502, "upstream_unavailable"));
+
+    let (upstream, log) = spawn_upstream().await;
+    let app = gateway_to(&upstream, 300).await;
+    let partner = app.onboarded_partner("SLOW", "ops@slow.example").await;
+    let auth = format!("Bearer {}", partner.public_key);
+    let raw = sign("{}", &partner.secret_key);
+    let started = std::time::Instant::now();
+    let (status, code, _) = error_of(
+        app.through(
+            Method::POST,
+            "/api/v1/PartnerP2P/Slow",
+            &raw,
+            &[("authorization", &auth)],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (504, "upstream_timeout"));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(log.lock().unwrap().len(), 1, "it did reach the upstream");
+}
+
+#[tokio::test]
+async fn keywards_own_routes_come_first_and_other_paths_are_not_forwarded() {
+    let (upstream, log) = spawn_upstream().await;
+    let app = gateway_to(&upstream, 5_000).await;
+    let partner = app.onboarded_partner("OWN", "ops@own.example").await;
+
+    // WhoAmI lives under the upstream prefix, but it is keyward's.
+    let response = app.whoami(&partner).await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["partner_code"], "OWN");
+    let (status, code, _) = error_of(app.through(Method::GET, WHOAMI, "{}", &[]).await).await;
+    assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+
+    for path in [
+        "/api/v2/Other",
+        "/metrics",
+        "/internal/v1/verify",
+        "/api/v1/PartnerP2",
+    ] {
+        let (status, code, _) = error_of(app.through(Method::POST, path, "{}", &[]).await).await;
+        assert_eq!((status, code.as_str()), (404, "not_found"), "{path}");
+    }
+    assert!(log.lock().unwrap().is_empty());
+
+    // A trailing slash is forwarded as sent.
+    let auth = format!("Bearer {}", partner.public_key);
+    let raw = sign("{}", &partner.secret_key);
+    let response = app
+        .through(
+            Method::POST,
+            "/api/v1/PartnerP2P/Payout/",
+            &raw,
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(log.lock().unwrap()[0].uri, "/api/v1/PartnerP2P/Payout/");
+}
+
+#[tokio::test]
+async fn without_an_upstream_the_prefix_is_an_ordinary_404() {
+    let app = spawn_app().await;
+    let (status, code, _) = error_of(
+        app.through(Method::POST, "/api/v1/PartnerP2P/Payout", "{}", &[])
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+}
