@@ -145,7 +145,7 @@ impl Client {
         data.ok_or_else(|| ClientError::Invalid("the server answered without credentials".into()))
     }
 
-    async fn post<T: DeserializeOwned>(
+    pub(crate) async fn post<T: DeserializeOwned>(
         &self,
         path: &str,
         body: String,

@@ -47,11 +47,16 @@
 
 pub mod cli;
 mod client;
+mod layer;
+mod verifier;
 
 pub use client::{Client, ClientError, PartnerClient};
 pub use keyward_core::signature::{BodyError, MessageForm};
 pub use keyward_core::wire::{Credentials, FieldProblem, WhoAmI};
+pub use keyward_core::wire::{RelayedError, VerifiedPartner, VerifyRequest};
 pub use keyward_core::{ErrorCode, PublicKey, SecretKey};
+pub use layer::{ClientIpFn, SingleUse, VerifyLayer, VerifyService};
+pub use verifier::{Verification, Verifier};
 
 use keyward_core::signature::{sign_body, SignedBody};
 

@@ -9,6 +9,7 @@ mod errors;
 mod flow;
 mod gateway;
 mod helpers;
+mod layer;
 mod limits;
 mod links;
 mod logging;
