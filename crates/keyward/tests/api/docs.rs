@@ -2,13 +2,11 @@
 //! and openssl signing examples run against `keyward serve`, and the README quotes each file
 //! word for word.
 
-use crate::helpers::*;
-use crate::process::{emails_in, eventually, ServerProcess};
+use crate::process::ServerProcess;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-fn repo_file(name: &str) -> PathBuf {
+pub fn repo_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .join(name)
@@ -16,7 +14,7 @@ fn repo_file(name: &str) -> PathBuf {
 
 /// Whether `program` runs here; with KEYWARD_STRICT_TESTS (CI) a missing one is a failure,
 /// elsewhere a loud skip.
-fn available(program: &str, arg: &str) -> bool {
+pub fn available(program: &str, arg: &str) -> bool {
     let ok = Command::new(program)
         .arg(arg)
         .output()
@@ -29,6 +27,41 @@ fn available(program: &str, arg: &str) -> bool {
         eprintln!("SKIPPED: {program} is not installed");
     }
     ok
+}
+
+/// The rendered documents are their templates with every `@@examples/…@@` replaced by the
+/// file as it is (what `scripts/render-docs.py` writes): the docs quote the code CI runs.
+#[test]
+fn every_rendered_document_is_in_step_with_its_template_and_examples() {
+    let pattern = regex::Regex::new(r"@@([^@]+)@@").unwrap();
+    for (template, rendered) in [
+        ("README.template.md", "README.md"),
+        ("docs/partners.template.md", "docs/partners.md"),
+        ("docs/integration.template.md", "docs/integration.md"),
+    ] {
+        let text = std::fs::read_to_string(repo_file(template)).unwrap();
+        let expected = pattern.replace_all(&text, |caps: &regex::Captures| {
+            let quoted = std::fs::read_to_string(repo_file(&caps[1])).unwrap();
+            quoted.trim_end_matches('\n').to_owned()
+        });
+        let actual = std::fs::read_to_string(repo_file(rendered)).unwrap();
+        assert!(
+            actual == expected,
+            "{rendered} is not {template} rendered: run scripts/render-docs.py"
+        );
+    }
+    let integration = std::fs::read_to_string(repo_file("docs/integration.md")).unwrap();
+    for example in [
+        "examples/upstream.py",
+        "examples/verify_service.py",
+        "examples/verify_service.mjs",
+    ] {
+        let text = std::fs::read_to_string(repo_file(example)).unwrap();
+        assert!(
+            integration.contains(text.trim()),
+            "docs/integration.md quotes {example}"
+        );
+    }
 }
 
 #[test]
@@ -71,36 +104,10 @@ async fn the_walkthrough_and_the_signing_examples_run_against_the_server() {
     assert_eq!(stdout.matches("signed correctly").count(), 2, "{stdout}");
 
     // A partner of our own for the signing examples.
-    let client = reqwest::Client::new();
-    let onboard = client
-        .post(format!("{}{ONBOARD}", server.address))
-        .json(&serde_json::json!({"partner_code": "EXAMPLES", "email": "x@examples.example"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(onboard.status(), 200);
-    let mailbox = dir.path().join("mailbox");
-    let link = eventually(Duration::from_secs(10), || {
-        emails_in(&mailbox)
-            .into_iter()
-            .find(|(to, _)| to.contains("x@examples.example"))
-            .map(|(_, text)| link_in_text(&text))
-    })
-    .await
-    .unwrap();
-    let body: serde_json::Value = client
-        .post(format!("{}{REDEEM}", server.address))
-        .json(&serde_json::json!({"token": token_of(&link), "partner_code": "EXAMPLES"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (public, secret) = (
-        body["data"]["public_key"].as_str().unwrap(),
-        body["data"]["secret_key"].as_str().unwrap(),
-    );
+    let (_, public, secret) = server
+        .partner(dir.path(), "EXAMPLES", "x@examples.example")
+        .await;
+    let (public, secret) = (public.as_str(), secret.as_str());
 
     let mut runs = vec![("sh", "examples/whoami.sh")];
     if available("node", "--version") {

@@ -9,6 +9,7 @@ mod errors;
 mod flow;
 mod gateway;
 mod helpers;
+mod integration;
 mod layer;
 mod limits;
 mod links;

@@ -13,6 +13,8 @@ pub struct ServerProcess {
     /// The internal listener, `http://127.0.0.1:port`.
     pub internal_address: String,
     log: Arc<Mutex<String>>,
+    /// What an operator command needs to act on this server's store.
+    store_env: Vec<(String, String)>,
     /// On the PostgreSQL run, the database this process was given (dropped after it).
     _database: Option<crate::database::TestDatabase>,
 }
@@ -44,11 +46,19 @@ impl ServerProcess {
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        let mut store_env = vec![(
+            "KEYWARD_DATA_DIR".to_owned(),
+            data_dir.display().to_string(),
+        )];
         if let Some(database) = &database {
             command.env("KEYWARD_DATABASE_URL", &database.url);
+            store_env.push(("KEYWARD_DATABASE_URL".into(), database.url.clone()));
         }
         for (name, value) in env {
             command.env(name, value);
+            if name.starts_with("KEYWARD_DATABASE") || name.starts_with("KEYWARD_MASTER_KEY") {
+                store_env.push(((*name).to_owned(), (*value).to_owned()));
+            }
         }
         let mut child = command
             .spawn()
@@ -78,6 +88,7 @@ impl ServerProcess {
             address: format!("http://{address}"),
             internal_address: format!("http://{internal}"),
             log,
+            store_env,
             _database: database,
         }
     }
@@ -90,6 +101,61 @@ impl ServerProcess {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Runs an operator command (`keyward ARGS…`) on this server's store, as an operator on
+    /// the same machine would.
+    pub fn operator(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("USER", "ops-tester")
+            .envs(self.store_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap()
+    }
+
+    /// A partner onboarded through the API, its link read from the mailbox folder in
+    /// `data_dir`, redeemed: `(partner_id, public_key, secret_key)`.
+    pub async fn partner(
+        &self,
+        data_dir: &Path,
+        code: &str,
+        email: &str,
+    ) -> (String, String, String) {
+        let client = reqwest::Client::new();
+        let onboard = client
+            .post(format!("{}{}", self.address, crate::helpers::ONBOARD))
+            .json(&serde_json::json!({"partner_code": code, "email": email}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(onboard.status(), 200);
+        let mailbox = data_dir.join("mailbox");
+        let link = eventually(Duration::from_secs(10), || {
+            emails_in(&mailbox)
+                .into_iter()
+                .find(|(to, _)| to.contains(email))
+                .map(|(_, text)| crate::helpers::link_in_text(&text))
+        })
+        .await
+        .unwrap();
+        let body: serde_json::Value = client
+            .post(format!("{}{}", self.address, crate::helpers::REDEEM))
+            .json(&serde_json::json!({"token": crate::helpers::token_of(&link), "partner_code": code}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let data = &body["data"];
+        (
+            data["partner_id"].as_str().unwrap().to_owned(),
+            data["public_key"].as_str().unwrap().to_owned(),
+            data["secret_key"].as_str().unwrap().to_owned(),
+        )
     }
 }
 
