@@ -43,6 +43,24 @@ impl Error {
         }
     }
 
+    /// A copy of an error shared between coalesced callers (the key cache's loads): the
+    /// cause's text is kept for the log, the variant for the answer.
+    pub fn shared(error: &Error) -> Self {
+        match error {
+            Error::Code(code, message) => Error::Code(*code, message.clone()),
+            Error::Fields { code, problems } => Error::Fields {
+                code: *code,
+                problems: problems.clone(),
+            },
+            Error::ClientIpRequired => Error::ClientIpRequired,
+            Error::RateLimited { retry_after_secs } => Error::RateLimited {
+                retry_after_secs: *retry_after_secs,
+            },
+            Error::Unavailable(cause) => Error::Unavailable(anyhow::anyhow!("{cause:#}")),
+            Error::Unexpected(cause) => Error::Unexpected(anyhow::anyhow!("{cause:#}")),
+        }
+    }
+
     /// One field problem.
     pub fn field(field: &str, problem: &str) -> Self {
         let code = if problem == "missing" {

@@ -3,6 +3,7 @@
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::crypto::Cipher;
+use crate::flows::key_cache::KeyCache;
 use crate::flows::service_tokens::ServiceTokens;
 use crate::http::gateway::Gateway;
 use crate::metrics::Metrics;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// This node's view of the live service tokens (the verify API's callers).
     pub service_tokens: Arc<ServiceTokens>,
+    /// What this node knows of partner keys, at most `KEYWARD_KEY_CACHE_MS` old.
+    pub key_cache: Arc<KeyCache>,
     /// The gateway to the payment API, when `KEYWARD_UPSTREAM_URL` is set.
     pub gateway: Option<Arc<Gateway>>,
 }
@@ -37,6 +40,7 @@ impl AppState {
         Self {
             service_tokens: Arc::new(ServiceTokens::new(settings.key_cache)),
             ip_limiter: Arc::new(IpRateLimiter::new(settings.ip_rate_limit_per_minute)),
+            key_cache: Arc::new(KeyCache::new(settings.key_cache)),
             settings,
             store,
             cipher,

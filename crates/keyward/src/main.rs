@@ -299,19 +299,20 @@ async fn partner(settings: &Settings, action: PartnerAction) -> anyhow::Result<(
             }
         }
         PartnerAction::Suspend { .. } => {
-            let partner = admin::suspend(&store, &code, now).await?;
+            let partner = admin::suspend(&store, &code, now, settings.key_cache).await?;
             println!(
                 "{} is suspended: its requests get 403 partner_suspended",
                 partner.code
             );
         }
         PartnerAction::Activate { .. } => {
-            let partner = admin::activate(&store, &code, now).await?;
+            let partner = admin::activate(&store, &code, now, settings.key_cache).await?;
             println!("{} is active", partner.code);
         }
         PartnerAction::AllowIps { cidrs, .. } => {
             let list = AllowedIps::parse(cidrs.iter().map(String::as_str))?;
-            let partner = admin::set_allowed_ips(&store, &code, list, now).await?;
+            let partner =
+                admin::set_allowed_ips(&store, &code, list, now, settings.key_cache).await?;
             println!(
                 "{} may call from: {}",
                 partner.code,
@@ -382,9 +383,7 @@ async fn service_token(settings: &Settings, action: ServiceTokenAction) -> anyho
             }
         }
         ServiceTokenAction::Revoke { name } => {
-            service_tokens::revoke(&store, &name, &operator(), now).await?;
-            // Nodes may hold what they read for up to KEYWARD_KEY_CACHE_MS (SPEC §6).
-            tokio::time::sleep(settings.key_cache).await;
+            service_tokens::revoke(&store, &name, &operator(), now, settings.key_cache).await?;
             println!("{name}'s service token is revoked: every node refuses it from now on");
         }
     }

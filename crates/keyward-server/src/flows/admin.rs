@@ -1,8 +1,11 @@
 //! What operators do to one partner (`keyward partner …`): look, suspend, activate, set the
-//! allow-list. Each change is one transaction with its audit event.
+//! allow-list. Each change is one transaction with its audit event, and returns only once
+//! every node sees it: after waiting out `KEYWARD_KEY_CACHE_MS` (`bound`, SPEC §6).
 
+use super::key_cache::wait_out;
 use crate::store::{AuditEvent, Partner, Store, StoreError, Tx};
 use keyward_core::{AllowedIps, PartnerCode, PartnerStatus};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -37,20 +40,34 @@ async fn locked_partner(store: &Store, code: &PartnerCode) -> Result<(Tx, Partne
 }
 
 /// Every request of the partner is refused (403 `partner_suspended`) until it is activated.
-pub async fn suspend(store: &Store, code: &PartnerCode, now: i64) -> Result<Partner> {
-    set_status(
+pub async fn suspend(
+    store: &Store,
+    code: &PartnerCode,
+    now: i64,
+    bound: Duration,
+) -> Result<Partner> {
+    let partner = set_status(
         store,
         code,
         PartnerStatus::Suspended,
         "partner_suspended",
         now,
     )
-    .await
+    .await?;
+    wait_out(bound).await;
+    Ok(partner)
 }
 
 /// Lifts a suspension. A pending partner stays pending: it has no keys yet.
-pub async fn activate(store: &Store, code: &PartnerCode, now: i64) -> Result<Partner> {
-    set_status(store, code, PartnerStatus::Active, "partner_activated", now).await
+pub async fn activate(
+    store: &Store,
+    code: &PartnerCode,
+    now: i64,
+    bound: Duration,
+) -> Result<Partner> {
+    let partner = set_status(store, code, PartnerStatus::Active, "partner_activated", now).await?;
+    wait_out(bound).await;
+    Ok(partner)
 }
 
 async fn set_status(
@@ -78,6 +95,7 @@ pub async fn set_allowed_ips(
     code: &PartnerCode,
     allowed_ips: AllowedIps,
     now: i64,
+    bound: Duration,
 ) -> Result<Partner> {
     let (mut tx, mut partner) = locked_partner(store, code).await?;
     tx.set_allowed_ips(&partner.id, &allowed_ips, now).await?;
@@ -91,6 +109,7 @@ pub async fn set_allowed_ips(
     )
     .await?;
     tx.commit().await?;
+    wait_out(bound).await;
     partner.allowed_ips = allowed_ips;
     Ok(partner)
 }

@@ -3,12 +3,11 @@
 
 use super::{replay_digest, ReplayPurpose};
 use crate::clock::millis;
-use crate::crypto::secret_key_aad;
 use crate::error::{Error, Result};
 use crate::state::AppState;
 use crate::store::Partner;
 use keyward_core::signature::SignedBody;
-use keyward_core::{json::Value, ErrorCode, PartnerStatus, PublicKey, SecretKey};
+use keyward_core::{json::Value, ErrorCode, PartnerStatus, PublicKey};
 use std::net::IpAddr;
 
 /// The partner's `Authorization` header, read but not yet checked against storage.
@@ -71,8 +70,9 @@ pub struct Authenticated {
 
 /// Checks, in the order of SPEC §3.2, once the caller has read a well-formed public key from
 /// the `Authorization` header: key known, not revoked, partner not suspended, client IP
-/// allowed, signature, freshness. Nothing is cached: a key revoked on any node is refused on
-/// the very next request.
+/// allowed, signature, freshness. What the store says of the key comes through the node's
+/// key cache, at most `KEYWARD_KEY_CACHE_MS` old (see `key_cache.rs` for why revocation
+/// stays instant).
 #[tracing::instrument(skip_all)]
 pub async fn authenticate(
     state: &AppState,
@@ -80,38 +80,36 @@ pub async fn authenticate(
     body: &SignedBody,
     client: ClientAddress,
 ) -> Result<Authenticated> {
-    let record = state
-        .store
-        .key_by_hash(&public.hash())
-        .await?
+    let lookup = state
+        .key_cache
+        .lookup(&state.store, &state.cipher, &state.metrics, &public.hash())
+        .await?;
+    let key = lookup
+        .key
+        .as_ref()
         .ok_or(Error::from(ErrorCode::UnknownKey))?;
-    if record.revoked_at.is_some() {
-        return Err(ErrorCode::RevokedKey.into());
-    }
-    if record.partner.status == PartnerStatus::Suspended {
+    let secret = match (&key.secret, key.revoked_at) {
+        (Some(secret), None) => secret,
+        _ => return Err(ErrorCode::RevokedKey.into()),
+    };
+    if key.partner.status == PartnerStatus::Suspended {
         return Err(ErrorCode::PartnerSuspended.into());
     }
-    if !record.partner.allowed_ips.is_empty() {
+    if !key.partner.allowed_ips.is_empty() {
         match client {
-            ClientAddress::Known(ip) if record.partner.allowed_ips.allows(ip) => {}
+            ClientAddress::Known(ip) if key.partner.allowed_ips.allows(ip) => {}
             ClientAddress::Known(_) => return Err(ErrorCode::IpNotAllowed.into()),
             ClientAddress::NotGiven => return Err(Error::ClientIpRequired),
         }
     }
-    let secret = decrypt_secret(
-        state,
-        record.partner.id.as_str(),
-        &record.key_id,
-        &record.secret_ciphertext,
-    )?;
-    if !body.verify(&secret) {
+    if !body.verify(secret) {
         return Err(ErrorCode::InvalidSignature.into());
     }
     check_freshness(state, body)?;
     Ok(Authenticated {
-        key_id: record.key_id,
-        key_created_at: record.created_at,
-        partner: record.partner,
+        key_id: key.key_id.clone(),
+        key_created_at: key.created_at,
+        partner: key.partner.clone(),
     })
 }
 
@@ -136,25 +134,6 @@ pub async fn use_once(state: &AppState, auth: &Authenticated, body: &SignedBody)
     } else {
         Err(ErrorCode::ReplayedRequest.into())
     }
-}
-
-fn decrypt_secret(
-    state: &AppState,
-    partner_id: &str,
-    key_id: &str,
-    ciphertext: &[u8],
-) -> Result<SecretKey> {
-    let plain = state
-        .cipher
-        .decrypt(ciphertext, &secret_key_aad(partner_id, key_id))
-        .map_err(|e| {
-            Error::Unexpected(anyhow::Error::new(e).context(format!("secret key of key {key_id}")))
-        })?;
-    let text = String::from_utf8(plain).map_err(|_| {
-        Error::Unexpected(anyhow::anyhow!("secret key of key {key_id} is not text"))
-    })?;
-    SecretKey::parse(&text)
-        .map_err(|_| Error::Unexpected(anyhow::anyhow!("secret key of key {key_id} is malformed")))
 }
 
 /// An optional top-level `timestamp` (ms since the epoch, number or numeric string) must be

@@ -1,5 +1,6 @@
 //! One-time links: looking at one, and using one.
 
+use super::key_cache::wait_out;
 use super::{commit_and_wake, queue_email};
 use crate::clock::{from_millis, millis};
 use crate::crypto::secret_key_aad;
@@ -161,6 +162,12 @@ pub async fn redeem(
     )
     .await?;
     commit_and_wake(state, tx).await?;
+    if revoked > 0 {
+        // The new keys are shown only once no node can still accept the old ones (SPEC §6).
+        let started = std::time::Instant::now();
+        wait_out(state.settings.key_cache).await;
+        state.metrics.waited_out(started.elapsed());
+    }
     tracing::info!(partner_id = %partner.id, key = %pair.public.redacted(), purpose = link.purpose.as_str(), "link redeemed");
     Ok(Redemption::Redeemed(Redeemed {
         partner_id: partner.id,

@@ -4,6 +4,7 @@
 
 pub mod admin;
 mod authenticate;
+pub mod key_cache;
 mod links;
 mod onboarding;
 mod regeneration;

@@ -62,13 +62,14 @@ pub async fn create(
     Ok(token)
 }
 
-/// Revokes the live token called `name`. The caller waits out the cache bound before saying
-/// it is done (see [`ServiceTokens`]).
+/// Revokes the live token called `name`, and returns once every node refuses it: after
+/// waiting out `bound` (`KEYWARD_KEY_CACHE_MS`, see [`ServiceTokens`]).
 pub async fn revoke(
     store: &Store,
     name: &str,
     operator: &str,
     now: i64,
+    bound: std::time::Duration,
 ) -> Result<(), ServiceTokenError> {
     let mut tx = store.begin().await?;
     if !tx.revoke_service_token(name, now).await? {
@@ -78,6 +79,7 @@ pub async fn revoke(
     tx.audit(None, "service_token_revoked", None, Some(&detail), now)
         .await?;
     tx.commit().await?;
+    super::key_cache::wait_out(bound).await;
     Ok(())
 }
 

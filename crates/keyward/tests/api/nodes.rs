@@ -42,7 +42,27 @@ fn emails_to(nodes: &[TestApp], to: &str) -> Vec<SentEmail> {
     nodes.iter().flat_map(|n| n.emails_to(to)).collect()
 }
 
-async fn wait_for(nodes: &[TestApp], to: &str, count: usize) -> Vec<SentEmail> {
+/// A partner onboarded on the first node, whichever node's outbox sent its email.
+pub async fn onboarded_on(nodes: &[TestApp], code: &str, email: &str) -> Partner {
+    let before = emails_to(nodes, email).len();
+    assert_eq!(nodes[0].onboard(code, email).await.status(), 200);
+    let emails = wait_for(nodes, email, before + 1).await;
+    nodes[0].redeem(&link_in_text(&emails[before].text), code).await
+}
+
+/// The link of the regeneration email to `to`, from whichever node sent it, once `count`
+/// emails reached `to` (nodes' mailboxes are not in order with each other).
+pub async fn regeneration_link(nodes: &[TestApp], to: &str, count: usize) -> String {
+    let emails = wait_for(nodes, to, count).await;
+    let email = emails
+        .iter()
+        .rev()
+        .find(|e| e.subject.starts_with("Regenerate"))
+        .expect("a regeneration email");
+    link_in_text(&email.text)
+}
+
+pub async fn wait_for(nodes: &[TestApp], to: &str, count: usize) -> Vec<SentEmail> {
     for _ in 0..600 {
         let emails = emails_to(nodes, to);
         if emails.len() >= count {

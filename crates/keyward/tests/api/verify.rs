@@ -1,7 +1,7 @@
 //! The verify API (SPEC §7.1), through the internal listener.
 
 use crate::helpers::*;
-use crate::nodes::spawn_nodes;
+use crate::nodes::{regeneration_link, onboarded_on, spawn_nodes};
 use keyward_core::{AllowedIps, PartnerCode};
 use serde_json::{json, Value};
 
@@ -126,7 +126,7 @@ async fn revoked_keys_and_suspended_partners_are_refused_like_on_whoami() {
     assert_eq!(data["error"]["status"], 401);
 
     let code = PartnerCode::parse("REVO").unwrap();
-    keyward_server::flows::admin::suspend(&app.state.store, &code, 0)
+    keyward_server::flows::admin::suspend(&app.state.store, &code, 0, app.state.settings.key_cache)
         .await
         .unwrap();
     let raw = sign("{}", &renewed.secret_key);
@@ -137,7 +137,7 @@ async fn revoked_keys_and_suspended_partners_are_refused_like_on_whoami() {
 
 #[tokio::test]
 async fn a_missing_unknown_malformed_or_revoked_service_token_is_refused() {
-    let app = spawn_app_with(|s| s.key_cache = std::time::Duration::ZERO).await;
+    let app = spawn_app().await;
     let partner = app.onboarded_partner("TOK", "ops@tok.example").await;
     let request = relayed(&partner, &sign("{}", &partner.secret_key));
     let token = app.service_token("payments").await;
@@ -158,9 +158,15 @@ async fn a_missing_unknown_malformed_or_revoked_service_token_is_refused() {
     }
     assert_eq!(app.verify(Some(&token), &request).await.status(), 200);
 
-    keyward_server::flows::service_tokens::revoke(&app.state.store, "payments", "tests", 0)
-        .await
-        .unwrap();
+    keyward_server::flows::service_tokens::revoke(
+        &app.state.store,
+        "payments",
+        "tests",
+        0,
+        app.state.settings.key_cache,
+    )
+    .await
+    .unwrap();
     let (status, code, _) = error_of(app.verify(Some(&token), &request).await).await;
     assert_eq!((status, code.as_str()), (401, "invalid_service_token"));
 }
@@ -239,7 +245,7 @@ async fn single_use_accepts_a_signed_request_once_however_it_is_encoded() {
 #[tokio::test]
 async fn single_use_holds_across_two_nodes_under_concurrency() {
     let nodes = spawn_nodes(2, |_| {}).await;
-    let partner = nodes[0].onboarded_partner("RACE", "ops@race.example").await;
+    let partner = onboarded_on(&nodes, "RACE", "ops@race.example").await;
     let token = nodes[0].service_token("payments").await;
     let mut request = relayed(&partner, &sign(r#"{"payout":"p-9"}"#, &partner.secret_key));
     request["single_use"] = json!(true);
@@ -278,9 +284,15 @@ async fn the_allow_list_needs_client_ip_and_checks_it() {
     assert_eq!(data["valid"], true);
 
     let list = AllowedIps::parse(["203.0.113.0/24", "2001:db8::/48"]).unwrap();
-    keyward_server::flows::admin::set_allowed_ips(&app.state.store, &code, list, 0)
-        .await
-        .unwrap();
+    keyward_server::flows::admin::set_allowed_ips(
+        &app.state.store,
+        &code,
+        list,
+        0,
+        app.state.settings.key_cache,
+    )
+    .await
+    .unwrap();
     let (status, code_, body) = error_of(app.verify(Some(&token), &with_ip(None)).await).await;
     assert_eq!((status, code_.as_str()), (400, "missing_fields"));
     assert_eq!(body["errors"][0]["field"], "client_ip");
@@ -302,28 +314,14 @@ async fn the_allow_list_needs_client_ip_and_checks_it() {
 async fn a_key_revoked_on_one_node_is_refused_by_verify_on_the_other() {
     let nodes = spawn_nodes(2, |_| {}).await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let partner = a.onboarded_partner("TWO", "ops@two.example").await;
+    let partner = onboarded_on(&nodes, "TWO", "ops@two.example").await;
     let token = a.service_token("payments").await;
     let raw = sign("{}", &partner.secret_key);
     let data = data_of(b.verify(Some(&token), &relayed(&partner, &raw)).await).await;
     assert_eq!(data["valid"], true);
 
     a.regenerate(&partner, "ops@two.example").await;
-    let emails = {
-        let mut found = Vec::new();
-        for _ in 0..400 {
-            found = nodes
-                .iter()
-                .flat_map(|n| n.emails_to("ops@two.example"))
-                .collect();
-            if found.len() >= 2 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        found
-    };
-    let link = link_in_text(&emails.last().unwrap().text);
+    let link = regeneration_link(&nodes, "ops@two.example", 2).await;
     a.redeem(&link, "TWO").await;
 
     let data = data_of(b.verify(Some(&token), &relayed(&partner, &raw)).await).await;

@@ -1,0 +1,178 @@
+//! What authentication needs to know about a public key, kept per node for at most
+//! `KEYWARD_KEY_CACHE_MS` (SPEC §5, §6).
+//!
+//! The invariant that keeps revocation instant: an entry is stamped with the instant taken
+//! **before** the database read that filled it, and is never served once that stamp is
+//! `bound` old. Every change that must hold on every node is acknowledged only after `bound`
+//! has passed since it committed ([`wait_out`]). So a request a node receives after the change
+//! was acknowledged finds either no entry, or one whose read started after the commit and
+//! therefore saw it. The argument in full is in `docs/decisions.md`.
+//!
+//! Loads are coalesced (moka's `try_get_with`): when a hot key's entry expires, 64 concurrent
+//! requests send one query, not 64. Unknown keys are cached too, as negative entries, so a
+//! flood of random well-formed keys costs one query per key per bound. The cache is bounded in
+//! entries; moka's TinyLFU admission keeps a flood of one-off keys from evicting hot ones.
+
+use crate::crypto::{secret_key_aad, Cipher};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::store::{Partner, Store};
+use keyward_core::{KeyHash, SecretKey};
+use moka::future::Cache;
+use moka::Expiry;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// At most this many keys per node (about 0.5 KiB each).
+const MAX_ENTRIES: u64 = 20_000;
+
+/// A key as authentication needs it: its record, its partner (status, parsed allow-list) and
+/// its secret, decrypted once (a `SecretKey`: zeroised when dropped, redacted in `Debug`).
+#[derive(Debug)]
+pub struct AuthKey {
+    pub key_id: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    pub partner: Partner,
+    /// `None` for a revoked key: it will never be used to verify anything.
+    pub secret: Option<SecretKey>,
+}
+
+/// One cache entry: what the database said (`None`: no such key), and when the read began.
+#[derive(Debug)]
+pub struct Lookup {
+    loaded_at: Instant,
+    pub key: Option<AuthKey>,
+}
+
+/// The per-node key cache, or none when `KEYWARD_KEY_CACHE_MS` is 0.
+pub struct KeyCache {
+    bound: Duration,
+    cache: Option<Cache<KeyHash, Arc<Lookup>>>,
+}
+
+/// Entries expire `bound` after the read that filled them began, not after they were stored.
+struct FromReadStart(Duration);
+
+impl Expiry<KeyHash, Arc<Lookup>> for FromReadStart {
+    fn expire_after_create(
+        &self,
+        _key: &KeyHash,
+        lookup: &Arc<Lookup>,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Some(
+            self.0
+                .saturating_sub(created_at.saturating_duration_since(lookup.loaded_at)),
+        )
+    }
+}
+
+impl KeyCache {
+    pub fn new(bound: Duration) -> Self {
+        let cache = (!bound.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(MAX_ENTRIES)
+                .expire_after(FromReadStart(bound))
+                .build()
+        });
+        Self { bound, cache }
+    }
+
+    /// How stale an entry may be; every change that must hold everywhere waits this long.
+    pub fn bound(&self) -> Duration {
+        self.bound
+    }
+
+    pub fn entries(&self) -> u64 {
+        self.cache.as_ref().map_or(0, Cache::entry_count)
+    }
+
+    /// What the store says of the key with this hash, at most `bound` ago.
+    pub async fn lookup(
+        &self,
+        store: &Store,
+        cipher: &Cipher,
+        metrics: &Metrics,
+        hash: &KeyHash,
+    ) -> Result<Arc<Lookup>> {
+        let Some(cache) = &self.cache else {
+            return load(store, cipher, hash).await.map(Arc::new);
+        };
+        let missed = AtomicBool::new(false);
+        let lookup = cache
+            .try_get_with(*hash, async {
+                missed.store(true, Ordering::Relaxed);
+                load(store, cipher, hash).await.map(Arc::new)
+            })
+            .await
+            .map_err(|shared: Arc<Error>| Error::shared(&shared))?;
+        // Belt and braces: moka expires entries on time, but never serve one past the bound.
+        if lookup.loaded_at.elapsed() >= self.bound {
+            cache.invalidate(hash).await;
+            metrics.key_cache(false);
+            return load(store, cipher, hash).await.map(Arc::new);
+        }
+        metrics.key_cache(!missed.load(Ordering::Relaxed));
+        Ok(lookup)
+    }
+}
+
+/// One read of the key and its partner; the instant is taken before the read starts.
+async fn load(store: &Store, cipher: &Cipher, hash: &KeyHash) -> Result<Lookup> {
+    let loaded_at = Instant::now();
+    let Some(record) = store.key_by_hash(hash).await? else {
+        return Ok(Lookup {
+            loaded_at,
+            key: None,
+        });
+    };
+    let secret = match record.revoked_at {
+        Some(_) => None,
+        None => Some(decrypt_secret(
+            cipher,
+            record.partner.id.as_str(),
+            &record.key_id,
+            &record.secret_ciphertext,
+        )?),
+    };
+    Ok(Lookup {
+        loaded_at,
+        key: Some(AuthKey {
+            key_id: record.key_id,
+            created_at: record.created_at,
+            revoked_at: record.revoked_at,
+            partner: record.partner,
+            secret,
+        }),
+    })
+}
+
+fn decrypt_secret(
+    cipher: &Cipher,
+    partner_id: &str,
+    key_id: &str,
+    ciphertext: &[u8],
+) -> Result<SecretKey> {
+    let plain = cipher
+        .decrypt(ciphertext, &secret_key_aad(partner_id, key_id))
+        .map_err(|e| {
+            Error::Unexpected(anyhow::Error::new(e).context(format!("secret key of key {key_id}")))
+        })?;
+    let text = String::from_utf8(plain).map_err(|_| {
+        Error::Unexpected(anyhow::anyhow!("secret key of key {key_id} is not text"))
+    })?;
+    SecretKey::parse(&text)
+        .map_err(|_| Error::Unexpected(anyhow::anyhow!("secret key of key {key_id} is malformed")))
+}
+
+/// Waits until every node's view of what was just committed is fresh: called after the
+/// commit of every change that must hold on every node, before it is acknowledged. `bound`
+/// is `KEYWARD_KEY_CACHE_MS` (the operator commands have no cache of their own, but wait for
+/// the servers').
+pub async fn wait_out(bound: Duration) {
+    if !bound.is_zero() {
+        tokio::time::sleep(bound).await;
+    }
+}
