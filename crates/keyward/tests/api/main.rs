@@ -20,6 +20,7 @@ mod operations;
 mod partner_side;
 mod postgres;
 mod process;
+mod revocation;
 mod smtp;
 mod store;
 mod vectors;

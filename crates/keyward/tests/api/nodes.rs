@@ -47,7 +47,9 @@ pub async fn onboarded_on(nodes: &[TestApp], code: &str, email: &str) -> Partner
     let before = emails_to(nodes, email).len();
     assert_eq!(nodes[0].onboard(code, email).await.status(), 200);
     let emails = wait_for(nodes, email, before + 1).await;
-    nodes[0].redeem(&link_in_text(&emails[before].text), code).await
+    nodes[0]
+        .redeem(&link_in_text(&emails[before].text), code)
+        .await
 }
 
 /// The link of the regeneration email to `to`, from whichever node sent it, once `count`

@@ -1,0 +1,146 @@
+//! SPEC §6 with the key cache on: a node may keep what it read about a key for
+//! `KEYWARD_KEY_CACHE_MS`, yet once new keys are shown (or a suspension returns) no node
+//! accepts the old state. Two nodes; a client hammers node B with the old key while the change
+//! is made through node A (or the CLI); no request sent after the change was acknowledged may
+//! be accepted. (Sent after ⇒ received after, so this is stricter than the guarantee.)
+
+use crate::helpers::*;
+use crate::nodes::{onboarded_on, regeneration_link, spawn_nodes};
+use secrecy::ExposeSecret;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BOUND: Duration = Duration::from_millis(300);
+
+/// Every answer node B gave the hammering client: when the request was sent, and its status.
+type Answers = Arc<Mutex<Vec<(Instant, u16)>>>;
+
+/// Starts `workers` loops sending WhoAmI signed with `partner`'s keys to `node`.
+fn hammer(
+    node: &TestApp,
+    partner: &Partner,
+    workers: usize,
+    stop: &Arc<AtomicBool>,
+) -> (Answers, Vec<tokio::task::JoinHandle<()>>) {
+    let answers: Answers = Arc::default();
+    let raw = sign("{}", &partner.secret_key);
+    let handles = (0..workers)
+        .map(|_| {
+            let (client, url) = (node.client.clone(), format!("{}{WHOAMI}", node.address));
+            let (raw, auth) = (raw.clone(), format!("Bearer {}", partner.public_key));
+            let (answers, stop) = (answers.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = Instant::now();
+                    let status = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("authorization", &auth)
+                        .body(raw.clone())
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0);
+                    answers.lock().unwrap().push((sent, status));
+                }
+            })
+        })
+        .collect();
+    (answers, handles)
+}
+
+/// Stops the hammer a while after `acknowledged`, then checks every answer.
+async fn judge(
+    answers: Answers,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    acknowledged: Instant,
+    refused_with: u16,
+) {
+    tokio::time::sleep(BOUND * 2).await;
+    stop.store(true, Ordering::Relaxed);
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    let answers = answers.lock().unwrap().clone();
+    let before: Vec<u16> = answers
+        .iter()
+        .filter(|(t, _)| *t < acknowledged)
+        .map(|a| a.1)
+        .collect();
+    let after: Vec<u16> = answers
+        .iter()
+        .filter(|(t, _)| *t > acknowledged)
+        .map(|a| a.1)
+        .collect();
+    assert!(
+        before.contains(&200),
+        "the old key worked before: {:?}",
+        tally(&before)
+    );
+    assert!(after.len() > 5, "requests were sent after: {}", after.len());
+    assert_eq!(
+        tally(&after),
+        [(refused_with, after.len())].into(),
+        "every request sent after the change was acknowledged is refused"
+    );
+}
+
+#[tokio::test]
+async fn no_node_accepts_the_old_key_once_the_new_keys_are_shown() {
+    let nodes = spawn_nodes(2, |s| s.key_cache = BOUND).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let partner = onboarded_on(&nodes, "RACE", "ops@race.example").await;
+    assert_eq!(
+        a.regenerate(&partner, "ops@race.example").await.status(),
+        200
+    );
+    let link = regeneration_link(&nodes, "ops@race.example", 2).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answers, handles) = hammer(b, &partner, 4, &stop);
+    tokio::time::sleep(BOUND).await; // B's cache now holds the old key
+
+    let started = Instant::now();
+    a.redeem(&link, "RACE").await;
+    let acknowledged = Instant::now();
+
+    assert!(
+        acknowledged - started >= BOUND,
+        "the redemption waited the bound out"
+    );
+    judge(answers, handles, stop, acknowledged, 401).await;
+}
+
+#[tokio::test]
+async fn no_node_accepts_a_suspended_partner_once_the_cli_returns() {
+    let nodes = spawn_nodes(2, |s| s.key_cache = BOUND).await;
+    let partner = onboarded_on(&nodes, "HALT", "ops@halt.example").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answers, handles) = hammer(&nodes[1], &partner, 4, &stop);
+    tokio::time::sleep(BOUND).await;
+
+    let url = nodes[0]
+        .state
+        .settings
+        .database_url
+        .expose_secret()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["partner", "suspend", "HALT"])
+        .env("KEYWARD_DATABASE_URL", &url)
+        .env("KEYWARD_DATA_DIR", dir.path())
+        .env("KEYWARD_KEY_CACHE_MS", BOUND.as_millis().to_string())
+        .output()
+        .await
+        .unwrap();
+    let acknowledged = Instant::now();
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    judge(answers, handles, stop, acknowledged, 403).await;
+}
