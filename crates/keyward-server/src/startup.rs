@@ -49,17 +49,7 @@ impl Application {
                 settings.data_dir.display()
             )
         })?;
-        let store = open_store(&settings).await?;
-        if settings.migrate_on_start {
-            store
-                .migrate()
-                .await
-                .context("could not apply the database migrations")?;
-        } else if store.meta(MASTER_KEY_CHECK).await.is_err() {
-            bail!("the database has no keyward schema yet: run `keyward migrate` first (or start without --no-migrate)");
-        }
-        let cipher = Cipher::new(&load_master_key(&settings, &store).await?);
-        check_master_key(&store, &cipher).await?;
+        let (store, cipher) = open_store_and_cipher(&settings).await?;
         let transport = match overrides.transport {
             Some(t) => t,
             None => Mailer::transport_for(settings.smtp_url.as_ref(), &settings.data_dir)?,
@@ -234,6 +224,23 @@ async fn janitor(state: AppState, stop: CancellationToken) {
     }
     // What was used since the last flush is not lost at a clean stop.
     let _ = state.service_tokens.flush_last_used(&state.store).await;
+}
+
+/// The store, migrated unless that is turned off, and the cipher of the master key, proven to
+/// be the one the database was created with.
+pub async fn open_store_and_cipher(settings: &Settings) -> anyhow::Result<(Store, Cipher)> {
+    let store = open_store(settings).await?;
+    if settings.migrate_on_start {
+        store
+            .migrate()
+            .await
+            .context("could not apply the database migrations")?;
+    } else if store.meta(MASTER_KEY_CHECK).await.is_err() {
+        bail!("the database has no keyward schema yet: run `keyward migrate` first (or start without --no-migrate)");
+    }
+    let cipher = Cipher::new(&load_master_key(settings, &store).await?);
+    check_master_key(&store, &cipher).await?;
+    Ok((store, cipher))
 }
 
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {

@@ -66,6 +66,18 @@ enum ServerCommand {
         #[command(subcommand)]
         action: OutboxAction,
     },
+    /// Fill the store with N active partners fast, and write a sample of their signed
+    /// requests for bench/ (not for production data).
+    #[command(hide = true)]
+    BenchFill {
+        #[arg(long)]
+        partners: u64,
+        #[arg(long, default_value_t = 256)]
+        sample: u64,
+        /// JSON lines: {"public_key", "body"} (a signed body).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Tokens for the exchange's own services to call the verify API.
     ServiceToken {
         #[command(subcommand)]
@@ -167,6 +179,11 @@ async fn operate(config: Option<&std::path::Path>, command: ServerCommand) -> an
         ServerCommand::Partner { action } => partner(&settings, action).await,
         ServerCommand::Outbox { action } => outbox(&settings, action).await,
         ServerCommand::ServiceToken { action } => service_token(&settings, action).await,
+        ServerCommand::BenchFill {
+            partners,
+            sample,
+            out,
+        } => bench_fill(&settings, partners, sample, &out).await,
     }
 }
 
@@ -329,6 +346,64 @@ fn allow_list_text(list: &AllowedIps) -> String {
     } else {
         list.to_string()
     }
+}
+
+async fn bench_fill(
+    settings: &Settings,
+    partners: u64,
+    sample: u64,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use keyward_core::{Email, KeyPair, PartnerId};
+    use keyward_server::crypto::secret_key_aad;
+    use keyward_server::store::ImportedPartner;
+    use std::io::Write;
+    let (store, cipher) = keyward_server::startup::open_store_and_cipher(settings).await?;
+    let every = (partners / sample.max(1)).max(1);
+    let mut samples = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let now = chrono::Utc::now().timestamp_millis();
+    let started = std::time::Instant::now();
+    let mut batch = Vec::with_capacity(5_000);
+    for i in 0..partners {
+        let keys = KeyPair::generate(&mut rand::rngs::OsRng);
+        let id = PartnerId::new_v7();
+        let key_id = uuid::Uuid::now_v7().to_string();
+        let secret = keys.secret.expose_secret();
+        let ciphertext =
+            cipher.encrypt(secret.as_bytes(), &secret_key_aad(id.as_str(), &key_id))?;
+        if i % every == 0 {
+            let body = keyward_core::signature::sign_body(
+                format!(r#"{{"bench":{i}}}"#).as_bytes(),
+                &keys.secret,
+                keyward_core::signature::MessageForm::AsSent,
+            )?;
+            let line = serde_json::json!({"public_key": keys.public.as_str(), "body": body});
+            writeln!(samples, "{line}")?;
+        }
+        batch.push(ImportedPartner {
+            id,
+            code: PartnerCode::parse(&format!("BENCH-{i:08}")).context("a bench code")?,
+            email: Email::parse(&format!("p{i}@bench.example")).context("a bench email")?,
+            key_id,
+            public_key_hash: keys.public.hash(),
+            public_key_hint: keys.public.redacted(),
+            secret_ciphertext: ciphertext,
+            created_at: now,
+        });
+        if batch.len() == 5_000 || i + 1 == partners {
+            store.import_active_partners(&batch).await?;
+            batch.clear();
+            eprint!("\r{} of {partners} partners stored", i + 1);
+        }
+    }
+    samples.flush()?;
+    eprintln!(
+        "\n{partners} partners in {:.1} s; {} signed samples in {}",
+        started.elapsed().as_secs_f64(),
+        partners.div_ceil(every),
+        out.display()
+    );
+    Ok(())
 }
 
 /// Who runs an operator command, for the audit log.

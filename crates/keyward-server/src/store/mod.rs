@@ -7,7 +7,9 @@
 //! Secrets never reach this layer in the clear: public keys and link tokens arrive as SHA-256
 //! hashes, secret keys and email bodies as AES-256-GCM ciphertexts.
 
+mod bulk;
 mod outbox;
+pub use bulk::ImportedPartner;
 pub use outbox::ClaimedEmail;
 pub mod postgres;
 mod records;

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""keyward's authentication path, side by side in one run (issue: the hot path at the machine's
+ceiling). For each backend and each store size it fills a fresh store with N active partners
+(`keyward bench-fill`, bulk SQL through the store's own code), starts a release `keyward serve`
+with the gateway in front of a trivial nginx upstream, and measures with wrk, alternating the
+targets over several rounds and taking medians (the machine is shared and noisy; ratios to
+/healthz of the same server are what hold):
+
+  healthz        GET /healthz                          (the server's own ceiling)
+  whoami         signed WhoAmI, cycling through 256 partners spread over the store
+  verify         POST /internal/v1/verify with a service token, same partners
+  gateway        GET through the gateway to nginx, signed (reads are not single-use)
+  upstream       nginx hit directly                    (the gateway's ceiling)
+  unknown_key    WhoAmI with well-formed keys never issued (rejections must not be slower)
+  bad_signature  WhoAmI with a tampered body
+  onboard        OnboardPartner with fresh codes (smallest size only)
+
+It writes the table between the markers in docs/benchmarks.md and a chart, bench/results.svg.
+
+  bench/compare.py                                # SQLite and PostgreSQL; 1k, 100k, 1M
+  BENCH_SIZES=1000,100000 BENCH_BACKENDS=sqlite bench/compare.py
+Knobs: BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_CONNECTIONS (64), BENCH_POSTGRES_URL
+(postgres://postgres@127.0.0.1:5432/postgres), BENCH_NO_WRITE=1 to print only.
+Needs wrk and nginx (apt-get install wrk nginx) and, for PostgreSQL, psql.
+"""
+import json, os, random, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BINARY = ROOT / "target/release/keyward"
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
+SIZES = [int(s) for s in os.environ.get("BENCH_SIZES", "1000,100000,1000000").split(",")]
+BACKENDS = os.environ.get("BENCH_BACKENDS", "sqlite,postgres").split(",")
+PG = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+TARGETS = ["healthz", "whoami", "verify", "gateway", "upstream", "unknown_key", "bad_signature"]
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, seconds=30):
+    import urllib.request
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except Exception:
+            time.sleep(0.1)
+    sys.exit(f"{url} did not come up")
+
+
+def unknown_key():
+    """A well-formed public key (SPEC §1 checksum) that was never issued."""
+    body = "pk_partner_" + "".join(random.choice(BASE62) for _ in range(30))
+    value, digits = zlib.crc32(body.encode()), ""
+    for _ in range(6):
+        digits = BASE62[value % 62] + digits
+        value //= 62
+    return body + digits
+
+
+def tamper(body):
+    """The signed body with its signature's first hex digit changed."""
+    i = body.index('"signature":"') + len('"signature":"')
+    return body[:i] + ("0" if body[i] != "0" else "1") + body[i + 1:]
+
+
+def start_nginx(work):
+    port = free_port()
+    conf = work / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1; daemon off; pid {work}/nginx.pid; error_log {work}/nginx.err;
+events {{ worker_connections 1024; }}
+http {{ access_log off;
+  client_body_temp_path {work}; proxy_temp_path {work}; fastcgi_temp_path {work};
+  uwsgi_temp_path {work}; scgi_temp_path {work};
+  server {{ listen 127.0.0.1:{port}; location / {{ default_type application/json; return 200 '{{"ok":true}}'; }} }}
+}}""")
+    nginx = subprocess.Popen(["nginx", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/")
+    return nginx, f"http://127.0.0.1:{port}"
+
+
+def wrk(url, mode, samples, token, seconds):
+    env = dict(os.environ, BENCH_MODE=mode, BENCH_SAMPLES=str(samples), BENCH_TOKEN=token)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(ROOT / "bench/targets.lua"), url],
+        env=env, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {p: re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out) for p in ("50", "99")}
+    def ms(m):
+        return float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    failed = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, errors.groups())) if errors else 0)
+    return {"rps": rps, "p50": ms(lat["50"]), "p99": ms(lat["99"]), "requests": total, "errors": failed}
+
+
+def peak_rss_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_size(backend, size, upstream_url):
+    work = Path(tempfile.mkdtemp(prefix="keyward-bench-"))
+    env = dict(os.environ, KEYWARD_DATA_DIR=str(work), KEYWARD_LOG="warn")
+    db = None
+    if backend == "postgres":
+        db = f"keyward_bench_{os.getpid()}_{size}"
+        subprocess.run(["psql", PG, "-qc", f"CREATE DATABASE {db}"], check=True)
+        env["KEYWARD_DATABASE_URL"] = PG.rsplit("/", 1)[0] + "/" + db
+    try:
+        started = time.time()
+        subprocess.run([str(BINARY), "bench-fill", "--partners", str(size), "--out", str(work / "samples.jsonl")],
+                       env=env, check=True, stderr=subprocess.DEVNULL)
+        fill = time.time() - started
+        token = subprocess.run([str(BINARY), "service-token", "create", "bench"], env=env, check=True,
+                               capture_output=True, text=True).stdout.strip()
+        lines = []
+        for line in (work / "samples.jsonl").read_text().splitlines():
+            sample = json.loads(line)
+            verify = json.dumps({"authorization": "Bearer " + sample["public_key"], "body": sample["body"]})
+            lines.append("\t".join([sample["public_key"], sample["body"], verify, unknown_key(), tamper(sample["body"])]))
+        samples = work / "samples.tsv"
+        samples.write_text("\n".join(lines) + "\n")
+        port, internal = free_port(), free_port()
+        server = subprocess.Popen([str(BINARY), "serve"], env=dict(
+            env, KEYWARD_LISTEN=f"127.0.0.1:{port}", KEYWARD_INTERNAL_LISTEN=f"127.0.0.1:{internal}",
+            KEYWARD_UPSTREAM_URL=upstream_url, KEYWARD_IP_RATE_LIMIT_PER_MINUTE="100000000"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            public = f"http://127.0.0.1:{port}"
+            wait_http(public + "/healthz")
+            urls = {
+                "healthz": public + "/healthz", "whoami": public + "/api/v1/PartnerP2P/WhoAmI",
+                "verify": f"http://127.0.0.1:{internal}/internal/v1/verify",
+                "gateway": public + "/api/v1/PartnerP2P/Bench", "upstream": upstream_url + "/api/v1/PartnerP2P/Bench",
+                "unknown_key": public + "/api/v1/PartnerP2P/WhoAmI", "bad_signature": public + "/api/v1/PartnerP2P/WhoAmI",
+            }
+            for target in TARGETS:  # warm-up: caches, connection pools
+                wrk(urls[target], target, samples, token, 1)
+            rounds = {t: [] for t in TARGETS}
+            for r in range(ROUNDS):
+                order = TARGETS if r % 2 == 0 else list(reversed(TARGETS))
+                for target in order:
+                    rounds[target].append(wrk(urls[target], target, samples, token, SECONDS))
+            onboard = None
+            if size == min(SIZES):
+                onboard = [wrk(public + "/api/v1/no-auth/PartnerP2P/OnboardPartner", "onboard", samples, token, SECONDS)
+                           for _ in range(ROUNDS)]
+            rss = peak_rss_mib(server.pid)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+        result = {t: {k: statistics.median(run[k] for run in runs) for k in runs[0]} for t, runs in rounds.items()}
+        if onboard:
+            result["onboard"] = {k: statistics.median(run[k] for run in onboard) for k in onboard[0]}
+        return {"backend": backend, "size": size, "fill_seconds": fill, "peak_rss_mib": rss, "targets": result}
+    finally:
+        if db:
+            subprocess.run(["psql", PG, "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def table(results):
+    rows = ["| backend | partners | target | req/s | ratio | p50 ms | p99 ms | errors | peak RSS |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        t = r["targets"]
+        for name, m in t.items():
+            base = t["upstream"]["rps"] if name == "gateway" else t["healthz"]["rps"]
+            ratio = "" if name in ("healthz", "upstream", "onboard") else f"{m['rps'] / base:.2f}×" + (" of direct" if name == "gateway" else "")
+            expected = name in ("unknown_key", "bad_signature")
+            errors = f"{m['errors']:.0f} (401 expected)" if expected else f"{m['errors']:.0f}"
+            rows.append(f"| {r['backend']} | {r['size']:,} | {name} | {m['rps']:,.0f} | {ratio} | {m['p50']:.2f} | "
+                        f"{m['p99']:.2f} | {errors} | {r['peak_rss_mib']:.0f} MiB |")
+    return "\n".join(rows)
+
+
+def chart(results):
+    """req/s against partners (log scale), one panel per backend, one line per target."""
+    colors = {"healthz": "#888", "whoami": "#1f77b4", "verify": "#2ca02c", "gateway": "#d62728",
+              "upstream": "#bbb", "unknown_key": "#9467bd", "bad_signature": "#8c564b"}
+    backends = [b for b in BACKENDS if any(r["backend"] == b for r in results)]
+    w, h, pad = 460, 300, 50
+    top = max(m["rps"] for r in results for m in r["targets"].values()) * 1.1
+    import math
+    sizes = sorted({r["size"] for r in results})
+    lo, hi = math.log10(min(sizes)), math.log10(max(sizes)) + 1e-9
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w * len(backends)}" height="{h + 40}" font-family="sans-serif" font-size="11">']
+    for i, backend in enumerate(backends):
+        ox = i * w
+        x = lambda s: ox + pad + (math.log10(s) - lo) / (hi - lo or 1) * (w - 2 * pad)
+        y = lambda v: h - pad + 10 - v / top * (h - 2 * pad)
+        parts.append(f'<text x="{ox + w / 2}" y="16" text-anchor="middle" font-weight="bold">{backend}: req/s by partners in the store</text>')
+        parts.append(f'<line x1="{ox + pad}" y1="{y(0)}" x2="{ox + w - pad}" y2="{y(0)}" stroke="black"/>')
+        parts.append(f'<line x1="{ox + pad}" y1="{y(0)}" x2="{ox + pad}" y2="{y(top)}" stroke="black"/>')
+        for s in sizes:
+            parts.append(f'<text x="{x(s)}" y="{y(0) + 14}" text-anchor="middle">{s:,}</text>')
+        for v in range(0, int(top), max(1, int(top / 5) // 1000 * 1000)):
+            parts.append(f'<text x="{ox + pad - 4}" y="{y(v) + 4}" text-anchor="end">{v // 1000}k</text>')
+        for j, (target, color) in enumerate(colors.items()):
+            points = [(r["size"], r["targets"][target]["rps"]) for r in results if r["backend"] == backend and target in r["targets"]]
+            points.sort()
+            if points:
+                path = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in points)
+                parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>')
+                parts.append(f'<text x="{ox + w - pad + 2}" y="{y(points[-1][1]) + 4}" fill="{color}">{target}</text>' if False else "")
+            parts.append(f'<rect x="{ox + pad + (j % 4) * 95}" y="{h + 8 + (j // 4) * 14}" width="10" height="3" fill="{color}"/>'
+                         f'<text x="{ox + pad + (j % 4) * 95 + 14}" y="{h + 13 + (j // 4) * 14}">{target}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def main():
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool):
+            sys.exit(f"bench/compare.py needs {tool}: apt-get install {tool}")
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "keyward"], cwd=ROOT, check=True)
+    work = Path(tempfile.mkdtemp(prefix="keyward-nginx-"))
+    nginx, upstream = start_nginx(work)
+    results = []
+    try:
+        for backend in BACKENDS:
+            for size in SIZES:
+                print(f"{backend}, {size:,} partners …", file=sys.stderr, flush=True)
+                result = run_size(backend, size, upstream)
+                results.append(result)
+                print(json.dumps(result), flush=True)
+    finally:
+        nginx.terminate()
+        shutil.rmtree(work, ignore_errors=True)
+    header = (f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores, wrk -t1 "
+              f"-c{CONNECTIONS}, {ROUNDS} rounds of {SECONDS} s per target, targets alternated, medians.")
+    text = header + "\n\n" + table(results) + "\n"
+    print(text)
+    if os.environ.get("BENCH_NO_WRITE"):
+        return
+    (ROOT / "bench/results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (ROOT / "bench/results.svg").write_text(chart(results) + "\n")
+    doc = ROOT / "docs/benchmarks.md"
+    current = doc.read_text()
+    start, end = "<!-- bench:compare:start -->", "<!-- bench:compare:end -->"
+    if start in current:
+        before, rest = current.split(start, 1)
+        after = rest.split(end, 1)[1]
+        doc.write_text(before + start + "\n" + text + end + after)
+    else:
+        doc.write_text(current + "\n" + start + "\n" + text + end + "\n")
+
+
+if __name__ == "__main__":
+    main()
