@@ -179,7 +179,9 @@ def table(results):
         t = r["targets"]
         for name, m in t.items():
             base = t["upstream"]["rps"] if name == "gateway" else t["healthz"]["rps"]
-            ratio = "" if name in ("healthz", "upstream", "onboard") else f"{m['rps'] / base:.2f}×" + (" of direct" if name == "gateway" else "")
+            ratio = "" if name in ("healthz", "upstream", "onboard") else f"{m['rps'] / base:.2f}×"
+            if name == "gateway":
+                ratio += f" of direct ({m['rps'] / t['healthz']['rps']:.2f}× of healthz)"
             expected = name in ("unknown_key", "bad_signature")
             errors = f"{m['errors']:.0f} (401 expected)" if expected else f"{m['errors']:.0f}"
             rows.append(f"| {r['backend']} | {r['size']:,} | {name} | {m['rps']:,.0f} | {ratio} | {m['p50']:.2f} | "
