@@ -217,7 +217,6 @@ def chart(results):
             if points:
                 path = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in points)
                 parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>')
-                parts.append(f'<text x="{ox + w - pad + 2}" y="{y(points[-1][1]) + 4}" fill="{color}">{target}</text>' if False else "")
             parts.append(f'<rect x="{ox + pad + (j % 4) * 95}" y="{h + 8 + (j // 4) * 14}" width="10" height="3" fill="{color}"/>'
                          f'<text x="{ox + pad + (j % 4) * 95 + 14}" y="{h + 13 + (j // 4) * 14}">{target}</text>')
     parts.append("</svg>")

@@ -85,8 +85,15 @@ impl KeyCache {
         self.bound
     }
 
-    pub fn entries(&self) -> u64 {
-        self.cache.as_ref().map_or(0, Cache::entry_count)
+    /// How many keys (known or not) the cache holds, once its pending bookkeeping is done.
+    pub async fn entries(&self) -> u64 {
+        match &self.cache {
+            Some(cache) => {
+                cache.run_pending_tasks().await;
+                cache.entry_count()
+            }
+            None => 0,
+        }
     }
 
     /// What the store says of the key with this hash, at most `bound` ago.

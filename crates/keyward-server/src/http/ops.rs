@@ -58,7 +58,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response> {
     state.metrics.render(&mut out);
     state
         .metrics
-        .render_key_cache(state.key_cache.entries(), &mut out);
+        .render_key_cache(state.key_cache.entries().await, &mut out);
     let outbox = state.store.outbox_stats().await?;
     out.push_str("# HELP keyward_outbox_emails Emails in the outbox by state.\n# TYPE keyward_outbox_emails gauge\n");
     for (label, value) in [

@@ -144,3 +144,68 @@ async fn no_node_accepts_a_suspended_partner_once_the_cli_returns() {
     );
     judge(answers, handles, stop, acknowledged, 403).await;
 }
+
+/// The value of one sample of `/metrics`, by its full name with labels.
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.internal_address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not in /metrics:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_cold_key_asked_for_64_times_at_once_is_read_once() {
+    let app = spawn_app_with(|s| s.key_cache = Duration::from_secs(30)).await;
+    let partner = app.onboarded_partner("HOT", "ops@hot.example").await;
+    let stranger = keyward_core::KeyPair::generate(&mut rand::rngs::OsRng).public;
+    let raw = sign("{}", &partner.secret_key);
+    let app = &app;
+    let send = |key: String| {
+        let raw = raw.clone();
+        async move {
+            let authorization = format!("Bearer {key}");
+            app.post_raw(WHOAMI, &raw, Some(&authorization))
+                .await
+                .status()
+                .as_u16()
+        }
+    };
+
+    let known = futures::future::join_all((0..64).map(|_| send(partner.public_key.clone()))).await;
+    let unknown = futures::future::join_all((0..64).map(|_| send(stranger.to_string()))).await;
+
+    assert_eq!(tally(&known), [(200, 64)].into());
+    assert_eq!(tally(&unknown), [(401, 64)].into());
+    // One read for the known key and one for the unknown one; everything else from the cache.
+    let miss = r#"keyward_key_cache_requests_total{result="miss"}"#;
+    let hit = r#"keyward_key_cache_requests_total{result="hit"}"#;
+    assert_eq!(metric(app, miss).await, 2.0);
+    assert_eq!(metric(app, hit).await, 126.0);
+    assert_eq!(metric(app, "keyward_key_cache_entries").await, 2.0);
+}
+
+#[tokio::test]
+async fn with_the_cache_off_every_request_reads_the_store() {
+    let app = spawn_app_with(|s| s.key_cache = Duration::ZERO).await;
+    let partner = app.onboarded_partner("COLD", "ops@cold.example").await;
+    for _ in 0..3 {
+        assert_eq!(app.whoami(&partner).await.status(), 200);
+    }
+    assert_eq!(
+        app.regenerate(&partner, "ops@cold.example").await.status(),
+        200
+    );
+    let link = app.link_in_email("ops@cold.example", 2).await;
+    app.redeem(&link, "COLD").await;
+    assert_eq!(error_of(app.whoami(&partner).await).await.1, "revoked_key");
+    assert_eq!(metric(&app, "keyward_key_cache_entries").await, 0.0);
+    assert_eq!(metric(&app, "keyward_wait_out_seconds_count").await, 0.0);
+}
