@@ -140,6 +140,13 @@ settings! {
     upstream_single_use: bool,
     /// How stale a node's view of a key or service token may be, in ms (SPEC §6); 0: none.
     key_cache_ms: u64,
+    /// Open connections per listener; past it a new one gets 503 and is closed.
+    max_connections: u32,
+    /// To send a request's headers, counted from when the connection could send one (so it
+    /// also closes idle keep-alive connections).
+    header_read_timeout_ms: u64,
+    /// To send a request's body, counted from the end of its headers.
+    body_read_timeout_ms: u64,
 }
 
 /// `KEYWARD_*` variables that are not settings of the server: they name the config file, or
@@ -190,6 +197,8 @@ pub struct Settings {
     /// How stale a node's view of a key or service token may be (SPEC §6); zero: no cache.
     /// Changes that must hold on every node are acknowledged only after it has passed.
     pub key_cache: std::time::Duration,
+    /// What protects each listener from slow, idle and too many connections.
+    pub connection_limits: crate::listener::ConnectionLimits,
 }
 
 /// Where the gateway forwards authenticated requests, and how.
@@ -372,7 +381,28 @@ impl RawSettings {
         if key_cache_ms > 60_000 {
             bail!("KEYWARD_KEY_CACHE_MS must be at most 60000 (a minute): every revocation waits this long");
         }
+        let timeout = |variable: &str, ms: Option<u64>, default: u64| {
+            let ms = ms.unwrap_or(default);
+            if !(100..=600_000).contains(&ms) {
+                bail!("{variable} must be between 100 and 600000 (milliseconds)");
+            }
+            Ok(std::time::Duration::from_millis(ms))
+        };
+        let connection_limits = crate::listener::ConnectionLimits {
+            max_connections: usize::try_from(self.max_connections.unwrap_or(10_000).max(1))?,
+            header_read_timeout: timeout(
+                "KEYWARD_HEADER_READ_TIMEOUT_MS",
+                self.header_read_timeout_ms,
+                10_000,
+            )?,
+            body_read_timeout: timeout(
+                "KEYWARD_BODY_READ_TIMEOUT_MS",
+                self.body_read_timeout_ms,
+                30_000,
+            )?,
+        };
         Ok(Settings {
+            connection_limits,
             key_cache: std::time::Duration::from_millis(key_cache_ms),
             internal_listen,
             upstream,
@@ -512,12 +542,13 @@ mod tests {
                 || name.ends_with("per_hour")
                 || name.ends_with("attempts")
                 || name.ends_with("connections")
+                || name.ends_with("timeout_ms")
             {
                 "5"
             } else if name.starts_with("migrate") || name.ends_with("single_use") {
                 "on"
             } else if name.ends_with("_ms") {
-                "5"
+                "500"
             } else {
                 "x"
             };

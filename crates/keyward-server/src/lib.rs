@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod error;
 pub mod flows;
 pub mod http;
+pub mod listener;
 pub mod mail;
 pub mod metrics;
 pub mod ratelimit;

@@ -12,7 +12,6 @@ use crate::state::AppState;
 use crate::store::Store;
 use anyhow::{bail, Context};
 use secrecy::ExposeSecret;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -49,6 +48,19 @@ impl Application {
                 settings.data_dir.display()
             )
         })?;
+        // Connections are files: take every descriptor we may, and keep the caps within them.
+        let open_files = crate::listener::raise_open_file_limit();
+        let budget = usize::try_from(open_files.saturating_sub(256) / 2)
+            .unwrap_or(usize::MAX)
+            .max(16);
+        if settings.connection_limits.max_connections > budget {
+            tracing::warn!(
+                open_files,
+                max_connections = budget,
+                "KEYWARD_MAX_CONNECTIONS lowered to fit the open-file limit"
+            );
+            settings.connection_limits.max_connections = budget;
+        }
         let (store, cipher) = open_store_and_cipher(&settings).await?;
         let transport = match overrides.transport {
             Some(t) => t,
@@ -138,9 +150,15 @@ impl Application {
         };
         let worker = tokio::spawn(worker.run(self.stop.clone()));
         let janitor = tokio::spawn(janitor(self.state.clone(), self.stop.clone()));
+        let limits = self.state.settings.connection_limits;
         let internal = self.internal.map(|listener| {
             let app = crate::http::internal_app(self.state.clone());
-            tokio::spawn(serve(listener, app, self.stop.clone()))
+            tokio::spawn(crate::listener::serve(
+                listener,
+                app,
+                limits,
+                self.stop.clone(),
+            ))
         });
         let stop = self.stop.clone();
         let signal = tokio::spawn(async move {
@@ -149,9 +167,10 @@ impl Application {
                 () = shutdown_signal() => stop.cancel(),
             }
         });
-        let public = serve(
+        let public = crate::listener::serve(
             self.listener,
             crate::http::app(self.state.clone()),
+            limits,
             self.stop.clone(),
         )
         .await;
@@ -182,21 +201,6 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
     tracing::info!("shutting down");
-}
-
-/// Serves `app` on `listener` until `stop` is cancelled, then lets requests in flight finish.
-async fn serve(
-    listener: TcpListener,
-    app: axum::Router,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stop.cancelled().await })
-    .await
-    .context("the HTTP server failed")
 }
 
 /// Housekeeping: every 5 s, records when service tokens were last used; every minute,
