@@ -140,6 +140,8 @@ settings! {
     upstream_single_use: bool,
     /// How stale a node's view of a key or service token may be, in ms (SPEC §6); 0: none.
     key_cache_ms: u64,
+    /// Which header the trusted proxies write: `x-forwarded-for` or `forwarded` (RFC 7239).
+    forwarded_header: String,
     /// Open connections per listener; past it a new one gets 503 and is closed.
     max_connections: u32,
     /// To send a request's headers, counted from when the connection could send one (so it
@@ -181,6 +183,8 @@ pub struct Settings {
     pub smtp_url: Option<SecretString>,
     pub mail_from: Mailbox,
     pub trusted_proxies: Vec<IpNet>,
+    /// The header the trusted proxies write; the other is ignored.
+    pub forwarded_header: ForwardedHeader,
     pub onboarding_link_ttl: chrono::TimeDelta,
     pub regeneration_link_ttl: chrono::TimeDelta,
     pub freshness_window: chrono::TimeDelta,
@@ -235,6 +239,17 @@ impl std::fmt::Display for PublicUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Which header the trusted proxies write (`KEYWARD_FORWARDED_HEADER`). Only that one is
+/// read: a proxy that appends to one header passes the other through from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
 }
 
 #[derive(Debug, Clone)]
@@ -401,7 +416,18 @@ impl RawSettings {
                 30_000,
             )?,
         };
+        let forwarded_header = match self
+            .forwarded_header
+            .as_deref()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("x-forwarded-for") => ForwardedHeader::XForwardedFor,
+            Some("forwarded") => ForwardedHeader::Forwarded,
+            Some(_) => bail!("KEYWARD_FORWARDED_HEADER must be x-forwarded-for or forwarded"),
+        };
         Ok(Settings {
+            forwarded_header,
             connection_limits,
             key_cache: std::time::Duration::from_millis(key_cache_ms),
             internal_listen,
@@ -545,6 +571,8 @@ mod tests {
                 || name.ends_with("timeout_ms")
             {
                 "5"
+            } else if name == &"forwarded_header" {
+                "forwarded"
             } else if name.starts_with("migrate") || name.ends_with("single_use") {
                 "on"
             } else if name.ends_with("_ms") {

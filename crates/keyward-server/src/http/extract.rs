@@ -2,6 +2,7 @@
 //! errors for each), the partner's `Authorization` header, the client's IP (X-Forwarded-For
 //! only from trusted proxies), and field validation that reports every bad field at once.
 
+use super::forwarded::{client_address, ForwardedHeader};
 use crate::error::Error;
 use crate::flows::Authorization;
 use crate::state::AppState;
@@ -177,8 +178,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorization {
     }
 }
 
-/// The client's address: the TCP peer, or, when the peer is a trusted proxy, the nearest
-/// address in `X-Forwarded-For` that is not itself a trusted proxy.
+/// The client's address: the TCP peer, or, when the peer is a trusted proxy, what the
+/// proxies report (see `forwarded.rs`).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
@@ -198,30 +199,23 @@ where
             .ok_or_else(|| {
                 Error::Unexpected(anyhow::anyhow!("no peer address on the connection"))
             })?;
-        let trusted = |ip: &IpAddr| {
-            state
-                .settings
-                .trusted_proxies
-                .iter()
-                .any(|net| net.contains(ip))
+        let settings = &state.settings;
+        let header = match settings.forwarded_header {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
         };
-        if !trusted(&peer) {
-            return Ok(ClientIp(peer));
-        }
-        let forwarded: Vec<IpAddr> = parts
+        let values = parts
             .headers
-            .get_all("x-forwarded-for")
+            .get_all(header)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .map(canonical)
-            .collect();
-        let client = forwarded
-            .into_iter()
-            .rev()
-            .find(|ip| !trusted(ip))
-            .unwrap_or(peer);
+            // A value that is not text is unreadable: it ends the walk at the last trusted hop.
+            .map(|v| v.to_str().unwrap_or("unknown"));
+        let client = client_address(
+            peer,
+            &settings.trusted_proxies,
+            settings.forwarded_header,
+            values,
+        );
         Ok(ClientIp(client))
     }
 }

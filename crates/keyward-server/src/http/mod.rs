@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod forwarded;
 pub mod gateway;
 pub mod internal;
 pub mod keys;

@@ -8,6 +8,7 @@ mod database;
 mod docs;
 mod errors;
 mod flow;
+mod forwarding;
 mod gateway;
 mod helpers;
 mod integration;
