@@ -126,7 +126,11 @@ settings! {
     replay_window_secs: u64,
     ip_rate_limit_per_minute: u32,
     partner_links_per_hour: u32,
+    /// Emails anyone could cause (onboarding, lost keys) to one address per hour.
+    recipient_emails_per_hour: u32,
     outbox_max_attempts: u32,
+    /// Sent emails are deleted from the outbox after this many hours.
+    outbox_retention_hours: u64,
     migrate_on_start: bool,
     log: String,
     /// The internal listener (verify API, `/metrics`), or `off`.
@@ -191,7 +195,9 @@ pub struct Settings {
     pub replay_window: chrono::TimeDelta,
     pub ip_rate_limit_per_minute: u32,
     pub partner_links_per_hour: u32,
+    pub recipient_emails_per_hour: u32,
     pub outbox_max_attempts: u32,
+    pub outbox_retention: chrono::TimeDelta,
     pub migrate_on_start: bool,
     pub log: String,
     /// `None` when the internal listener is `off`.
@@ -459,6 +465,13 @@ impl RawSettings {
             )?,
             ip_rate_limit_per_minute: self.ip_rate_limit_per_minute.unwrap_or(60),
             partner_links_per_hour: self.partner_links_per_hour.unwrap_or(10),
+            recipient_emails_per_hour: self.recipient_emails_per_hour.unwrap_or(20),
+            outbox_retention: seconds(
+                "KEYWARD_OUTBOX_RETENTION_HOURS",
+                self.outbox_retention_hours
+                    .unwrap_or(168)
+                    .saturating_mul(3600),
+            )?,
             outbox_max_attempts: self.outbox_max_attempts.unwrap_or(12).max(1),
             migrate_on_start: self.migrate_on_start.unwrap_or(true),
             log: self.log.unwrap_or_else(|| "info".into()),
@@ -566,6 +579,7 @@ mod tests {
             let value = if name.ends_with("secs")
                 || name.ends_with("per_minute")
                 || name.ends_with("per_hour")
+                || name.ends_with("_hours")
                 || name.ends_with("attempts")
                 || name.ends_with("connections")
                 || name.ends_with("timeout_ms")

@@ -16,9 +16,32 @@ pub struct Metrics {
     key_cache_misses: AtomicU64,
     wait_outs: AtomicU64,
     wait_out_micros: AtomicU64,
+    emails_sent: AtomicU64,
+    /// The outbox's backlog as last counted, and when: counted at most every few seconds,
+    /// however often `/metrics` is scraped.
+    pub outbox_backlog: tokio::sync::Mutex<Option<(std::time::Instant, (i64, i64))>>,
 }
 
 impl Metrics {
+    /// An email this node sent.
+    pub fn email_sent(&self) {
+        self.emails_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render_outbox(&self, pending: i64, dead: i64, out: &mut String) {
+        let sent = self.emails_sent.load(Ordering::Relaxed);
+        let _ = write!(
+            out,
+            "# HELP keyward_outbox_emails Emails in the outbox waiting to be sent or dead-lettered (counted at most every 5 s).\n\
+             # TYPE keyward_outbox_emails gauge\n\
+             keyward_outbox_emails{{state=\"pending\"}} {pending}\n\
+             keyward_outbox_emails{{state=\"dead\"}} {dead}\n\
+             # HELP keyward_outbox_sent_total Emails this node sent.\n\
+             # TYPE keyward_outbox_sent_total counter\n\
+             keyward_outbox_sent_total {sent}\n"
+        );
+    }
+
     pub fn key_cache(&self, hit: bool) {
         let counter = if hit {
             &self.key_cache_hits

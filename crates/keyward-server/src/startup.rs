@@ -147,6 +147,7 @@ impl Application {
             clock: self.state.clock.clone(),
             wake: self.state.outbox_wake.clone(),
             max_attempts: self.state.settings.outbox_max_attempts,
+            metrics: self.state.metrics.clone(),
         };
         let worker = tokio::spawn(worker.run(self.stop.clone()));
         let janitor = tokio::spawn(janitor(self.state.clone(), self.stop.clone()));
@@ -204,7 +205,8 @@ async fn shutdown_signal() {
 }
 
 /// Housekeeping: every 5 s, records when service tokens were last used; every minute,
-/// forgets replay records whose window has passed.
+/// forgets replay records whose window has passed and deletes emails sent longer ago than the
+/// retention period.
 async fn janitor(state: AppState, stop: CancellationToken) {
     let mut ticks: u64 = 0;
     loop {
@@ -223,6 +225,14 @@ async fn janitor(state: AppState, stop: CancellationToken) {
                 .await
             {
                 tracing::warn!(error = %e, "could not purge old replay records");
+            }
+            let before = state.clock.now() - state.settings.outbox_retention;
+            if let Err(e) = state
+                .store
+                .prune_sent_emails(before.timestamp_millis())
+                .await
+            {
+                tracing::warn!(error = %e, "could not prune sent emails");
             }
         }
     }

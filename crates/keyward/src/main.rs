@@ -113,6 +113,8 @@ enum PartnerAction {
     Activate { code: String },
     /// Allow requests only from these addresses or CIDR blocks (none: allow any).
     AllowIps { code: String, cidrs: Vec<String> },
+    /// Delete a pending partner that never activated; its code becomes free.
+    Release { code: String },
 }
 
 #[derive(Subcommand)]
@@ -292,7 +294,8 @@ async fn partner(settings: &Settings, action: PartnerAction) -> anyhow::Result<(
         PartnerAction::Show { code }
         | PartnerAction::Suspend { code }
         | PartnerAction::Activate { code }
-        | PartnerAction::AllowIps { code, .. } => code,
+        | PartnerAction::AllowIps { code, .. }
+        | PartnerAction::Release { code } => code,
     };
     let code =
         PartnerCode::parse(code).context("a partner code is 1 to 64 of A-Z a-z 0-9 . _ -")?;
@@ -330,6 +333,13 @@ async fn partner(settings: &Settings, action: PartnerAction) -> anyhow::Result<(
         PartnerAction::Activate { .. } => {
             let partner = admin::activate(&store, &code, now, settings.key_cache).await?;
             println!("{} is active", partner.code);
+        }
+        PartnerAction::Release { .. } => {
+            let partner = admin::release(&store, &code, now).await?;
+            println!(
+                "{} is released: the code is free to onboard again",
+                partner.code
+            );
         }
         PartnerAction::AllowIps { cidrs, .. } => {
             let list = AllowedIps::parse(cidrs.iter().map(String::as_str))?;

@@ -13,6 +13,8 @@ pub enum AdminError {
     NoSuchPartner(PartnerCode),
     #[error("{0} has not redeemed its onboarding link yet; it becomes active when it does")]
     NotYetActive(PartnerCode),
+    #[error("{0} is not pending (it has keys): suspend it instead")]
+    NotPending(PartnerCode),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -86,6 +88,25 @@ async fn set_status(
         .await?;
     tx.commit().await?;
     partner.status = status;
+    Ok(partner)
+}
+
+/// Releases a pending partner that never activated: it and its links are deleted, and its
+/// code is free for anyone to onboard again.
+pub async fn release(store: &Store, code: &PartnerCode, now: i64) -> Result<Partner> {
+    let (mut tx, partner) = locked_partner(store, code).await?;
+    if !tx.delete_pending_partner(&partner.id).await? {
+        return Err(AdminError::NotPending(partner.code));
+    }
+    tx.audit(
+        Some(&partner.id),
+        "partner_released",
+        None,
+        Some("by operator"),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
     Ok(partner)
 }
 

@@ -7,7 +7,7 @@ use crate::crypto::secret_key_aad;
 use crate::error::{Error, Result};
 use crate::mail::EmailKind;
 use crate::state::AppState;
-use crate::store::{Link, NewKey};
+use crate::store::{Link, NewKey, Supersede};
 use chrono::{DateTime, SecondsFormat, Utc};
 use keyward_core::{
     ErrorCode, KeyPair, LinkPurpose, LinkToken, PartnerCode, PartnerId, PartnerStatus,
@@ -114,6 +114,10 @@ pub async fn redeem(
     if !tx.consume_link(&link.id, millis(now)).await? {
         return Err(ErrorCode::LinkUsed.into());
     }
+    // Any other unused link of the same kind is spent too (a signed one and one asked for
+    // without keys can both be open).
+    tx.supersede_links(&partner.id, link.purpose, Supersede::All, millis(now))
+        .await?;
     let revoked = tx.revoke_keys(&partner.id, millis(now)).await?;
     if link.purpose == LinkPurpose::Onboarding && partner.status == PartnerStatus::Pending {
         tx.set_partner_status(&partner.id, PartnerStatus::Active, millis(now))
@@ -147,6 +151,7 @@ pub async fn redeem(
             &partner.email,
             EmailKind::RegeneratedNotice,
             &context,
+            false,
             now,
         )
         .await?;

@@ -22,11 +22,11 @@ use crate::crypto::outbox_aad;
 use crate::error::{Error, Result};
 use crate::mail::{templates, EmailKind};
 use crate::state::AppState;
-use crate::store::{NewEmail, NewLink, Partner, Tx};
+use crate::store::{NewEmail, NewLink, Partner, Supersede, Tx};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use keyward_core::signature::{MessageForm, SignedBody};
-use keyward_core::{Email, LinkPurpose, LinkToken};
+use keyward_core::{Email, LinkPurpose, LinkToken, PartnerStatus};
 use rand::rngs::OsRng;
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -71,27 +71,75 @@ pub(crate) async fn commit_and_wake(state: &AppState, tx: Tx) -> Result<()> {
     Ok(())
 }
 
-/// At most `partner_links_per_hour` links a partner per hour (stops email bombing; counted
-/// in the database, so the limit holds across nodes).
+/// Who asked for a link: the key holder (a signed request) or anyone who knows a code and an
+/// email (onboarding, lost keys). The two have separate budgets, and anyone's request never
+/// cancels the key holder's link, so an attacker without the keys can never stop the key
+/// holder from rotating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Requester {
+    KeyHolder,
+    Anyone,
+}
+
+/// At most `partner_links_per_hour` links a partner per hour (stops email bombing; counted in
+/// the database, so the limit holds across nodes). Of an active partner's budget, requests
+/// without its keys may use only half: whatever an attacker who knows the code and the email
+/// does, the key holder keeps the other half to rotate with.
 pub(super) async fn enforce_partner_limit(
     state: &AppState,
     tx: &mut Tx,
     partner: &Partner,
+    requester: Requester,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    let limit = i64::from(state.settings.partner_links_per_hour);
     let since = millis(now) - HOUR_MS;
-    let issued = tx.links_issued_since(&partner.id, since).await?;
-    if issued < i64::from(state.settings.partner_links_per_hour) {
+    let total = tx.links_issued_since(&partner.id, None, since).await?;
+    if total >= limit {
+        let oldest = tx.oldest_link_since(&partner.id, None, since).await?;
+        return Err(rate_limited(oldest, now));
+    }
+    if requester == Requester::Anyone && partner.status == PartnerStatus::Active {
+        let unsigned = tx
+            .links_issued_since(&partner.id, Some(false), since)
+            .await?;
+        if unsigned >= limit / 2 {
+            let oldest = tx
+                .oldest_link_since(&partner.id, Some(false), since)
+                .await?;
+            return Err(rate_limited(oldest, now));
+        }
+    }
+    Ok(())
+}
+
+/// At most `recipient_emails_per_hour` emails that anyone could cause to one address, whatever
+/// the partner code (stops bombing a third party's mailbox with fresh codes). Counted in the
+/// database under a lock on the address, so it holds across nodes.
+pub(super) async fn enforce_recipient_limit(
+    state: &AppState,
+    tx: &mut Tx,
+    recipient: &Email,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let folded = recipient.folded();
+    tx.lock_recipient(&folded).await?;
+    let (sent, oldest) = tx
+        .unauthenticated_emails_since(&folded, millis(now) - HOUR_MS)
+        .await?;
+    if sent < i64::from(state.settings.recipient_emails_per_hour) {
         return Ok(());
     }
-    let oldest = tx
-        .oldest_link_since(&partner.id, since)
-        .await?
-        .unwrap_or(millis(now));
+    Err(rate_limited(oldest, now))
+}
+
+/// 429, with the time until the oldest of the counted events leaves the hour.
+fn rate_limited(oldest: Option<i64>, now: DateTime<Utc>) -> Error {
+    let oldest = oldest.unwrap_or(millis(now));
     let retry_after_ms = (oldest + HOUR_MS - millis(now)).max(1000);
-    Err(Error::RateLimited {
+    Error::RateLimited {
         retry_after_secs: u64::try_from((retry_after_ms + 999) / 1000).unwrap_or(3600),
-    })
+    }
 }
 
 #[derive(Serialize)]
@@ -103,15 +151,21 @@ struct LinkEmailContext<'a> {
 }
 
 /// Replaces the partner's unused links of this purpose with a new one and queues its email.
+/// A link anyone asked for replaces only links anyone asked for.
 pub(super) async fn issue_link(
     state: &AppState,
     tx: &mut Tx,
     partner: &Partner,
     purpose: LinkPurpose,
+    requester: Requester,
     now: DateTime<Utc>,
     ip: IpAddr,
 ) -> Result<()> {
-    tx.supersede_links(&partner.id, purpose, millis(now))
+    let which = match requester {
+        Requester::KeyHolder => Supersede::All,
+        Requester::Anyone => Supersede::UnsignedOnly,
+    };
+    tx.supersede_links(&partner.id, purpose, which, millis(now))
         .await?;
     let token = LinkToken::generate(&mut OsRng);
     let ttl = match purpose {
@@ -129,6 +183,7 @@ pub(super) async fn issue_link(
         created_at: millis(now),
         expires_at: millis(expires_at),
         requested_ip: Some(&ip_text),
+        signed: requester == Requester::KeyHolder,
     })
     .await?;
     let link_url = format!(
@@ -146,7 +201,17 @@ pub(super) async fn issue_link(
         expires_at: human_time(expires_at),
         requested_ip: ip_text.clone(),
     };
-    queue_email(state, tx, &partner.email, kind, &context, now).await?;
+    let unauthenticated = requester == Requester::Anyone;
+    queue_email(
+        state,
+        tx,
+        &partner.email,
+        kind,
+        &context,
+        unauthenticated,
+        now,
+    )
+    .await?;
     let event = format!("{}_link_issued", purpose.as_str());
     tx.audit(
         Some(&partner.id),
@@ -166,6 +231,7 @@ pub(super) async fn queue_email(
     recipient: &Email,
     kind: EmailKind,
     context: &impl Serialize,
+    unauthenticated: bool,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let rendered = templates::render(kind, context)
@@ -179,6 +245,7 @@ pub(super) async fn queue_email(
     tx.enqueue_email(&NewEmail {
         id: &id,
         recipient: recipient.as_str(),
+        unauthenticated,
         kind: kind.name(),
         body_ciphertext: &ciphertext,
         created_at: millis(now),

@@ -1,6 +1,8 @@
 //! `OnboardPartner`: a new partner, or a fresh link for a pending one.
 
-use super::{commit_and_wake, enforce_partner_limit, issue_link};
+use super::{
+    commit_and_wake, enforce_partner_limit, enforce_recipient_limit, issue_link, Requester,
+};
 use crate::clock::millis;
 use crate::error::Result;
 use crate::state::AppState;
@@ -20,7 +22,27 @@ pub async fn onboard(
 ) -> Result<()> {
     let now = state.clock.now();
     let mut tx = state.store.begin().await?;
-    let partner = match tx.partner_by_code_for_update(code).await? {
+    let existing = match tx.partner_by_code_for_update(code).await? {
+        // A pending partner whose onboarding links have all expired never activated: its
+        // code is free again (nobody can squat a code by onboarding and walking away).
+        Some(p)
+            if p.status == PartnerStatus::Pending
+                && !tx.has_usable_onboarding_link(&p.id, millis(now)).await? =>
+        {
+            tx.delete_pending_partner(&p.id).await?;
+            tx.audit(
+                Some(&p.id),
+                "partner_released",
+                Some(&ip.to_string()),
+                Some("its onboarding links had expired"),
+                millis(now),
+            )
+            .await?;
+            None
+        }
+        other => other,
+    };
+    let partner = match existing {
         None => {
             let id = PartnerId::new_v7();
             match tx.insert_partner(&id, code, email, millis(now)).await {
@@ -47,11 +69,13 @@ pub async fn onboard(
             }
         }
         Some(p) if p.status == PartnerStatus::Pending && email.matches(p.email.as_str()) => {
-            enforce_partner_limit(state, &mut tx, &p, now).await?;
+            enforce_partner_limit(state, &mut tx, &p, Requester::Anyone, now).await?;
             p
         }
         Some(_) => return Err(ErrorCode::PartnerExists.into()),
     };
-    issue_link(state, &mut tx, &partner, LinkPurpose::Onboarding, now, ip).await?;
+    enforce_recipient_limit(state, &mut tx, email, now).await?;
+    let link = LinkPurpose::Onboarding;
+    issue_link(state, &mut tx, &partner, link, Requester::Anyone, now, ip).await?;
     commit_and_wake(state, tx).await
 }

@@ -1,7 +1,8 @@
 //! Regeneration requests: signed (SPEC §3.2) and lost keys.
 
 use super::{
-    commit_and_wake, enforce_partner_limit, issue_link, replay_digest, Authenticated, ReplayPurpose,
+    commit_and_wake, enforce_partner_limit, enforce_recipient_limit, issue_link, replay_digest,
+    Authenticated, ReplayPurpose, Requester,
 };
 use crate::clock::millis;
 use crate::error::{Error, Result};
@@ -40,8 +41,19 @@ pub async fn request_regeneration(
         .partner_by_id_for_update(&auth.partner.id)
         .await?
         .ok_or(Error::from(ErrorCode::UnknownKey))?;
-    enforce_partner_limit(state, &mut tx, &partner, now).await?;
-    issue_link(state, &mut tx, &partner, LinkPurpose::Regeneration, now, ip).await?;
+    // The key holder's budget and link: nothing an attacker without the keys does touches them.
+    enforce_partner_limit(state, &mut tx, &partner, Requester::KeyHolder, now).await?;
+    let link = LinkPurpose::Regeneration;
+    issue_link(
+        state,
+        &mut tx,
+        &partner,
+        link,
+        Requester::KeyHolder,
+        now,
+        ip,
+    )
+    .await?;
     commit_and_wake(state, tx).await
 }
 
@@ -69,16 +81,29 @@ pub async fn request_regeneration_without_keys(
         PartnerStatus::Pending => LinkPurpose::Onboarding,
         PartnerStatus::Suspended => return Ok(()),
     };
-    match enforce_partner_limit(state, &mut tx, &partner, now).await {
+    let limits = async {
+        enforce_partner_limit(state, &mut tx, &partner, Requester::Anyone, now).await?;
+        enforce_recipient_limit(state, &mut tx, &partner.email, now).await
+    };
+    match limits.await {
         Ok(()) => {}
         // Over the limit this path answers as always and sends nothing; any other failure
         // (the database) is reported as such.
         Err(Error::RateLimited { .. }) => {
-            tracing::info!(partner_id = %partner.id, "lost-keys request over the per-partner limit: nothing sent");
+            tracing::info!(partner_id = %partner.id, "lost-keys request over the partner's or the address's limit: nothing sent");
             return Ok(());
         }
         Err(other) => return Err(other),
     }
-    issue_link(state, &mut tx, &partner, purpose, now, ip).await?;
+    issue_link(
+        state,
+        &mut tx,
+        &partner,
+        purpose,
+        Requester::Anyone,
+        now,
+        ip,
+    )
+    .await?;
     commit_and_wake(state, tx).await
 }

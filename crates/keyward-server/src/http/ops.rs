@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use keyward_core::wire::paths;
-use std::fmt::Write;
+/// How old the outbox counts on `/metrics` may be.
+const BACKLOG_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -59,15 +60,19 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response> {
     state
         .metrics
         .render_key_cache(state.key_cache.entries().await, &mut out);
-    let outbox = state.store.outbox_stats().await?;
-    out.push_str("# HELP keyward_outbox_emails Emails in the outbox by state.\n# TYPE keyward_outbox_emails gauge\n");
-    for (label, value) in [
-        ("pending", outbox.pending),
-        ("sent", outbox.sent),
-        ("dead", outbox.dead),
-    ] {
-        let _ = writeln!(out, "keyward_outbox_emails{{state=\"{label}\"}} {value}");
-    }
+    let (pending, dead) = {
+        // One count every few seconds at most, whoever polls and however often.
+        let mut backlog = state.metrics.outbox_backlog.lock().await;
+        match *backlog {
+            Some((at, counts)) if at.elapsed() < BACKLOG_MAX_AGE => counts,
+            _ => {
+                let stats = state.store.outbox_backlog().await?;
+                *backlog = Some((std::time::Instant::now(), (stats.pending, stats.dead)));
+                (stats.pending, stats.dead)
+            }
+        }
+    };
+    state.metrics.render_outbox(pending, dead, &mut out);
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -32,6 +32,7 @@ pub struct OutboxWorker {
     pub clock: Arc<dyn Clock>,
     pub wake: Arc<Notify>,
     pub max_attempts: u32,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Delay before attempt `attempts + 1`: 2 s, 4 s, 8 s … capped at 10 minutes.
@@ -79,7 +80,8 @@ impl OutboxWorker {
                 Ok(()) => {
                     claimed
                         .mark_sent(&self.store, millis(self.clock.now()))
-                        .await?
+                        .await?;
+                    self.metrics.email_sent();
                 }
                 Err(failure) => {
                     claimed

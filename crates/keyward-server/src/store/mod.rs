@@ -71,6 +71,15 @@ impl Backend {
         }
     }
 
+    /// A statement that takes a lock on one recipient address until the transaction ends, if
+    /// the backend needs one (SQLite's write transactions are serial already).
+    fn lock_recipient(self) -> Option<&'static str> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(postgres::LOCK_RECIPIENT),
+        }
+    }
+
     /// Appended to a `SELECT` of a row that the transaction goes on to decide about.
     fn lock_row(self) -> &'static str {
         match self {

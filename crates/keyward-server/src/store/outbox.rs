@@ -75,6 +75,34 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Emails waiting and dead-lettered, counted through the partial indexes on each (so the
+    /// cost is the backlog's size, not the outbox's). `sent` is not counted here.
+    pub async fn outbox_backlog(&self) -> Result<OutboxStats> {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let dead: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE dead_at IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(OutboxStats {
+            pending,
+            sent: 0,
+            dead,
+        })
+    }
+
+    /// Deletes emails sent before `before` (their bodies are long erased); returns how many.
+    pub async fn prune_sent_emails(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Every count, for the operator's `keyward outbox stats` (a full count of the table).
     pub async fn outbox_stats(&self) -> Result<OutboxStats> {
         let row = sqlx::query(
             "SELECT COALESCE(SUM(CASE WHEN sent_at IS NULL AND dead_at IS NULL THEN 1 ELSE 0 END), 0) AS pending, \

@@ -111,6 +111,9 @@ pub struct NewLink<'a> {
     pub partner_id: &'a PartnerId,
     pub purpose: LinkPurpose,
     pub token_hash: &'a TokenHash,
+    /// Requested with the partner's keys (a separate budget; never superseded by a request
+    /// without them).
+    pub signed: bool,
     pub created_at: i64,
     pub expires_at: i64,
     pub requested_ip: Option<&'a str>,
@@ -128,6 +131,9 @@ pub struct NewKey<'a> {
 pub struct NewEmail<'a> {
     pub id: &'a str,
     pub recipient: &'a str,
+    /// Anyone could have caused it (an onboarding or lost-keys link): it counts towards the
+    /// recipient's limit.
+    pub unauthenticated: bool,
     pub kind: &'a str,
     pub body_ciphertext: &'a [u8],
     pub created_at: i64,
@@ -153,6 +159,16 @@ pub struct FailedAttempt<'a> {
 }
 
 pub(super) const QUEUED_EMAIL_COLUMNS: &str = "id, recipient, kind, body_ciphertext, attempts";
+
+/// Which unused links a new one replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Supersede {
+    /// Every unused link of the purpose (a request made with the partner's keys).
+    All,
+    /// Only those requested without keys: an unauthenticated request never cancels a link
+    /// the key holder asked for.
+    UnsignedOnly,
+}
 
 /// Counts of the outbox, for operators and `/metrics`.
 #[derive(Debug, Default, Clone, Copy)]

@@ -1,11 +1,12 @@
 //! One write transaction and what can be done in it.
 
-use super::records::{NewEmail, NewKey, NewLink, Partner};
+use super::records::{NewEmail, NewKey, NewLink, Partner, Supersede};
 use super::{link_with_partner, partner_where, Backend, Link, Result};
 use keyward_core::{
     AllowedIps, Email, LinkPurpose, PartnerCode, PartnerId, PartnerStatus, TokenHash,
 };
 use sqlx::Any;
+use sqlx::Row;
 
 /// One write transaction. Rolled back when dropped without [`Tx::commit`].
 pub struct Tx {
@@ -97,13 +98,21 @@ impl Tx {
         link_with_partner(&mut self.tx, token_hash, lock).await
     }
 
-    /// How many links were issued to the partner since `since` (the per-partner email limit).
-    pub async fn links_issued_since(&mut self, partner_id: &PartnerId, since: i64) -> Result<i64> {
+    /// How many links were issued to the partner since `since`: all of them, or only the
+    /// signed (or unsigned) ones (the per-partner email limit).
+    pub async fn links_issued_since(
+        &mut self,
+        partner_id: &PartnerId,
+        signed: Option<bool>,
+        since: i64,
+    ) -> Result<i64> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM links WHERE partner_id = $1 AND created_at > $2",
+            "SELECT COUNT(*) FROM links WHERE partner_id = $1 AND created_at > $2 \
+             AND ($3 < 0 OR signed = $3)",
         )
         .bind(partner_id.as_str())
         .bind(since)
+        .bind(signed.map_or(-1, i64::from))
         .fetch_one(&mut *self.tx)
         .await?)
     }
@@ -112,13 +121,16 @@ impl Tx {
     pub async fn oldest_link_since(
         &mut self,
         partner_id: &PartnerId,
+        signed: Option<bool>,
         since: i64,
     ) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
-            "SELECT MIN(created_at) FROM links WHERE partner_id = $1 AND created_at > $2",
+            "SELECT MIN(created_at) FROM links WHERE partner_id = $1 AND created_at > $2 \
+             AND ($3 < 0 OR signed = $3)",
         )
         .bind(partner_id.as_str())
         .bind(since)
+        .bind(signed.map_or(-1, i64::from))
         .fetch_one(&mut *self.tx)
         .await?)
     }
@@ -128,22 +140,28 @@ impl Tx {
         &mut self,
         partner_id: &PartnerId,
         purpose: LinkPurpose,
+        which: Supersede,
         now: i64,
     ) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE links SET superseded_at = $1 WHERE partner_id = $2 AND purpose = $3 AND used_at IS NULL AND superseded_at IS NULL",
-        )
-        .bind(now)
-        .bind(partner_id.as_str())
-        .bind(purpose.as_str())
-        .execute(&mut *self.tx)
-        .await?;
+        let only_unsigned = match which {
+            Supersede::All => "",
+            Supersede::UnsignedOnly => " AND signed = 0",
+        };
+        let sql = format!(
+            "UPDATE links SET superseded_at = $1 WHERE partner_id = $2 AND purpose = $3 AND used_at IS NULL AND superseded_at IS NULL{only_unsigned}"
+        );
+        let done = sqlx::query(&sql)
+            .bind(now)
+            .bind(partner_id.as_str())
+            .bind(purpose.as_str())
+            .execute(&mut *self.tx)
+            .await?;
         Ok(done.rows_affected())
     }
 
     pub async fn insert_link(&mut self, link: &NewLink<'_>) -> Result<()> {
         sqlx::query(
-            "INSERT INTO links (id, partner_id, purpose, token_hash, created_at, expires_at, requested_ip) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO links (id, partner_id, purpose, token_hash, created_at, expires_at, requested_ip, signed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(link.id)
         .bind(link.partner_id.as_str())
@@ -152,6 +170,7 @@ impl Tx {
         .bind(link.created_at)
         .bind(link.expires_at)
         .bind(link.requested_ip)
+        .bind(i64::from(link.signed))
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -200,16 +219,80 @@ impl Tx {
     /// Queues an email in this transaction (the transactional outbox).
     pub async fn enqueue_email(&mut self, email: &NewEmail<'_>) -> Result<()> {
         sqlx::query(
-            "INSERT INTO outbox (id, recipient, kind, body_ciphertext, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $5)",
+            "INSERT INTO outbox (id, recipient, kind, body_ciphertext, created_at, next_attempt_at, recipient_folded, unauthenticated) VALUES ($1, $2, $3, $4, $5, $5, $6, $7)",
         )
         .bind(email.id)
         .bind(email.recipient)
         .bind(email.kind)
         .bind(email.body_ciphertext.to_vec())
         .bind(email.created_at)
+        .bind(email.recipient.to_lowercase())
+        .bind(i64::from(email.unauthenticated))
         .execute(&mut *self.tx)
         .await?;
         Ok(())
+    }
+
+    /// Serialises, across nodes, the transactions that count and queue emails to one
+    /// recipient (the per-recipient limit), until this transaction ends.
+    pub async fn lock_recipient(&mut self, recipient_folded: &str) -> Result<()> {
+        if let Some(sql) = self.backend.lock_recipient() {
+            sqlx::query(sql)
+                .bind(recipient_folded)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Emails anyone could have caused to `recipient_folded` since `since`: how many, and
+    /// when the oldest of them was queued.
+    pub async fn unauthenticated_emails_since(
+        &mut self,
+        recipient_folded: &str,
+        since: i64,
+    ) -> Result<(i64, Option<i64>)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox \
+             WHERE recipient_folded = $1 AND created_at > $2 AND unauthenticated = 1",
+        )
+        .bind(recipient_folded)
+        .bind(since)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("oldest")?))
+    }
+
+    /// Whether the partner has an onboarding link that can still be used.
+    pub async fn has_usable_onboarding_link(
+        &mut self,
+        partner_id: &PartnerId,
+        now: i64,
+    ) -> Result<bool> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM links WHERE partner_id = $1 AND purpose = 'onboarding' \
+             AND used_at IS NULL AND superseded_at IS NULL AND expires_at > $2",
+        )
+        .bind(partner_id.as_str())
+        .bind(now)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(count > 0)
+    }
+
+    /// Deletes a partner that never activated, with its links (its code becomes free).
+    /// `false` if it is not pending.
+    pub async fn delete_pending_partner(&mut self, partner_id: &PartnerId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM partners WHERE id = $1 AND status = 'pending'")
+            .bind(partner_id.as_str());
+        sqlx::query(
+            "DELETE FROM links WHERE partner_id = $1 AND EXISTS \
+             (SELECT 1 FROM partners WHERE id = $1 AND status = 'pending')",
+        )
+        .bind(partner_id.as_str())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.execute(&mut *self.tx).await?.rows_affected() == 1)
     }
 
     /// Records a signed request's digest; `false` if it was already acted on in its window.

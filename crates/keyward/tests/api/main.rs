@@ -2,6 +2,7 @@
 // clippy.toml allows these inside #[test] functions; the harness's helpers are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod abuse;
 mod connections;
 mod crash;
 mod database;

@@ -6,7 +6,9 @@ use crate::database::{postgres_server, TestDatabase};
 use keyward_core::{
     AllowedIps, Email, KeyPair, LinkPurpose, LinkToken, PartnerCode, PartnerId, PartnerStatus,
 };
-use keyward_server::store::{FailedAttempt, NewEmail, NewKey, NewLink, Store, StoreError};
+use keyward_server::store::{
+    FailedAttempt, NewEmail, NewKey, NewLink, Store, StoreError, Supersede,
+};
 use tempfile::TempDir;
 
 /// A migrated store on this run's backend, with what keeps it alive.
@@ -151,6 +153,7 @@ async fn a_link_is_consumed_once_and_not_after_it_expired_or_was_superseded() {
                 created_at: 10,
                 expires_at,
                 requested_ip: None,
+                signed: false,
             })
             .await
             .unwrap();
@@ -172,7 +175,7 @@ async fn a_link_is_consumed_once_and_not_after_it_expired_or_was_superseded() {
     let (second, _) = insert(1_000).await;
     let mut tx = t.store.begin().await.unwrap();
     assert_eq!(
-        tx.supersede_links(&id, LinkPurpose::Onboarding, 20)
+        tx.supersede_links(&id, LinkPurpose::Onboarding, Supersede::All, 20)
             .await
             .unwrap(),
         1,
@@ -249,6 +252,7 @@ async fn queue(store: &Store, n: usize) {
         tx.enqueue_email(&NewEmail {
             id: &uuid::Uuid::now_v7().to_string(),
             recipient: "ops@acme.example",
+            unauthenticated: false,
             kind: "onboarding",
             body_ciphertext: b"body",
             created_at: 0,
@@ -311,4 +315,20 @@ async fn claims_left_by_a_dead_sender_are_released_by_the_next_one() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(claimable, "the email is claimable again within two seconds");
+}
+
+#[tokio::test]
+async fn sent_emails_are_pruned_after_retention_and_the_backlog_is_counted_apart() {
+    let t = test_store().await;
+    queue(&t.store, 3).await;
+    let first = t.store.claim_due_email(10).await.unwrap().unwrap();
+    first.mark_sent(&t.store, 100).await.unwrap();
+    let second = t.store.claim_due_email(10).await.unwrap().unwrap();
+    second.mark_sent(&t.store, 200).await.unwrap();
+
+    let backlog = t.store.outbox_backlog().await.unwrap();
+    assert_eq!((backlog.pending, backlog.dead), (1, 0));
+    assert_eq!(t.store.prune_sent_emails(150).await.unwrap(), 1);
+    let stats = t.store.outbox_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.sent, stats.dead), (1, 1, 0));
 }
