@@ -64,11 +64,29 @@ pub(crate) async fn regenerate(
     }
     let (email, code) = fields.finish_with(email.zip(code))?;
     if authorization.is_absent() {
-        // Lost keys: a code or email that cannot belong to any partner gets the same answer
-        // as one that merely does not match, so nothing can be learned from it.
-        if let (Some(code), Some(email)) = (PartnerCode::parse(&code), Email::parse(&email)) {
-            flows::request_regeneration_without_keys(&state, &code, &email, ip).await?;
-        }
+        // Lost keys: the same answer, at the same speed, whether or not the pair matches. The
+        // lookup and the link are done after answering, so neither the body, the headers nor
+        // the time taken tell whether a partner has this code and email. A code or email that
+        // cannot belong to any partner takes the same path.
+        // At most so many are handled at once; past that (a flood from many addresses) a
+        // request is dropped, as the limits would have dropped it.
+        let pair = PartnerCode::parse(&code).zip(Email::parse(&email));
+        let Ok(slot) = state.lost_keys_slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                "lost-keys requests are arriving faster than they can be handled: one was dropped"
+            );
+            return Ok(success::<()>(REGENERATION_SENT_IF_MATCHED, None));
+        };
+        let task_state = state.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let Some((code, email)) = pair else { return };
+            if let Err(e) =
+                flows::request_regeneration_without_keys(&task_state, &code, &email, ip).await
+            {
+                tracing::warn!(error = %e, "a lost-keys request could not be handled");
+            }
+        });
         return Ok(success::<()>(REGENERATION_SENT_IF_MATCHED, None));
     }
     let client = ClientAddress::Known(ip);
