@@ -181,14 +181,45 @@ async fn redeem(link: &str, partner_code: &str, out: Option<&Path>) -> Result<()
             println!("The secret key is not shown again: keep that file safe. Test it with: keyward whoami --credentials {}", out.display());
         }
         None => {
-            println!("export KEYWARD_URL='{server}'");
-            println!("export KEYWARD_PARTNER_ID='{}'", credentials.partner_id);
-            println!("export KEYWARD_PARTNER_CODE='{}'", credentials.partner_code);
-            println!("export KEYWARD_PUBLIC_KEY='{}'", credentials.public_key);
-            println!("export KEYWARD_SECRET_KEY='{}'", credentials.secret_key);
+            // What a server sends is checked before it reaches a shell: a malicious or broken
+            // server cannot make these lines run anything.
+            for line in export_lines(server, &credentials)? {
+                println!("{line}");
+            }
         }
     }
     Ok(())
+}
+
+/// `export NAME='value'` lines for a shell, each value checked against its format and quoted.
+fn export_lines(server: &str, credentials: &crate::Credentials) -> Result<Vec<String>, String> {
+    let refuse =
+        |what: &str| format!("the server sent a {what} that is not well formed: not printed");
+    let url = url::Url::parse(server).map_err(|_| refuse("URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(refuse("URL"));
+    }
+    crate::PublicKey::parse(&credentials.public_key).map_err(|_| refuse("public key"))?;
+    crate::SecretKey::parse(&credentials.secret_key).map_err(|_| refuse("secret key"))?;
+    keyward_core::PartnerId::parse(&credentials.partner_id).ok_or_else(|| refuse("partner ID"))?;
+    keyward_core::PartnerCode::parse(&credentials.partner_code)
+        .ok_or_else(|| refuse("partner code"))?;
+    Ok([
+        ("KEYWARD_URL", server),
+        ("KEYWARD_PARTNER_ID", credentials.partner_id.as_str()),
+        ("KEYWARD_PARTNER_CODE", credentials.partner_code.as_str()),
+        ("KEYWARD_PUBLIC_KEY", credentials.public_key.as_str()),
+        ("KEYWARD_SECRET_KEY", credentials.secret_key.as_str()),
+    ]
+    .iter()
+    .map(|(name, value)| format!("export {name}={}", shell_quote(value)))
+    .collect())
+}
+
+/// Single-quoted for a POSIX shell, where nothing inside single quotes is interpreted; a
+/// single quote itself is closed, escaped and reopened.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), String> {
@@ -286,6 +317,26 @@ mod tests {
         });
         assert!(text.starts_with("revoked_key (HTTP 401): revoked"));
         assert!(text.contains("What to do: This public key was revoked"));
+    }
+
+    #[test]
+    fn export_lines_are_checked_and_quoted() {
+        let good = crate::Credentials {
+            partner_id: "0190c3a0-7b1e-7cc2-9d1a-1f2e3d4c5b6a".into(),
+            partner_code: "ACME".into(),
+            public_key: "pk_partner_BSB8wIYc6sE7hIysyRYv9Z0oCJif3k38fgkq".into(),
+            secret_key: "sk_partner_fbi9lNL7GCHyd6uQEMDFGH19bSqMwB2OfotK".into(),
+        };
+        let lines = export_lines("http://127.0.0.1:8080", &good).unwrap();
+        assert_eq!(lines[2], "export KEYWARD_PARTNER_CODE='ACME'");
+        let evil = crate::Credentials {
+            partner_code: "x'; rm -rf ~; echo '".into(),
+            ..good.clone()
+        };
+        assert!(export_lines("http://127.0.0.1:8080", &evil).is_err());
+        assert!(export_lines("javascript:alert(1)", &good).is_err());
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+        assert_eq!(shell_quote("$(reboot)"), "'$(reboot)'");
     }
 
     #[test]

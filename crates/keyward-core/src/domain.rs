@@ -128,6 +128,7 @@ pub struct Email(String);
 impl Email {
     pub fn parse(s: &str) -> Option<Self> {
         let ok = s.len() <= 254
+            && !s.chars().any(invisible)
             && !s.contains(['<', '>', ' ', '\r', '\n', '"'])
             && email_address::EmailAddress::parse_with_options(
                 s,
@@ -148,6 +149,39 @@ impl Email {
     pub fn matches(&self, other: &str) -> bool {
         self.folded() == other.to_lowercase()
     }
+}
+
+/// Characters that do not show, or change how the text around them shows: controls,
+/// whitespace, and Unicode's format characters (zero-width spaces and joiners, bidirectional
+/// overrides and isolates, the byte-order mark, soft hyphens, tags). An address holding one
+/// looks like another address on screen, or rearranges an operator's terminal.
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || c.is_whitespace()
+        || matches!(
+            u32::from(c),
+            0x00AD
+                | 0x0600..=0x0605
+                | 0x061C
+                | 0x06DD
+                | 0x070F
+                | 0x0890..=0x0891
+                | 0x08E2
+                | 0x180E
+                | 0x200B..=0x200F
+                | 0x202A..=0x202E
+                | 0x2060..=0x2064
+                | 0x2066..=0x206F
+                | 0xFEFF
+                | 0xFFF9..=0xFFFB
+                | 0x110BD
+                | 0x110CD
+                | 0x13430..=0x1343F
+                | 0x1BCA0..=0x1BCA3
+                | 0x1D173..=0x1D17A
+                | 0xE0001
+                | 0xE0020..=0xE007F
+        )
 }
 
 impl fmt::Display for Email {
@@ -180,6 +214,22 @@ mod tests {
         assert!(Email::parse("a@b").is_none());
         assert!(Email::parse("Name <a@b.example>").is_none());
         assert!(Email::parse("a@b.example\r\nBcc: x@y.example").is_none());
+        for sneaky in [
+            "ops\u{202E}@acme.example",
+            "o\u{200B}ps@acme.example",
+            "ops@acme\u{2066}.example",
+            "\u{FEFF}ops@acme.example",
+            "ops\u{1b}[31m@acme.example",
+            "ops\u{00AD}@acme.example",
+            "ops@acme.example\u{E0041}",
+            "ops\u{3000}@acme.example",
+        ] {
+            assert!(Email::parse(sneaky).is_none(), "{sneaky:?}");
+        }
+        assert!(
+            Email::parse("zoë@acme.example").is_some(),
+            "visible non-ASCII is fine"
+        );
         assert!(Email::parse("").is_none());
     }
 

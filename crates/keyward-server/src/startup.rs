@@ -48,6 +48,18 @@ impl Application {
                 settings.data_dir.display()
             )
         })?;
+        // It holds the master key, the database and emails with one-time links.
+        #[cfg(unix)]
+        std::fs::set_permissions(
+            &settings.data_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .with_context(|| {
+            format!(
+                "could not restrict the data folder {}",
+                settings.data_dir.display()
+            )
+        })?;
         // Connections are files: take every descriptor we may, and keep the caps within them.
         let open_files = crate::listener::raise_open_file_limit();
         let budget = usize::try_from(open_files.saturating_sub(256) / 2)

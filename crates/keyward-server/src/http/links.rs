@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::flows::{self, Redeemed, Redemption};
 use crate::state::AppState;
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -59,8 +60,10 @@ pub fn router() -> Router<AppState> {
 pub(crate) async fn show(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
-    Path(token): Path<String>,
+    token: Result<Path<String>, PathRejection>,
 ) -> Response {
+    // A path that does not even decode (bad percent-encoding) is an unknown link, as a page.
+    let token = token.map(|Path(t)| t).unwrap_or_default();
     match flows::view_link(&state, &token).await {
         Ok(link) => views::link_page(&LinkPage {
             regeneration: link.purpose == LinkPurpose::Regeneration,
@@ -99,9 +102,22 @@ pub(crate) async fn redeem_form(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     RequestId(request_id): RequestId,
-    Path(token): Path<String>,
-    body: Bytes,
+    token: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let token = token.map(|Path(t)| t).unwrap_or_default();
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ErrorCode::BodyTooLarge
+            } else {
+                ErrorCode::InvalidJson
+            };
+            let error = code.into();
+            return PageError { error, request_id }.into_response();
+        }
+    };
     // A form that cannot be read is treated as an empty code: the page asks again.
     let form: LinkForm = serde_urlencoded::from_bytes(&body).unwrap_or(LinkForm {
         partner_code: String::new(),

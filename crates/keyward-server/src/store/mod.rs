@@ -142,6 +142,10 @@ impl Store {
             })
             .connect_with(options)
             .await?;
+        if let Some(file) = sqlite::file_path(&url) {
+            sqlite::restrict_files(&file)
+                .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+        }
         Ok(Self { pool, backend })
     }
 

@@ -42,3 +42,19 @@ pub fn file_path(url: &str) -> Option<std::path::PathBuf> {
     let path = rest.split('?').next()?;
     (!path.is_empty() && path != ":memory:").then(|| path.into())
 }
+
+/// Only the service's user may read the database: it holds partners' emails, hashed keys and
+/// encrypted secrets. SQLite creates its files with the process's umask; narrowed here to
+/// 0600 for the file and its `-wal` and `-shm` companions, whichever exist.
+pub fn restrict_files(database: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = database.as_os_str().to_owned();
+        name.push(suffix);
+        let path = std::path::PathBuf::from(name);
+        if path.exists() {
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}

@@ -11,6 +11,7 @@ mod errors;
 mod flow;
 mod forwarding;
 mod gateway;
+mod hardening;
 mod helpers;
 mod integration;
 mod layer;

@@ -1,0 +1,92 @@
+//! Small things an attacker or an accident would find: file permissions, answers that are not
+//! in the envelope, invisible characters in addresses, the CLI on a closed pipe.
+
+use crate::helpers::*;
+use serde_json::json;
+use std::process::{Command, Stdio};
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_folder_and_the_database_are_readable_by_the_service_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app().await;
+    app.onboard("PERM", "ops@perm.example").await;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(app.dir.path()), 0o700);
+    if crate::database::postgres_server().is_none() {
+        for file in ["keyward.db", "keyward.db-wal", "keyward.db-shm"] {
+            let path = app.dir.path().join(file);
+            if path.exists() {
+                assert_eq!(mode(&path), 0o600, "{file}");
+            }
+        }
+    }
+    assert_eq!(mode(&app.dir.path().join("master.key")), 0o600);
+}
+
+#[tokio::test]
+async fn link_pages_answer_every_malformed_request_with_a_page() {
+    let app = spawn_app().await;
+    let bad_token = app
+        .client
+        .get(format!("{}/link/%ZZ%C0", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_token.status(), 404);
+    assert!(bad_token.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+
+    let token = "A".repeat(43);
+    let huge = format!("partner_code={}", "x".repeat(70 * 1024));
+    let too_large = app
+        .client
+        .post(format!("{}/link/{token}", app.address))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_large.status(), 413);
+    assert!(too_large.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+}
+
+#[tokio::test]
+async fn addresses_with_invisible_characters_are_refused() {
+    let app = spawn_app().await;
+    for email in [
+        "ops\u{202E}@acme.example",
+        "o\u{200B}ps@acme.example",
+        "ops\u{1b}[2J@acme.example",
+    ] {
+        let response = app
+            .post_json(ONBOARD, &json!({"partner_code": "INVIS", "email": email}))
+            .await;
+        let (status, code, body) = error_of(response).await;
+        assert_eq!((status, code.as_str()), (400, "invalid_field"), "{email:?}");
+        assert_eq!(body["errors"][0]["field"], "email");
+    }
+}
+
+#[test]
+fn the_cli_ends_quietly_when_its_reader_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("check-config")
+        .env("KEYWARD_DATA_DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader (`| head -0`) is gone before anything is printed
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
