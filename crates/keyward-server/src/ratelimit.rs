@@ -1,7 +1,10 @@
-//! Per-client-IP limit on the routes that send email (SPEC §6): N requests a minute to
+//! Per-client limit on the routes that send email (SPEC §6): N requests a minute to
 //! OnboardPartner and GenKeysForPartner together. Kept in memory on each node: it stops one
-//! address hammering one node; the per-partner limit, which is what protects a mailbox from
-//! bombing, is counted in the database and holds across nodes.
+//! client hammering one node; the per-partner and per-recipient limits, which are what protect
+//! a mailbox from bombing, are counted in the database and hold across nodes.
+//!
+//! A client is an IPv4 address, or an IPv6 /64: one subscriber usually gets a whole /64 (and
+//! often more), so counting single IPv6 addresses would give one client billions of budgets.
 
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -11,9 +14,9 @@ use std::sync::Mutex;
 const WINDOW_MS: i64 = 60_000;
 /// Above this many tracked addresses, expired windows are swept.
 const SWEEP_AT: usize = 10_000;
-/// If a flood from more addresses than this is live at once (cheap with IPv6), the counters
-/// are dropped rather than let memory grow: the per-partner limit, kept in the database,
-/// still bounds the email sent.
+/// At most this many clients are counted one by one. Past that (a flood from many /64s), new
+/// clients share one overflow budget until expired windows are swept: the counters of the
+/// clients already tracked are never reset, and memory stays bounded.
 const MAX_TRACKED: usize = 200_000;
 
 pub struct IpRateLimiter {
@@ -49,14 +52,11 @@ impl IpRateLimiter {
                 .retain(|_, (start, _)| now - *start < WINDOW_MS);
             windows.swept_at = now;
         }
-        if windows.by_ip.len() >= MAX_TRACKED {
-            tracing::warn!(
-                addresses = MAX_TRACKED,
-                "per-IP rate-limit table full: starting afresh"
-            );
-            windows.by_ip.clear();
+        let mut client = client_of(ip);
+        if windows.by_ip.len() >= MAX_TRACKED && !windows.by_ip.contains_key(&client) {
+            client = OVERFLOW;
         }
-        let (start, count) = windows.by_ip.entry(ip).or_insert((now, 0));
+        let (start, count) = windows.by_ip.entry(client).or_insert((now, 0));
         if now - *start >= WINDOW_MS {
             *start = now;
             *count = 0;
@@ -67,6 +67,20 @@ impl IpRateLimiter {
         }
         *count += 1;
         Ok(())
+    }
+}
+
+/// The key new clients share once the table is full (an address no client can have).
+const OVERFLOW: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+
+/// What one client is: an IPv4 address, or the /64 of an IPv6 address.
+fn client_of(ip: IpAddr) -> IpAddr {
+    match keyward_core::allow_list::unmapped(ip) {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
     }
 }
 
@@ -93,12 +107,31 @@ mod tests {
     }
 
     #[test]
-    fn the_table_does_not_grow_without_bound() {
+    fn an_ipv6_client_is_its_slash_64() {
+        let limiter = IpRateLimiter::new(2);
+        let now = Utc::now();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limiter.check(a, now).is_ok());
+        assert!(limiter.check(b, now).is_ok());
+        assert!(limiter.check(a, now).is_err(), "the same /64");
+        assert!(limiter.check(other, now).is_ok(), "another /64");
+    }
+
+    #[test]
+    fn a_flood_of_new_clients_neither_grows_the_table_nor_resets_anyone() {
         let limiter = IpRateLimiter::new(1);
         let now = Utc::now();
+        let tracked: IpAddr = [192, 0, 2, 1].into();
+        assert!(limiter.check(tracked, now).is_ok());
         for i in 0..(MAX_TRACKED as u128 + 10) {
-            let _ = limiter.check(IpAddr::V6(std::net::Ipv6Addr::from(i)), now);
+            let _ = limiter.check(IpAddr::V6(std::net::Ipv6Addr::from(i << 64)), now);
         }
+        assert!(
+            limiter.check(tracked, now).is_err(),
+            "its counter survived the flood"
+        );
         let tracked = limiter
             .windows
             .lock()

@@ -47,6 +47,16 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            // SQLite's SQLITE_BUSY / SQLITE_LOCKED (and their extended codes): another process
+            // holds the write lock longer than the busy timeout. Try again shortly.
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(|c| matches!(c & 0xff, 5 | 6)) =>
+            {
+                StoreError::Unavailable(e)
+            }
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 StoreError::Unavailable(e)
             }
@@ -93,6 +103,10 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite has one writer at a time: this node's write transactions wait their turn here,
+    /// for a bounded time, instead of each holding a pooled connection while SQLite makes it
+    /// wait. So writers queued behind a long write never take the connections readers need.
+    writer: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -146,7 +160,13 @@ impl Store {
             sqlite::restrict_files(&file)
                 .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         }
-        Ok(Self { pool, backend })
+        let writer = (backend == Backend::Sqlite)
+            .then(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1)));
+        Ok(Self {
+            pool,
+            backend,
+            writer,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -167,7 +187,17 @@ impl Store {
 
     /// Begins a write transaction. Dropping it without [`Tx::commit`] rolls it back.
     pub async fn begin(&self) -> Result<Tx> {
+        let writer = match &self.writer {
+            Some(writer) => Some(
+                tokio::time::timeout(sqlite::WRITE_WAIT, writer.clone().acquire_owned())
+                    .await
+                    .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))?
+                    .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?,
+            ),
+            None => None,
+        };
         Ok(Tx {
+            _writer: writer,
             tx: self.pool.begin_with(self.backend.begin_write()).await?,
             backend: self.backend,
         })

@@ -6,8 +6,13 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Set on every connection. WAL lets readers run beside the single writer; `synchronous =
 /// FULL` makes every commit durable before we answer (nothing lost on a crash or power cut).
+/// `busy_timeout` bounds how long a write waits for another process's (an operator command's)
+/// write lock before the request is answered 503 `unavailable`.
 pub const CONNECTION_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 2000;";
+
+/// How long a write transaction waits for this node's previous one before giving up (503).
+pub const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Write transactions take the write lock up front. A deferred `BEGIN` that reads and then
 /// writes fails with SQLITE_BUSY when another writer committed in between, whatever the

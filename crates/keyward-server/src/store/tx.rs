@@ -12,6 +12,8 @@ use sqlx::Row;
 pub struct Tx {
     pub(super) tx: sqlx::Transaction<'static, Any>,
     pub(super) backend: Backend,
+    /// This node's turn to write (SQLite), held until the transaction ends.
+    pub(super) _writer: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Tx {

@@ -90,3 +90,37 @@ fn the_cli_ends_quietly_when_its_reader_goes_away() {
     assert!(output.status.success(), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_locked_sqlite_answers_writes_503_quickly_and_keeps_serving_reads() {
+    use sqlx::Connection;
+    if crate::database::postgres_server().is_some() {
+        return; // SQLite's single writer; PostgreSQL has row locks instead
+    }
+    let app = spawn_app_with(|s| s.key_cache = std::time::Duration::ZERO).await;
+    let partner = app.onboarded_partner("READER", "ops@reader.example").await;
+    // Another process (an operator command, a backup) holds the write lock.
+    let url = format!("sqlite://{}", app.dir.path().join("keyward.db").display());
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let writes = futures::future::join_all(
+        (0..12).map(|i| app.onboard_owned(format!("W{i}"), format!("w{i}@locked.example"))),
+    )
+    .await;
+    assert!(writes.iter().all(|s| *s == 503), "{writes:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // Reads are not starved meanwhile.
+    assert_eq!(app.whoami(&partner).await.status(), 200);
+
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    assert_eq!(app.onboard("W99", "w99@locked.example").await.status(), 200);
+}

@@ -136,6 +136,11 @@ impl TestApp {
         .await
     }
 
+    /// `onboard` with owned arguments, for futures that outlive a loop's borrows.
+    pub async fn onboard_owned(&self, code: String, email: String) -> u16 {
+        self.onboard(&code, &email).await.status().as_u16()
+    }
+
     /// Emails delivered to `to` so far.
     pub fn emails_to(&self, to: &str) -> Vec<SentEmail> {
         self.mailbox
