@@ -255,18 +255,25 @@ async fn janitor(state: AppState, stop: CancellationToken) {
 /// The store, migrated unless that is turned off, and the cipher of the master key, proven to
 /// be the one the database was created with.
 pub async fn open_store_and_cipher(settings: &Settings) -> anyhow::Result<(Store, Cipher)> {
+    let store = open_migrated_store(settings).await?;
+    if !settings.migrate_on_start && store.meta(MASTER_KEY_CHECK).await.is_err() {
+        bail!("the database has no keyward schema yet: run `keyward migrate` first (or start without --no-migrate)");
+    }
+    let cipher = Cipher::new(&load_master_key(settings, &store).await?);
+    check_master_key(&store, &cipher).await?;
+    Ok((store, cipher))
+}
+
+/// The store, with the schema migrated as `serve` does (unless that is turned off).
+pub async fn open_migrated_store(settings: &Settings) -> anyhow::Result<Store> {
     let store = open_store(settings).await?;
     if settings.migrate_on_start {
         store
             .migrate()
             .await
             .context("could not apply the database migrations")?;
-    } else if store.meta(MASTER_KEY_CHECK).await.is_err() {
-        bail!("the database has no keyward schema yet: run `keyward migrate` first (or start without --no-migrate)");
     }
-    let cipher = Cipher::new(&load_master_key(settings, &store).await?);
-    check_master_key(&store, &cipher).await?;
-    Ok((store, cipher))
+    Ok(store)
 }
 
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {

@@ -6,8 +6,7 @@ use keyward_core::{AllowedIps, PartnerCode};
 use keyward_server::config::Settings;
 use keyward_server::flows::{admin, service_tokens};
 use keyward_server::mail::{templates, EmailKind, Mailer};
-use keyward_server::startup::open_store;
-use keyward_server::store::Store;
+use keyward_server::startup::{open_migrated_store, open_store};
 use keyward_server::{telemetry, Application};
 use secrecy::ExposeSecret;
 use std::path::PathBuf;
@@ -295,20 +294,8 @@ fn minijinja_context(settings: &Settings) -> serde_json::Value {
     })
 }
 
-/// The store, with the schema in place: migrated as `serve` would (unless turned off).
-async fn open_migrated(settings: &Settings) -> anyhow::Result<Store> {
-    let store = open_store(settings).await?;
-    if settings.migrate_on_start {
-        store
-            .migrate()
-            .await
-            .context("could not apply the database migrations")?;
-    }
-    Ok(store)
-}
-
 async fn partner(settings: &Settings, action: PartnerAction) -> anyhow::Result<()> {
-    let store = open_migrated(settings).await?;
+    let store = open_migrated_store(settings).await?;
     let code = match &action {
         PartnerAction::Show { code }
         | PartnerAction::Suspend { code }
@@ -457,7 +444,7 @@ fn time_text(ms: Option<i64>) -> String {
 }
 
 async fn service_token(settings: &Settings, action: ServiceTokenAction) -> anyhow::Result<()> {
-    let store = open_migrated(settings).await?;
+    let store = open_migrated_store(settings).await?;
     let now = chrono::Utc::now().timestamp_millis();
     match action {
         ServiceTokenAction::Create { name } => {
@@ -500,7 +487,7 @@ async fn service_token(settings: &Settings, action: ServiceTokenAction) -> anyho
 }
 
 async fn outbox(settings: &Settings, action: OutboxAction) -> anyhow::Result<()> {
-    let store = open_migrated(settings).await?;
+    let store = open_migrated_store(settings).await?;
     match action {
         OutboxAction::Stats => {
             let stats = store.outbox_stats().await?;

@@ -75,19 +75,7 @@ impl<'a> Fields<'a> {
         parse: impl FnOnce(&str) -> Option<T>,
         describe: &str,
     ) -> Option<T> {
-        let problem = match self.body.get(name) {
-            None | Some(Value::Null) => "missing".to_owned(),
-            Some(Value::String(s)) => match parse(s) {
-                Some(value) => return Some(value),
-                None => describe.to_owned(),
-            },
-            Some(_) => "must be a string".to_owned(),
-        };
-        self.problems.push(FieldProblem {
-            field: name.to_owned(),
-            problem,
-        });
-        None
+        self.string(name, true, parse, describe)
     }
 
     /// An optional string member: absent or `null` is `None`; a string is checked by `parse`.
@@ -97,8 +85,19 @@ impl<'a> Fields<'a> {
         parse: impl FnOnce(&str) -> Option<T>,
         describe: &str,
     ) -> Option<T> {
+        self.string(name, false, parse, describe)
+    }
+
+    fn string<T>(
+        &mut self,
+        name: &str,
+        required: bool,
+        parse: impl FnOnce(&str) -> Option<T>,
+        describe: &str,
+    ) -> Option<T> {
         let problem = match self.body.get(name) {
-            None | Some(Value::Null) => return None,
+            None | Some(Value::Null) if !required => return None,
+            None | Some(Value::Null) => "missing",
             Some(Value::String(s)) => match parse(s) {
                 Some(value) => return Some(value),
                 None => describe,

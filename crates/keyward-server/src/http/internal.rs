@@ -166,16 +166,11 @@ struct ServiceTokenScheme;
 
 impl utoipa::Modify for ServiceTokenScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let scheme = HttpBuilder::new()
-            .scheme(HttpAuthScheme::Bearer)
-            .bearer_format("kw_service_ + 30 base62 + 6-char checksum")
-            .description(Some(
-                "A service token from `keyward service-token create NAME`.",
-            ))
-            .build();
-        if let Some(components) = openapi.components.as_mut() {
-            components.add_security_scheme("service_token", SecurityScheme::Http(scheme));
-        }
+        super::openapi::add_bearer_scheme(
+            openapi,
+            "service_token",
+            "kw_service_ + 30 base62 + 6-char checksum",
+            "A service token from `keyward service-token create NAME`.",
+        );
     }
 }

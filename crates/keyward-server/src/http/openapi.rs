@@ -75,13 +75,28 @@ struct BearerKey;
 
 impl Modify for BearerKey {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let scheme = HttpBuilder::new()
-            .scheme(HttpAuthScheme::Bearer)
-            .bearer_format("pk_partner_ + 30 base62 + 6-char checksum")
-            .description(Some("The partner's public key. The body also carries `signature`: lower-case hex HMAC-SHA512 of the body without it, keyed with the secret key."))
-            .build();
-        if let Some(components) = openapi.components.as_mut() {
-            components.add_security_scheme("partner_key", SecurityScheme::Http(scheme));
-        }
+        add_bearer_scheme(
+            openapi,
+            "partner_key",
+            "pk_partner_ + 30 base62 + 6-char checksum",
+            "The partner's public key. The body also carries `signature`: lower-case hex HMAC-SHA512 of the body without it, keyed with the secret key.",
+        );
+    }
+}
+
+/// Declares an `Authorization: Bearer …` security scheme called `name`.
+pub(super) fn add_bearer_scheme(
+    openapi: &mut utoipa::openapi::OpenApi,
+    name: &str,
+    format: &str,
+    description: &str,
+) {
+    let scheme = HttpBuilder::new()
+        .scheme(HttpAuthScheme::Bearer)
+        .bearer_format(format)
+        .description(Some(description))
+        .build();
+    if let Some(components) = openapi.components.as_mut() {
+        components.add_security_scheme(name, SecurityScheme::Http(scheme));
     }
 }
