@@ -212,15 +212,40 @@ async fn operate(config: Option<&std::path::Path>, command: ServerCommand) -> an
     }
 }
 
-async fn check_config(settings: &Settings) -> anyhow::Result<()> {
-    let database = settings.database_url.expose_secret();
-    let shown_database = match url::Url::parse(database) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        _ => database.to_owned(),
+/// A URL as it may be printed: the password in its user part and any `password` (or `pass`,
+/// `secret`) query parameter replaced by `***`. Text that is not a URL is hidden whole.
+fn without_passwords(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text) else {
+        return "*** (not a URL)".to_owned();
     };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let secret = matches!(
+                k.to_ascii_lowercase().as_str(),
+                "password" | "pass" | "secret" | "sslpassword"
+            );
+            (
+                k.into_owned(),
+                if secret {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                },
+            )
+        })
+        .collect();
+    if !pairs.is_empty() {
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+async fn check_config(settings: &Settings) -> anyhow::Result<()> {
+    let shown_database = without_passwords(settings.database_url.expose_secret());
     println!("listen            {}", settings.listen);
     println!("public_url        {}", settings.public_url);
     println!("data_dir          {}", settings.data_dir.display());
@@ -235,10 +260,9 @@ async fn check_config(settings: &Settings) -> anyhow::Result<()> {
     );
     println!(
         "mail              {}",
-        if settings.smtp_url.is_some() {
-            "SMTP (KEYWARD_SMTP_URL)".to_owned()
-        } else {
-            format!("files in {}", settings.data_dir.join("mailbox").display())
+        match &settings.smtp_url {
+            Some(url) => format!("SMTP {}", without_passwords(url.expose_secret())),
+            None => format!("files in {}", settings.data_dir.join("mailbox").display()),
         }
     );
     println!("mail_from         {}", settings.mail_from);

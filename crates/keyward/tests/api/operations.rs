@@ -52,3 +52,56 @@ async fn migrate_prepares_the_database_and_serve_can_then_skip_migrating() {
     drop(server);
     drop(database);
 }
+
+#[test]
+fn check_config_never_prints_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("check-config")
+        .env("KEYWARD_DATA_DIR", dir.path())
+        // Unreachable on purpose: the settings are printed before the database is tried.
+        .env(
+            "KEYWARD_DATABASE_URL",
+            "postgres://keyward:db-s3cret@127.0.0.1:1/keyward?password=q-s3cret",
+        )
+        .env(
+            "KEYWARD_SMTP_URL",
+            "smtp://mailer:smtp-s3cret@mail.example:587?tls=starttls",
+        )
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("database_url      postgres://keyward:***@127.0.0.1:1/keyward?password=***"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SMTP smtp://mailer:***@mail.example:587?tls=starttls"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+}
+
+#[tokio::test]
+async fn activating_a_pending_partner_refuses_and_leaves_it_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let onboard = reqwest::Client::new()
+        .post(format!("{}{}", server.address, crate::helpers::ONBOARD))
+        .json(&serde_json::json!({"partner_code": "NEWBIE", "email": "n@newbie.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(onboard.status(), 200);
+    let activate = server.operator(&["partner", "activate", "NEWBIE"]);
+    assert!(!activate.status.success());
+    assert!(
+        String::from_utf8_lossy(&activate.stderr).contains("has not redeemed its onboarding link")
+    );
+    let show = server.operator(&["partner", "show", "NEWBIE"]);
+    assert!(String::from_utf8_lossy(&show.stdout).contains("status       pending"));
+}
