@@ -19,6 +19,7 @@ mod limits;
 mod links;
 mod logging;
 mod lost_keys;
+mod node_parity;
 mod nodes;
 mod operations;
 mod partner_side;
