@@ -60,14 +60,14 @@ fn string_literal() -> impl Strategy<Value = String> {
 fn member_name() -> impl Strategy<Value = String> {
     string_literal().prop_filter(
         "array-index names are ordered first by JavaScript",
-        |name| {
-            let inner = &name[1..name.len() - 1];
-            !(inner == "0"
-                || (!inner.is_empty()
-                    && !inner.starts_with('0')
-                    && inner.bytes().all(|b| b.is_ascii_digit())))
-        },
+        |name| !is_array_index(&name[1..name.len() - 1]),
     )
+}
+
+/// `0`, or digits not starting with `0`: a name JavaScript treats as an array index.
+fn is_array_index(name: &str) -> bool {
+    let digits = !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit());
+    digits && (name == "0" || !name.starts_with('0'))
 }
 
 fn number() -> impl Strategy<Value = String> {
