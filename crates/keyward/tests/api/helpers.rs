@@ -235,6 +235,18 @@ impl TestApp {
         secrecy::ExposeSecret::expose_secret(&token).to_owned()
     }
 
+    /// `GET /metrics` on the internal listener, as text.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.internal_address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `POST /internal/v1/verify` on the internal listener, with `token` as bearer.
     pub async fn verify(&self, token: Option<&str>, request: &Value) -> reqwest::Response {
         let mut call = self

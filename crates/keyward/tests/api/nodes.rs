@@ -251,15 +251,7 @@ async fn an_undeliverable_email_is_dead_lettered_and_does_not_block_the_queue() 
         .as_deref()
         .unwrap_or("")
         .contains("refused"));
-    let metrics = node
-        .client
-        .get(format!("{}/metrics", node.internal_address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics_text().await;
     assert!(
         metrics.contains("keyward_outbox_emails{state=\"dead\"} 1"),
         "{metrics}"

@@ -147,15 +147,7 @@ async fn no_node_accepts_a_suspended_partner_once_the_cli_returns() {
 
 /// The value of one sample of `/metrics`, by its full name with labels.
 async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.internal_address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("{name} is not in /metrics:\n{text}"))
