@@ -138,7 +138,8 @@ async fn try_forward(state: AppState, gateway: &Gateway, request: Request) -> Re
         Err(_) => return Err(ErrorCode::UpstreamTimeout.into()),
         Ok(Err(e)) if e.is_timeout() => return Err(ErrorCode::UpstreamTimeout.into()),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "the upstream could not be reached");
+            // Without the URL: it may carry credentials, and the partner's query.
+            tracing::warn!(error = %e.without_url(), "the upstream could not be reached");
             return Err(ErrorCode::UpstreamUnavailable.into());
         }
         Ok(Ok(answer)) => answer,
@@ -226,8 +227,12 @@ fn forwarded_proto(state: &AppState, parts: &axum::http::request::Parts) -> &'st
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.upstream.url.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("***"));
+        }
         f.debug_struct("Gateway")
-            .field("upstream", &self.upstream.url.as_str())
+            .field("upstream", &shown.as_str())
             .finish_non_exhaustive()
     }
 }

@@ -373,3 +373,22 @@ async fn the_verify_api_and_metrics_are_not_on_the_public_listener() {
         .unwrap()
         .contains("keyward_http_requests_total"));
 }
+
+#[tokio::test]
+async fn a_revoked_service_token_is_refused_on_every_node_once_revoke_returns() {
+    let bound = std::time::Duration::from_millis(300);
+    let nodes = spawn_nodes(2, |s| s.key_cache = bound).await;
+    let partner = onboarded_on(&nodes, "SVC2", "ops@svc2.example").await;
+    let token = nodes[0].service_token("payments").await;
+    let request = relayed(&partner, &sign("{}", &partner.secret_key));
+    // Node B has read the live tokens: its snapshot holds this one.
+    assert_eq!(nodes[1].verify(Some(&token), &request).await.status(), 200);
+
+    let store = &nodes[0].state.store;
+    keyward_server::flows::service_tokens::revoke(store, "payments", "tests", 0, bound)
+        .await
+        .unwrap();
+
+    let (status, code, _) = error_of(nodes[1].verify(Some(&token), &request).await).await;
+    assert_eq!((status, code.as_str()), (401, "invalid_service_token"));
+}
