@@ -14,13 +14,26 @@ pub struct AllowedIps(Vec<IpNet>);
 pub struct NotAnAddress(pub String);
 
 impl AllowedIps {
-    /// Every entry must be an address or a CIDR block; the list keeps their order.
+    /// The most entries a partner may have (SPEC §3.4a).
+    pub const MAX_ENTRIES: usize = 20;
+
+    /// Every entry must be an address or a CIDR block. The list is normalised: host bits of a
+    /// block cleared (`198.51.100.7/24` is `198.51.100.0/24`), IPv4-mapped IPv6 as IPv4, and
+    /// a repeated entry kept once; otherwise in the order given.
     pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Self, NotAnAddress> {
-        entries
-            .into_iter()
-            .map(parse_entry)
-            .collect::<Result<_, _>>()
-            .map(Self)
+        let mut list: Vec<IpNet> = Vec::new();
+        for entry in entries {
+            let net = parse_entry(entry)?;
+            if !list.contains(&net) {
+                list.push(net);
+            }
+        }
+        Ok(Self(list))
+    }
+
+    /// Each entry as shown to people and stored: a single address without its prefix length.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(entry_text).collect()
     }
 
     /// The stored form: entries joined by commas; empty for "any address".
@@ -58,13 +71,22 @@ impl std::fmt::Display for AllowedIps {
             if i > 0 {
                 f.write_str(",")?;
             }
-            write!(f, "{net}")?;
+            f.write_str(&entry_text(net))?;
         }
         Ok(())
     }
 }
 
-/// An address (a block of one) or a CIDR block; IPv4-mapped IPv6 becomes IPv4.
+fn entry_text(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+/// An address (a block of one) or a CIDR block, its host bits cleared; IPv4-mapped IPv6
+/// becomes IPv4.
 pub fn parse_entry(s: &str) -> Result<IpNet, NotAnAddress> {
     let s = s.trim();
     let net = s
@@ -79,7 +101,8 @@ pub fn parse_entry(s: &str) -> Result<IpNet, NotAnAddress> {
             _ => net,
         },
         v4 => v4,
-    })
+    }
+    .trunc())
 }
 
 /// The IPv4 address an IPv4-mapped IPv6 address stands for; any other address unchanged.
@@ -121,8 +144,24 @@ mod tests {
     fn the_stored_form_round_trips() -> Result<(), NotAnAddress> {
         let list = AllowedIps::parse(["203.0.113.7", "10.0.0.0/8"])?;
         let stored = list.to_stored();
-        assert_eq!(stored.as_deref(), Some("203.0.113.7/32,10.0.0.0/8"));
+        assert_eq!(stored.as_deref(), Some("203.0.113.7,10.0.0.0/8"));
         assert_eq!(AllowedIps::from_stored(stored.as_deref())?, list);
+        Ok(())
+    }
+
+    #[test]
+    fn entries_are_normalised() -> Result<(), NotAnAddress> {
+        let list = AllowedIps::parse([
+            "198.51.100.7/24",
+            "2001:DB8:0:0::1/48",
+            "::ffff:192.0.2.9",
+            "192.0.2.9/32",
+            " 198.51.100.0/24 ",
+        ])?;
+        assert_eq!(
+            list.to_strings(),
+            ["198.51.100.0/24", "2001:db8::/48", "192.0.2.9"]
+        );
         Ok(())
     }
 

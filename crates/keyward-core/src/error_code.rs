@@ -57,10 +57,12 @@ error_codes! {
         "This public key is not known. Check that you copied the whole key, or regenerate your keys.";
     RevokedKey => "revoked_key", 401,
         "This public key was revoked when your keys were regenerated. Use your current key pair.";
+    ExpiredKey => "expired_key", 401,
+        "This key pair was retired after a regeneration and its overlap has ended. Use your current key pair.";
     InvalidSignature => "invalid_signature", 401,
-        "The signature does not match the body. Sign the body without its `signature` member, exactly as sent (JSON.stringify) or in RFC 8785 form, with HMAC-SHA512 keyed by your secret key, and send lower-case hex.";
+        "The signature does not match the body. Sign the body without its `signature` member, exactly as sent (JSON.stringify) or in RFC 8785 form, with HMAC-SHA512 keyed by your secret key, and send lower-case hex. `data.message_sha256` holds the SHA-256 of both messages the server signed: hash your own string-to-sign and compare.";
     StaleRequest => "stale_request", 401,
-        "The request's `timestamp` is too far from the server's time. Send the current time in milliseconds since the Unix epoch and check your clock.";
+        "The request's `timestamp` is too far from the server's time. Send the current time in milliseconds since the Unix epoch and check your clock: `data` holds the server's time and how far your timestamp is from it (GET /api/v1/time tells it too).";
     InvalidServiceToken => "invalid_service_token", 401,
         "Send a service token of this keyward as `Authorization: Bearer kw_service_...` (see `keyward service-token create`). It is missing, unknown or revoked.";
     PartnerSuspended => "partner_suspended", 403,
@@ -83,6 +85,8 @@ error_codes! {
         "This signed request was already used and may be used only once. To make a new request, change the body (a new `timestamp` or `nonce`) and sign it again.";
     PartnerCodeMismatch => "partner_code_mismatch", 422,
         "The partner code does not match this link. Type the partner code the link was sent for.";
+    WouldLockOut => "would_lock_out", 422,
+        "The new allow-list does not include the address this request comes from, so it would lock you out. Add that address, or send `\"confirm_lock_out\": true` if you mean it.";
     LinkUsed => "link_used", 410,
         "This link was already used. Each link works once; request a new one if you need new keys.";
     LinkExpired => "link_expired", 410,

@@ -90,6 +90,15 @@ impl SignedBody {
         self.members.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
+    /// The SHA-256 of both messages, for a partner to compare with its own string-to-sign
+    /// (SPEC §3.4b). Derived from the body alone: no key material.
+    pub fn message_hashes(&self) -> crate::wire::MessageHashes {
+        crate::wire::MessageHashes {
+            as_sent: message_sha256(&self.message(MessageForm::AsSent)),
+            canonical: message_sha256(&self.message(MessageForm::Canonical)),
+        }
+    }
+
     /// Whether the signature matches either message form, compared in constant time.
     /// Anything that is not exactly 128 hex digits (either case) is simply invalid.
     pub fn verify(&self, secret: &SecretKey) -> bool {
@@ -126,6 +135,12 @@ fn decode_signature(signature: &str) -> Option<[u8; 64]> {
     let mut tag = [0u8; 64];
     hex::decode_to_slice(signature, &mut tag).ok()?;
     Some(tag)
+}
+
+/// Lower-case hex SHA-256 of a message's UTF-8 bytes.
+pub fn message_sha256(message: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(message.as_bytes()))
 }
 
 /// Lower-case hex HMAC-SHA512 of `message` under `secret`.

@@ -25,6 +25,12 @@ pub mod paths {
     pub const LINK: &str = "/link/{token}";
     /// SPEC §3.4.
     pub const WHOAMI: &str = "/api/v1/PartnerP2P/WhoAmI";
+    /// SPEC §3.2: ends the retiring pair's overlap now.
+    pub const RETIRE_OLD_KEYS: &str = "/api/v1/PartnerP2P/RetireOldKeys";
+    /// SPEC §3.4a.
+    pub const SET_ALLOWED_IPS: &str = "/api/v1/PartnerP2P/SetAllowedIps";
+    /// SPEC §3.4b: the server's clock, unauthenticated.
+    pub const TIME: &str = "/api/v1/time";
     /// SPEC §3.5.
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
@@ -74,6 +80,10 @@ pub struct Credentials {
     pub public_key: String,
     /// Shown once; store it safely.
     pub secret_key: String,
+    /// After a regeneration with an overlap: until when the previous pair keeps working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = "date-time"))]
+    pub old_keys_expire_at: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -96,7 +106,65 @@ pub struct WhoAmI {
     pub partner_code: String,
     #[cfg_attr(feature = "openapi", schema(format = "date-time"))]
     pub key_created_at: String,
+    /// When the key used for this request stops working, if it is retiring; `null` otherwise.
+    #[cfg_attr(feature = "openapi", schema(format = "date-time"))]
+    #[serde(default)]
+    pub key_expires_at: Option<String>,
+    /// The partner's IP allow-list; empty: any address.
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
 }
+
+/// Data of `SetAllowedIps`: the allow-list now in force, normalised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AllowedIpsData {
+    pub allowed_ips: Vec<String>,
+}
+
+/// Data of `RetireOldKeys`: how many retiring pairs were revoked (0 or 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RetiredKeys {
+    pub revoked: u64,
+}
+
+/// Data of `GET /api/v1/time`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServerTime {
+    pub server_time_ms: i64,
+    #[cfg_attr(feature = "openapi", schema(format = "date-time"))]
+    pub server_time: String,
+}
+
+/// Data of `stale_request`: the server's clock, and how far the request's `timestamp` is from
+/// it (positive: the client's clock is ahead).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StaleData {
+    pub server_time_ms: i64,
+    pub skew_ms: i64,
+}
+
+/// Data of `invalid_signature`: the SHA-256 of both messages the server computed the HMAC
+/// over (SPEC §3.4b). No key material; never the expected signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InvalidSignatureData {
+    pub message_sha256: MessageHashes,
+}
+
+/// Lower-case hex SHA-256 of each signed message form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessageHashes {
+    pub as_sent: String,
+    pub canonical: String,
+}
+
+/// The response header on every answer to a request made with a retiring key (SPEC §3.2).
+pub const KEY_EXPIRES_HEADER: &str = "keyward-key-expires";
 
 /// The body of `POST /internal/v1/verify` (SPEC §7.1): the partner's request as the calling
 /// service received it.
@@ -191,6 +259,9 @@ mod tests {
         );
         assert_eq!(paths::REDEEM, "/api/v1/no-auth/PartnerP2P/RedeemKeyLink");
         assert_eq!(paths::WHOAMI, "/api/v1/PartnerP2P/WhoAmI");
+        assert_eq!(paths::RETIRE_OLD_KEYS, "/api/v1/PartnerP2P/RetireOldKeys");
+        assert_eq!(paths::SET_ALLOWED_IPS, "/api/v1/PartnerP2P/SetAllowedIps");
+        assert_eq!(paths::TIME, "/api/v1/time");
         assert_eq!(format!("{}TOKEN", paths::LINK_PREFIX), "/link/TOKEN");
     }
 }

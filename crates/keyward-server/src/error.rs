@@ -2,7 +2,7 @@
 //! JSON envelope (or an HTML page) in one place.
 
 use crate::store::StoreError;
-use keyward_core::wire::FieldProblem;
+use keyward_core::wire::{FieldProblem, MessageHashes, StaleData};
 use keyward_core::ErrorCode;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +16,13 @@ pub enum Error {
         code: ErrorCode,
         problems: Vec<FieldProblem>,
     },
+    /// 401 `invalid_signature`, with the SHA-256 of both messages the server signed, so the
+    /// partner can find which byte of its string-to-sign differs (SPEC §3.4b).
+    #[error("invalid_signature")]
+    InvalidSignature(MessageHashes),
+    /// 401 `stale_request`, with the server's clock and the request's distance from it.
+    #[error("stale_request: skew {} ms", .0.skew_ms)]
+    StaleRequest(StaleData),
     /// 400 `missing_fields` (`client_ip`): the verify API's caller did not say where the
     /// partner's request came from, and the partner has an IP allow-list.
     #[error("client_ip is required: the partner has an IP allow-list")]
@@ -36,6 +43,8 @@ impl Error {
         match self {
             Error::Code(code, _) => *code,
             Error::Fields { code, .. } => *code,
+            Error::InvalidSignature(_) => ErrorCode::InvalidSignature,
+            Error::StaleRequest(_) => ErrorCode::StaleRequest,
             Error::ClientIpRequired => ErrorCode::MissingFields,
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::Unavailable(_) => ErrorCode::Unavailable,
@@ -52,6 +61,8 @@ impl Error {
                 code: *code,
                 problems: problems.clone(),
             },
+            Error::InvalidSignature(hashes) => Error::InvalidSignature(hashes.clone()),
+            Error::StaleRequest(data) => Error::StaleRequest(data.clone()),
             Error::ClientIpRequired => Error::ClientIpRequired,
             Error::RateLimited { retry_after_secs } => Error::RateLimited {
                 retry_after_secs: *retry_after_secs,
@@ -59,6 +70,20 @@ impl Error {
             Error::Unavailable(cause) => Error::Unavailable(anyhow::anyhow!("{cause:#}")),
             Error::Unexpected(cause) => Error::Unexpected(anyhow::anyhow!("{cause:#}")),
         }
+    }
+
+    /// The error's `data` member, for the codes that carry one (SPEC §3.4b).
+    pub fn data(&self) -> Option<serde_json::Value> {
+        let data = match self {
+            Error::InvalidSignature(hashes) => {
+                serde_json::to_value(keyward_core::wire::InvalidSignatureData {
+                    message_sha256: hashes.clone(),
+                })
+            }
+            Error::StaleRequest(data) => serde_json::to_value(data),
+            _ => return None,
+        };
+        data.ok()
     }
 
     /// One field problem.

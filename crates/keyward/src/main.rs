@@ -62,6 +62,9 @@ enum ServerCommand {
     },
     /// Operator commands on one partner.
     Partner {
+        /// Who runs the command, for the audit log (default: $USER).
+        #[arg(long, global = true)]
+        operator: Option<String>,
         #[command(subcommand)]
         action: PartnerAction,
     },
@@ -201,7 +204,9 @@ async fn operate(config: Option<&std::path::Path>, command: ServerCommand) -> an
         }
         ServerCommand::CheckConfig => check_config(&settings).await,
         ServerCommand::SendTestEmail { to } => send_test_email(&settings, &to).await,
-        ServerCommand::Partner { action } => partner(&settings, action).await,
+        ServerCommand::Partner { operator, action } => {
+            partner(&settings, &operator_name(operator), action).await
+        }
         ServerCommand::Outbox { action } => outbox(&settings, action).await,
         ServerCommand::ServiceToken { action } => service_token(&settings, action).await,
         ServerCommand::BenchFill {
@@ -318,7 +323,22 @@ fn minijinja_context(settings: &Settings) -> serde_json::Value {
     })
 }
 
-async fn partner(settings: &Settings, action: PartnerAction) -> anyhow::Result<()> {
+/// Who runs an operator command: `--operator`, else `$USER`, else "operator".
+fn operator_name(given: Option<String>) -> String {
+    given
+        .or_else(|| std::env::var("USER").ok())
+        .map(|name| {
+            name.trim()
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        })
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "operator".to_owned())
+}
+
+async fn partner(settings: &Settings, operator: &str, action: PartnerAction) -> anyhow::Result<()> {
     let store = open_migrated_store(settings).await?;
     let code = match &action {
         PartnerAction::Show { code }
@@ -373,8 +393,17 @@ async fn partner(settings: &Settings, action: PartnerAction) -> anyhow::Result<(
         }
         PartnerAction::AllowIps { cidrs, .. } => {
             let list = AllowedIps::parse(cidrs.iter().map(String::as_str))?;
-            let partner =
-                admin::set_allowed_ips(&store, &code, list, now, settings.key_cache).await?;
+            let (_, cipher) = keyward_server::startup::open_store_and_cipher(settings).await?;
+            let partner = admin::set_allowed_ips(
+                &store,
+                &cipher,
+                &code,
+                list,
+                operator,
+                chrono::Utc::now(),
+                settings.key_cache,
+            )
+            .await?;
             println!(
                 "{} may call from: {}",
                 partner.code,

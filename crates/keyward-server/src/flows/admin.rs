@@ -3,7 +3,9 @@
 //! every node sees it: after waiting out `KEYWARD_KEY_CACHE_MS` (`bound`, SPEC §6).
 
 use super::key_cache::wait_out;
+use crate::crypto::Cipher;
 use crate::store::{AuditEvent, Partner, Store, StoreError, Tx};
+use chrono::{DateTime, Utc};
 use keyward_core::{AllowedIps, PartnerCode, PartnerStatus};
 use std::time::Duration;
 
@@ -15,8 +17,15 @@ pub enum AdminError {
     NotYetActive(PartnerCode),
     #[error("{0} is not pending (it has keys): suspend it instead")]
     NotPending(PartnerCode),
+    #[error(
+        "an allow-list has at most {} entries: use CIDR blocks to cover more addresses",
+        AllowedIps::MAX_ENTRIES
+    )]
+    TooManyEntries,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Failed(#[from] crate::error::Error),
 }
 
 pub type Result<T, E = AdminError> = std::result::Result<T, E>;
@@ -110,22 +119,27 @@ pub async fn release(store: &Store, code: &PartnerCode, now: i64) -> Result<Part
     Ok(partner)
 }
 
-/// Requests are accepted only from these addresses or blocks (empty: from any address).
+/// Requests are accepted only from these addresses or blocks (empty: from any address). The
+/// same change as the partner's `SetAllowedIps`: audited, and the partner is emailed.
 pub async fn set_allowed_ips(
     store: &Store,
+    cipher: &Cipher,
     code: &PartnerCode,
     allowed_ips: AllowedIps,
-    now: i64,
+    operator: &str,
+    now: DateTime<Utc>,
     bound: Duration,
 ) -> Result<Partner> {
+    if allowed_ips.len() > AllowedIps::MAX_ENTRIES {
+        return Err(AdminError::TooManyEntries);
+    }
     let (mut tx, mut partner) = locked_partner(store, code).await?;
-    tx.set_allowed_ips(&partner.id, &allowed_ips, now).await?;
-    let detail = allowed_ips.to_stored();
-    tx.audit(
-        Some(&partner.id),
-        "allowed_ips_changed",
-        None,
-        detail.as_deref(),
+    super::change_allowed_ips(
+        cipher,
+        &mut tx,
+        &partner,
+        &allowed_ips,
+        super::Changer::Operator(operator),
         now,
     )
     .await?;

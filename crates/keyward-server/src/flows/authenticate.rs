@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::state::AppState;
 use crate::store::Partner;
 use keyward_core::signature::SignedBody;
+use keyward_core::wire::StaleData;
 use keyward_core::{json::Value, ErrorCode, PartnerStatus, PublicKey};
 use std::net::IpAddr;
 
@@ -65,12 +66,15 @@ pub enum ClientAddress {
 pub struct Authenticated {
     pub key_id: String,
     pub key_created_at: i64,
+    /// When the key stops working, if it is the retiring pair (answers carry
+    /// `Keyward-Key-Expires`).
+    pub key_expires_at: Option<i64>,
     pub partner: Partner,
 }
 
 /// Checks, in the order of SPEC §3.2, once the caller has read a well-formed public key from
-/// the `Authorization` header: key known, not revoked, partner not suspended, client IP
-/// allowed, signature, freshness. What the store says of the key comes through the node's
+/// the `Authorization` header: key known, not revoked, not expired (a retiring pair past its
+/// overlap), partner not suspended, client IP allowed, signature, freshness. What the store says of the key comes through the node's
 /// key cache, at most `KEYWARD_KEY_CACHE_MS` old (see `key_cache.rs` for why revocation
 /// stays instant).
 #[tracing::instrument(skip_all)]
@@ -92,6 +96,10 @@ pub async fn authenticate(
         (Some(secret), None) => secret,
         _ => return Err(ErrorCode::RevokedKey.into()),
     };
+    let now = millis(state.clock.now());
+    if key.expires_at.is_some_and(|expires_at| expires_at <= now) {
+        return Err(ErrorCode::ExpiredKey.into());
+    }
     if key.partner.status == PartnerStatus::Suspended {
         return Err(ErrorCode::PartnerSuspended.into());
     }
@@ -103,12 +111,13 @@ pub async fn authenticate(
         }
     }
     if !body.verify(secret) {
-        return Err(ErrorCode::InvalidSignature.into());
+        return Err(Error::InvalidSignature(body.message_hashes()));
     }
-    check_freshness(state, body)?;
+    check_freshness(body, now, state.settings.freshness_window)?;
     Ok(Authenticated {
         key_id: key.key_id.clone(),
         key_created_at: key.created_at,
+        key_expires_at: key.expires_at,
         partner: key.partner.clone(),
     })
 }
@@ -137,8 +146,9 @@ pub async fn use_once(state: &AppState, auth: &Authenticated, body: &SignedBody)
 }
 
 /// An optional top-level `timestamp` (ms since the epoch, number or numeric string) must be
-/// within the freshness window of the server's time.
-fn check_freshness(state: &AppState, body: &SignedBody) -> Result<()> {
+/// within the freshness window of the server's time (`now`, ms). A stale one is told the
+/// server's time and its skew, so the partner can fix its clock (SPEC §3.4b).
+fn check_freshness(body: &SignedBody, now: i64, window: chrono::TimeDelta) -> Result<()> {
     let timestamp = match body.get("timestamp") {
         None => return Ok(()),
         Some(Value::Number(n)) => Some(*n),
@@ -152,11 +162,16 @@ fn check_freshness(state: &AppState, body: &SignedBody) -> Result<()> {
         ));
     };
     #[allow(clippy::cast_precision_loss)] // milliseconds of our era are far below 2^53
-    let skew = (millis(state.clock.now()) as f64 - timestamp).abs();
+    let skew = timestamp - now as f64;
     #[allow(clippy::cast_precision_loss)]
-    let window = state.settings.freshness_window.num_milliseconds() as f64;
-    if skew > window {
-        return Err(ErrorCode::StaleRequest.into());
+    let window = window.num_milliseconds() as f64;
+    if skew.abs() > window {
+        #[allow(clippy::cast_possible_truncation)] // saturating: any huge skew is just huge
+        let skew_ms = skew.round() as i64;
+        return Err(Error::StaleRequest(StaleData {
+            server_time_ms: now,
+            skew_ms,
+        }));
     }
     Ok(())
 }

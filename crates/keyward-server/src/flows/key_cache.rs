@@ -34,6 +34,9 @@ pub struct AuthKey {
     pub key_id: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// When a retiring pair stops working (checked against the clock on every request, so
+    /// the cache never makes an expired key live longer).
+    pub expires_at: Option<i64>,
     pub partner: Partner,
     /// `None` for a revoked key: it will never be used to verify anything.
     pub secret: Option<SecretKey>,
@@ -150,6 +153,7 @@ async fn load(store: &Store, cipher: &Cipher, hash: &KeyHash) -> Result<Lookup> 
             key_id: record.key_id,
             created_at: record.created_at,
             revoked_at: record.revoked_at,
+            expires_at: record.expires_at,
             partner: record.partner,
             secret,
         }),

@@ -1,7 +1,7 @@
 //! One-time links: looking at one, and using one.
 
 use super::key_cache::wait_out;
-use super::{commit_and_wake, queue_email};
+use super::{commit_and_wake, human_time, queue_email, Outgoing, Overlap};
 use crate::clock::{from_millis, millis};
 use crate::crypto::secret_key_aad;
 use crate::error::{Error, Result};
@@ -33,6 +33,8 @@ fn link_problem(link: &Link, now: DateTime<Utc>) -> Option<ErrorCode> {
 pub struct LinkView {
     pub purpose: LinkPurpose,
     pub expires_at: DateTime<Utc>,
+    /// How long the current keys keep working once a regeneration link is used.
+    pub overlap: Overlap,
 }
 
 impl LinkView {
@@ -40,6 +42,7 @@ impl LinkView {
         Self {
             purpose: link.purpose,
             expires_at: from_millis(link.expires_at),
+            overlap: Overlap::from_seconds(link.overlap_seconds).unwrap_or_default(),
         }
     }
 }
@@ -60,6 +63,8 @@ pub struct Redeemed {
     pub partner_code: PartnerCode,
     pub keys: KeyPair,
     pub purpose: LinkPurpose,
+    /// Until when the previous pair keeps working, if it retires rather than being revoked.
+    pub old_keys_expire_at: Option<DateTime<Utc>>,
 }
 
 /// Looks at a link without changing anything (mail scanners fetch links).
@@ -81,6 +86,14 @@ struct NoticeContext<'a> {
     partner_code: &'a str,
     regenerated_at: String,
     ip: String,
+    /// When the previous pair stops working, if it retires; empty: it stopped at once.
+    old_keys_expire_at: String,
+}
+
+#[derive(Serialize)]
+struct ReminderContext<'a> {
+    partner_code: &'a str,
+    old_keys_expire_at: String,
 }
 
 /// Consumes a link, atomically: onboarding activates the partner with its first key pair;
@@ -118,7 +131,31 @@ pub async fn redeem(
     // without keys can both be open).
     tx.supersede_links(&partner.id, link.purpose, Supersede::All, millis(now))
         .await?;
-    let revoked = tx.revoke_keys(&partner.id, millis(now)).await?;
+    let overlap = Overlap::from_seconds(link.overlap_seconds).unwrap_or_default();
+    let retiring = link.purpose == LinkPurpose::Regeneration && overlap.seconds() > 0;
+    let (revoked, old_keys_expire_at) = if retiring {
+        // The old pair retires instead of being revoked; a pair still retiring from an
+        // earlier regeneration is revoked at once (one current and one retiring at most).
+        let revoked = tx.revoke_retiring_keys(&partner.id, millis(now)).await?;
+        let until = now + chrono::TimeDelta::seconds(overlap.seconds());
+        let retired = tx.retire_current_key(&partner.id, millis(until)).await?;
+        if let Some(retired) = &retired {
+            if overlap.seconds() >= Overlap::REMINDER_FROM_SECONDS {
+                let context = ReminderContext {
+                    partner_code: partner.code.as_str(),
+                    old_keys_expire_at: human_time(until),
+                };
+                let mut email = Outgoing::now(&partner.email, EmailKind::RetiringReminder, now);
+                email.send_after =
+                    until - chrono::TimeDelta::seconds(Overlap::REMINDER_BEFORE_SECONDS);
+                email.about_key_id = Some(retired);
+                queue_email(&state.cipher, &mut tx, email, &context).await?;
+            }
+        }
+        (revoked, retired.map(|_| until))
+    } else {
+        (tx.revoke_keys(&partner.id, millis(now)).await?, None)
+    };
     if link.purpose == LinkPurpose::Onboarding && partner.status == PartnerStatus::Pending {
         tx.set_partner_status(&partner.id, PartnerStatus::Active, millis(now))
             .await?;
@@ -144,19 +181,18 @@ pub async fn redeem(
             partner_code: partner.code.as_str(),
             regenerated_at: now.to_rfc3339_opts(SecondsFormat::Secs, true),
             ip: ip_text.clone(),
+            old_keys_expire_at: old_keys_expire_at.map(human_time).unwrap_or_default(),
         };
-        queue_email(
-            state,
-            &mut tx,
-            &partner.email,
-            EmailKind::RegeneratedNotice,
-            &context,
-            false,
-            now,
-        )
-        .await?;
+        let email = Outgoing::now(&partner.email, EmailKind::RegeneratedNotice, now);
+        queue_email(&state.cipher, &mut tx, email, &context).await?;
     }
-    let detail = format!("key {key_id}; {revoked} key(s) revoked");
+    let detail = match old_keys_expire_at {
+        Some(until) => format!(
+            "key {key_id}; {revoked} key(s) revoked; the previous pair retires at {}",
+            until.to_rfc3339_opts(SecondsFormat::Secs, true)
+        ),
+        None => format!("key {key_id}; {revoked} key(s) revoked"),
+    };
     let event = format!("{}_link_redeemed", link.purpose.as_str());
     tx.audit(
         Some(&partner.id),
@@ -179,5 +215,6 @@ pub async fn redeem(
         partner_code: partner.code,
         keys: pair,
         purpose: link.purpose,
+        old_keys_expire_at,
     }))
 }

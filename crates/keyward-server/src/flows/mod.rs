@@ -3,18 +3,23 @@
 //! the email that announces it (transactional outbox).
 
 pub mod admin;
+mod allow_list;
 mod authenticate;
 pub mod key_cache;
 mod links;
 mod onboarding;
 mod regeneration;
+mod rotation;
 pub mod service_tokens;
 mod verify;
 
+pub(crate) use allow_list::change_allowed_ips;
+pub use allow_list::{set_allowed_ips, Changer};
 pub use authenticate::{authenticate, use_once, Authenticated, Authorization, ClientAddress};
 pub use links::{redeem, view_link, LinkView, Redeemed, Redemption};
 pub use onboarding::onboard;
 pub use regeneration::{request_regeneration, request_regeneration_without_keys};
+pub use rotation::retire_old_keys;
 pub use verify::{verify, Verdict, VerifyInput};
 
 use crate::clock::millis;
@@ -148,16 +153,69 @@ struct LinkEmailContext<'a> {
     link_url: &'a str,
     expires_at: String,
     requested_ip: String,
+    /// How long the current keys keep working once the link is used, in words; empty: they
+    /// stop at once.
+    overlap: String,
+}
+
+/// How long the old pair keeps working after a regeneration (SPEC §3.2): 0 to 7 days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Overlap(i64);
+
+impl Overlap {
+    pub const MAX_SECONDS: i64 = 604_800;
+    /// The reminder goes out this long before a retiring pair expires...
+    pub const REMINDER_BEFORE_SECONDS: i64 = 86_400;
+    /// ...when the overlap is at least this long.
+    pub const REMINDER_FROM_SECONDS: i64 = 2 * 86_400;
+
+    pub fn from_seconds(seconds: i64) -> Option<Self> {
+        (0..=Self::MAX_SECONDS)
+            .contains(&seconds)
+            .then_some(Self(seconds))
+    }
+
+    pub fn seconds(self) -> i64 {
+        self.0
+    }
+
+    /// "1 day 2 hours", for emails and pages; empty for none.
+    pub fn describe(self) -> String {
+        describe_duration(self.0)
+    }
+}
+
+/// Seconds in words, largest units first, at most two of them ("2 days 3 hours").
+pub fn describe_duration(seconds: i64) -> String {
+    let units = [
+        (86_400, "day"),
+        (3_600, "hour"),
+        (60, "minute"),
+        (1, "second"),
+    ];
+    let mut left = seconds.max(0);
+    let mut parts = Vec::new();
+    for (size, name) in units {
+        let n = left / size;
+        if n > 0 && parts.len() < 2 {
+            parts.push(format!("{n} {name}{}", if n == 1 { "" } else { "s" }));
+            left -= n * size;
+        }
+    }
+    parts.join(" ")
 }
 
 /// Replaces the partner's unused links of this purpose with a new one and queues its email.
-/// A link anyone asked for replaces only links anyone asked for.
+/// A link anyone asked for replaces only links anyone asked for. `overlap` is how long the
+/// old pair keeps working once a regeneration link is used (zero: it is revoked at once).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn issue_link(
     state: &AppState,
     tx: &mut Tx,
     partner: &Partner,
     purpose: LinkPurpose,
     requester: Requester,
+    overlap: Overlap,
     now: DateTime<Utc>,
     ip: IpAddr,
 ) -> Result<()> {
@@ -184,6 +242,7 @@ pub(super) async fn issue_link(
         expires_at: millis(expires_at),
         requested_ip: Some(&ip_text),
         signed: requester == Requester::KeyHolder,
+        overlap_seconds: overlap.seconds(),
     })
     .await?;
     let link_url = format!(
@@ -200,18 +259,11 @@ pub(super) async fn issue_link(
         link_url: &link_url,
         expires_at: human_time(expires_at),
         requested_ip: ip_text.clone(),
+        overlap: overlap.describe(),
     };
-    let unauthenticated = requester == Requester::Anyone;
-    queue_email(
-        state,
-        tx,
-        &partner.email,
-        kind,
-        &context,
-        unauthenticated,
-        now,
-    )
-    .await?;
+    let mut email = Outgoing::now(&partner.email, kind, now);
+    email.unauthenticated = requester == Requester::Anyone;
+    queue_email(&state.cipher, tx, email, &context).await?;
     let event = format!("{}_link_issued", purpose.as_str());
     tx.audit(
         Some(&partner.id),
@@ -224,16 +276,48 @@ pub(super) async fn issue_link(
     Ok(())
 }
 
+/// An email to queue, and how.
+pub(crate) struct Outgoing<'a> {
+    pub recipient: &'a Email,
+    pub kind: EmailKind,
+    pub now: DateTime<Utc>,
+    /// Anyone could have caused it: it counts towards the recipient's limit.
+    pub unauthenticated: bool,
+    /// Not sent before this time.
+    pub send_after: DateTime<Utc>,
+    /// Not sent at all if this key is revoked first.
+    pub about_key_id: Option<&'a str>,
+}
+
+impl<'a> Outgoing<'a> {
+    /// An email to send at once.
+    pub fn now(recipient: &'a Email, kind: EmailKind, now: DateTime<Utc>) -> Self {
+        Self {
+            recipient,
+            kind,
+            now,
+            unauthenticated: false,
+            send_after: now,
+            about_key_id: None,
+        }
+    }
+}
+
 /// Renders, encrypts and queues an email in the caller's transaction.
-pub(super) async fn queue_email(
-    state: &AppState,
+pub(crate) async fn queue_email(
+    cipher: &crate::crypto::Cipher,
     tx: &mut Tx,
-    recipient: &Email,
-    kind: EmailKind,
+    email: Outgoing<'_>,
     context: &impl Serialize,
-    unauthenticated: bool,
-    now: DateTime<Utc>,
 ) -> Result<()> {
+    let Outgoing {
+        recipient,
+        kind,
+        now,
+        unauthenticated,
+        send_after,
+        about_key_id,
+    } = email;
     let rendered = templates::render(kind, context)
         .context("rendering an email")
         .map_err(Error::Unexpected)?;
@@ -241,7 +325,7 @@ pub(super) async fn queue_email(
         .context("serialising an email")
         .map_err(Error::Unexpected)?;
     let id = uuid::Uuid::now_v7().to_string();
-    let ciphertext = state.cipher.encrypt(&plain, &outbox_aad(&id))?;
+    let ciphertext = cipher.encrypt(&plain, &outbox_aad(&id))?;
     tx.enqueue_email(&NewEmail {
         id: &id,
         recipient: recipient.as_str(),
@@ -249,6 +333,8 @@ pub(super) async fn queue_email(
         kind: kind.name(),
         body_ciphertext: &ciphertext,
         created_at: millis(now),
+        send_after: millis(send_after),
+        about_key_id,
     })
     .await?;
     Ok(())

@@ -1,7 +1,7 @@
 //! `OnboardPartner`: a new partner, or a fresh link for a pending one.
 
 use super::{
-    commit_and_wake, enforce_partner_limit, enforce_recipient_limit, issue_link, Requester,
+    commit_and_wake, enforce_partner_limit, enforce_recipient_limit, issue_link, Overlap, Requester,
 };
 use crate::clock::millis;
 use crate::error::Result;
@@ -76,6 +76,17 @@ pub async fn onboard(
     };
     enforce_recipient_limit(state, &mut tx, email, now).await?;
     let link = LinkPurpose::Onboarding;
-    issue_link(state, &mut tx, &partner, link, Requester::Anyone, now, ip).await?;
+    let overlap = Overlap::default();
+    issue_link(
+        state,
+        &mut tx,
+        &partner,
+        link,
+        Requester::Anyone,
+        overlap,
+        now,
+        ip,
+    )
+    .await?;
     commit_and_wake(state, tx).await
 }

@@ -2,7 +2,7 @@
 
 use super::{
     commit_and_wake, enforce_partner_limit, enforce_recipient_limit, issue_link, replay_digest,
-    Authenticated, ReplayPurpose, Requester,
+    Authenticated, Overlap, ReplayPurpose, Requester,
 };
 use crate::clock::millis;
 use crate::error::{Error, Result};
@@ -13,13 +13,15 @@ use std::net::IpAddr;
 
 /// `GenKeysForPartner` with Authorization: after the checks of SPEC §3.2, email a
 /// regeneration link. The same signed request (however encoded) within the replay window is
-/// not acted on twice. The current keys keep working until the link is used.
+/// not acted on twice. The current keys keep working until the link is used, and for
+/// `overlap` after that.
 #[tracing::instrument(skip_all, fields(partner_id = %auth.partner.id))]
 pub async fn request_regeneration(
     state: &AppState,
     auth: &Authenticated,
     code: &str,
     email: &str,
+    overlap: Overlap,
     body: &SignedBody,
     ip: IpAddr,
 ) -> Result<()> {
@@ -50,6 +52,7 @@ pub async fn request_regeneration(
         &partner,
         link,
         Requester::KeyHolder,
+        overlap,
         now,
         ip,
     )
@@ -101,6 +104,8 @@ pub async fn request_regeneration_without_keys(
         &partner,
         purpose,
         Requester::Anyone,
+        // The lost-keys path never keeps the old pair: it may be what was lost.
+        Overlap::default(),
         now,
         ip,
     )

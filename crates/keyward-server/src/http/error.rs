@@ -46,7 +46,7 @@ fn retry_after(error: &Error, headers: &mut HeaderMap) {
 }
 
 /// The envelope of an error (SPEC §3): what the caller is told, and nothing more.
-pub fn error_envelope(error: &Error) -> Envelope<()> {
+pub fn error_envelope(error: &Error) -> Envelope<serde_json::Value> {
     let code = error.code();
     let problems = match error {
         Error::Fields { problems, .. } => Some(problems.clone()),
@@ -68,7 +68,7 @@ pub fn error_envelope(error: &Error) -> Envelope<()> {
     Envelope {
         success: false,
         message,
-        data: None,
+        data: error.data(),
         code: Some(code.as_str().to_owned()),
         errors: problems,
     }

@@ -126,6 +126,71 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An optional whole number in `range`: absent or `null` is `None`.
+    pub fn integer(
+        &mut self,
+        name: &str,
+        range: std::ops::RangeInclusive<i64>,
+        describe: &str,
+    ) -> Option<i64> {
+        match self.body.get(name) {
+            None | Some(Value::Null) => None,
+            #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+            Some(Value::Number(n)) if n.fract() == 0.0 && range.contains(&(*n as i64)) => {
+                Some(*n as i64)
+            }
+            Some(_) => {
+                self.problem(name, describe);
+                None
+            }
+        }
+    }
+
+    /// A required array of strings, each checked by `parse` (every bad entry is listed as
+    /// `name[i]`), of at most `max` entries.
+    pub fn string_list<T>(
+        &mut self,
+        name: &str,
+        max: usize,
+        parse: impl Fn(&str) -> Option<T>,
+        describe: &str,
+    ) -> Option<Vec<T>> {
+        let items = match self.body.get(name) {
+            None | Some(Value::Null) => {
+                self.problem(name, "missing");
+                return None;
+            }
+            Some(Value::Array(items)) => items,
+            Some(_) => {
+                self.problem(name, "must be an array of strings");
+                return None;
+            }
+        };
+        if items.len() > max {
+            self.problem(name, &format!("at most {max} entries"));
+            return None;
+        }
+        let before = self.problems.len();
+        let mut values = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match item {
+                Value::String(s) => match parse(s) {
+                    Some(value) => values.push(value),
+                    None => self.problem(&format!("{name}[{i}]"), describe),
+                },
+                _ => self.problem(&format!("{name}[{i}]"), "must be a string"),
+            }
+        }
+        (self.problems.len() == before).then_some(values)
+    }
+
+    fn problem(&mut self, field: &str, problem: &str) {
+        self.problems.push(FieldProblem {
+            field: field.to_owned(),
+            problem: problem.to_owned(),
+        });
+    }
+
     /// The top-level `signature` must be present (its type was checked when parsing).
     pub fn require_signature(&mut self) {
         if self.body.signature.is_none() {

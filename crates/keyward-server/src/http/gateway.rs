@@ -16,6 +16,7 @@ use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use keyward_core::wire::KEY_EXPIRES_HEADER;
 use keyward_core::ErrorCode;
 
 /// The upstream and a pooled keep-alive client to reach it, built once at start.
@@ -106,50 +107,69 @@ async fn try_forward(state: AppState, gateway: &Gateway, request: Request) -> Re
         ClientAddress::Known(ip),
     )
     .await?;
-    let single_use = gateway.upstream.single_use
-        && !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if single_use {
-        flows::use_once(&state, &auth, &body).await?;
-    }
+    // Every answer to a request made with a retiring key says when it expires (SPEC §3.2).
+    let key_expires_at = auth.key_expires_at;
+    let relayed: Result<Response> = async move {
+        let single_use = gateway.upstream.single_use
+            && !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if single_use {
+            flows::use_once(&state, &auth, &body).await?;
+        }
 
-    let path_and_query = original
-        .path_and_query()
-        .map_or_else(|| original.path().to_owned(), |pq| pq.as_str().to_owned());
-    let mut upstream_headers = forwarded_headers(&headers);
-    for (name, value) in [
-        ("x-forwarded-for", ip.to_string()),
-        ("x-forwarded-proto", proto.to_owned()),
-        ("x-request-id", request_id),
-        ("keyward-partner-id", auth.partner.id.to_string()),
-        ("keyward-partner-code", auth.partner.code.to_string()),
-        ("keyward-key-id", auth.key_id.clone()),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            upstream_headers.insert(HeaderName::from_static(name), value);
+        let path_and_query = original
+            .path_and_query()
+            .map_or_else(|| original.path().to_owned(), |pq| pq.as_str().to_owned());
+        let mut upstream_headers = forwarded_headers(&headers);
+        for (name, value) in [
+            ("x-forwarded-for", ip.to_string()),
+            ("x-forwarded-proto", proto.to_owned()),
+            ("x-request-id", request_id),
+            ("keyward-partner-id", auth.partner.id.to_string()),
+            ("keyward-partner-code", auth.partner.code.to_string()),
+            ("keyward-key-id", auth.key_id.clone()),
+            (
+                KEY_EXPIRES_HEADER,
+                auth.key_expires_at
+                    .map(super::keys::wire_time)
+                    .unwrap_or_default(),
+            ),
+        ] {
+            if value.is_empty() {
+                continue;
+            }
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                upstream_headers.insert(HeaderName::from_static(name), value);
+            }
         }
+        let sent = gateway
+            .client
+            .request(method, gateway.target(&path_and_query))
+            .headers(upstream_headers)
+            .body(raw)
+            .send();
+        let answer = match tokio::time::timeout(gateway.upstream.timeout, sent).await {
+            Err(_) => return Err(ErrorCode::UpstreamTimeout.into()),
+            Ok(Err(e)) if e.is_timeout() => return Err(ErrorCode::UpstreamTimeout.into()),
+            Ok(Err(e)) => {
+                // Without the URL: it may carry credentials, and the partner's query.
+                tracing::warn!(error = %e.without_url(), "the upstream could not be reached");
+                return Err(ErrorCode::UpstreamUnavailable.into());
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        let status =
+            StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let headers = returned_headers(answer.headers());
+        let mut response = Response::new(Body::from_stream(answer.bytes_stream()));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        Ok(response)
     }
-    let sent = gateway
-        .client
-        .request(method, gateway.target(&path_and_query))
-        .headers(upstream_headers)
-        .body(raw)
-        .send();
-    let answer = match tokio::time::timeout(gateway.upstream.timeout, sent).await {
-        Err(_) => return Err(ErrorCode::UpstreamTimeout.into()),
-        Ok(Err(e)) if e.is_timeout() => return Err(ErrorCode::UpstreamTimeout.into()),
-        Ok(Err(e)) => {
-            // Without the URL: it may carry credentials, and the partner's query.
-            tracing::warn!(error = %e.without_url(), "the upstream could not be reached");
-            return Err(ErrorCode::UpstreamUnavailable.into());
-        }
-        Ok(Ok(answer)) => answer,
-    };
-    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let headers = returned_headers(answer.headers());
-    let mut response = Response::new(Body::from_stream(answer.bytes_stream()));
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
-    Ok(response)
+    .await;
+    Ok(super::keys::with_key_expiry(
+        relayed.unwrap_or_else(IntoResponse::into_response),
+        key_expires_at,
+    ))
 }
 
 /// The client's headers the upstream may see.

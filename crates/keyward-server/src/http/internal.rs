@@ -3,7 +3,7 @@
 
 use super::error::{error_envelope, status_of, success};
 use super::extract::{Fields, JsonBody};
-use crate::clock::{from_millis, millis};
+use crate::clock::millis;
 use crate::error::{Error, Result};
 use crate::flows::{self, Authenticated, ClientAddress, Verdict, VerifyInput};
 use crate::state::AppState;
@@ -13,7 +13,6 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::SecondsFormat;
 use keyward_core::allow_list::unmapped;
 use keyward_core::wire::{paths, RelayedError, VerifiedPartner, VerifyRejection};
 use keyward_core::{ErrorCode, ServiceToken};
@@ -104,7 +103,10 @@ pub(crate) async fn verify(
     let verdict = flows::verify(&state, input).await?;
     tracing::debug!(caller = %caller, valid = matches!(verdict, Verdict::Valid(_)), "verified");
     Ok(match verdict {
-        Verdict::Valid(auth) => success("The partner's request is valid.", Some(verified(&auth))),
+        Verdict::Valid(auth) => super::keys::with_key_expiry(
+            success("The partner's request is valid.", Some(verified(&auth))),
+            auth.key_expires_at,
+        ),
         Verdict::Invalid(error) => success(
             "The partner's request is not valid: relay `error` to it unchanged.",
             Some(rejection(&error)),
@@ -118,9 +120,8 @@ pub(crate) fn verified(auth: &Authenticated) -> VerifiedPartner {
         partner_id: auth.partner.id.to_string(),
         partner_code: auth.partner.code.to_string(),
         key_id: auth.key_id.clone(),
-        key_created_at: from_millis(auth.key_created_at)
-            .to_rfc3339_opts(SecondsFormat::Millis, true),
-        key_expires_at: None,
+        key_created_at: super::keys::wire_time(auth.key_created_at),
+        key_expires_at: auth.key_expires_at.map(super::keys::wire_time),
     }
 }
 
@@ -132,7 +133,7 @@ fn rejection(error: &Error) -> VerifyRejection {
             status: status_of(error.code()).as_u16(),
             code: error.code().as_str().to_owned(),
             message: envelope.message,
-            data: None,
+            data: envelope.data,
             errors: envelope.errors,
         },
     }

@@ -1,18 +1,22 @@
-//! Signed routes: `GenKeysForPartner` (and its aliases) and `WhoAmI` (SPEC §3.2, §3.4).
+//! Signed routes: `GenKeysForPartner` (and its aliases), `RetireOldKeys`, `WhoAmI` and
+//! `SetAllowedIps` (SPEC §3.2, §3.4, §3.4a). Every answer to a request made with a retiring
+//! key carries `Keyward-Key-Expires`.
 
 use super::error::success;
 use super::extract::{ClientIp, Fields, JsonBody};
 use crate::clock::from_millis;
-use crate::error::Result;
-use crate::flows::{self, Authorization, ClientAddress};
+use crate::error::{Error, Result};
+use crate::flows::{self, Authenticated, Authorization, ClientAddress, Overlap};
 use crate::state::AppState;
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use chrono::SecondsFormat;
-use keyward_core::wire::{paths, WhoAmI};
-use keyward_core::{Email, PartnerCode};
+use keyward_core::allow_list::parse_entry;
+use keyward_core::wire::{paths, AllowedIpsData, RetiredKeys, WhoAmI, KEY_EXPIRES_HEADER};
+use keyward_core::{AllowedIps, Email, PartnerCode};
 
 pub const REGENERATION_SENT: &str =
     "A link to regenerate your keys has been emailed to your registered address. Your current keys keep working until the link is used.";
@@ -28,8 +32,39 @@ pub fn regenerate_router() -> Router<AppState> {
         })
 }
 
-pub fn whoami_router() -> Router<AppState> {
-    Router::new().route(paths::WHOAMI, post(whoami))
+/// The signed routes that send no link email (no per-IP limit).
+pub fn signed_router() -> Router<AppState> {
+    Router::new()
+        .route(paths::WHOAMI, post(whoami))
+        .route(paths::RETIRE_OLD_KEYS, post(retire_old_keys))
+        .route(paths::SET_ALLOWED_IPS, post(set_allowed_ips))
+}
+
+/// RFC 3339 with milliseconds, UTC: how every time is written on the wire.
+pub(crate) fn wire_time(ms: i64) -> String {
+    from_millis(ms).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Adds `Keyward-Key-Expires` to the answer (success or error) of a request authenticated
+/// with a retiring key (SPEC §3.2), so partners see in their own logs which systems still
+/// use the old pair.
+pub(crate) fn with_key_expiry(mut response: Response, key_expires_at: Option<i64>) -> Response {
+    if let Some(expires_at) = key_expires_at {
+        if let Ok(value) = HeaderValue::from_str(&wire_time(expires_at)) {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(KEY_EXPIRES_HEADER), value);
+        }
+    }
+    response
+}
+
+/// The answer of a signed route: `result` turned into a response, with the key's expiry.
+fn answer(auth: &Authenticated, result: Result<Response>) -> Response {
+    with_key_expiry(
+        result.unwrap_or_else(IntoResponse::into_response),
+        auth.key_expires_at,
+    )
 }
 
 /// Regenerate a partner's keys
@@ -59,8 +94,16 @@ pub(crate) async fn regenerate(
     let mut fields = Fields::new(&body);
     let email = fields.required("email", |s| Some(s.to_owned()), "");
     let code = fields.required("partner_code", |s| Some(s.to_owned()), "");
+    let mut overlap = None;
     if !authorization.is_absent() {
         fields.require_signature();
+        // Only the key holder may keep the old pair working; the lost-keys path ignores it
+        // (the lost pair may be in someone else's hands).
+        overlap = fields.integer(
+            "overlap_seconds",
+            0..=Overlap::MAX_SECONDS,
+            "must be a whole number of seconds from 0 to 604800 (7 days)",
+        );
     }
     let (email, code) = fields.finish_with(email.zip(code))?;
     if authorization.is_absent() {
@@ -91,8 +134,21 @@ pub(crate) async fn regenerate(
     }
     let client = ClientAddress::Known(ip);
     let auth = flows::authenticate(&state, authorization.public_key()?, &body, client).await?;
-    flows::request_regeneration(&state, &auth, &code, &email, &body, ip).await?;
-    Ok(success::<()>(REGENERATION_SENT, None))
+    let overlap = overlap.and_then(Overlap::from_seconds).unwrap_or_default();
+    let result = flows::request_regeneration(&state, &auth, &code, &email, overlap, &body, ip)
+        .await
+        .map(|()| success::<()>(&regeneration_sent(overlap), None));
+    Ok(answer(&auth, result))
+}
+
+fn regeneration_sent(overlap: Overlap) -> String {
+    if overlap.seconds() == 0 {
+        return REGENERATION_SENT.to_owned();
+    }
+    format!(
+        "A link to regenerate your keys has been emailed to your registered address. Your current keys keep working until the link is used, and for {} after that.",
+        overlap.describe()
+    )
 }
 
 /// Who am I: a signed ping
@@ -124,8 +180,107 @@ pub(crate) async fn whoami(
     let data = WhoAmI {
         partner_id: auth.partner.id.to_string(),
         partner_code: auth.partner.code.to_string(),
-        key_created_at: from_millis(auth.key_created_at)
-            .to_rfc3339_opts(SecondsFormat::Millis, true),
+        key_created_at: wire_time(auth.key_created_at),
+        key_expires_at: auth.key_expires_at.map(wire_time),
+        allowed_ips: auth.partner.allowed_ips.to_strings(),
     };
-    Ok(success("Your request is signed correctly.", Some(data)))
+    let message = match auth.key_expires_at {
+        Some(_) => "Your request is signed correctly, with your retiring key pair: switch to the new one before key_expires_at.",
+        None => "Your request is signed correctly.",
+    };
+    Ok(answer(&auth, Ok(success(message, Some(data)))))
+}
+
+/// End the retiring key pair now
+///
+/// Signed with the **current** key pair: the pair still working after a regeneration with an
+/// overlap is revoked at once, on every node by the time this answers.
+#[utoipa::path(
+    post,
+    path = "/api/v1/PartnerP2P/RetireOldKeys",
+    tag = "signed",
+    security(("partner_key" = [])),
+    request_body(content = super::schemas::SignedRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`revoked`: how many retiring pairs were revoked (0 or 1)", body = super::schemas::RetiredKeysEnvelope),
+        super::schemas::AuthErrors,
+        super::schemas::BodyErrors,
+    )
+)]
+pub(crate) async fn retire_old_keys(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    authorization: Authorization,
+    JsonBody { body, .. }: JsonBody,
+) -> Result<Response> {
+    let mut fields = Fields::new(&body);
+    fields.require_signature();
+    fields.finish()?;
+    let client = ClientAddress::Known(ip);
+    let auth = flows::authenticate(&state, authorization.public_key()?, &body, client).await?;
+    let result = flows::retire_old_keys(&state, &auth, ip)
+        .await
+        .map(|revoked| {
+            let message = match revoked {
+                0 => "You had no retiring key pair: nothing was revoked.",
+                _ => "Your retiring key pair is revoked: only your current keys work now.",
+            };
+            success(message, Some(RetiredKeys { revoked }))
+        });
+    Ok(answer(&auth, result))
+}
+
+/// Set the partner's IP allow-list
+///
+/// Replaces the allow-list: at most 20 IPv4/IPv6 addresses or CIDR blocks, `[]` for any
+/// address. A list that does not include the address of this very request is refused with
+/// 422 `would_lock_out` unless `confirm_lock_out` is `true`. In force on every node by the
+/// time this answers; the partner is emailed a notice.
+#[utoipa::path(
+    post,
+    path = "/api/v1/PartnerP2P/SetAllowedIps",
+    tag = "signed",
+    security(("partner_key" = [])),
+    request_body(content = super::schemas::SetAllowedIpsRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The allow-list now in force, normalised", body = super::schemas::AllowedIpsEnvelope),
+        super::schemas::AuthErrors,
+        (status = 422, description = "`would_lock_out`", body = super::schemas::ErrorEnvelope),
+        super::schemas::BodyErrors,
+    )
+)]
+pub(crate) async fn set_allowed_ips(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    authorization: Authorization,
+    JsonBody { body, .. }: JsonBody,
+) -> Result<Response> {
+    let mut fields = Fields::new(&body);
+    fields.require_signature();
+    let entries = fields.string_list(
+        "allowed_ips",
+        AllowedIps::MAX_ENTRIES,
+        |s| parse_entry(s).ok().map(|_| s.to_owned()),
+        "must be an IPv4 or IPv6 address or CIDR block, such as 203.0.113.7 or 2001:db8::/48",
+    );
+    let confirm_lock_out = fields.flag("confirm_lock_out");
+    let entries = fields.finish_with(entries)?;
+    let allowed_ips = AllowedIps::parse(entries.iter().map(String::as_str))
+        .map_err(|_| Error::field("allowed_ips", "must be addresses or CIDR blocks"))?;
+    let client = ClientAddress::Known(ip);
+    let auth = flows::authenticate(&state, authorization.public_key()?, &body, client).await?;
+    let result = flows::set_allowed_ips(&state, &auth, &allowed_ips, confirm_lock_out, ip)
+        .await
+        .map(|()| {
+            let message = if allowed_ips.is_empty() {
+                "Your allow-list is empty: requests are accepted from any address."
+            } else {
+                "Your allow-list is set: requests are accepted only from these addresses."
+            };
+            let data = AllowedIpsData {
+                allowed_ips: allowed_ips.to_strings(),
+            };
+            success(message, Some(data))
+        });
+    Ok(answer(&auth, result))
 }

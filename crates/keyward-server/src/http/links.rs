@@ -68,6 +68,8 @@ pub(crate) async fn show(
         Ok(link) => views::link_page(&LinkPage {
             regeneration: link.purpose == LinkPurpose::Regeneration,
             expires_at: link.expires_at,
+            overlap: link.overlap,
+            now: state.clock.now(),
             error: None,
             typed_code: "",
         })
@@ -127,6 +129,7 @@ pub(crate) async fn redeem_form(
         Ok(Redemption::Redeemed(redeemed)) => views::reveal_page(
             &credentials(&redeemed),
             redeemed.purpose == LinkPurpose::Regeneration,
+            redeemed.old_keys_expire_at,
         )
         .into_response(),
         Ok(Redemption::Mismatch(link)) => {
@@ -139,6 +142,8 @@ pub(crate) async fn redeem_form(
             let page = views::link_page(&LinkPage {
                 regeneration: link.purpose == LinkPurpose::Regeneration,
                 expires_at: link.expires_at,
+                overlap: link.overlap,
+                now: state.clock.now(),
                 error: Some(message),
                 typed_code: typed,
             });
@@ -155,6 +160,9 @@ fn credentials(redeemed: &Redeemed) -> Credentials {
         partner_code: redeemed.partner_code.to_string(),
         public_key: redeemed.keys.public.to_string(),
         secret_key: redeemed.keys.secret.expose_secret().to_owned(),
+        old_keys_expire_at: redeemed
+            .old_keys_expire_at
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
     }
 }
 

@@ -76,7 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), ip_rate_limit));
     let router = Router::new()
         .merge(emailing)
-        .merge(keys::whoami_router())
+        .merge(keys::signed_router())
         .merge(links::router())
         .merge(ops::router())
         .merge(openapi::router())

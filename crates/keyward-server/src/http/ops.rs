@@ -9,7 +9,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use keyward_core::wire::paths;
+use keyward_core::wire::{paths, ServerTime};
 /// How old the outbox counts on `/metrics` may be.
 const BACKLOG_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -17,6 +17,21 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(paths::HEALTHZ, get(healthz))
         .route(paths::READYZ, get(readyz))
+        .route(paths::TIME, get(time))
+}
+
+/// The server's clock
+///
+/// For partners whose requests are refused as `stale_request`: compare this with your own
+/// clock (or let the SDK correct its `timestamp` by the difference).
+#[utoipa::path(get, path = "/api/v1/time", tag = "operations", responses((status = 200, description = "The server's time", body = super::schemas::ServerTimeEnvelope)))]
+pub(crate) async fn time(State(state): State<AppState>) -> Response {
+    let now = state.clock.now();
+    let data = ServerTime {
+        server_time_ms: now.timestamp_millis(),
+        server_time: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    };
+    success("The server's time.", Some(data))
 }
 
 /// The process is up

@@ -2,7 +2,10 @@
 //! envelopes (credentials, WhoAmI, field problems, error codes) are core's wire types, which
 //! derive their own schemas: nothing here mirrors them by hand.
 
-use keyward_core::wire::{Credentials, FieldProblem, VerifiedPartner, VerifyRejection, WhoAmI};
+use keyward_core::wire::{
+    AllowedIpsData, Credentials, FieldProblem, RetiredKeys, ServerTime, VerifiedPartner,
+    VerifyRejection, WhoAmI,
+};
 use keyward_core::ErrorCode;
 use serde::Serialize;
 use utoipa::{IntoResponses, ToSchema};
@@ -32,11 +35,28 @@ pub struct RegenerateRequest {
     pub signature: Option<String>,
     /// Optional: milliseconds since the Unix epoch; refused when more than 300 s off.
     pub timestamp: Option<i64>,
+    /// Signed form only: once the link is used, the old pair keeps working this many seconds
+    /// (0 to 604800; default 0, revoked at once).
+    #[schema(minimum = 0, maximum = 604800)]
+    pub overlap_seconds: Option<i64>,
 }
 
 /// A signed body: `signature` and any other members (all covered by the signature).
 #[derive(ToSchema, Serialize)]
 pub struct SignedRequest {
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
+    pub signature: String,
+    pub timestamp: Option<i64>,
+}
+
+/// `SetAllowedIps`.
+#[derive(ToSchema, Serialize)]
+pub struct SetAllowedIpsRequest {
+    /// At most 20 IPv4/IPv6 addresses or CIDR blocks; `[]` allows any address.
+    #[schema(example = json!(["203.0.113.7", "198.51.100.0/24", "2001:db8::/48"]), max_items = 20)]
+    pub allowed_ips: Vec<String>,
+    /// Apply the list even though it does not include this request's own address.
+    pub confirm_lock_out: Option<bool>,
     #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub signature: String,
     pub timestamp: Option<i64>,
@@ -65,6 +85,13 @@ fn null_schema() -> utoipa::openapi::Object {
         .build()
 }
 
+fn error_data_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .build()
+}
+
 /// A success with no data.
 #[derive(ToSchema, Serialize)]
 pub struct MessageEnvelope {
@@ -86,6 +113,30 @@ pub struct WhoAmIEnvelope {
     pub success: bool,
     pub message: String,
     pub data: WhoAmI,
+}
+
+/// `RetireOldKeys`'s answer.
+#[derive(ToSchema, Serialize)]
+pub struct RetiredKeysEnvelope {
+    pub success: bool,
+    pub message: String,
+    pub data: RetiredKeys,
+}
+
+/// `SetAllowedIps`'s answer.
+#[derive(ToSchema, Serialize)]
+pub struct AllowedIpsEnvelope {
+    pub success: bool,
+    pub message: String,
+    pub data: AllowedIpsData,
+}
+
+/// `GET /api/v1/time`'s answer.
+#[derive(ToSchema, Serialize)]
+pub struct ServerTimeEnvelope {
+    pub success: bool,
+    pub message: String,
+    pub data: ServerTime,
 }
 
 /// The verify API's answer.
@@ -110,7 +161,9 @@ pub enum VerifyData {
 pub struct ErrorEnvelope {
     pub success: bool,
     pub message: String,
-    #[schema(schema_with = null_schema)]
+    /// `null`, except for `invalid_signature` (`{message_sha256: {as_sent, canonical}}`) and
+    /// `stale_request` (`{server_time_ms, skew_ms}`).
+    #[schema(schema_with = error_data_schema)]
     pub data: (),
     pub code: ErrorCode,
     /// Every bad field, for `missing_fields` and `invalid_field`.
@@ -140,7 +193,7 @@ pub enum BodyErrors {
 /// Errors of the signed routes.
 #[derive(IntoResponses)]
 pub enum AuthErrors {
-    /// `missing_authorization`, `malformed_authorization`, `unknown_key`, `revoked_key`, `invalid_signature`, `stale_request`.
+    /// `missing_authorization`, `malformed_authorization`, `unknown_key`, `revoked_key`, `expired_key`, `invalid_signature` (data: `message_sha256`), `stale_request` (data: `server_time_ms`, `skew_ms`).
     #[response(status = 401)]
     Unauthorized(ErrorEnvelope),
     /// `partner_suspended`, `ip_not_allowed`, `partner_mismatch`, `email_mismatch`.

@@ -13,6 +13,10 @@ pub enum EmailKind {
     Regeneration,
     /// The notice that a partner's keys were regenerated.
     RegeneratedNotice,
+    /// The reminder, a day ahead, that a retiring key pair stops working.
+    RetiringReminder,
+    /// The notice that a partner's IP allow-list changed.
+    AllowedIpsChanged,
 }
 
 impl EmailKind {
@@ -21,6 +25,8 @@ impl EmailKind {
             EmailKind::Onboarding => "onboarding",
             EmailKind::Regeneration => "regeneration",
             EmailKind::RegeneratedNotice => "regenerated_notice",
+            EmailKind::RetiringReminder => "retiring_reminder",
+            EmailKind::AllowedIpsChanged => "allowed_ips_changed",
         }
     }
 }
@@ -52,7 +58,13 @@ macro_rules! templates {
     };
 }
 
-const TEMPLATES: &[(&str, &str)] = templates!("onboarding", "regeneration", "regenerated_notice");
+const TEMPLATES: &[(&str, &str)] = templates!(
+    "onboarding",
+    "regeneration",
+    "regenerated_notice",
+    "retiring_reminder",
+    "allowed_ips_changed"
+);
 
 fn environment() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
@@ -101,11 +113,15 @@ mod tests {
         let context = minijinja::context! {
             partner_code => "A<CME", link_url => "http://x/link/t", expires_at => "soon",
             requested_ip => "192.0.2.1", regenerated_at => "now", ip => "192.0.2.1",
+            overlap => "1 day", old_keys_expire_at => "tomorrow", allowed_ips => ["192.0.2.0/24"],
+            changed_by => "the partner",
         };
         for kind in [
             EmailKind::Onboarding,
             EmailKind::Regeneration,
             EmailKind::RegeneratedNotice,
+            EmailKind::RetiringReminder,
+            EmailKind::AllowedIpsChanged,
         ] {
             let email = render(kind, &context)?;
             assert!(email.subject.contains("A<CME"));

@@ -212,7 +212,7 @@ impl Store {
     /// No cache: a key revoked on any node is refused on the very next request.
     pub async fn key_by_hash(&self, public_key_hash: &KeyHash) -> Result<Option<KeyRecord>> {
         let sql = format!(
-            "SELECT k.id AS key_id, k.created_at AS key_created_at, k.revoked_at, k.secret_ciphertext, {PARTNER_COLUMNS} \
+            "SELECT k.id AS key_id, k.created_at AS key_created_at, k.revoked_at, k.expires_at AS key_expires_at, k.secret_ciphertext, {PARTNER_COLUMNS} \
              FROM partner_keys k JOIN partners p ON p.id = k.partner_id WHERE k.public_key_hash = $1"
         );
         let Some(row) = sqlx::query(&sql)
@@ -226,6 +226,7 @@ impl Store {
             key_id: row.try_get("key_id")?,
             created_at: row.try_get("key_created_at")?,
             revoked_at: row.try_get("revoked_at")?,
+            expires_at: row.try_get("key_expires_at")?,
             secret_ciphertext: row.try_get("secret_ciphertext")?,
             partner: PartnerRow::from_row(&row)?.try_into()?,
         }))

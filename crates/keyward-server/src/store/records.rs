@@ -60,6 +60,8 @@ pub struct KeyRecord {
     pub key_id: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// When a retiring pair stops working; `None` for the current pair.
+    pub expires_at: Option<i64>,
     pub secret_ciphertext: Vec<u8>,
     pub partner: Partner,
 }
@@ -73,6 +75,8 @@ pub struct Link {
     pub expires_at: i64,
     pub used_at: Option<i64>,
     pub superseded_at: Option<i64>,
+    /// How long the old pair keeps working once this (regeneration) link is used.
+    pub overlap_seconds: i64,
 }
 
 #[derive(FromRow)]
@@ -84,6 +88,7 @@ pub(super) struct LinkRow {
     expires_at: i64,
     used_at: Option<i64>,
     superseded_at: Option<i64>,
+    overlap_seconds: i64,
 }
 
 impl TryFrom<LinkRow> for Link {
@@ -99,12 +104,13 @@ impl TryFrom<LinkRow> for Link {
             expires_at: row.expires_at,
             used_at: row.used_at,
             superseded_at: row.superseded_at,
+            overlap_seconds: row.overlap_seconds,
         })
     }
 }
 
 pub(super) const LINK_COLUMNS: &str =
-    "id, partner_id, purpose, created_at, expires_at, used_at, superseded_at";
+    "id, partner_id, purpose, created_at, expires_at, used_at, superseded_at, overlap_seconds";
 
 pub struct NewLink<'a> {
     pub id: &'a str,
@@ -114,6 +120,8 @@ pub struct NewLink<'a> {
     /// Requested with the partner's keys (a separate budget; never superseded by a request
     /// without them).
     pub signed: bool,
+    /// For a regeneration link: how long the old pair keeps working once it is used.
+    pub overlap_seconds: i64,
     pub created_at: i64,
     pub expires_at: i64,
     pub requested_ip: Option<&'a str>,
@@ -137,6 +145,10 @@ pub struct NewEmail<'a> {
     pub kind: &'a str,
     pub body_ciphertext: &'a [u8],
     pub created_at: i64,
+    /// Not sent before this time (a reminder); `created_at` for every other email.
+    pub send_after: i64,
+    /// The key the email is about: it is not sent if the key is revoked first.
+    pub about_key_id: Option<&'a str>,
 }
 
 /// An email claimed for sending.

@@ -163,7 +163,7 @@ impl Tx {
 
     pub async fn insert_link(&mut self, link: &NewLink<'_>) -> Result<()> {
         sqlx::query(
-            "INSERT INTO links (id, partner_id, purpose, token_hash, created_at, expires_at, requested_ip, signed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO links (id, partner_id, purpose, token_hash, created_at, expires_at, requested_ip, signed, overlap_seconds) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(link.id)
         .bind(link.partner_id.as_str())
@@ -173,6 +173,7 @@ impl Tx {
         .bind(link.expires_at)
         .bind(link.requested_ip)
         .bind(i64::from(link.signed))
+        .bind(link.overlap_seconds)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -191,16 +192,55 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Revokes every active key of the partner; returns how many.
+    /// Revokes every unrevoked key of the partner (current and retiring); returns how many.
+    /// Emails about them that were not sent yet are cancelled.
     pub async fn revoke_keys(&mut self, partner_id: &PartnerId, now: i64) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE partner_keys SET revoked_at = $1 WHERE partner_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(partner_id.as_str())
-        .execute(&mut *self.tx)
-        .await?;
+        self.revoke_where(partner_id, "", now).await
+    }
+
+    /// Revokes the partner's retiring pair, if it has one (expired or not); returns how many.
+    pub async fn revoke_retiring_keys(&mut self, partner_id: &PartnerId, now: i64) -> Result<u64> {
+        self.revoke_where(partner_id, " AND expires_at IS NOT NULL", now)
+            .await
+    }
+
+    async fn revoke_where(&mut self, partner_id: &PartnerId, which: &str, now: i64) -> Result<u64> {
+        let sql = format!(
+            "UPDATE partner_keys SET revoked_at = $1 WHERE partner_id = $2 AND revoked_at IS NULL{which}"
+        );
+        let done = sqlx::query(&sql)
+            .bind(now)
+            .bind(partner_id.as_str())
+            .execute(&mut *self.tx)
+            .await?;
+        if done.rows_affected() > 0 {
+            sqlx::query(
+                "DELETE FROM outbox WHERE sent_at IS NULL AND about_key_id IN \
+                 (SELECT id FROM partner_keys WHERE partner_id = $1 AND revoked_at IS NOT NULL)",
+            )
+            .bind(partner_id.as_str())
+            .execute(&mut *self.tx)
+            .await?;
+        }
         Ok(done.rows_affected())
+    }
+
+    /// The partner's current pair becomes the retiring one, working until `expires_at`;
+    /// returns its id (`None` if it had no current pair). Revoke the retiring pair first:
+    /// the database allows one.
+    pub async fn retire_current_key(
+        &mut self,
+        partner_id: &PartnerId,
+        expires_at: i64,
+    ) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "UPDATE partner_keys SET expires_at = $1 WHERE partner_id = $2 \
+             AND revoked_at IS NULL AND expires_at IS NULL RETURNING id",
+        )
+        .bind(expires_at)
+        .bind(partner_id.as_str())
+        .fetch_optional(&mut *self.tx)
+        .await?)
     }
 
     pub async fn insert_key(&mut self, key: &NewKey<'_>) -> Result<()> {
@@ -221,15 +261,17 @@ impl Tx {
     /// Queues an email in this transaction (the transactional outbox).
     pub async fn enqueue_email(&mut self, email: &NewEmail<'_>) -> Result<()> {
         sqlx::query(
-            "INSERT INTO outbox (id, recipient, kind, body_ciphertext, created_at, next_attempt_at, recipient_folded, unauthenticated) VALUES ($1, $2, $3, $4, $5, $5, $6, $7)",
+            "INSERT INTO outbox (id, recipient, kind, body_ciphertext, created_at, next_attempt_at, recipient_folded, unauthenticated, about_key_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(email.id)
         .bind(email.recipient)
         .bind(email.kind)
         .bind(email.body_ciphertext.to_vec())
         .bind(email.created_at)
+        .bind(email.send_after)
         .bind(email.recipient.to_lowercase())
         .bind(i64::from(email.unauthenticated))
+        .bind(email.about_key_id)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

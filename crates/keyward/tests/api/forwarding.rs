@@ -29,9 +29,11 @@ async fn partner_allowed_from(app: &TestApp, code: &str, allowed: &str) -> Partn
         .await;
     keyward_server::flows::admin::set_allowed_ips(
         &app.state.store,
+        &app.state.cipher,
         &PartnerCode::parse(code).unwrap(),
         AllowedIps::parse([allowed]).unwrap(),
-        0,
+        "test",
+        chrono::Utc::now(),
         app.state.settings.key_cache,
     )
     .await

@@ -320,7 +320,23 @@ pub async fn error_of(response: reqwest::Response) -> (u16, String, Value) {
         .await
         .unwrap_or_else(|e| panic!("not JSON: {e}"));
     assert_eq!(body["success"], false, "{body}");
-    assert!(body["data"].is_null(), "{body}");
+    // `data` is null except where SPEC §3.4b gives the partner something to debug with.
+    match body["code"].as_str() {
+        Some("invalid_signature") => {
+            for form in ["as_sent", "canonical"] {
+                let hash = body["data"]["message_sha256"][form].as_str().unwrap_or("");
+                assert!(
+                    hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "{body}"
+                );
+            }
+        }
+        Some("stale_request") => {
+            assert!(body["data"]["server_time_ms"].is_i64(), "{body}");
+            assert!(body["data"]["skew_ms"].is_i64(), "{body}");
+        }
+        _ => assert!(body["data"].is_null(), "{body}"),
+    }
     assert!(
         body["message"].as_str().is_some_and(|m| !m.is_empty()),
         "{body}"

@@ -154,6 +154,7 @@ async fn a_link_is_consumed_once_and_not_after_it_expired_or_was_superseded() {
                 expires_at,
                 requested_ip: None,
                 signed: false,
+                overlap_seconds: 0,
             })
             .await
             .unwrap();
@@ -256,6 +257,8 @@ async fn queue(store: &Store, n: usize) {
             kind: "onboarding",
             body_ciphertext: b"body",
             created_at: 0,
+            send_after: 0,
+            about_key_id: None,
         })
         .await
         .unwrap();

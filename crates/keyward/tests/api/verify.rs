@@ -286,9 +286,11 @@ async fn the_allow_list_needs_client_ip_and_checks_it() {
     let list = AllowedIps::parse(["203.0.113.0/24", "2001:db8::/48"]).unwrap();
     keyward_server::flows::admin::set_allowed_ips(
         &app.state.store,
+        &app.state.cipher,
         &code,
         list,
-        0,
+        "test",
+        chrono::Utc::now(),
         app.state.settings.key_cache,
     )
     .await

@@ -2,6 +2,7 @@
 //! script is the copy buttons. No script submits a form: a person types the partner code and
 //! presses the button, so mail scanners that fetch links consume nothing.
 
+use crate::flows::Overlap;
 use chrono::{DateTime, Utc};
 use keyward_core::wire::Credentials;
 use keyward_core::ErrorCode;
@@ -35,6 +36,9 @@ fn layout(title: &str, body: Markup) -> Markup {
 pub struct LinkPage<'a> {
     pub regeneration: bool,
     pub expires_at: DateTime<Utc>,
+    /// How long the current keys keep working after a regeneration.
+    pub overlap: Overlap,
+    pub now: DateTime<Utc>,
     /// Set when a typed partner code did not match (the page is re-rendered with 422).
     pub error: Option<&'a str>,
     pub typed_code: &'a str,
@@ -44,7 +48,7 @@ pub fn link_page(page: &LinkPage<'_>) -> Markup {
     let (title, what, button) = if page.regeneration {
         (
             "Regenerate your API keys",
-            "This one-time link creates a new key pair for your partner account. Your current keys stop working the moment you press the button; your partner ID stays the same.",
+            "This one-time link creates a new key pair for your partner account; your partner ID stays the same.",
             "Regenerate my keys",
         )
     } else {
@@ -54,12 +58,23 @@ pub fn link_page(page: &LinkPage<'_>) -> Markup {
             "Show my keys",
         )
     };
+    let until = page.now + chrono::TimeDelta::seconds(page.overlap.seconds());
     let expires = page.expires_at.format("%Y-%m-%d %H:%M UTC").to_string();
     layout(
         title,
         html! {
             h1 { (title) }
             p { (what) }
+            @if page.regeneration {
+                @if page.overlap.seconds() == 0 {
+                    p class="notice" id="old-keys" { strong { "Your current keys stop working when you press the button." } " Have the new ones ready to install." }
+                } @else {
+                    p class="notice" id="old-keys" {
+                        strong { "Your current keys keep working for " (page.overlap.describe()) " after you press the button" }
+                        " (until " time datetime=(until.to_rfc3339()) { (human(until)) } " if you press it now), so you can switch without an outage. Then they stop."
+                    }
+                }
+            }
             p class="muted" { "The link works once and expires at " time datetime=(page.expires_at.to_rfc3339()) { (expires) } "." }
             @if let Some(error) = page.error {
                 p class="error" role="alert" id="code-error" { (error) }
@@ -77,7 +92,11 @@ pub fn link_page(page: &LinkPage<'_>) -> Markup {
 }
 
 /// The keys, shown once.
-pub fn reveal_page(credentials: &Credentials, regeneration: bool) -> Markup {
+pub fn reveal_page(
+    credentials: &Credentials,
+    regeneration: bool,
+    old_keys_expire_at: Option<DateTime<Utc>>,
+) -> Markup {
     let title = if regeneration {
         "Your new API keys"
     } else {
@@ -100,7 +119,11 @@ pub fn reveal_page(credentials: &Credentials, regeneration: bool) -> Markup {
         html! {
             h1 { (title) }
             @if regeneration {
-                p { "Your previous keys no longer work. Your partner ID is unchanged." }
+                @if let Some(until) = old_keys_expire_at {
+                    p class="notice" id="old-keys" { "Your previous keys keep working until " strong { time datetime=(until.to_rfc3339()) { (human(until)) } } ", then stop. Switch to these before then. Your partner ID is unchanged." }
+                } @else {
+                    p { "Your previous keys no longer work. Your partner ID is unchanged." }
+                }
             }
             div class="warning" role="alert" {
                 strong { "Copy your secret key now. " }
@@ -113,6 +136,10 @@ pub fn reveal_page(credentials: &Credentials, regeneration: bool) -> Markup {
             script src="/assets/copy.js" {}
         },
     )
+}
+
+fn human(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 pub fn error_page(code: ErrorCode, request_id: &str) -> Markup {

@@ -1,0 +1,121 @@
+//! A partner's IP allow-list (SPEC §3.4a): set by the partner with a signed request, or by an
+//! operator; one change, audited and announced by email, the same for both.
+
+use super::key_cache::wait_out;
+use super::{commit_and_wake, queue_email, Authenticated, Outgoing};
+use crate::clock::millis;
+use crate::crypto::Cipher;
+use crate::error::{Error, Result};
+use crate::mail::EmailKind;
+use crate::state::AppState;
+use crate::store::{Partner, Tx};
+use chrono::{DateTime, Utc};
+use keyward_core::{AllowedIps, ErrorCode};
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// Who changed an allow-list, for the audit log and the notice email.
+#[derive(Debug, Clone, Copy)]
+pub enum Changer<'a> {
+    /// The partner, with a signed request from this address.
+    Partner(IpAddr),
+    /// An operator, by name (`keyward partner allow-ips`).
+    Operator(&'a str),
+}
+
+#[derive(Serialize)]
+struct NoticeContext<'a> {
+    partner_code: &'a str,
+    allowed_ips: Vec<String>,
+    changed_by: String,
+    ip: String,
+}
+
+/// Sets the partner's allow-list in the caller's transaction, with its audit event and notice
+/// email. The caller commits, then waits out the key cache before acknowledging (SPEC §6).
+pub(crate) async fn change_allowed_ips(
+    cipher: &Cipher,
+    tx: &mut Tx,
+    partner: &Partner,
+    allowed_ips: &AllowedIps,
+    changer: Changer<'_>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if allowed_ips.len() > AllowedIps::MAX_ENTRIES {
+        return Err(too_many());
+    }
+    tx.set_allowed_ips(&partner.id, allowed_ips, millis(now))
+        .await?;
+    let (changed_by, ip) = match changer {
+        Changer::Partner(ip) => ("the partner's keys".to_owned(), Some(ip.to_string())),
+        Changer::Operator(name) => (format!("operator {name}"), None),
+    };
+    let shown = allowed_ips.to_stored().unwrap_or_else(|| "any".to_owned());
+    let detail = format!("{shown}; by {changed_by}");
+    tx.audit(
+        Some(&partner.id),
+        "allowed_ips_changed",
+        ip.as_deref(),
+        Some(&detail),
+        millis(now),
+    )
+    .await?;
+    let context = NoticeContext {
+        partner_code: partner.code.as_str(),
+        allowed_ips: allowed_ips.to_strings(),
+        changed_by,
+        ip: ip.unwrap_or_else(|| "the operators' console".to_owned()),
+    };
+    let email = Outgoing::now(&partner.email, EmailKind::AllowedIpsChanged, now);
+    queue_email(cipher, tx, email, &context).await
+}
+
+fn too_many() -> Error {
+    Error::field(
+        "allowed_ips",
+        "at most 20 entries: use CIDR blocks (such as 198.51.100.0/24) to cover more addresses",
+    )
+}
+
+/// `SetAllowedIps`: the authenticated partner replaces its allow-list. A list that would
+/// refuse the very address making the request is refused (422 `would_lock_out`) unless
+/// `confirm_lock_out`. In force on every node when this returns.
+#[tracing::instrument(skip_all, fields(partner_id = %auth.partner.id))]
+pub async fn set_allowed_ips(
+    state: &AppState,
+    auth: &Authenticated,
+    allowed_ips: &AllowedIps,
+    confirm_lock_out: bool,
+    ip: IpAddr,
+) -> Result<()> {
+    if !allowed_ips.allows(ip) && !confirm_lock_out {
+        return Err(Error::Code(
+            ErrorCode::WouldLockOut,
+            Some(format!(
+                "This allow-list does not include {ip}, the address this request comes from, so it would lock you out. Add {ip} (or its block), or send \"confirm_lock_out\": true if you mean it."
+            )),
+        ));
+    }
+    let now = state.clock.now();
+    let mut tx = state.store.begin().await?;
+    let partner = tx
+        .partner_by_id_for_update(&auth.partner.id)
+        .await?
+        .ok_or(Error::from(ErrorCode::UnknownKey))?;
+    change_allowed_ips(
+        &state.cipher,
+        &mut tx,
+        &partner,
+        allowed_ips,
+        Changer::Partner(ip),
+        now,
+    )
+    .await?;
+    commit_and_wake(state, tx).await?;
+    wait_out(state.settings.key_cache).await;
+    tracing::info!(
+        entries = allowed_ips.len(),
+        "allow-list changed by the partner"
+    );
+    Ok(())
+}

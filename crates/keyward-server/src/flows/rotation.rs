@@ -1,0 +1,46 @@
+//! `RetireOldKeys` (SPEC §3.2): the partner ends its retiring pair's overlap early.
+
+use super::key_cache::wait_out;
+use super::Authenticated;
+use crate::clock::millis;
+use crate::error::{Error, Result};
+use crate::state::AppState;
+use keyward_core::ErrorCode;
+use std::net::IpAddr;
+
+/// Revokes the partner's retiring pair, if any; returns how many were revoked (0 or 1). Only
+/// the current pair may ask: a request signed with the retiring pair is refused, so a client
+/// that still runs on the old keys cannot end them by mistake before the new ones are in
+/// place. In force on every node when this returns.
+#[tracing::instrument(skip_all, fields(partner_id = %auth.partner.id))]
+pub async fn retire_old_keys(state: &AppState, auth: &Authenticated, ip: IpAddr) -> Result<u64> {
+    if auth.key_expires_at.is_some() {
+        return Err(Error::field(
+            "Authorization",
+            "sign RetireOldKeys with your current key pair: this request was signed with the retiring one",
+        ));
+    }
+    let now = millis(state.clock.now());
+    let mut tx = state.store.begin().await?;
+    let partner = tx
+        .partner_by_id_for_update(&auth.partner.id)
+        .await?
+        .ok_or(Error::from(ErrorCode::UnknownKey))?;
+    let revoked = tx.revoke_retiring_keys(&partner.id, now).await?;
+    if revoked > 0 {
+        let detail = format!("{revoked} retiring key pair(s) revoked by the partner");
+        tx.audit(
+            Some(&partner.id),
+            "retiring_keys_revoked",
+            Some(&ip.to_string()),
+            Some(&detail),
+            now,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    if revoked > 0 {
+        wait_out(state.settings.key_cache).await;
+    }
+    Ok(revoked)
+}
