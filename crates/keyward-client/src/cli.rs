@@ -4,7 +4,7 @@
 
 use crate::{Client, ClientError, Credentials, MessageForm, SecretKey};
 use clap::{Args, Subcommand};
-use keyward_core::signature::sign_body;
+use keyward_core::signature::{sign_body, SignedBody};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -21,6 +21,10 @@ pub enum PartnerCommand {
         /// Sign the RFC 8785 form (members sorted) instead of the body as sent.
         #[arg(long)]
         canonical: bool,
+        /// Print both messages the server checks and their SHA-256, to compare with the
+        /// `message_sha256` of an invalid_signature answer (no key needed for this part).
+        #[arg(long)]
+        explain: bool,
     },
     /// Redeem a one-time link; save the credentials to a 0600 file, or print `export` lines.
     Redeem {
@@ -48,7 +52,41 @@ pub enum PartnerCommand {
         /// You lost your keys: ask without signing (the server answers the same either way).
         #[arg(long)]
         lost_keys: bool,
+        /// Keep the current keys working this long after the link is used (e.g. 24h, 90m,
+        /// 7d; at most 7 days), so every system can switch without an outage.
+        #[arg(long, value_name = "DURATION", value_parser = parse_overlap)]
+        overlap: Option<std::time::Duration>,
     },
+    /// End the retiring key pair's overlap now (signed with the current pair).
+    RetireOldKeys(SavedCredentials),
+    /// Set the IP allow-list: requests are accepted only from these addresses or CIDR blocks.
+    AllowIps {
+        #[command(flatten)]
+        saved: SavedCredentials,
+        /// IPv4/IPv6 addresses or CIDR blocks (at most 20).
+        #[arg(required_unless_present = "any", conflicts_with = "any")]
+        entries: Vec<String>,
+        /// Clear the list: accept requests from any address.
+        #[arg(long)]
+        any: bool,
+        /// Apply a list that leaves out this machine's own address.
+        #[arg(long)]
+        confirm_lock_out: bool,
+    },
+}
+
+/// `24h`, `90m`, `7d`, `3600s` or plain seconds; at most 7 days.
+fn parse_overlap(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let duration = match text.parse::<u64>() {
+        Ok(seconds) => std::time::Duration::from_secs(seconds),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|e| format!("{e}: write it like 24h, 90m or 7d"))?,
+    };
+    if duration > std::time::Duration::from_secs(604_800) {
+        return Err("the overlap is at most 7 days (7d)".into());
+    }
+    Ok(duration)
 }
 
 #[derive(Debug, Args)]
@@ -76,7 +114,8 @@ pub async fn run(command: PartnerCommand) -> Result<(), String> {
         PartnerCommand::Sign {
             secret_key_file,
             canonical,
-        } => sign(secret_key_file.as_deref(), canonical),
+            explain,
+        } => sign(secret_key_file.as_deref(), canonical, explain),
         PartnerCommand::Redeem {
             link,
             partner_code,
@@ -90,6 +129,45 @@ pub async fn run(command: PartnerCommand) -> Result<(), String> {
                 "partner_id      {}\npartner_code    {}\nkey_created_at  {}",
                 me.partner_id, me.partner_code, me.key_created_at
             );
+            match &me.key_expires_at {
+                Some(at) => println!("key_expires_at  {at}  (this is your retiring pair: switch to the new one before then)"),
+                None => println!("key_expires_at  never (this is your current pair)"),
+            }
+            if me.allowed_ips.is_empty() {
+                println!("allowed_ips     any address");
+            } else {
+                println!("allowed_ips     {}", me.allowed_ips.join(", "));
+            }
+            Ok(())
+        }
+        PartnerCommand::RetireOldKeys(saved) => {
+            let (client, _) = load(&saved)?;
+            match client.retire_old_keys().await.map_err(explain)? {
+                0 => println!("You had no retiring key pair: nothing was revoked."),
+                n => println!("Revoked {n} retiring key pair: only your current keys work now."),
+            }
+            Ok(())
+        }
+        PartnerCommand::AllowIps {
+            saved,
+            entries,
+            any: _,
+            confirm_lock_out,
+        } => {
+            let (client, _) = load(&saved)?;
+            let entries: Vec<&str> = entries.iter().map(String::as_str).collect();
+            let list = client
+                .set_allowed_ips(&entries, confirm_lock_out)
+                .await
+                .map_err(explain)?;
+            if list.is_empty() {
+                println!("Your allow-list is empty: requests are accepted from any address.");
+            } else {
+                println!("Requests are now accepted only from:");
+                for entry in list {
+                    println!("  {entry}");
+                }
+            }
             Ok(())
         }
         PartnerCommand::Regenerate {
@@ -97,8 +175,12 @@ pub async fn run(command: PartnerCommand) -> Result<(), String> {
             email,
             partner_code,
             lost_keys,
+            overlap,
         } => {
             if lost_keys {
+                if overlap.is_some() {
+                    return Err("--overlap needs your current keys: a lost-keys request always revokes the old pair when the link is used".into());
+                }
                 let code = partner_code.ok_or("--lost-keys needs --partner-code")?;
                 let server = saved
                     .server
@@ -114,7 +196,10 @@ pub async fn run(command: PartnerCommand) -> Result<(), String> {
             }
             let (client, saved_code) = load(&saved)?;
             let code = partner_code.or(saved_code).ok_or("give --partner-code")?;
-            let message = client.regenerate(&code, &email).await.map_err(explain)?;
+            let message = client
+                .regenerate_with_overlap(&code, &email, overlap.unwrap_or_default())
+                .await
+                .map_err(explain)?;
             println!("{message}");
             println!("Open the link in the email, or run: keyward redeem <link> --partner-code {code} --out <file>");
             Ok(())
@@ -122,19 +207,31 @@ pub async fn run(command: PartnerCommand) -> Result<(), String> {
     }
 }
 
-fn sign(secret_key_file: Option<&Path>, canonical: bool) -> Result<(), String> {
+fn sign(secret_key_file: Option<&Path>, canonical: bool, explain: bool) -> Result<(), String> {
     let secret_text = match secret_key_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("could not read {}: {e}", path.display()))?,
-        None => std::env::var("KEYWARD_SECRET_KEY")
-            .map_err(|_| "give --secret-key-file FILE or set KEYWARD_SECRET_KEY")?,
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("could not read {}: {e}", path.display()))?,
+        ),
+        None => std::env::var("KEYWARD_SECRET_KEY").ok(),
     };
-    let secret = SecretKey::parse(secret_text.trim())
-        .map_err(|e| format!("the secret key is not valid: {e}"))?;
     let mut body = Vec::new();
     std::io::stdin()
         .read_to_end(&mut body)
         .map_err(|e| format!("could not read stdin: {e}"))?;
+    let mut stdout = std::io::stdout().lock();
+    if explain {
+        let text =
+            explanation(&body).map_err(|e| format!("stdin must hold one JSON object: {e}"))?;
+        write!(stdout, "{text}").map_err(|e| e.to_string())?;
+        if secret_text.is_none() {
+            return writeln!(stdout, "(no secret key given: nothing signed)")
+                .map_err(|e| e.to_string());
+        }
+    }
+    let secret_text = secret_text.ok_or("give --secret-key-file FILE or set KEYWARD_SECRET_KEY")?;
+    let secret = SecretKey::parse(secret_text.trim())
+        .map_err(|e| format!("the secret key is not valid: {e}"))?;
     let form = if canonical {
         MessageForm::Canonical
     } else {
@@ -142,8 +239,36 @@ fn sign(secret_key_file: Option<&Path>, canonical: bool) -> Result<(), String> {
     };
     let signed = sign_body(&body, &secret, form)
         .map_err(|e| format!("stdin must hold one JSON object: {e}"))?;
-    let mut stdout = std::io::stdout().lock();
+    if explain {
+        let signature = keyward_core::signature::sign_message(
+            &secret,
+            &SignedBody::parse(signed.as_bytes())
+                .map_err(|e| e.to_string())?
+                .message(form),
+        );
+        let which = if canonical { "canonical" } else { "as sent" };
+        writeln!(stdout, "signature ({which}):\n  {signature}\nsigned body:")
+            .map_err(|e| e.to_string())?;
+    }
     writeln!(stdout, "{signed}").map_err(|e| e.to_string())
+}
+
+/// Both messages of SPEC §2 for `raw` (any `signature` member removed) and their SHA-256:
+/// what the server hashes into an invalid_signature answer's `message_sha256`.
+fn explanation(raw: &[u8]) -> Result<String, keyward_core::signature::BodyError> {
+    let body = SignedBody::parse(raw)?;
+    let hashes = body.message_hashes();
+    Ok(format!(
+        "as sent (JSON.stringify of the body without `signature`):\n  message  {}\n  sha256   {}\n\
+         canonical (RFC 8785: members sorted):\n  message  {}\n  sha256   {}\n\
+         Compare these hashes with data.message_sha256 of an invalid_signature answer: where one\n\
+         matches, the message is right and the key or the hex is wrong; where neither does, the\n\
+         message you signed differs (member order, spaces, number or escape forms).\n",
+        body.message(MessageForm::AsSent),
+        hashes.as_sent,
+        body.message(MessageForm::Canonical),
+        hashes.canonical,
+    ))
 }
 
 async fn redeem(link: &str, partner_code: &str, out: Option<&Path>) -> Result<(), String> {
@@ -289,10 +414,27 @@ fn explain(error: ClientError) -> String {
             code,
             message,
             errors,
+            data,
         } => {
             let mut text = format!("{code} (HTTP {status}): {message}");
             for problem in errors {
                 text.push_str(&format!("\n  - {}: {}", problem.field, problem.problem));
+            }
+            if let Some(hashes) = data.as_ref().map(|d| &d["message_sha256"]) {
+                if let (Some(as_sent), Some(canonical)) =
+                    (hashes["as_sent"].as_str(), hashes["canonical"].as_str())
+                {
+                    text.push_str(&format!(
+                        "\nThe server signed these messages (SHA-256):\n  as sent    {as_sent}\n  canonical  {canonical}\nRun `keyward sign --explain` on the body you sent to compare."
+                    ));
+                }
+            }
+            if let Some(skew) = data.as_ref().and_then(|d| d["skew_ms"].as_i64()) {
+                text.push_str(&format!(
+                    "\nYour timestamp was {} ms {} the server's clock.",
+                    skew.unsigned_abs(),
+                    if skew > 0 { "ahead of" } else { "behind" }
+                ));
             }
             if message != code.message() {
                 text.push_str(&format!("\nWhat to do: {}", code.message()));
@@ -314,6 +456,7 @@ mod tests {
             code: crate::ErrorCode::RevokedKey,
             message: "revoked".into(),
             errors: vec![],
+            data: None,
         });
         assert!(text.starts_with("revoked_key (HTTP 401): revoked"));
         assert!(text.contains("What to do: This public key was revoked"));

@@ -1,12 +1,19 @@
 //! A typed async client for every route of the spec.
 
 use keyward_core::signature::{sign_body, MessageForm};
-use keyward_core::wire::paths::{ONBOARD, REDEEM, REGENERATE, WHOAMI};
-use keyward_core::wire::{Credentials, Envelope, FieldProblem, WhoAmI};
+use keyward_core::wire::paths::{
+    ONBOARD, REDEEM, REGENERATE, RETIRE_OLD_KEYS, SET_ALLOWED_IPS, TIME, WHOAMI,
+};
+use keyward_core::wire::{
+    AllowedIpsData, Credentials, Envelope, FieldProblem, RetiredKeys, ServerTime, WhoAmI,
+};
 use keyward_core::{ErrorCode, PublicKey, SecretKey};
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -18,6 +25,9 @@ pub enum ClientError {
         message: String,
         /// The bad fields, for `missing_fields` and `invalid_field`.
         errors: Vec<FieldProblem>,
+        /// What the server gave to debug with: for `invalid_signature`, the SHA-256 of both
+        /// messages it signed (`message_sha256`); for `stale_request`, its clock and the skew.
+        data: Option<Value>,
     },
     /// The server could not be reached, or the connection broke.
     #[error("could not reach the server: {0}")]
@@ -60,6 +70,22 @@ pub struct PartnerClient {
     public: PublicKey,
     secret: SecretKey,
     form: MessageForm,
+    clock: Arc<ClockOffset>,
+}
+
+/// The server's clock minus ours, in ms, once measured (opt-in: see
+/// [`PartnerClient::correct_clock`]).
+#[derive(Debug, Default)]
+struct ClockOffset {
+    enabled: AtomicBool,
+    measured: AtomicBool,
+    offset_ms: AtomicI64,
+}
+
+fn local_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl std::fmt::Debug for PartnerClient {
@@ -103,7 +129,55 @@ impl Client {
             public,
             secret,
             form: MessageForm::AsSent,
+            clock: Arc::default(),
         })
+    }
+
+    /// `GET /api/v1/time`: the server's clock.
+    pub async fn server_time(&self) -> Result<ServerTime, ClientError> {
+        Ok(self.measure_clock().await?.0)
+    }
+
+    /// The server's time and its offset from ours (ms, positive: the server is ahead), taken
+    /// at the midpoint of the round trip. Falls back to the `Date` header (second
+    /// resolution) when the answer is not keyward's (a proxy in front that hides the route).
+    async fn measure_clock(&self) -> Result<(ServerTime, i64), ClientError> {
+        let sent = local_millis();
+        let response = self
+            .http
+            .get(format!("{}{TIME}", self.base_url()))
+            .send()
+            .await?;
+        let received = local_millis();
+        let midpoint = sent + (received - sent) / 2;
+        let date = response
+            .headers()
+            .get("date")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        let text = response.text().await?;
+        let from_body = serde_json::from_str::<Envelope<ServerTime>>(&text)
+            .ok()
+            .and_then(|e| e.data);
+        let time = match (from_body, date) {
+            (Some(time), _) => time,
+            (None, Some(date)) => {
+                let ms = date
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+                ServerTime {
+                    server_time_ms: ms,
+                    server_time: String::new(),
+                }
+            }
+            (None, None) => {
+                return Err(ClientError::Invalid(
+                    "the server told neither its time nor a Date header".into(),
+                ))
+            }
+        };
+        let offset = time.server_time_ms - midpoint;
+        Ok((time, offset))
     }
 
     /// `OnboardPartner`: creates the partner; the onboarding link is emailed.
@@ -163,13 +237,18 @@ impl Client {
         let response = request.send().await?;
         let status = response.status().as_u16();
         let text = response.text().await?;
-        let envelope: Envelope<T> = serde_json::from_str(&text).map_err(|_| {
+        let not_ours = || {
             ClientError::Invalid(format!(
                 "the server answered {status} with something that is not keyward's JSON envelope"
             ))
-        })?;
+        };
+        let envelope: Envelope<Value> = serde_json::from_str(&text).map_err(|_| not_ours())?;
         if envelope.success {
-            return Ok((envelope.message, envelope.data));
+            let data = match envelope.data {
+                None | Some(Value::Null) => None,
+                Some(data) => Some(serde_json::from_value(data).map_err(|_| not_ours())?),
+            };
+            return Ok((envelope.message, data));
         }
         let code = envelope
             .code
@@ -181,6 +260,7 @@ impl Client {
             code,
             message: envelope.message,
             errors: envelope.errors.unwrap_or_default(),
+            data: envelope.data.and_then(|d| serde_json::to_value(d).ok()),
         })
     }
 }
@@ -196,20 +276,72 @@ impl PartnerClient {
         &self.public
     }
 
-    /// Sends `body` (a JSON object) to a signed route, with a fresh `timestamp`.
+    /// Corrects the `timestamp` of signed requests by the server's clock (SPEC §3.4b): the
+    /// offset is measured from `GET /api/v1/time` before the first request, and again (with
+    /// one retry) when a request is refused as `stale_request`. For machines whose clock
+    /// cannot be fixed; a clock kept by NTP does not need it.
+    pub fn correct_clock(self) -> Self {
+        self.clock.enabled.store(true, Ordering::Relaxed);
+        self
+    }
+
+    /// Measures the server's clock now; returns the offset (ms, positive: the server is
+    /// ahead of this machine). Used for `timestamp` once [`PartnerClient::correct_clock`]
+    /// is on.
+    pub async fn sync_clock(&self) -> Result<i64, ClientError> {
+        let (_, offset) = self.client.measure_clock().await?;
+        self.clock.offset_ms.store(offset, Ordering::Relaxed);
+        self.clock.measured.store(true, Ordering::Relaxed);
+        Ok(offset)
+    }
+
+    /// The time to put in `timestamp`: ours, corrected by the server's offset when asked.
+    async fn timestamp(&self) -> Result<i64, ClientError> {
+        if !self.clock.enabled.load(Ordering::Relaxed) {
+            return Ok(local_millis());
+        }
+        if !self.clock.measured.load(Ordering::Relaxed) {
+            self.sync_clock().await?;
+        }
+        Ok(local_millis() + self.clock.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sends `body` (a JSON object) to a signed route, with a fresh `timestamp`. With clock
+    /// correction on, a `stale_request` refusal (nothing was done) re-measures the offset from
+    /// its `server_time_ms` and is retried once.
     async fn signed<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Value,
+    ) -> Result<(String, Option<T>), ClientError> {
+        let sent_at = local_millis();
+        match self.send_signed(path, body.clone()).await {
+            Err(ClientError::Api {
+                code: ErrorCode::StaleRequest,
+                data: Some(data),
+                ..
+            }) if self.clock.enabled.load(Ordering::Relaxed) && data["server_time_ms"].is_i64() => {
+                let server = data["server_time_ms"].as_i64().unwrap_or_default();
+                let midpoint = sent_at + (local_millis() - sent_at) / 2;
+                self.clock
+                    .offset_ms
+                    .store(server - midpoint, Ordering::Relaxed);
+                self.clock.measured.store(true, Ordering::Relaxed);
+                self.send_signed(path, body).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_signed<T: DeserializeOwned>(
         &self,
         path: &str,
         mut body: Value,
     ) -> Result<(String, Option<T>), ClientError> {
         if let Some(members) = body.as_object_mut() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or(0);
-            members
-                .entry("timestamp")
-                .or_insert(json!(u64::try_from(now).unwrap_or(u64::MAX)));
+            if !members.contains_key("timestamp") {
+                members.insert("timestamp".into(), json!(self.timestamp().await?));
+            }
         }
         let signed = sign_body(body.to_string().as_bytes(), &self.secret, self.form)
             .map_err(|e| ClientError::Invalid(format!("the body cannot be signed: {e}")))?;
@@ -227,10 +359,53 @@ impl PartnerClient {
     /// `GenKeysForPartner`, signed: a regeneration link is emailed to the registered address.
     /// The current keys keep working until it is used.
     pub async fn regenerate(&self, partner_code: &str, email: &str) -> Result<String, ClientError> {
-        let body = json!({"email": email, "partner_code": partner_code});
+        self.regenerate_with_overlap(partner_code, email, Duration::ZERO)
+            .await
+    }
+
+    /// `GenKeysForPartner` with `overlap_seconds`: once the link is used, the current pair
+    /// keeps working for `overlap` (at most 7 days) so that every system can switch without
+    /// an outage; answers made with it then carry `Keyward-Key-Expires`.
+    pub async fn regenerate_with_overlap(
+        &self,
+        partner_code: &str,
+        email: &str,
+        overlap: Duration,
+    ) -> Result<String, ClientError> {
+        let mut body = json!({"email": email, "partner_code": partner_code});
+        if !overlap.is_zero() {
+            body["overlap_seconds"] = json!(overlap.as_secs());
+        }
         self.signed::<Value>(REGENERATE, body)
             .await
             .map(|(message, _)| message)
+    }
+
+    /// `RetireOldKeys` (signed with the current pair): the retiring pair stops working now.
+    /// Returns how many pairs were revoked (0 or 1).
+    pub async fn retire_old_keys(&self) -> Result<u64, ClientError> {
+        let (_, data) = self
+            .signed::<RetiredKeys>(RETIRE_OLD_KEYS, json!({}))
+            .await?;
+        data.map(|d| d.revoked)
+            .ok_or_else(|| ClientError::Invalid("the server answered without data".into()))
+    }
+
+    /// `SetAllowedIps`: requests are accepted only from these addresses or CIDR blocks (none:
+    /// from any). Refused with `would_lock_out` if the list leaves out this machine's address,
+    /// unless `confirm_lock_out`. Returns the list as the server normalised it.
+    pub async fn set_allowed_ips(
+        &self,
+        allowed_ips: &[&str],
+        confirm_lock_out: bool,
+    ) -> Result<Vec<String>, ClientError> {
+        let mut body = json!({"allowed_ips": allowed_ips});
+        if confirm_lock_out {
+            body["confirm_lock_out"] = json!(true);
+        }
+        let (_, data) = self.signed::<AllowedIpsData>(SET_ALLOWED_IPS, body).await?;
+        data.map(|d| d.allowed_ips)
+            .ok_or_else(|| ClientError::Invalid("the server answered without data".into()))
     }
 
     /// The secret key, for saving (it is never printed by `Debug`).

@@ -165,10 +165,21 @@ where
             };
             match layer.verifier.verify(&request).await {
                 Ok(Verification::Valid(partner)) => {
+                    // A retiring key: the partner's answer says when it stops (SPEC §3.2).
+                    let expires = partner
+                        .key_expires_at
+                        .as_deref()
+                        .and_then(|at| HeaderValue::from_str(at).ok());
                     parts.extensions.insert(partner);
-                    inner
+                    let mut response = inner
                         .call(Request::from_parts(parts, Body::from(bytes)))
-                        .await
+                        .await?;
+                    if let Some(expires) = expires {
+                        response
+                            .headers_mut()
+                            .insert(keyward_core::wire::KEY_EXPIRES_HEADER, expires);
+                    }
+                    Ok(response)
                 }
                 Ok(Verification::Invalid(error)) => Ok(relay(&error)),
                 Err(_) => Ok(local_error(ErrorCode::Unavailable)),

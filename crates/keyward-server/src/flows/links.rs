@@ -203,8 +203,10 @@ pub async fn redeem(
     )
     .await?;
     commit_and_wake(state, tx).await?;
-    if revoked > 0 && !state.settings.key_cache.is_zero() {
-        // The new keys are shown only once no node can still accept the old ones (SPEC §6).
+    let old_keys_changed = revoked > 0 || old_keys_expire_at.is_some();
+    if old_keys_changed && !state.settings.key_cache.is_zero() {
+        // The new keys are shown only once no node can still accept the old ones (SPEC §6),
+        // or, when they retire, once every node knows when they expire.
         let started = std::time::Instant::now();
         wait_out(state.settings.key_cache).await;
         state.metrics.waited_out(started.elapsed());

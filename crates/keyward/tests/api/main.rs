@@ -26,6 +26,7 @@ mod partner_side;
 mod postgres;
 mod process;
 mod revocation;
+mod rotation;
 mod smtp;
 mod store;
 mod vectors;
