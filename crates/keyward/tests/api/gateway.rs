@@ -387,3 +387,59 @@ async fn without_an_upstream_the_prefix_is_an_ordinary_404() {
     .await;
     assert_eq!((status, code.as_str()), (404, "not_found"));
 }
+
+#[tokio::test]
+async fn a_retiring_key_is_forwarded_with_its_expiry_until_it_expires() {
+    let (upstream, log) = spawn_upstream().await;
+    let app = gateway_to(&upstream, 5_000).await;
+    let email = "ops@gateretire.example";
+    let old = app.onboarded_partner("GATERETIRE", email).await;
+    let body = json!({"email": email, "partner_code": "GATERETIRE", "overlap_seconds": 600});
+    let response = app
+        .signed(
+            keyward_core::wire::paths::REGENERATE,
+            &body,
+            &old.public_key,
+            &old.secret_key,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let link = app.link_in_email(email, 2).await;
+    let new = app.redeem(&link, "GATERETIRE").await;
+
+    let send = |partner: &Partner, n: u32| {
+        let raw = sign(&format!(r#"{{"n":{n}}}"#), &partner.secret_key);
+        let auth = format!("Bearer {}", partner.public_key);
+        let app = &app;
+        async move {
+            app.through(
+                Method::POST,
+                "/api/v1/PartnerP2P/Payout",
+                &raw,
+                &[("authorization", &auth)],
+            )
+            .await
+        }
+    };
+    let response = send(&old, 1).await;
+    assert_eq!(response.status(), 201);
+    let expires = response.headers().get("keyward-key-expires").cloned();
+    assert!(expires.is_some(), "the partner is told its key is retiring");
+    // The upstream is told too.
+    let received = log.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        received.headers.get("keyward-key-expires"),
+        expires.as_ref()
+    );
+    let response = send(&new, 2).await;
+    assert_eq!(response.status(), 201);
+    assert!(response.headers().get("keyward-key-expires").is_none());
+    let received = log.lock().unwrap().last().cloned().unwrap();
+    assert!(received.headers.get("keyward-key-expires").is_none());
+
+    app.clock.advance(chrono::TimeDelta::seconds(601));
+    let before = log.lock().unwrap().len();
+    let (status, code, _) = error_of(send(&old, 3).await).await;
+    assert_eq!((status, code.as_str()), (401, "expired_key"));
+    assert_eq!(log.lock().unwrap().len(), before, "never forwarded");
+}

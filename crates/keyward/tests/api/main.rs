@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod abuse;
+mod allow_list;
 mod connections;
 mod crash;
 mod database;
@@ -27,6 +28,7 @@ mod postgres;
 mod process;
 mod revocation;
 mod rotation;
+mod signing_help;
 mod smtp;
 mod store;
 mod vectors;

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 /// Runs the binary without blocking the runtime that the in-process server shares.
-async fn keyward(
+pub async fn keyward(
     args: &[&str],
     env: &[(&str, &str)],
     stdin: Option<&str>,
@@ -351,4 +351,142 @@ async fn the_sdk_calls_every_route_and_its_errors_carry_the_spec_code() {
         .await
         .unwrap_err();
     assert!(matches!(unreachable, ClientError::Transport(_)));
+}
+
+#[tokio::test]
+async fn the_cli_rotates_with_an_overlap_sets_the_allow_list_and_retires_the_old_keys() {
+    let app = spawn_app().await;
+    let email = "rotate@partner.example";
+    let link = {
+        assert_eq!(app.onboard("ROTATECLI", email).await.status(), 200);
+        app.link_in_email(email, 1).await
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let old_file = dir.path().join("old.json");
+    let old_arg = old_file.to_str().unwrap();
+    let (ok, _, stderr) = keyward(
+        &[
+            "redeem",
+            &link,
+            "--partner-code",
+            "ROTATECLI",
+            "--out",
+            old_arg,
+        ],
+        &[],
+        None,
+    )
+    .await;
+    assert!(ok, "{stderr}");
+
+    // A bad duration is refused before anything is sent.
+    let (ok, _, stderr) = keyward(
+        &[
+            "regenerate",
+            "--credentials",
+            old_arg,
+            "--email",
+            email,
+            "--overlap",
+            "8d",
+        ],
+        &[],
+        None,
+    )
+    .await;
+    assert!(!ok && stderr.contains("at most 7 days"), "{stderr}");
+    let (ok, stdout, stderr) = keyward(
+        &[
+            "regenerate",
+            "--credentials",
+            old_arg,
+            "--email",
+            email,
+            "--overlap",
+            "24h",
+        ],
+        &[],
+        None,
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("for 1 day after that"), "{stdout}");
+    let regen = app.link_in_email(email, 2).await;
+    let new_file = dir.path().join("new.json");
+    let new_arg = new_file.to_str().unwrap();
+    let (ok, _, stderr) = keyward(
+        &[
+            "redeem",
+            &regen,
+            "--partner-code",
+            "ROTATECLI",
+            "--out",
+            new_arg,
+        ],
+        &[],
+        None,
+    )
+    .await;
+    assert!(ok, "{stderr}");
+
+    let (ok, stdout, stderr) = keyward(&["whoami", "--credentials", old_arg], &[], None).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("this is your retiring pair"), "{stdout}");
+    let (ok, stdout, _) = keyward(&["whoami", "--credentials", new_arg], &[], None).await;
+    assert!(ok && stdout.contains("key_expires_at  never"), "{stdout}");
+    assert!(stdout.contains("allowed_ips     any address"), "{stdout}");
+
+    // The allow-list: a list that leaves this machine out needs confirmation.
+    let (ok, _, stderr) = keyward(
+        &["allow-ips", "--credentials", new_arg, "2001:db8::/48"],
+        &[],
+        None,
+    )
+    .await;
+    assert!(!ok && stderr.contains("would_lock_out"), "{stderr}");
+    let (ok, stdout, stderr) = keyward(
+        &[
+            "allow-ips",
+            "--credentials",
+            new_arg,
+            "127.0.0.1",
+            "2001:DB8::/48",
+        ],
+        &[],
+        None,
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("  2001:db8::/48"), "{stdout}");
+    let (ok, stdout, _) = keyward(&["whoami", "--credentials", new_arg], &[], None).await;
+    assert!(
+        ok && stdout.contains("allowed_ips     127.0.0.1, 2001:db8::/48"),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) =
+        keyward(&["allow-ips", "--credentials", new_arg, "--any"], &[], None).await;
+    assert!(ok && stdout.contains("any address"), "{stderr}");
+
+    let (ok, stdout, stderr) =
+        keyward(&["retire-old-keys", "--credentials", new_arg], &[], None).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("Revoked 1"), "{stdout}");
+    let (ok, _, stderr) = keyward(&["whoami", "--credentials", old_arg], &[], None).await;
+    assert!(!ok && stderr.contains("revoked_key"), "{stderr}");
+
+    // A wrong signature is explained with the server's hashes.
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&new_file).unwrap()).unwrap();
+    saved["secret_key"] = serde_json::json!("sk_partner_fbi9lNL7GCHyd6uQEMDFGH19bSqMwB2OfotK");
+    let wrong_file = dir.path().join("wrong.json");
+    std::fs::write(&wrong_file, saved.to_string()).unwrap();
+    let (ok, _, stderr) = keyward(
+        &["whoami", "--credentials", wrong_file.to_str().unwrap()],
+        &[],
+        None,
+    )
+    .await;
+    assert!(!ok, "signed with another key");
+    assert!(stderr.contains("invalid_signature"), "{stderr}");
+    assert!(stderr.contains("keyward sign --explain"), "{stderr}");
 }
