@@ -1,7 +1,9 @@
 // The partner's journey in a real browser, against a real `keyward serve` whose emails go
 // to a real SMTP server (Python's aiosmtpd):
 //   onboarding email -> link page -> wrong code (422) -> partner code -> keys read off the
-//   page -> signed WhoAmI -> regeneration email -> link page -> new keys -> old key refused.
+//   page -> signed WhoAmI -> regeneration email -> link page -> new keys -> old key refused
+//   -> regeneration with a 24 h overlap -> both pairs work, the old one with
+//   Keyward-Key-Expires -> RetireOldKeys ends it.
 // Screenshots of the link page, the reveal page and an error page, at desktop size and at
 // 375 px wide, go to target/e2e/.
 //
@@ -202,6 +204,36 @@ async function main() {
       return fs.readdirSync(dir).map((n) => fs.readFileSync(path.join(dir, n), "utf8")).find((m) => m.includes("were regenerated"));
     });
     check(notice.includes("127.0.0.1"), "the regeneration notice names the IP");
+
+    // 8. Rotation without an outage: a regeneration with a 24 h overlap.
+    const overlap = await post(base, "/api/v1/no-auth/PartnerP2P/GenKeysForPartner",
+      sign({ email: "ops@acme.example", partner_code: "ACME", overlap_seconds: 86400, timestamp: Date.now() }, second.secretKey), second.publicKey);
+    check(overlap.status === 200 && overlap.json.message.includes("1 day"), "a regeneration with a 24 h overlap is accepted");
+    const overlapLink = await waitFor("the overlap regeneration email", () => linkInMaildir(maildir, "ops@acme.example"));
+    response = await page.goto(overlapLink);
+    check((await page.textContent("#old-keys")).includes("keep working for 1 day after you press the button"),
+      "the link page says the current keys keep working for 1 day");
+    await screenshots(page, "interstitial-overlap");
+    await page.fill("#partner_code", "ACME");
+    [response] = await Promise.all([page.waitForNavigation(), page.click("button[type=submit]")]);
+    check(response.status() === 200, "the overlap link reveals new keys");
+    check((await page.textContent("#old-keys")).includes("keep working until"), "the reveal page says until when the old keys work");
+    await screenshots(page, "reveal-overlap");
+    const third = await keysOnPage(page);
+    const whoOld = await fetch(`${base}/api/v1/PartnerP2P/WhoAmI`, {
+      method: "POST", headers: { "Content-Type": "application/json", Authorization: `Bearer ${second.publicKey}` },
+      body: sign({ timestamp: Date.now() }, second.secretKey),
+    });
+    const expires = whoOld.headers.get("keyward-key-expires");
+    const hoursLeft = (Date.parse(expires) - Date.now()) / 3600e3;
+    check(whoOld.status === 200 && hoursLeft > 23.9 && hoursLeft <= 24, `the old pair still works and says it expires in 24 h (${expires})`);
+    check((await whoOld.json()).data.key_expires_at === expires, "WhoAmI's key_expires_at matches the header");
+    who = await post(base, "/api/v1/PartnerP2P/WhoAmI", sign({ timestamp: Date.now() }, third.secretKey), third.publicKey);
+    check(who.status === 200 && who.json.data.key_expires_at === null, "the new pair works and is not retiring");
+    const retire = await post(base, "/api/v1/PartnerP2P/RetireOldKeys", sign({ timestamp: Date.now() }, third.secretKey), third.publicKey);
+    check(retire.status === 200 && retire.json.data.revoked === 1, "RetireOldKeys revokes the retiring pair");
+    who = await post(base, "/api/v1/PartnerP2P/WhoAmI", sign({ timestamp: Date.now() }, second.secretKey), second.publicKey);
+    check(who.status === 401 && who.json.code === "revoked_key", "the retired pair is refused at once");
     console.log(`screenshots in ${shots}`);
   } finally {
     await browser.close();

@@ -116,6 +116,7 @@ async fn the_walkthrough_and_the_signing_examples_run_against_the_server() {
     if available("python3", "--version") {
         runs.push(("python3", "examples/whoami.py"));
         runs.push(("python3", "examples/whoami_jcs.py"));
+        runs.push(("python3", "examples/signature_mistakes.py"));
     }
     for (program, example) in runs {
         let output = Command::new(program)
@@ -132,5 +133,10 @@ async fn the_walkthrough_and_the_signing_examples_run_against_the_server() {
             String::from_utf8_lossy(&output.stderr)
         );
         assert!(stdout.contains("signed correctly"), "{example}: {stdout}");
+        if example == "examples/signature_mistakes.py" {
+            // Five mistakes, each failing and then fixed; the key one found by the hashes.
+            assert_eq!(stdout.matches("fixed: 200").count(), 5, "{stdout}");
+            assert!(stdout.contains("prefix: 401 invalid_signature (message right"));
+        }
     }
 }
