@@ -119,6 +119,13 @@ settings! {
     /// A file holding the SMTP URL (it may hold a password).
     smtp_url_file: PathBuf,
     mail_from: String,
+    /// Emails sent at once, each over its own reused SMTP connection.
+    smtp_concurrency: u32,
+    /// A DKIM private key (RSA PKCS#1 PEM, or Ed25519 as base64 of its 32 bytes); unset: no
+    /// signature. The domain is `KEYWARD_MAIL_FROM`'s.
+    dkim_key_file: PathBuf,
+    /// The DKIM selector: the key is published at `{selector}._domainkey.{domain}`.
+    dkim_selector: String,
     trusted_proxies: Vec<String>,
     onboarding_link_ttl_secs: u64,
     regeneration_link_ttl_secs: u64,
@@ -186,6 +193,10 @@ pub struct Settings {
     pub master_key: MasterKeySource,
     pub smtp_url: Option<SecretString>,
     pub mail_from: Mailbox,
+    /// How many emails are sent at once (`KEYWARD_SMTP_CONCURRENCY`, 1 to 64).
+    pub smtp_concurrency: usize,
+    /// DKIM signing, when `KEYWARD_DKIM_KEY_FILE` is set.
+    pub dkim: Option<DkimSettings>,
     pub trusted_proxies: Vec<IpNet>,
     /// The header the trusted proxies write; the other is ignored.
     pub forwarded_header: ForwardedHeader,
@@ -209,6 +220,13 @@ pub struct Settings {
     pub key_cache: std::time::Duration,
     /// What protects each listener from slow, idle and too many connections.
     pub connection_limits: crate::listener::ConnectionLimits,
+}
+
+/// The DKIM key and selector; the domain is the sender's.
+#[derive(Debug, Clone)]
+pub struct DkimSettings {
+    pub key_file: PathBuf,
+    pub selector: String,
 }
 
 /// Where the gateway forwards authenticated requests, and how.
@@ -398,6 +416,29 @@ impl RawSettings {
                 })
             }
         };
+        let smtp_concurrency = self.smtp_concurrency.unwrap_or(8);
+        if !(1..=64).contains(&smtp_concurrency) {
+            bail!("KEYWARD_SMTP_CONCURRENCY must be between 1 and 64");
+        }
+        let dkim = match (self.dkim_key_file, self.dkim_selector) {
+            (None, None) => None,
+            (Some(key_file), Some(selector)) => {
+                let valid = !selector.is_empty()
+                    && selector.split('.').all(|label| {
+                        !label.is_empty()
+                            && label
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    });
+                if !valid {
+                    bail!("KEYWARD_DKIM_SELECTOR must be a DNS label such as mail2026, not {selector:?}");
+                }
+                Some(DkimSettings { key_file, selector })
+            }
+            _ => bail!(
+                "KEYWARD_DKIM_KEY_FILE and KEYWARD_DKIM_SELECTOR go together: set both, or neither"
+            ),
+        };
         let key_cache_ms = self.key_cache_ms.unwrap_or(1000);
         if key_cache_ms > 60_000 {
             bail!("KEYWARD_KEY_CACHE_MS must be at most 60000 (a minute): every revocation waits this long");
@@ -446,6 +487,8 @@ impl RawSettings {
             master_key,
             smtp_url: smtp_url.filter(|s| !s.is_empty()).map(SecretString::from),
             mail_from,
+            smtp_concurrency: usize::try_from(smtp_concurrency)?,
+            dkim,
             trusted_proxies,
             onboarding_link_ttl: seconds(
                 "KEYWARD_ONBOARDING_LINK_TTL_SECS",

@@ -76,9 +76,9 @@ impl Application {
         let (store, cipher) = open_store_and_cipher(&settings).await?;
         let transport = match overrides.transport {
             Some(t) => t,
-            None => Mailer::transport_for(settings.smtp_url.as_ref(), &settings.data_dir)?,
+            None => Mailer::transport_for(&settings)?,
         };
-        let mailer = Arc::new(Mailer::new(settings.mail_from.clone(), transport));
+        let mailer = Arc::new(Mailer::with_transport(&settings, transport)?);
         let listener = TcpListener::bind(settings.listen).await.with_context(|| {
             format!(
                 "could not listen on {} (is another process using it?)",
@@ -159,6 +159,7 @@ impl Application {
             clock: self.state.clock.clone(),
             wake: self.state.outbox_wake.clone(),
             max_attempts: self.state.settings.outbox_max_attempts,
+            concurrency: self.state.settings.smtp_concurrency,
             metrics: self.state.metrics.clone(),
         };
         let worker = tokio::spawn(worker.run(self.stop.clone()));

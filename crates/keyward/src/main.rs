@@ -300,8 +300,7 @@ async fn check_config(settings: &Settings) -> anyhow::Result<()> {
 }
 
 async fn send_test_email(settings: &Settings, to: &str) -> anyhow::Result<()> {
-    let transport = Mailer::transport_for(settings.smtp_url.as_ref(), &settings.data_dir)?;
-    let mailer = Mailer::new(settings.mail_from.clone(), transport);
+    let mailer = Mailer::from_settings(settings)?;
     let context = minijinja_context(settings);
     let email = templates::render(EmailKind::RegeneratedNotice, &context)?;
     let email = templates::RenderedEmail {
@@ -309,7 +308,7 @@ async fn send_test_email(settings: &Settings, to: &str) -> anyhow::Result<()> {
         ..email
     };
     mailer
-        .send(to, &email)
+        .send(&uuid::Uuid::now_v7().to_string(), to, &email)
         .await
         .context("the test email was not sent")?;
     println!("test email sent to {to} via {}", mailer.describe());
@@ -543,10 +542,27 @@ async fn outbox(settings: &Settings, action: OutboxAction) -> anyhow::Result<()>
     let store = open_migrated_store(settings).await?;
     match action {
         OutboxAction::Stats => {
+            let now = chrono::Utc::now().timestamp_millis();
             let stats = store.outbox_stats().await?;
+            let backlog = store.outbox_backlog(now).await?;
+            let last_minute = store.emails_sent_since(now - 60_000).await?;
+            #[allow(clippy::cast_precision_loss)]
+            let oldest = backlog.oldest_due_age_ms as f64 / 1000.0;
             println!(
-                "pending {}\nsent    {}\ndead    {}",
-                stats.pending, stats.sent, stats.dead
+                "pending     {}  (due now; the oldest has waited {oldest:.1} s)\n\
+                 scheduled   {}  (reminders and retries not due yet)\n\
+                 sent        {}  ({last_minute} in the last minute: {:.1}/s, all nodes)\n\
+                 dead        {}{}",
+                backlog.due,
+                backlog.scheduled,
+                stats.sent,
+                f64::from(u32::try_from(last_minute).unwrap_or(u32::MAX)) / 60.0,
+                stats.dead,
+                if stats.dead > 0 {
+                    "  (see `keyward outbox dead`, then `keyward outbox retry` once the mail server is fixed)"
+                } else {
+                    ""
+                }
             );
         }
         OutboxAction::Dead => {

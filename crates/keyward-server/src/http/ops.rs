@@ -75,19 +75,20 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response> {
     state
         .metrics
         .render_key_cache(state.key_cache.entries().await, &mut out);
-    let (pending, dead) = {
+    let backlog = {
         // One count every few seconds at most, whoever polls and however often.
-        let mut backlog = state.metrics.outbox_backlog.lock().await;
-        match *backlog {
-            Some((at, counts)) if at.elapsed() < BACKLOG_MAX_AGE => counts,
+        let mut cached = state.metrics.outbox_backlog.lock().await;
+        match *cached {
+            Some((at, backlog)) if at.elapsed() < BACKLOG_MAX_AGE => backlog,
             _ => {
-                let stats = state.store.outbox_backlog().await?;
-                *backlog = Some((std::time::Instant::now(), (stats.pending, stats.dead)));
-                (stats.pending, stats.dead)
+                let now = crate::clock::millis(state.clock.now());
+                let backlog = state.store.outbox_backlog(now).await?;
+                *cached = Some((std::time::Instant::now(), backlog));
+                backlog
             }
         }
     };
-    state.metrics.render_outbox(pending, dead, &mut out);
+    state.metrics.render_outbox(&backlog, &mut out);
     Ok((
         [(
             header::CONTENT_TYPE,

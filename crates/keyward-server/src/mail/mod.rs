@@ -3,15 +3,22 @@
 //! transactional outbox (`outbox.rs`).
 
 pub mod outbox;
+pub mod smtp;
 pub mod templates;
 
 use anyhow::{bail, Context};
+use lettre::message::dkim::{
+    DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+    DkimSigningKey,
+};
+use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use secrecy::{ExposeSecret, SecretString};
-use std::path::{Path, PathBuf};
+use lettre::transport::smtp::client::TlsParameters;
+use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::ExposeSecret;
+use smtp::{SmtpPool, SmtpTarget, TlsMode};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 pub use templates::{EmailKind, RenderedEmail};
@@ -67,7 +74,7 @@ impl MemoryMailbox {
 }
 
 pub enum Transport {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(SmtpPool),
     File {
         dir: PathBuf,
         transport: AsyncFileTransport<Tokio1Executor>,
@@ -78,6 +85,80 @@ pub enum Transport {
 pub struct Mailer {
     from: Mailbox,
     transport: Transport,
+    /// Signs every message when set (`KEYWARD_DKIM_KEY_FILE`).
+    dkim: Option<DkimConfig>,
+}
+
+/// `Auto-Submitted: auto-generated` (RFC 3834): mail robots and vacation responders do not
+/// answer it.
+#[derive(Clone)]
+struct AutoSubmitted;
+
+impl Header for AutoSubmitted {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self)
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "auto-generated".to_owned())
+    }
+}
+
+/// Reads a DKIM key: RSA as PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`), or Ed25519 as the base64 of
+/// its 32 bytes.
+pub fn load_dkim(
+    settings: &crate::config::DkimSettings,
+    from: &Mailbox,
+) -> anyhow::Result<DkimConfig> {
+    let path = &settings.key_file;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read the DKIM key {}", path.display()))?;
+    let text = text.trim();
+    let key = if text.contains("BEGIN RSA PRIVATE KEY") {
+        DkimSigningKey::new(text, DkimSigningAlgorithm::Rsa)
+    } else if text.contains("BEGIN") {
+        bail!(
+            "the DKIM key {} is not PKCS#1: convert it with `openssl pkey -in KEY -traditional` (RSA), or give an Ed25519 key as base64",
+            path.display()
+        )
+    } else {
+        DkimSigningKey::new(text, DkimSigningAlgorithm::Ed25519)
+    }
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "the DKIM key {} is not a valid RSA (PKCS#1 PEM) or Ed25519 (base64) private key",
+            path.display()
+        )
+    })?;
+    // relaxed/relaxed survives the re-folding relays do; the headers that make the message
+    // ours (and Message-ID, so a resent copy is recognisably the same) are covered.
+    // Content-Type and MIME-Version are written by lettre with the body, after signing, so
+    // they cannot be listed (a listed header it does not see breaks the signature).
+    let headers = [
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "Auto-Submitted",
+    ]
+    .into_iter()
+    .map(HeaderName::new_from_ascii_str)
+    .collect();
+    Ok(DkimConfig::new(
+        settings.selector.clone(),
+        from.email.domain().to_owned(),
+        key,
+        headers,
+        DkimCanonicalization {
+            header: DkimCanonicalizationType::Relaxed,
+            body: DkimCanonicalizationType::Relaxed,
+        },
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,17 +179,41 @@ impl MailError {
 }
 
 impl Mailer {
-    pub fn new(from: Mailbox, transport: Transport) -> Self {
-        Self { from, transport }
+    pub fn new(from: Mailbox, transport: Transport, dkim: Option<DkimConfig>) -> Self {
+        Self {
+            from,
+            transport,
+            dkim,
+        }
+    }
+
+    /// The mailer the settings describe: SMTP or the mailbox folder, DKIM when configured.
+    pub fn from_settings(settings: &crate::config::Settings) -> anyhow::Result<Self> {
+        let transport = Self::transport_for(settings)?;
+        Self::with_transport(settings, transport)
+    }
+
+    /// The settings' sender and DKIM key, with this transport.
+    pub fn with_transport(
+        settings: &crate::config::Settings,
+        transport: Transport,
+    ) -> anyhow::Result<Self> {
+        let dkim = settings
+            .dkim
+            .as_ref()
+            .map(|dkim| load_dkim(dkim, &settings.mail_from))
+            .transpose()?;
+        Ok(Self::new(settings.mail_from.clone(), transport, dkim))
     }
 
     /// The transport of the settings: SMTP when a URL is set, else the mailbox folder.
-    pub fn transport_for(
-        smtp_url: Option<&SecretString>,
-        data_dir: &Path,
-    ) -> anyhow::Result<Transport> {
-        match smtp_url {
-            Some(url) => Ok(Transport::Smtp(smtp_transport(url.expose_secret())?)),
+    pub fn transport_for(settings: &crate::config::Settings) -> anyhow::Result<Transport> {
+        let data_dir = &settings.data_dir;
+        match settings.smtp_url.as_ref() {
+            Some(url) => Ok(Transport::Smtp(SmtpPool::new(
+                smtp_target(url.expose_secret())?,
+                settings.smtp_concurrency,
+            ))),
             None => {
                 let dir = data_dir.join("mailbox");
                 std::fs::create_dir_all(&dir).with_context(|| {
@@ -137,25 +242,31 @@ impl Mailer {
         }
     }
 
-    pub async fn send(&self, to: &str, email: &RenderedEmail) -> Result<(), MailError> {
+    /// Sends one email. `id` (the outbox row's) becomes its `Message-ID` on the sender's
+    /// domain, so a copy sent twice (at-least-once delivery) is recognisably the same message.
+    pub async fn send(&self, id: &str, to: &str, email: &RenderedEmail) -> Result<(), MailError> {
         let to: Mailbox = to
             .parse()
             .map_err(|e: lettre::address::AddressError| MailError::Address(e.to_string()))?;
         let recipient = to.email.to_string();
-        let message = Message::builder()
+        let mut message = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(&email.subject)
+            .message_id(Some(format!("<{id}@{}>", self.from.email.domain())))
+            .header(AutoSubmitted)
             .multipart(MultiPart::alternative_plain_html(
                 email.text.clone(),
                 email.html.clone(),
             ))
             .map_err(|e| MailError::Build(e.to_string()))?;
+        if let Some(dkim) = &self.dkim {
+            message.sign(dkim);
+        }
         match &self.transport {
-            Transport::Smtp(smtp) => smtp
-                .send(message)
+            Transport::Smtp(pool) => pool
+                .send(message.envelope(), &message.formatted())
                 .await
-                .map(drop)
                 .map_err(|e| MailError::Transport(e.to_string())),
             Transport::File { transport, .. } => transport
                 .send(message)
@@ -176,7 +287,9 @@ impl Mailer {
 /// `smtp://[user:pass@]host[:port][?tls=none|starttls|opportunistic|wrapper]`, or `smtps://…`
 /// (TLS from the first byte). A plain `smtp://host:port` means no TLS: local relays and test
 /// servers.
-pub fn smtp_transport(url: &str) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+/// Where `KEYWARD_SMTP_URL` points, and how to connect
+/// (`?tls=none|starttls|opportunistic|wrapper`).
+pub fn smtp_target(url: &str) -> anyhow::Result<SmtpTarget> {
     let parsed = url::Url::parse(url)
         .context("KEYWARD_SMTP_URL is not a URL (expected smtp://host:port)")?;
     let host = parsed
@@ -196,13 +309,16 @@ pub fn smtp_transport(url: &str) -> anyhow::Result<AsyncSmtpTransport<Tokio1Exec
         });
     let (tls, default_port) = match (parsed.scheme(), tls_mode.as_str()) {
         ("smtps", _) | ("smtp", "wrapper" | "tls" | "implicit") => {
-            (Tls::Wrapper(TlsParameters::new(host.clone())?), 465)
+            (TlsMode::Wrapper(TlsParameters::new(host.clone())?), 465)
         }
         ("smtp", "starttls" | "required") => {
-            (Tls::Required(TlsParameters::new(host.clone())?), 587)
+            (TlsMode::StartTls(TlsParameters::new(host.clone())?), 587)
         }
-        ("smtp", "opportunistic") => (Tls::Opportunistic(TlsParameters::new(host.clone())?), 587),
-        ("smtp", "none" | "") => (Tls::None, 25),
+        ("smtp", "opportunistic") => (
+            TlsMode::Opportunistic(TlsParameters::new(host.clone())?),
+            587,
+        ),
+        ("smtp", "none" | "") => (TlsMode::None, 25),
         ("smtp", other) => bail!(
             "KEYWARD_SMTP_URL: tls={other} is not one of none, starttls, opportunistic, wrapper"
         ),
@@ -210,16 +326,19 @@ pub fn smtp_transport(url: &str) -> anyhow::Result<AsyncSmtpTransport<Tokio1Exec
             bail!("KEYWARD_SMTP_URL must start with smtp:// or smtps://, not {scheme}://")
         }
     };
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
-        .port(parsed.port().unwrap_or(default_port))
-        .tls(tls)
-        .timeout(Some(Duration::from_secs(15)));
-    if !parsed.username().is_empty() {
-        let user = percent_decode(parsed.username());
-        let password = percent_decode(parsed.password().unwrap_or_default());
-        builder = builder.credentials(Credentials::new(user, password));
-    }
-    Ok(builder.build())
+    let credentials = (!parsed.username().is_empty()).then(|| {
+        Credentials::new(
+            percent_decode(parsed.username()),
+            percent_decode(parsed.password().unwrap_or_default()),
+        )
+    });
+    Ok(SmtpTarget {
+        host,
+        port: parsed.port().unwrap_or(default_port),
+        tls,
+        credentials,
+        timeout: Duration::from_secs(15),
+    })
 }
 
 fn percent_decode(s: &str) -> String {
@@ -235,11 +354,16 @@ mod tests {
     // lettre's connection pool lives on the Tokio runtime.
     #[tokio::test]
     async fn smtp_urls_are_understood() {
-        assert!(smtp_transport("smtp://127.0.0.1:2525").is_ok());
-        assert!(smtp_transport("smtp://user:p%40ss@mail.example.com?tls=starttls").is_ok());
-        assert!(smtp_transport("smtps://mail.example.com").is_ok());
-        assert!(smtp_transport("smtp://mail.example.com?tls=bogus").is_err());
-        assert!(smtp_transport("http://mail.example.com").is_err());
-        assert!(smtp_transport("not a url").is_err());
+        let target = smtp_target("smtp://127.0.0.1:2525").unwrap();
+        assert_eq!((target.host.as_str(), target.port), ("127.0.0.1", 2525));
+        assert!(matches!(target.tls, TlsMode::None) && target.credentials.is_none());
+        let target = smtp_target("smtp://user:p%40ss@mail.example.com?tls=starttls").unwrap();
+        assert!(matches!(target.tls, TlsMode::StartTls(_)) && target.port == 587);
+        assert!(target.credentials.is_some());
+        let target = smtp_target("smtps://mail.example.com").unwrap();
+        assert!(matches!(target.tls, TlsMode::Wrapper(_)) && target.port == 465);
+        assert!(smtp_target("smtp://mail.example.com?tls=bogus").is_err());
+        assert!(smtp_target("http://mail.example.com").is_err());
+        assert!(smtp_target("not a url").is_err());
     }
 }

@@ -4,23 +4,27 @@
 //! dead-letters a message after `max_attempts` so it never blocks the queue, and erases each
 //! body once sent.
 //!
-//! Each email is claimed before it is sent, so that of several nodes only one sends it; how a
-//! claim is held (a lease on SQLite, a row lock on PostgreSQL) and what becomes of the claims of
-//! a node that died is the store's business: see [`crate::store::ClaimedEmail`]. After a crash
-//! between sending and recording, an email may go out twice (at-least-once delivery); it is
-//! never lost.
+//! Emails are claimed in batches before they are sent, so that of several nodes only one sends
+//! each; how a claim is held (a lease on SQLite, a row lock on PostgreSQL) and what becomes of
+//! the claims of a node that died is the store's business: see [`crate::store::ClaimedBatch`].
+//! `KEYWARD_SMTP_CONCURRENCY` senders run side by side, each claiming a few emails, sending
+//! them over its own reused connection and recording what became of them in one transaction;
+//! no sender waits for another, so the database's latency overlaps the others' sending. After a crash between sending and
+//! recording, the emails of that batch may go out twice (at-least-once delivery, with the same
+//! `Message-ID`); none is ever lost.
 
 use super::{Mailer, RenderedEmail};
 use crate::clock::{millis, Clock};
 use crate::crypto::{outbox_aad, Cipher};
-use crate::store::{FailedAttempt, QueuedEmail, Store};
+use crate::store::{ClaimedBatch, Delivery, FailedAttempt, QueuedEmail, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Emails sent before the queue is looked at again from the top.
-const BATCH: usize = 16;
+/// Emails one sender claims at once: fewer database round trips per email, and few enough
+/// that a crash resends little.
+const BATCH: i64 = 4;
 /// How often the queue is looked at when nobody rang (another node's emails, retries).
 const POLL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF_MS: i64 = 10 * 60_000;
@@ -32,6 +36,8 @@ pub struct OutboxWorker {
     pub clock: Arc<dyn Clock>,
     pub wake: Arc<Notify>,
     pub max_attempts: u32,
+    /// Emails sent at once (`KEYWARD_SMTP_CONCURRENCY`).
+    pub concurrency: usize,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -50,16 +56,27 @@ impl OutboxWorker {
             }
             Err(e) => tracing::warn!(error = %e, "could not release stale outbox claims"),
         }
+        let senders = (0..self.concurrency.max(1)).map(|_| self.sender(&stop));
+        futures::future::join_all(senders).await;
+    }
+
+    /// One sender: claims and sends until nothing is due, then waits to be woken (by a
+    /// request that queued an email, or by another sender that found a full batch) or polls.
+    async fn sender(&self, stop: &CancellationToken) {
         loop {
-            let sent_any = match self.send_due().await {
-                Ok(n) => n > 0,
+            let handled = match self.send_due().await {
+                Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read the outbox; will try again");
-                    false
+                    0
                 }
             };
-            if sent_any {
-                continue; // there may be more
+            if handled > 0 {
+                if i64::try_from(handled).is_ok_and(|n| n == BATCH) {
+                    // There may be more: wake another sender to share them.
+                    self.wake.notify_one();
+                }
+                continue;
             }
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -69,29 +86,47 @@ impl OutboxWorker {
         }
     }
 
-    /// Sends up to one batch of due emails; returns how many were handled.
+    /// Claims a few due emails, sends them one after another (over this sender's connection)
+    /// and records what became of them; returns how many were handled.
     pub async fn send_due(&self) -> Result<usize, crate::store::StoreError> {
-        let mut handled = 0;
-        while handled < BATCH {
-            let Some(claimed) = self.store.claim_due_email(millis(self.clock.now())).await? else {
-                break;
-            };
-            match self.attempt(&claimed.email).await {
-                Ok(()) => {
-                    claimed
-                        .mark_sent(&self.store, millis(self.clock.now()))
-                        .await?;
-                    self.metrics.email_sent();
-                }
-                Err(failure) => {
-                    claimed
-                        .mark_failed(&self.store, &failure.as_attempt())
-                        .await?
-                }
-            }
-            handled += 1;
+        let Some(ClaimedBatch { emails, claim }) = self
+            .store
+            .claim_due_emails(millis(self.clock.now()), BATCH)
+            .await?
+        else {
+            return Ok(0);
+        };
+        let mut results: Vec<(QueuedEmail, Result<i64, Failure>)> =
+            Vec::with_capacity(emails.len());
+        for email in emails {
+            results.push(self.deliver(email).await);
         }
+        let deliveries: Vec<(&str, Delivery<'_>)> = results
+            .iter()
+            .map(|(email, result)| {
+                let delivery = match result {
+                    Ok(at) => Delivery::Sent { at: *at },
+                    Err(failure) => Delivery::Failed(failure.as_attempt()),
+                };
+                (email.id.as_str(), delivery)
+            })
+            .collect();
+        let handled = deliveries.len();
+        claim.finish(&self.store, &deliveries).await?;
         Ok(handled)
+    }
+
+    /// Sends one email and measures it; returns when it was sent.
+    async fn deliver(&self, email: QueuedEmail) -> (QueuedEmail, Result<i64, Failure>) {
+        let started = std::time::Instant::now();
+        let result = self.attempt(&email).await;
+        self.metrics
+            .email_attempted(started.elapsed(), result.is_ok());
+        let sent_at = millis(self.clock.now());
+        if result.is_ok() {
+            self.metrics.email_delivered(sent_at - email.created_at);
+        }
+        (email, result.map(|()| sent_at))
     }
 
     /// Decrypts and sends one email; on failure, says when to try again or that it is dead.
@@ -113,7 +148,7 @@ impl OutboxWorker {
         let result = match rendered {
             Ok(rendered) => self
                 .mailer
-                .send(&email.recipient, &rendered)
+                .send(&email.id, &email.recipient, &rendered)
                 .await
                 .map_err(|e| (e.is_permanent(), e.to_string())),
             Err(why) => Err((true, why.to_owned())),

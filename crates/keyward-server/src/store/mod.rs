@@ -10,7 +10,7 @@
 mod bulk;
 mod outbox;
 pub use bulk::ImportedPartner;
-pub use outbox::ClaimedEmail;
+pub use outbox::{Claim, ClaimedBatch, Delivery};
 pub mod postgres;
 mod records;
 mod service_tokens;

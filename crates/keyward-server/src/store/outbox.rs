@@ -1,20 +1,33 @@
 //! The outbox's queries. The sender that uses them is `mail/outbox.rs`.
 
-use super::records::{DeadEmail, FailedAttempt, OutboxStats, QueuedEmail, QUEUED_EMAIL_COLUMNS};
+use super::records::{
+    DeadEmail, FailedAttempt, OutboxBacklog, OutboxStats, QueuedEmail, QUEUED_EMAIL_COLUMNS,
+};
 use super::{sqlite, Backend, Result, Store, Tx};
 use sqlx::{Any, Row};
 
-/// An email claimed for sending, held until it is marked sent or failed. How it is held is
-/// the backend's business:
+/// Emails claimed for sending, held until each is recorded as sent or failed (one
+/// [`ClaimedBatch::finish`]). How they are held is the backend's business:
 /// - SQLite (one node): a lease on the row (`locked_until`); a write transaction must not stay
 ///   open while SMTP talks. A lease left by a process that died is released by
 ///   [`Store::release_stale_claims`] when the next outbox worker starts.
 /// - PostgreSQL (several nodes): a row lock (`FOR UPDATE SKIP LOCKED`) in a transaction that
 ///   stays open while the email is sent and its result recorded. Other nodes skip it; if the
 ///   node dies, the database drops the lock with the connection and another node sends it.
-pub struct ClaimedEmail {
-    pub email: QueuedEmail,
-    hold: Hold,
+pub struct ClaimedBatch {
+    pub emails: Vec<QueuedEmail>,
+    pub claim: Claim,
+}
+
+/// The hold on a batch's emails, released by [`Claim::finish`] (or, if dropped, as the
+/// backend releases a dead sender's claims).
+pub struct Claim(Hold);
+
+/// What became of one claimed email.
+#[derive(Debug)]
+pub enum Delivery<'a> {
+    Sent { at: i64 },
+    Failed(FailedAttempt<'a>),
 }
 
 enum Hold {
@@ -23,42 +36,43 @@ enum Hold {
 }
 
 impl Store {
-    /// Claims the next due email, if any, for this sender alone.
-    pub async fn claim_due_email(&self, now: i64) -> Result<Option<ClaimedEmail>> {
-        match self.backend {
+    /// Claims up to `limit` due emails, oldest due first, for this sender alone; `None` when
+    /// none is due.
+    pub async fn claim_due_emails(&self, now: i64, limit: i64) -> Result<Option<ClaimedBatch>> {
+        let (emails, hold) = match self.backend {
             Backend::Sqlite => {
                 let sql = format!(
                     "UPDATE outbox SET locked_until = $1 WHERE id IN ( \
                        SELECT id FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $2 \
-                       AND (locked_until IS NULL OR locked_until <= $2) ORDER BY next_attempt_at LIMIT 1) \
+                       AND (locked_until IS NULL OR locked_until <= $2) ORDER BY next_attempt_at LIMIT $3) \
                      RETURNING {QUEUED_EMAIL_COLUMNS}"
                 );
-                let email: Option<QueuedEmail> = sqlx::query_as(&sql)
+                let emails: Vec<QueuedEmail> = sqlx::query_as(&sql)
                     .bind(now + sqlite::OUTBOX_LEASE_MS)
                     .bind(now)
-                    .fetch_optional(&self.pool)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
                     .await?;
-                Ok(email.map(|email| ClaimedEmail {
-                    email,
-                    hold: Hold::Lease,
-                }))
+                (emails, Hold::Lease)
             }
             Backend::Postgres => {
                 let mut tx = self.begin().await?;
                 let sql = format!(
                     "SELECT {QUEUED_EMAIL_COLUMNS} FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL \
-                     AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+                     AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED"
                 );
-                let email: Option<QueuedEmail> = sqlx::query_as(&sql)
+                let emails: Vec<QueuedEmail> = sqlx::query_as(&sql)
                     .bind(now)
-                    .fetch_optional(&mut *tx.tx)
+                    .bind(limit)
+                    .fetch_all(&mut *tx.tx)
                     .await?;
-                Ok(email.map(|email| ClaimedEmail {
-                    email,
-                    hold: Hold::Lock(tx),
-                }))
+                (emails, Hold::Lock(tx))
             }
-        }
+        };
+        Ok((!emails.is_empty()).then_some(ClaimedBatch {
+            emails,
+            claim: Claim(hold),
+        }))
     }
 
     /// Releases claims that no sender can still hold: on SQLite (one node) every lease, since
@@ -75,22 +89,39 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Emails waiting and dead-lettered, counted through the partial indexes on each (so the
-    /// cost is the backlog's size, not the outbox's). `sent` is not counted here.
-    pub async fn outbox_backlog(&self) -> Result<OutboxStats> {
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL",
+    /// Emails waiting (due now, or scheduled for later) and dead-lettered, and how long the
+    /// oldest due one has waited; counted through the partial indexes on each (so the cost is
+    /// the backlog's size, not the outbox's).
+    pub async fn outbox_backlog(&self, now: i64) -> Result<OutboxBacklog> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(CASE WHEN next_attempt_at <= $1 THEN 1 ELSE 0 END), 0) AS due, \
+                    COALESCE(SUM(CASE WHEN next_attempt_at > $1 THEN 1 ELSE 0 END), 0) AS scheduled, \
+                    MIN(CASE WHEN next_attempt_at <= $1 THEN created_at END) AS oldest \
+             FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL",
         )
+        .bind(now)
         .fetch_one(&self.pool)
         .await?;
         let dead: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE dead_at IS NOT NULL")
             .fetch_one(&self.pool)
             .await?;
-        Ok(OutboxStats {
-            pending,
-            sent: 0,
+        let oldest: Option<i64> = row.try_get("oldest")?;
+        Ok(OutboxBacklog {
+            due: row.try_get("due")?,
+            scheduled: row.try_get("scheduled")?,
             dead,
+            oldest_due_age_ms: oldest.map_or(0, |t| (now - t).max(0)),
         })
+    }
+
+    /// Emails sent since `since` (by every node): the outbox's recent rate.
+    pub async fn emails_sent_since(&self, since: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL AND sent_at > $1",
+        )
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Deletes emails sent before `before` (their bodies are long erased); returns how many.
@@ -136,28 +167,21 @@ impl Store {
     }
 }
 
-impl ClaimedEmail {
-    /// The email went out: marks it sent, erases its body and releases the claim.
-    pub async fn mark_sent(self, store: &Store, now: i64) -> Result<()> {
-        match self.hold {
-            Hold::Lease => mark_email_sent(&store.pool, &self.email.id, now).await,
-            Hold::Lock(mut tx) => {
-                mark_email_sent(&mut *tx.tx, &self.email.id, now).await?;
-                tx.commit().await
+impl Claim {
+    /// Records what became of each email (sent: its body erased; failed: retried at
+    /// `next_attempt_at`, or dead-lettered) in one transaction, and releases the claims.
+    pub async fn finish(self, store: &Store, deliveries: &[(&str, Delivery<'_>)]) -> Result<()> {
+        let mut tx = match self.0 {
+            Hold::Lease => store.begin().await?,
+            Hold::Lock(tx) => tx,
+        };
+        for (id, delivery) in deliveries {
+            match delivery {
+                Delivery::Sent { at } => mark_email_sent(&mut *tx.tx, id, *at).await?,
+                Delivery::Failed(attempt) => mark_email_failed(&mut *tx.tx, id, attempt).await?,
             }
         }
-    }
-
-    /// Records a failed attempt (retried at `next_attempt_at`, or dead-lettered when
-    /// `dead_at`) and releases the claim.
-    pub async fn mark_failed(self, store: &Store, attempt: &FailedAttempt<'_>) -> Result<()> {
-        match self.hold {
-            Hold::Lease => mark_email_failed(&store.pool, &self.email.id, attempt).await,
-            Hold::Lock(mut tx) => {
-                mark_email_failed(&mut *tx.tx, &self.email.id, attempt).await?;
-                tx.commit().await
-            }
-        }
+        tx.commit().await
     }
 }
 

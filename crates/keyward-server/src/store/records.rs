@@ -159,6 +159,8 @@ pub struct QueuedEmail {
     pub kind: String,
     pub body_ciphertext: Option<Vec<u8>>,
     pub attempts: i64,
+    /// When it was queued (for the queue-to-delivery time).
+    pub created_at: i64,
 }
 
 /// A failed delivery attempt, as recorded.
@@ -170,7 +172,8 @@ pub struct FailedAttempt<'a> {
     pub error: &'a str,
 }
 
-pub(super) const QUEUED_EMAIL_COLUMNS: &str = "id, recipient, kind, body_ciphertext, attempts";
+pub(super) const QUEUED_EMAIL_COLUMNS: &str =
+    "id, recipient, kind, body_ciphertext, attempts, created_at";
 
 /// Which unused links a new one replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +191,18 @@ pub struct OutboxStats {
     pub pending: i64,
     pub sent: i64,
     pub dead: i64,
+}
+
+/// The outbox's backlog, for `/metrics` and `keyward outbox stats`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OutboxBacklog {
+    /// Due now and not sent yet.
+    pub due: i64,
+    /// Not due yet (a reminder, or a retry waiting out its backoff).
+    pub scheduled: i64,
+    pub dead: i64,
+    /// How long the oldest due email has waited since it was queued; 0 when none waits.
+    pub oldest_due_age_ms: i64,
 }
 
 /// A dead-lettered email, as operators see it (no body: it is encrypted, and kept for retry).

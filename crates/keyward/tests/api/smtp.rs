@@ -68,11 +68,20 @@ async fn an_smtp_server_that_is_down_at_first_gets_the_email_when_it_comes_up() 
 /// An app whose emails go by SMTP (the real transport) to 127.0.0.1:`port`, with a real clock
 /// so that retries come due.
 async fn spawn_smtp_app(port: u16) -> SmtpApp {
+    spawn_smtp_app_with(port, |_| {}).await
+}
+
+async fn spawn_smtp_app_with(
+    port: u16,
+    configure: impl FnOnce(&mut keyward_server::config::Settings),
+) -> SmtpApp {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = keyward_server::config::Settings::for_tests(dir.path());
     settings.smtp_url = Some(secrecy::SecretString::from(format!(
         "smtp://127.0.0.1:{port}"
     )));
+    settings.ip_rate_limit_per_minute = 100_000;
+    configure(&mut settings);
     let app = keyward_server::Application::build(settings).await.unwrap();
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
@@ -140,4 +149,181 @@ impl SmtpApp {
             .await
             .unwrap()
     }
+}
+
+/// The raw messages in the SMTP server's Maildir.
+fn raw_messages(smtp: &SmtpServer) -> Vec<Vec<u8>> {
+    let Ok(entries) = std::fs::read_dir(smtp.maildir.join("new")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .collect()
+}
+
+fn header<'a>(mail: &'a mailparse::ParsedMail<'a>, name: &str) -> Option<String> {
+    use mailparse::MailHeaderMap;
+    mail.headers.get_first_value(name)
+}
+
+#[tokio::test]
+async fn many_emails_go_out_concurrently_once_each_with_our_headers() {
+    if !aiosmtpd_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(free_port(), dir.path()).await;
+    let app = spawn_smtp_app_with(smtp.port, |s| {
+        s.smtp_concurrency = 8;
+        s.mail_from = "keyward <no-reply@keys.exchange.example>".parse().unwrap();
+    })
+    .await;
+    let n = 120;
+    let onboardings = (0..n).map(|i| {
+        let app = &app;
+        async move {
+            app.onboard(&format!("MANY{i}"), &format!("m{i}@many.example"))
+                .await
+        }
+    });
+    for response in futures::future::join_all(onboardings).await {
+        assert_eq!(response.status(), 200);
+    }
+    let all = eventually(Duration::from_secs(30), || {
+        Some(raw_messages(&smtp)).filter(|r| r.len() >= n)
+    })
+    .await
+    .expect("every email at the SMTP server");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = if raw_messages(&smtp).len() > all.len() {
+        raw_messages(&smtp)
+    } else {
+        all
+    };
+    assert_eq!(all.len(), n, "each email once");
+    let mut ids = std::collections::HashSet::new();
+    for raw in &all {
+        let mail = mailparse::parse_mail(raw).unwrap();
+        let id = header(&mail, "Message-ID").unwrap();
+        assert!(id.ends_with("@keys.exchange.example>"), "{id}");
+        assert!(ids.insert(id), "a Message-ID repeated");
+        assert_eq!(
+            header(&mail, "Auto-Submitted").as_deref(),
+            Some("auto-generated")
+        );
+    }
+    let stats = app.state.store.outbox_stats().await.unwrap();
+    assert_eq!(stats.pending, 0);
+}
+
+/// Whether Python's dkimpy is installed (an independent DKIM verifier). `.ci/run` installs
+/// it; there a missing one is a failure.
+fn dkimpy_available() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import dkim"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("KEYWARD_STRICT_TESTS").is_none(),
+            "CI must have dkimpy installed (pip install dkimpy)"
+        );
+        eprintln!("SKIPPED: the DKIM test needs Python's dkimpy: pip install dkimpy");
+    }
+    ok
+}
+
+/// Verifies `raw` with dkimpy, the public key supplied locally instead of from DNS.
+fn dkimpy_verifies(raw: &[u8], selector: &str, domain: &str, public_der_base64: &str) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let message = dir.path().join("message.eml");
+    std::fs::write(&message, raw).unwrap();
+    let script = format!(
+        r#"
+import dkim, sys
+record = b"v=DKIM1; k=rsa; p={public_der_base64}"
+def dns(name, timeout=5):
+    return record if name == b"{selector}._domainkey.{domain}." else None
+sys.exit(0 if dkim.verify(open(sys.argv[1], "rb").read(), dnsfunc=dns) else 1)
+"#
+    );
+    std::process::Command::new("python3")
+        .args(["-c", &script])
+        .arg(&message)
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[tokio::test]
+async fn dkim_signatures_verify_with_an_independent_verifier() {
+    if !aiosmtpd_available() || !dkimpy_available() || !crate::docs::available("openssl", "version")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("dkim.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let public = std::process::Command::new("openssl")
+        .args(["rsa", "-pubout", "-outform", "DER", "-in"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    use base64::Engine;
+    let public = base64::engine::general_purpose::STANDARD.encode(public.stdout);
+
+    let smtp = SmtpServer::start(free_port(), dir.path()).await;
+    let key_file = key.clone();
+    let app = spawn_smtp_app_with(smtp.port, move |s| {
+        s.mail_from = "keyward <no-reply@keys.exchange.example>".parse().unwrap();
+        s.dkim = Some(keyward_server::config::DkimSettings {
+            key_file,
+            selector: "mail2026".into(),
+        });
+    })
+    .await;
+    assert_eq!(app.onboard("DKIM", "d@dkim.example").await.status(), 200);
+    let raw = eventually(Duration::from_secs(15), || {
+        raw_messages(&smtp).into_iter().next()
+    })
+    .await
+    .expect("the signed email");
+    let mail = mailparse::parse_mail(&raw).unwrap();
+    let signature = header(&mail, "DKIM-Signature").expect("a DKIM-Signature header");
+    assert!(signature.contains("d=keys.exchange.example"), "{signature}");
+    assert!(signature.contains("s=mail2026"), "{signature}");
+    assert!(dkimpy_verifies(
+        &raw,
+        "mail2026",
+        "keys.exchange.example",
+        &public
+    ));
+    // The check can fail: a changed body, or another key, does not verify.
+    let text = String::from_utf8(raw.clone()).unwrap();
+    let tampered = text.replacen("partner", "partnex", 1);
+    assert_ne!(tampered, text);
+    assert!(!dkimpy_verifies(
+        tampered.as_bytes(),
+        "mail2026",
+        "keys.exchange.example",
+        &public
+    ));
+    let other = public.replacen('A', "B", 1);
+    assert!(!dkimpy_verifies(
+        &raw,
+        "mail2026",
+        "keys.exchange.example",
+        &other
+    ));
 }

@@ -7,7 +7,7 @@ use keyward_core::{
     AllowedIps, Email, KeyPair, LinkPurpose, LinkToken, PartnerCode, PartnerId, PartnerStatus,
 };
 use keyward_server::store::{
-    FailedAttempt, NewEmail, NewKey, NewLink, Store, StoreError, Supersede,
+    Claim, Delivery, FailedAttempt, NewEmail, NewKey, NewLink, Store, StoreError, Supersede,
 };
 use tempfile::TempDir;
 
@@ -266,52 +266,80 @@ async fn queue(store: &Store, n: usize) {
     tx.commit().await.unwrap();
 }
 
+/// Claims one due email at `now`, if any.
+async fn claim_one(store: &Store, now: i64) -> Option<(String, Claim)> {
+    let batch = store.claim_due_emails(now, 1).await.unwrap()?;
+    assert_eq!(batch.emails.len(), 1);
+    Some((batch.emails[0].id.clone(), batch.claim))
+}
+
 #[tokio::test]
 async fn a_claimed_email_is_not_claimed_again_until_released() {
     let t = test_store().await;
     queue(&t.store, 2).await;
-    let first = t.store.claim_due_email(10).await.unwrap().unwrap();
-    let second = t.store.claim_due_email(10).await.unwrap().unwrap();
-    assert_ne!(first.email.id, second.email.id);
-    assert!(t.store.claim_due_email(10).await.unwrap().is_none());
+    let (first, first_claim) = claim_one(&t.store, 10).await.unwrap();
+    let (second, second_claim) = claim_one(&t.store, 10).await.unwrap();
+    assert_ne!(first, second);
+    assert!(claim_one(&t.store, 10).await.is_none());
 
-    first.mark_sent(&t.store, 11).await.unwrap();
-    second
-        .mark_failed(
-            &t.store,
-            &FailedAttempt {
-                attempts: 1,
-                next_attempt_at: 100,
-                dead_at: None,
-                error: "mail server down",
-            },
-        )
+    first_claim
+        .finish(&t.store, &[(first.as_str(), Delivery::Sent { at: 11 })])
         .await
         .unwrap();
-    assert!(
-        t.store.claim_due_email(50).await.unwrap().is_none(),
-        "not due yet"
+    let failed = Delivery::Failed(FailedAttempt {
+        attempts: 1,
+        next_attempt_at: 100,
+        dead_at: None,
+        error: "mail server down",
+    });
+    second_claim
+        .finish(&t.store, &[(second.as_str(), failed)])
+        .await
+        .unwrap();
+    assert!(claim_one(&t.store, 50).await.is_none(), "not due yet");
+    let retried = t.store.claim_due_emails(100, 10).await.unwrap().unwrap();
+    assert_eq!(retried.emails.len(), 1);
+    assert_eq!(retried.emails[0].attempts, 1);
+    assert_eq!(
+        retried.emails[0].body_ciphertext.as_deref(),
+        Some(&b"body"[..])
     );
-    let retried = t.store.claim_due_email(100).await.unwrap().unwrap();
-    assert_eq!(retried.email.attempts, 1);
-    assert_eq!(retried.email.body_ciphertext.as_deref(), Some(&b"body"[..]));
     drop(retried);
     let stats = t.store.outbox_stats().await.unwrap();
     assert_eq!((stats.pending, stats.sent, stats.dead), (1, 1, 0));
 }
 
 #[tokio::test]
+async fn a_batch_is_claimed_once_and_recorded_in_one_go() {
+    let t = test_store().await;
+    queue(&t.store, 5).await;
+    let batch = t.store.claim_due_emails(10, 3).await.unwrap().unwrap();
+    assert_eq!(batch.emails.len(), 3);
+    let rest = t.store.claim_due_emails(10, 10).await.unwrap().unwrap();
+    assert_eq!(rest.emails.len(), 2, "another sender gets only the others");
+    let ids: Vec<String> = batch.emails.iter().map(|e| e.id.clone()).collect();
+    let deliveries: Vec<(&str, Delivery<'_>)> = ids
+        .iter()
+        .map(|id| (id.as_str(), Delivery::Sent { at: 20 }))
+        .collect();
+    batch.claim.finish(&t.store, &deliveries).await.unwrap();
+    drop(rest);
+    let stats = t.store.outbox_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.sent), (2, 3));
+}
+
+#[tokio::test]
 async fn claims_left_by_a_dead_sender_are_released_by_the_next_one() {
     let t = test_store().await;
     queue(&t.store, 1).await;
-    let claimed = t.store.claim_due_email(10).await.unwrap().unwrap();
+    let claimed = claim_one(&t.store, 10).await.unwrap();
     // The sender dies without recording anything (its claim is simply dropped: on PostgreSQL
     // its transaction is rolled back in the background, as when a connection dies).
     drop(claimed);
     t.store.release_stale_claims().await.unwrap();
     let mut claimable = false;
     for _ in 0..100 {
-        if t.store.claim_due_email(10).await.unwrap().is_some() {
+        if claim_one(&t.store, 10).await.is_some() {
             claimable = true;
             break;
         }
@@ -324,13 +352,20 @@ async fn claims_left_by_a_dead_sender_are_released_by_the_next_one() {
 async fn sent_emails_are_pruned_after_retention_and_the_backlog_is_counted_apart() {
     let t = test_store().await;
     queue(&t.store, 3).await;
-    let first = t.store.claim_due_email(10).await.unwrap().unwrap();
-    first.mark_sent(&t.store, 100).await.unwrap();
-    let second = t.store.claim_due_email(10).await.unwrap().unwrap();
-    second.mark_sent(&t.store, 200).await.unwrap();
+    let (first, claim) = claim_one(&t.store, 10).await.unwrap();
+    claim
+        .finish(&t.store, &[(first.as_str(), Delivery::Sent { at: 100 })])
+        .await
+        .unwrap();
+    let (second, claim) = claim_one(&t.store, 10).await.unwrap();
+    claim
+        .finish(&t.store, &[(second.as_str(), Delivery::Sent { at: 200 })])
+        .await
+        .unwrap();
 
-    let backlog = t.store.outbox_backlog().await.unwrap();
-    assert_eq!((backlog.pending, backlog.dead), (1, 0));
+    let backlog = t.store.outbox_backlog(1000).await.unwrap();
+    assert_eq!((backlog.due, backlog.scheduled, backlog.dead), (1, 0, 0));
+    assert_eq!(backlog.oldest_due_age_ms, 1000, "queued at 0");
     assert_eq!(t.store.prune_sent_emails(150).await.unwrap(), 1);
     let stats = t.store.outbox_stats().await.unwrap();
     assert_eq!((stats.pending, stats.sent, stats.dead), (1, 1, 0));
