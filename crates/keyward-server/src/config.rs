@@ -625,6 +625,7 @@ mod tests {
                 || name.ends_with("_hours")
                 || name.ends_with("attempts")
                 || name.ends_with("connections")
+                || name.ends_with("concurrency")
                 || name.ends_with("timeout_ms")
             {
                 "5"
