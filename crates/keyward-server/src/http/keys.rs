@@ -15,6 +15,7 @@ use axum::routing::post;
 use axum::Router;
 use chrono::SecondsFormat;
 use keyward_core::allow_list::parse_entry;
+use keyward_core::signature::SignedBody;
 use keyward_core::wire::{paths, AllowedIpsData, RetiredKeys, WhoAmI, KEY_EXPIRES_HEADER};
 use keyward_core::{AllowedIps, Email, PartnerCode};
 
@@ -57,6 +58,30 @@ pub(crate) fn with_key_expiry(mut response: Response, key_expires_at: Option<i64
         }
     }
     response
+}
+
+/// The checks of SPEC §3.2 on a request from `ip`, once its body's fields are valid.
+async fn authenticated(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    authorization: &Authorization,
+    body: &SignedBody,
+) -> Result<Authenticated> {
+    let client = ClientAddress::Known(ip);
+    flows::authenticate(state, authorization.public_key()?, body, client).await
+}
+
+/// A signed route whose body needs nothing but `signature` (WhoAmI, RetireOldKeys).
+async fn signed_only(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    authorization: &Authorization,
+    body: &SignedBody,
+) -> Result<Authenticated> {
+    let mut fields = Fields::new(body);
+    fields.require_signature();
+    fields.finish()?;
+    authenticated(state, ip, authorization, body).await
 }
 
 /// The answer of a signed route: `result` turned into a response, with the key's expiry.
@@ -132,8 +157,7 @@ pub(crate) async fn regenerate(
         });
         return Ok(success::<()>(REGENERATION_SENT_IF_MATCHED, None));
     }
-    let client = ClientAddress::Known(ip);
-    let auth = flows::authenticate(&state, authorization.public_key()?, &body, client).await?;
+    let auth = authenticated(&state, ip, &authorization, &body).await?;
     let overlap = overlap.and_then(Overlap::from_seconds).unwrap_or_default();
     let result = flows::request_regeneration(&state, &auth, &code, &email, overlap, &body, ip)
         .await
@@ -172,11 +196,7 @@ pub(crate) async fn whoami(
     authorization: Authorization,
     JsonBody { body, .. }: JsonBody,
 ) -> Result<Response> {
-    let mut fields = Fields::new(&body);
-    fields.require_signature();
-    fields.finish()?;
-    let client = ClientAddress::Known(ip);
-    let auth = flows::authenticate(&state, authorization.public_key()?, &body, client).await?;
+    let auth = signed_only(&state, ip, &authorization, &body).await?;
     let data = WhoAmI {
         partner_id: auth.partner.id.to_string(),
         partner_code: auth.partner.code.to_string(),
@@ -213,11 +233,7 @@ pub(crate) async fn retire_old_keys(
     authorization: Authorization,
     JsonBody { body, .. }: JsonBody,
 ) -> Result<Response> {
-    let mut fields = Fields::new(&body);
-    fields.require_signature();
-    fields.finish()?;
-    let client = ClientAddress::Known(ip);
-    let auth = flows::authenticate(&state, authorization.public_key()?, &body, client).await?;
+    let auth = signed_only(&state, ip, &authorization, &body).await?;
     let result = flows::retire_old_keys(&state, &auth, ip)
         .await
         .map(|revoked| {
@@ -267,8 +283,7 @@ pub(crate) async fn set_allowed_ips(
     let entries = fields.finish_with(entries)?;
     let allowed_ips = AllowedIps::parse(entries.iter().map(String::as_str))
         .map_err(|_| Error::field("allowed_ips", "must be addresses or CIDR blocks"))?;
-    let client = ClientAddress::Known(ip);
-    let auth = flows::authenticate(&state, authorization.public_key()?, &body, client).await?;
+    let auth = authenticated(&state, ip, &authorization, &body).await?;
     let result = flows::set_allowed_ips(&state, &auth, &allowed_ips, confirm_lock_out, ip)
         .await
         .map(|()| {

@@ -4,32 +4,15 @@
 
 use crate::helpers::*;
 use crate::partner_side::keyward;
+use crate::vectors::Case;
 use keyward_core::wire::paths::{TIME, WHOAMI};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-
-#[derive(Deserialize)]
-struct Vectors {
-    signature_cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
-struct Case {
-    name: String,
-    template: Option<String>,
-    message_as_sent: Option<String>,
-    message_jcs: Option<String>,
-    expect: String,
-}
 
 /// The vector cases whose body is well formed and unchanged: Node's two messages are exactly
 /// what the server must hash.
 fn well_formed_cases() -> Vec<Case> {
-    let raw = include_str!("../../../../testdata/signatures.json");
-    serde_json::from_str::<Vectors>(raw)
-        .unwrap()
-        .signature_cases
+    crate::vectors::cases()
         .into_iter()
         .filter(|c| c.expect == "valid" && c.template.is_some())
         .collect()

@@ -12,20 +12,21 @@ struct Vectors {
 }
 
 #[derive(Deserialize)]
-struct Case {
-    name: String,
+pub struct Case {
+    pub name: String,
     body: String,
-    template: Option<String>,
-    message_as_sent: Option<String>,
-    message_jcs: Option<String>,
+    pub template: Option<String>,
+    pub message_as_sent: Option<String>,
+    pub message_jcs: Option<String>,
     signed_form: Option<String>,
-    expect: String,
+    pub expect: String,
     mutation: Option<(String, String)>,
     #[serde(default)]
     uppercase_hex: bool,
 }
 
-fn cases() -> Vec<Case> {
+/// The signature cases of `testdata/signatures.json` (made with Node.js).
+pub fn cases() -> Vec<Case> {
     let raw = include_str!("../../../../testdata/signatures.json");
     serde_json::from_str::<Vectors>(raw)
         .unwrap()
