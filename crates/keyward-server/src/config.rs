@@ -115,6 +115,9 @@ settings! {
     database_max_connections: u32,
     master_key: String,
     master_key_file: PathBuf,
+    /// During a master-key rotation: the other key, also accepted for decryption.
+    master_key_previous: String,
+    master_key_previous_file: PathBuf,
     smtp_url: String,
     /// A file holding the SMTP URL (it may hold a password).
     smtp_url_file: PathBuf,
@@ -153,6 +156,9 @@ settings! {
     key_cache_ms: u64,
     /// Which header the trusted proxies write: `x-forwarded-for` or `forwarded` (RFC 7239).
     forwarded_header: String,
+    /// `open` (anyone may onboard, the published behaviour) or `invite` (only partners an
+    /// operator invited with `keyward partner invite`).
+    onboarding: String,
     /// Open connections per listener; past it a new one gets 503 and is closed.
     max_connections: u32,
     /// To send a request's headers, counted from when the connection could send one (so it
@@ -191,6 +197,8 @@ pub struct Settings {
     /// Connections this node may open (SQLite 8, PostgreSQL 16 by default).
     pub database_max_connections: Option<u32>,
     pub master_key: MasterKeySource,
+    /// Also decrypts (never encrypts) during a rotation: `KEYWARD_MASTER_KEY_PREVIOUS(_FILE)`.
+    pub master_key_previous: Option<MasterKeySource>,
     pub smtp_url: Option<SecretString>,
     pub mail_from: Mailbox,
     /// How many emails are sent at once (`KEYWARD_SMTP_CONCURRENCY`, 1 to 64).
@@ -200,6 +208,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// The header the trusted proxies write; the other is ignored.
     pub forwarded_header: ForwardedHeader,
+    /// Who may onboard (`KEYWARD_ONBOARDING`).
+    pub onboarding: Onboarding,
     pub onboarding_link_ttl: chrono::TimeDelta,
     pub regeneration_link_ttl: chrono::TimeDelta,
     pub freshness_window: chrono::TimeDelta,
@@ -220,6 +230,17 @@ pub struct Settings {
     pub key_cache: std::time::Duration,
     /// What protects each listener from slow, idle and too many connections.
     pub connection_limits: crate::listener::ConnectionLimits,
+}
+
+/// Who may onboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Onboarding {
+    /// Anyone with a code and an email (SPEC §3.1).
+    #[default]
+    Open,
+    /// Only partners an operator invited; `OnboardPartner` answers every request the same and
+    /// only re-sends the link of an invited, pending partner whose email matches.
+    Invite,
 }
 
 /// The DKIM key and selector; the domain is the sender's.
@@ -473,7 +494,18 @@ impl RawSettings {
             Some("forwarded") => ForwardedHeader::Forwarded,
             Some(_) => bail!("KEYWARD_FORWARDED_HEADER must be x-forwarded-for or forwarded"),
         };
+        let onboarding = match self
+            .onboarding
+            .as_deref()
+            .map(|o| o.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("open") => Onboarding::Open,
+            Some("invite") => Onboarding::Invite,
+            Some(_) => bail!("KEYWARD_ONBOARDING must be open or invite"),
+        };
         Ok(Settings {
+            onboarding,
             forwarded_header,
             connection_limits,
             key_cache: std::time::Duration::from_millis(key_cache_ms),
@@ -485,6 +517,11 @@ impl RawSettings {
             database_url: SecretString::from(database_url),
             database_max_connections: self.database_max_connections.map(|n| n.max(1)),
             master_key,
+            master_key_previous: match (self.master_key_previous, self.master_key_previous_file) {
+                (Some(key), _) => Some(MasterKeySource::Inline(SecretString::from(key))),
+                (None, Some(file)) => Some(MasterKeySource::File(file)),
+                (None, None) => None,
+            },
             smtp_url: smtp_url.filter(|s| !s.is_empty()).map(SecretString::from),
             mail_from,
             smtp_concurrency: usize::try_from(smtp_concurrency)?,
@@ -631,6 +668,8 @@ mod tests {
                 "5"
             } else if name == &"forwarded_header" {
                 "forwarded"
+            } else if name == &"onboarding" {
+                "invite"
             } else if name.starts_with("migrate") || name.ends_with("single_use") {
                 "on"
             } else if name.ends_with("_ms") {

@@ -46,9 +46,21 @@ pub struct DecryptError;
 #[error("could not encrypt a value (AES-GCM refuses plaintexts over 64 GiB)")]
 pub struct EncryptError;
 
-/// Encrypts and decrypts what we keep at rest.
+/// Encrypts and decrypts what we keep at rest: encrypts under the master key, decrypts under
+/// it or, during a master-key rotation, under the previous one
+/// (`KEYWARD_MASTER_KEY_PREVIOUS`).
 #[derive(Clone)]
-pub struct Cipher(Aes256Gcm);
+pub struct Cipher {
+    current: Aes256Gcm,
+    previous: Option<Aes256Gcm>,
+}
+
+/// Which key a ciphertext decrypted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhichKey {
+    Current,
+    Previous,
+}
 
 impl std::fmt::Debug for Cipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -58,9 +70,18 @@ impl std::fmt::Debug for Cipher {
 
 impl Cipher {
     pub fn new(key: &MasterKey) -> Self {
-        Self(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(
-            key.0.expose_secret(),
-        )))
+        Self {
+            current: aes(key),
+            previous: None,
+        }
+    }
+
+    /// Encrypts under `current`; decrypts under `current` or `previous`.
+    pub fn with_previous(current: &MasterKey, previous: &MasterKey) -> Self {
+        Self {
+            current: aes(current),
+            previous: Some(aes(previous)),
+        }
     }
 
     pub fn encrypt(
@@ -73,7 +94,10 @@ impl Cipher {
             msg: plaintext,
             aad: associated_data.as_bytes(),
         };
-        let ciphertext = self.0.encrypt(&nonce, payload).map_err(|_| EncryptError)?;
+        let ciphertext = self
+            .current
+            .encrypt(&nonce, payload)
+            .map_err(|_| EncryptError)?;
         let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ciphertext);
@@ -81,18 +105,40 @@ impl Cipher {
     }
 
     pub fn decrypt(&self, stored: &[u8], associated_data: &str) -> Result<Vec<u8>, DecryptError> {
+        self.decrypt_which(stored, associated_data)
+            .map(|(plain, _)| plain)
+    }
+
+    /// Decrypts, and says under which key (a rotation re-encrypts what the previous key
+    /// decrypted).
+    pub fn decrypt_which(
+        &self,
+        stored: &[u8],
+        associated_data: &str,
+    ) -> Result<(Vec<u8>, WhichKey), DecryptError> {
         if stored.len() < NONCE_LEN + 16 {
             return Err(DecryptError);
         }
         let (nonce, ciphertext) = stored.split_at(NONCE_LEN);
-        let payload = Payload {
-            msg: ciphertext,
-            aad: associated_data.as_bytes(),
+        let attempt = |aes: &Aes256Gcm| {
+            let payload = Payload {
+                msg: ciphertext,
+                aad: associated_data.as_bytes(),
+            };
+            aes.decrypt(Nonce::from_slice(nonce), payload).ok()
         };
-        self.0
-            .decrypt(Nonce::from_slice(nonce), payload)
-            .map_err(|_| DecryptError)
+        if let Some(plain) = attempt(&self.current) {
+            return Ok((plain, WhichKey::Current));
+        }
+        match self.previous.as_ref().and_then(attempt) {
+            Some(plain) => Ok((plain, WhichKey::Previous)),
+            None => Err(DecryptError),
+        }
     }
+}
+
+fn aes(key: &MasterKey) -> Aes256Gcm {
+    Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key.0.expose_secret()))
 }
 
 /// Associated data of a partner's secret key: binds it to its partner and key rows.
@@ -127,6 +173,23 @@ mod tests {
         assert!(cipher
             .decrypt(&stored, &secret_key_aad("p1", "k2"))
             .is_err());
+    }
+
+    #[test]
+    fn during_a_rotation_either_key_decrypts_and_the_new_one_encrypts() {
+        let (old, new) = (MasterKey::generate(), MasterKey::generate());
+        let under_old = Cipher::new(&old).encrypt(b"x", "a").unwrap();
+        let rotating = Cipher::with_previous(&new, &old);
+        assert_eq!(
+            rotating.decrypt_which(&under_old, "a").unwrap(),
+            (b"x".to_vec(), WhichKey::Previous)
+        );
+        let under_new = rotating.encrypt(b"y", "a").unwrap();
+        assert_eq!(
+            Cipher::new(&new).decrypt_which(&under_new, "a").unwrap(),
+            (b"y".to_vec(), WhichKey::Current)
+        );
+        assert!(Cipher::new(&old).decrypt(&under_new, "a").is_err());
     }
 
     #[test]

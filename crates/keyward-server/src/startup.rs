@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-const MASTER_KEY_CHECK: &str = "master_key_check";
+pub const MASTER_KEY_CHECK: &str = "master_key_check";
 
 pub struct Application {
     listener: TcpListener,
@@ -217,7 +217,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Housekeeping: every 5 s, records when service tokens were last used; every minute,
+/// Housekeeping: every 5 s, records when service tokens and keys were last used; every minute,
 /// forgets replay records whose window has passed and deletes emails sent longer ago than the
 /// retention period.
 async fn janitor(state: AppState, stop: CancellationToken) {
@@ -230,6 +230,9 @@ async fn janitor(state: AppState, stop: CancellationToken) {
         ticks += 1;
         if let Err(e) = state.service_tokens.flush_last_used(&state.store).await {
             tracing::warn!(error = %e, "could not record when service tokens were last used");
+        }
+        if let Err(e) = state.key_usage.flush(&state.store).await {
+            tracing::warn!(error = %e, "could not record when keys were last used");
         }
         if ticks.is_multiple_of(12) {
             if let Err(e) = state
@@ -251,6 +254,7 @@ async fn janitor(state: AppState, stop: CancellationToken) {
     }
     // What was used since the last flush is not lost at a clean stop.
     let _ = state.service_tokens.flush_last_used(&state.store).await;
+    let _ = state.key_usage.flush(&state.store).await;
 }
 
 /// The store, migrated unless that is turned off, and the cipher of the master key, proven to
@@ -260,9 +264,34 @@ pub async fn open_store_and_cipher(settings: &Settings) -> anyhow::Result<(Store
     if !settings.migrate_on_start && store.meta(MASTER_KEY_CHECK).await.is_err() {
         bail!("the database has no keyward schema yet: run `keyward migrate` first (or start without --no-migrate)");
     }
-    let cipher = Cipher::new(&load_master_key(settings, &store).await?);
+    let key = load_master_key(settings, &store).await?;
+    let cipher = match &settings.master_key_previous {
+        None => Cipher::new(&key),
+        Some(previous) => Cipher::with_previous(
+            &key,
+            &read_master_key(previous, "KEYWARD_MASTER_KEY_PREVIOUS")?,
+        ),
+    };
     check_master_key(&store, &cipher).await?;
     Ok((store, cipher))
+}
+
+/// A master key that must exist (the previous one of a rotation, or the new one).
+pub fn read_master_key(source: &MasterKeySource, variable: &str) -> anyhow::Result<MasterKey> {
+    match source {
+        MasterKeySource::Inline(text) => MasterKey::from_base64(text.expose_secret())
+            .with_context(|| format!("{variable} is not valid")),
+        MasterKeySource::File(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "could not read the key file {} ({variable}_FILE)",
+                    path.display()
+                )
+            })?;
+            MasterKey::from_base64(&text)
+                .with_context(|| format!("the key file {} is not valid", path.display()))
+        }
+    }
 }
 
 /// The store, with the schema migrated as `serve` does (unless that is turned off).

@@ -26,6 +26,8 @@ pub struct AppState {
     pub service_tokens: Arc<ServiceTokens>,
     /// What this node knows of partner keys, at most `KEYWARD_KEY_CACHE_MS` old.
     pub key_cache: Arc<KeyCache>,
+    /// When each key was last used, written in batches.
+    pub key_usage: Arc<crate::flows::key_usage::KeyUsage>,
     /// Lost-keys requests handled in the background at once (their answer never waits).
     pub lost_keys_slots: Arc<tokio::sync::Semaphore>,
     /// The gateway to the payment API, when `KEYWARD_UPSTREAM_URL` is set.
@@ -50,6 +52,7 @@ impl AppState {
             outbox_wake: Arc::new(Notify::new()),
             metrics: Arc::new(Metrics::default()),
             gateway: None,
+            key_usage: Arc::default(),
             lost_keys_slots: Arc::new(tokio::sync::Semaphore::new(256)),
         }
     }

@@ -2,15 +2,17 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use keyward_core::{AllowedIps, PartnerCode};
+use keyward_core::PartnerCode;
 use keyward_server::config::Settings;
-use keyward_server::flows::{admin, service_tokens};
+use keyward_server::flows::service_tokens;
 use keyward_server::mail::{templates, EmailKind, Mailer};
 use keyward_server::startup::{open_migrated_store, open_store};
 use keyward_server::{telemetry, Application};
 use secrecy::ExposeSecret;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod operator;
 
 /// mimalloc instead of glibc's malloc: under load the service allocates on every request from
 /// many threads, and glibc's arena locks showed up in profiles (docs/benchmarks.md).
@@ -60,13 +62,25 @@ enum ServerCommand {
         /// The recipient.
         to: String,
     },
-    /// Operator commands on one partner.
+    /// Operator commands on partners: find, show, suspend, revoke keys, invite, …
     Partner {
         /// Who runs the command, for the audit log (default: $USER).
         #[arg(long, global = true)]
         operator: Option<String>,
         #[command(subcommand)]
-        action: PartnerAction,
+        action: operator::PartnerAction,
+    },
+    /// The audit log: every credential event with its time, IP and actor.
+    Audit(operator::AuditArgs),
+    /// Re-encrypt every stored secret under a new master key, without downtime
+    /// (docs/deployment.md says how to roll the nodes around it).
+    RotateMasterKey {
+        /// The new key: 32 random bytes in standard base64 (`openssl rand -base64 32`).
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+        /// Who runs it, for the audit log (default: $USER).
+        #[arg(long)]
+        operator: Option<String>,
     },
     /// The outbox: emails that could not be delivered.
     Outbox {
@@ -103,20 +117,6 @@ enum ServiceTokenAction {
     List,
     /// Revoke a service's token; it is refused on every node when this returns.
     Revoke { name: String },
-}
-
-#[derive(Subcommand)]
-enum PartnerAction {
-    /// Show a partner's status.
-    Show { code: String },
-    /// Refuse every request of this partner until it is activated again.
-    Suspend { code: String },
-    /// Lift a suspension.
-    Activate { code: String },
-    /// Allow requests only from these addresses or CIDR blocks (none: allow any).
-    AllowIps { code: String, cidrs: Vec<String> },
-    /// Delete a pending partner that never activated; its code becomes free.
-    Release { code: String },
 }
 
 #[derive(Subcommand)]
@@ -205,7 +205,19 @@ async fn operate(config: Option<&std::path::Path>, command: ServerCommand) -> an
         ServerCommand::CheckConfig => check_config(&settings).await,
         ServerCommand::SendTestEmail { to } => send_test_email(&settings, &to).await,
         ServerCommand::Partner { operator, action } => {
-            partner(&settings, &operator_name(operator), action).await
+            operator::partner(&settings, &operator::operator_name(operator), action).await
+        }
+        ServerCommand::Audit(args) => operator::audit(&settings, args).await,
+        ServerCommand::RotateMasterKey {
+            new_key_file,
+            operator,
+        } => {
+            operator::rotate_master_key(
+                &settings,
+                &operator::operator_name(operator),
+                &new_key_file,
+            )
+            .await
         }
         ServerCommand::Outbox { action } => outbox(&settings, action).await,
         ServerCommand::ServiceToken { action } => service_token(&settings, action).await,
@@ -296,6 +308,15 @@ async fn check_config(settings: &Settings) -> anyhow::Result<()> {
     let store = open_store(settings).await?;
     store.ping().await.context("the database does not answer")?;
     println!("database          reachable ({:?})", store.backend());
+    let has_check = store
+        .meta(keyward_server::startup::MASTER_KEY_CHECK)
+        .await
+        .unwrap_or_default()
+        .is_some();
+    if has_check {
+        keyward_server::startup::open_store_and_cipher(settings).await?;
+        println!("master key        matches this database");
+    }
     Ok(())
 }
 
@@ -320,105 +341,6 @@ fn minijinja_context(settings: &Settings) -> serde_json::Value {
         "partner_code": "TEST", "regenerated_at": chrono::Utc::now().to_rfc3339(), "ip": "127.0.0.1",
         "public_url": settings.public_url.as_str(),
     })
-}
-
-/// Who runs an operator command: `--operator`, else `$USER`, else "operator".
-fn operator_name(given: Option<String>) -> String {
-    given
-        .or_else(|| std::env::var("USER").ok())
-        .map(|name| {
-            name.trim()
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(64)
-                .collect::<String>()
-        })
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "operator".to_owned())
-}
-
-async fn partner(settings: &Settings, operator: &str, action: PartnerAction) -> anyhow::Result<()> {
-    let store = open_migrated_store(settings).await?;
-    let code = match &action {
-        PartnerAction::Show { code }
-        | PartnerAction::Suspend { code }
-        | PartnerAction::Activate { code }
-        | PartnerAction::AllowIps { code, .. }
-        | PartnerAction::Release { code } => code,
-    };
-    let code =
-        PartnerCode::parse(code).context("a partner code is 1 to 64 of A-Z a-z 0-9 . _ -")?;
-    let now = chrono::Utc::now().timestamp_millis();
-    match action {
-        PartnerAction::Show { .. } => {
-            let (partner, events) = admin::show(&store, &code).await?;
-            println!("partner_id   {}", partner.id);
-            println!("code         {}", partner.code);
-            println!("email        {}", partner.email);
-            println!("status       {}", partner.status.as_str());
-            println!("allowed_ips  {}", allow_list_text(&partner.allowed_ips));
-            if !events.is_empty() {
-                println!("\nrecent events (newest first):");
-            }
-            for event in events {
-                let at =
-                    chrono::DateTime::from_timestamp_millis(event.created_at).unwrap_or_default();
-                println!(
-                    "  {}  {:<32} {:<16} {}",
-                    at.format("%Y-%m-%d %H:%M:%S UTC"),
-                    event.event,
-                    event.ip.as_deref().unwrap_or("-"),
-                    event.detail.as_deref().unwrap_or("")
-                );
-            }
-        }
-        PartnerAction::Suspend { .. } => {
-            let partner = admin::suspend(&store, &code, now, settings.key_cache).await?;
-            println!(
-                "{} is suspended: its requests get 403 partner_suspended",
-                partner.code
-            );
-        }
-        PartnerAction::Activate { .. } => {
-            let partner = admin::activate(&store, &code, now, settings.key_cache).await?;
-            println!("{} is active", partner.code);
-        }
-        PartnerAction::Release { .. } => {
-            let partner = admin::release(&store, &code, now).await?;
-            println!(
-                "{} is released: the code is free to onboard again",
-                partner.code
-            );
-        }
-        PartnerAction::AllowIps { cidrs, .. } => {
-            let list = AllowedIps::parse(cidrs.iter().map(String::as_str))?;
-            let (_, cipher) = keyward_server::startup::open_store_and_cipher(settings).await?;
-            let partner = admin::set_allowed_ips(
-                &store,
-                &cipher,
-                &code,
-                list,
-                operator,
-                chrono::Utc::now(),
-                settings.key_cache,
-            )
-            .await?;
-            println!(
-                "{} may call from: {}",
-                partner.code,
-                allow_list_text(&partner.allowed_ips)
-            );
-        }
-    }
-    Ok(())
-}
-
-fn allow_list_text(list: &AllowedIps) -> String {
-    if list.is_empty() {
-        "any address".to_owned()
-    } else {
-        list.to_string()
-    }
 }
 
 async fn bench_fill(
@@ -479,28 +401,13 @@ async fn bench_fill(
     Ok(())
 }
 
-/// Who runs an operator command, for the audit log.
-fn operator() -> String {
-    std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "operator".to_owned())
-}
-
-fn time_text(ms: Option<i64>) -> String {
-    ms.and_then(chrono::DateTime::from_timestamp_millis)
-        .map_or_else(
-            || "-".to_owned(),
-            |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-        )
-}
-
 async fn service_token(settings: &Settings, action: ServiceTokenAction) -> anyhow::Result<()> {
     let store = open_migrated_store(settings).await?;
     let now = chrono::Utc::now().timestamp_millis();
     match action {
         ServiceTokenAction::Create { name } => {
-            let token = service_tokens::create(&store, &name, &operator(), now).await?;
+            let token =
+                service_tokens::create(&store, &name, &operator::operator_name(None), now).await?;
             eprintln!(
                 "Service token {name} created. It is shown once: store it in the service's secret store now."
             );
@@ -518,20 +425,27 @@ async fn service_token(settings: &Settings, action: ServiceTokenAction) -> anyho
             );
             for token in tokens {
                 let state = match token.revoked_at {
-                    Some(at) => format!("revoked {}", time_text(Some(at))),
+                    Some(at) => format!("revoked {}", operator::time_text(Some(at))),
                     None => "live".to_owned(),
                 };
                 println!(
                     "{:<24} {:<24} {:<24} {:<20} {state}",
                     token.name,
-                    time_text(Some(token.created_at)),
-                    time_text(token.last_used_at),
+                    operator::time_text(Some(token.created_at)),
+                    operator::time_text(token.last_used_at),
                     token.hint,
                 );
             }
         }
         ServiceTokenAction::Revoke { name } => {
-            service_tokens::revoke(&store, &name, &operator(), now, settings.key_cache).await?;
+            service_tokens::revoke(
+                &store,
+                &name,
+                &operator::operator_name(None),
+                now,
+                settings.key_cache,
+            )
+            .await?;
             println!("{name}'s service token is revoked: every node refuses it from now on");
         }
     }

@@ -1,12 +1,19 @@
-//! What operators do to one partner (`keyward partner …`): look, suspend, activate, set the
-//! allow-list. Each change is one transaction with its audit event, and returns only once
-//! every node sees it: after waiting out `KEYWARD_KEY_CACHE_MS` (`bound`, SPEC §6).
+//! What operators do (`keyward partner …`, `keyward audit`): find partners, look at one, act
+//! in an emergency, invite. Each change is one transaction with its audit event naming the
+//! operator and the reason, and a change that must hold on every node returns only once it
+//! does: after waiting out `KEYWARD_KEY_CACHE_MS` (`bound`, SPEC §6).
 
 use super::key_cache::wait_out;
+use super::{issue_link, Overlap, Requester};
+use crate::clock::millis;
+use crate::config::Settings;
 use crate::crypto::Cipher;
-use crate::store::{AuditEvent, Partner, Store, StoreError, Tx};
+use crate::store::{
+    Actor, AuditEvent, AuditFilter, AuditRecord, KeyInfo, LinkInfo, Partner, PartnerFilter,
+    PartnerSummary, Store, StoreError, Tx,
+};
 use chrono::{DateTime, Utc};
-use keyward_core::{AllowedIps, PartnerCode, PartnerStatus};
+use keyward_core::{AllowedIps, Email, LinkPurpose, PartnerCode, PartnerId, PartnerStatus};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,8 +22,10 @@ pub enum AdminError {
     NoSuchPartner(PartnerCode),
     #[error("{0} has not redeemed its onboarding link yet; it becomes active when it does")]
     NotYetActive(PartnerCode),
-    #[error("{0} is not pending (it has keys): suspend it instead")]
+    #[error("{0} is not pending (it has keys): suspend it, or revoke its keys, instead")]
     NotPending(PartnerCode),
+    #[error("the code {0} is taken: `keyward partner show {0}`")]
+    CodeTaken(PartnerCode),
     #[error(
         "an allow-list has at most {} entries: use CIDR blocks to cover more addresses",
         AllowedIps::MAX_ENTRIES
@@ -30,14 +39,70 @@ pub enum AdminError {
 
 pub type Result<T, E = AdminError> = std::result::Result<T, E>;
 
-/// The partner and its latest audit events, newest first.
-pub async fn show(store: &Store, code: &PartnerCode) -> Result<(Partner, Vec<AuditEvent>)> {
+/// Who runs a command, and why: both go into the audit log.
+#[derive(Debug, Clone, Copy)]
+pub struct Operator<'a> {
+    pub name: &'a str,
+    pub reason: Option<&'a str>,
+}
+
+impl Operator<'_> {
+    fn actor(&self) -> Actor<'_> {
+        Actor::Operator(self.name)
+    }
+
+    /// The audit detail: what was done, and the reason if one was given.
+    fn detail(&self, what: &str) -> String {
+        match self.reason {
+            Some(reason) if what.is_empty() => format!("reason: {reason}"),
+            Some(reason) => format!("{what}; reason: {reason}"),
+            None => what.to_owned(),
+        }
+    }
+}
+
+/// A partner with its keys, links and latest audit events (newest first).
+#[derive(Debug)]
+pub struct PartnerDetails {
+    pub partner: Partner,
+    pub keys: Vec<KeyInfo>,
+    pub links: Vec<LinkInfo>,
+    pub events: Vec<AuditEvent>,
+}
+
+pub async fn show(store: &Store, code: &PartnerCode) -> Result<PartnerDetails> {
     let partner = store
         .partner_by_code(code)
         .await?
         .ok_or_else(|| AdminError::NoSuchPartner(code.clone()))?;
-    let events = store.audit_events(&partner.id, 20).await?;
-    Ok((partner, events))
+    Ok(PartnerDetails {
+        keys: store.partner_keys(&partner.id).await?,
+        links: store.partner_links(&partner.id).await?,
+        events: store.audit_events(&partner.id, 20).await?,
+        partner,
+    })
+}
+
+/// Partners matching the filter, newest first, with their current key.
+pub async fn list(store: &Store, filter: &PartnerFilter) -> Result<Vec<PartnerSummary>> {
+    Ok(store.list_partners(filter).await?)
+}
+
+/// The audit log, oldest first. A `--partner` code is looked up to its id (the log outlives
+/// released partners' codes).
+pub async fn audit(
+    store: &Store,
+    partner: Option<&PartnerCode>,
+    mut filter: AuditFilter,
+) -> Result<Vec<AuditRecord>> {
+    if let Some(code) = partner {
+        let partner = store
+            .partner_by_code(code)
+            .await?
+            .ok_or_else(|| AdminError::NoSuchPartner(code.clone()))?;
+        filter.partner_id = Some(partner.id);
+    }
+    Ok(store.audit_log(&filter).await?)
 }
 
 /// A write transaction holding the partner with this code.
@@ -54,17 +119,11 @@ async fn locked_partner(store: &Store, code: &PartnerCode) -> Result<(Tx, Partne
 pub async fn suspend(
     store: &Store,
     code: &PartnerCode,
-    now: i64,
+    operator: Operator<'_>,
+    now: DateTime<Utc>,
     bound: Duration,
 ) -> Result<Partner> {
-    let partner = set_status(
-        store,
-        code,
-        PartnerStatus::Suspended,
-        "partner_suspended",
-        now,
-    )
-    .await?;
+    let partner = set_status(store, code, PartnerStatus::Suspended, operator, now).await?;
     wait_out(bound).await;
     Ok(partner)
 }
@@ -73,10 +132,11 @@ pub async fn suspend(
 pub async fn activate(
     store: &Store,
     code: &PartnerCode,
-    now: i64,
+    operator: Operator<'_>,
+    now: DateTime<Utc>,
     bound: Duration,
 ) -> Result<Partner> {
-    let partner = set_status(store, code, PartnerStatus::Active, "partner_activated", now).await?;
+    let partner = set_status(store, code, PartnerStatus::Active, operator, now).await?;
     wait_out(bound).await;
     Ok(partner)
 }
@@ -85,16 +145,29 @@ async fn set_status(
     store: &Store,
     code: &PartnerCode,
     status: PartnerStatus,
-    event: &str,
-    now: i64,
+    operator: Operator<'_>,
+    now: DateTime<Utc>,
 ) -> Result<Partner> {
     let (mut tx, mut partner) = locked_partner(store, code).await?;
     if status == PartnerStatus::Active && partner.status == PartnerStatus::Pending {
         return Err(AdminError::NotYetActive(partner.code));
     }
-    tx.set_partner_status(&partner.id, status, now).await?;
-    tx.audit(Some(&partner.id), event, None, Some("by operator"), now)
+    let event = match status {
+        PartnerStatus::Suspended => "partner_suspended",
+        _ => "partner_activated",
+    };
+    tx.set_partner_status(&partner.id, status, millis(now))
         .await?;
+    let detail = operator.detail("");
+    tx.audit(
+        Some(&partner.id),
+        event,
+        operator.actor(),
+        None,
+        Some(&detail).filter(|d| !d.is_empty()).map(String::as_str),
+        millis(now),
+    )
+    .await?;
     tx.commit().await?;
     partner.status = status;
     Ok(partner)
@@ -102,17 +175,24 @@ async fn set_status(
 
 /// Releases a pending partner that never activated: it and its links are deleted, and its
 /// code is free for anyone to onboard again.
-pub async fn release(store: &Store, code: &PartnerCode, now: i64) -> Result<Partner> {
+pub async fn release(
+    store: &Store,
+    code: &PartnerCode,
+    operator: Operator<'_>,
+    now: DateTime<Utc>,
+) -> Result<Partner> {
     let (mut tx, partner) = locked_partner(store, code).await?;
     if !tx.delete_pending_partner(&partner.id).await? {
         return Err(AdminError::NotPending(partner.code));
     }
+    let detail = operator.detail(partner.code.as_str());
     tx.audit(
         Some(&partner.id),
         "partner_released",
+        operator.actor(),
         None,
-        Some("by operator"),
-        now,
+        Some(&detail),
+        millis(now),
     )
     .await?;
     tx.commit().await?;
@@ -126,7 +206,7 @@ pub async fn set_allowed_ips(
     cipher: &Cipher,
     code: &PartnerCode,
     allowed_ips: AllowedIps,
-    operator: &str,
+    operator: Operator<'_>,
     now: DateTime<Utc>,
     bound: Duration,
 ) -> Result<Partner> {
@@ -139,12 +219,149 @@ pub async fn set_allowed_ips(
         &mut tx,
         &partner,
         &allowed_ips,
-        super::Changer::Operator(operator),
+        super::Changer::Operator(operator.name),
         now,
     )
     .await?;
     tx.commit().await?;
     wait_out(bound).await;
     partner.allowed_ips = allowed_ips;
+    Ok(partner)
+}
+
+/// What an emergency revocation did.
+#[derive(Debug)]
+pub struct Revoked {
+    pub partner: Partner,
+    pub keys: u64,
+    /// Whether a regeneration link was emailed (`--notify`, active partners only).
+    pub notified: bool,
+}
+
+/// Revokes every current and retiring key pair of the partner now, in force on every node
+/// when this returns; with `notify`, an active partner is emailed a regeneration link to get
+/// new keys (its only way back in).
+pub async fn revoke_keys(
+    store: &Store,
+    settings: &Settings,
+    cipher: &Cipher,
+    code: &PartnerCode,
+    operator: Operator<'_>,
+    notify: bool,
+    now: DateTime<Utc>,
+) -> Result<Revoked> {
+    let (mut tx, partner) = locked_partner(store, code).await?;
+    let keys = tx.revoke_keys(&partner.id, millis(now)).await?;
+    let detail = operator.detail(&format!("{keys} key pair(s) revoked"));
+    tx.audit(
+        Some(&partner.id),
+        "keys_revoked",
+        operator.actor(),
+        None,
+        Some(&detail),
+        millis(now),
+    )
+    .await?;
+    let notified = notify && partner.status == PartnerStatus::Active;
+    if notified {
+        issue_link(
+            settings,
+            cipher,
+            &mut tx,
+            &partner,
+            LinkPurpose::Regeneration,
+            Requester::Operator(operator.name),
+            Overlap::default(),
+            now,
+            None,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    wait_out(settings.key_cache).await;
+    Ok(Revoked {
+        partner,
+        keys,
+        notified,
+    })
+}
+
+/// Emails a pending partner a fresh onboarding link (the older ones stop working).
+pub async fn resend_link(
+    store: &Store,
+    settings: &Settings,
+    cipher: &Cipher,
+    code: &PartnerCode,
+    operator: Operator<'_>,
+    now: DateTime<Utc>,
+) -> Result<Partner> {
+    let (mut tx, partner) = locked_partner(store, code).await?;
+    if partner.status != PartnerStatus::Pending {
+        return Err(AdminError::NotPending(partner.code));
+    }
+    issue_link(
+        settings,
+        cipher,
+        &mut tx,
+        &partner,
+        LinkPurpose::Onboarding,
+        Requester::Operator(operator.name),
+        Overlap::default(),
+        now,
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(partner)
+}
+
+/// Creates a pending partner and emails its onboarding link: with `KEYWARD_ONBOARDING=invite`
+/// the only way a partner comes to exist.
+pub async fn invite(
+    store: &Store,
+    settings: &Settings,
+    cipher: &Cipher,
+    code: &PartnerCode,
+    email: &Email,
+    operator: Operator<'_>,
+    now: DateTime<Utc>,
+) -> Result<Partner> {
+    let mut tx = store.begin().await?;
+    if tx.partner_by_code_for_update(code).await?.is_some() {
+        return Err(AdminError::CodeTaken(code.clone()));
+    }
+    let id = PartnerId::new_v7();
+    match tx.insert_partner(&id, code, email, millis(now)).await {
+        Err(StoreError::Conflict) => return Err(AdminError::CodeTaken(code.clone())),
+        other => other?,
+    }
+    tx.mark_invited(&id).await?;
+    let detail = operator.detail(email.as_str());
+    tx.audit(
+        Some(&id),
+        "partner_invited",
+        operator.actor(),
+        None,
+        Some(&detail),
+        millis(now),
+    )
+    .await?;
+    let partner = tx
+        .partner_by_id_for_update(&id)
+        .await?
+        .ok_or(StoreError::Corrupt("the invited partner vanished".into()))?;
+    issue_link(
+        settings,
+        cipher,
+        &mut tx,
+        &partner,
+        LinkPurpose::Onboarding,
+        Requester::Operator(operator.name),
+        Overlap::default(),
+        now,
+        None,
+    )
+    .await?;
+    tx.commit().await?;
     Ok(partner)
 }

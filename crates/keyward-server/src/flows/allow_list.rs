@@ -8,7 +8,7 @@ use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::mail::EmailKind;
 use crate::state::AppState;
-use crate::store::{Partner, Tx};
+use crate::store::{Actor, Partner, Tx};
 use chrono::{DateTime, Utc};
 use keyward_core::{AllowedIps, ErrorCode};
 use serde::Serialize;
@@ -52,9 +52,14 @@ pub(crate) async fn change_allowed_ips(
     };
     let shown = allowed_ips.to_stored().unwrap_or_else(|| "any".to_owned());
     let detail = format!("{shown}; by {changed_by}");
+    let actor = match changer {
+        Changer::Partner(_) => Actor::Partner,
+        Changer::Operator(name) => Actor::Operator(name),
+    };
     tx.audit(
         Some(&partner.id),
         "allowed_ips_changed",
+        actor,
         ip.as_deref(),
         Some(&detail),
         millis(now),

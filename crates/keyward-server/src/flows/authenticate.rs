@@ -1,6 +1,7 @@
 //! Authentication of signed requests: the checks of SPEC §3.2, in order, shared by WhoAmI,
 //! regeneration, the verify API and the gateway.
 
+use super::key_cache::AuthKey;
 use super::{replay_digest, ReplayPurpose};
 use crate::clock::millis;
 use crate::error::{Error, Result};
@@ -88,15 +89,46 @@ pub async fn authenticate(
         .key_cache
         .lookup(&state.store, &state.cipher, &state.metrics, &public.hash())
         .await?;
-    let key = lookup
-        .key
-        .as_ref()
-        .ok_or(Error::from(ErrorCode::UnknownKey))?;
+    let Some(key) = lookup.key.as_ref() else {
+        state
+            .metrics
+            .auth_failed(ErrorCode::UnknownKey.as_str(), None);
+        return Err(ErrorCode::UnknownKey.into());
+    };
+    let now = millis(state.clock.now());
+    if let Err(e) = check_key(state, key, body, client, now) {
+        if e.code().status() < 500 {
+            state
+                .metrics
+                .auth_failed(e.code().as_str(), Some(key.partner.code.as_str()));
+        }
+        return Err(e);
+    }
+    let ip = match client {
+        ClientAddress::Known(ip) => Some(ip),
+        ClientAddress::NotGiven => None,
+    };
+    state.key_usage.record(&key.key_id, now, ip);
+    Ok(Authenticated {
+        key_id: key.key_id.clone(),
+        key_created_at: key.created_at,
+        key_expires_at: key.expires_at,
+        partner: key.partner.clone(),
+    })
+}
+
+/// The checks after the key is known, in SPEC §3.2's order.
+fn check_key(
+    state: &AppState,
+    key: &AuthKey,
+    body: &SignedBody,
+    client: ClientAddress,
+    now: i64,
+) -> Result<()> {
     let secret = match (&key.secret, key.revoked_at) {
         (Some(secret), None) => secret,
         _ => return Err(ErrorCode::RevokedKey.into()),
     };
-    let now = millis(state.clock.now());
     if key.expires_at.is_some_and(|expires_at| expires_at <= now) {
         return Err(ErrorCode::ExpiredKey.into());
     }
@@ -113,13 +145,7 @@ pub async fn authenticate(
     if !body.verify(secret) {
         return Err(Error::InvalidSignature(body.message_hashes()));
     }
-    check_freshness(body, now, state.settings.freshness_window)?;
-    Ok(Authenticated {
-        key_id: key.key_id.clone(),
-        key_created_at: key.created_at,
-        key_expires_at: key.expires_at,
-        partner: key.partner.clone(),
-    })
+    check_freshness(body, now, state.settings.freshness_window)
 }
 
 /// Marks a signed request used, for the routes where it may be acted on once (the verify

@@ -7,7 +7,7 @@ use crate::crypto::secret_key_aad;
 use crate::error::{Error, Result};
 use crate::mail::EmailKind;
 use crate::state::AppState;
-use crate::store::{Link, NewKey, Supersede};
+use crate::store::{Actor, Link, NewKey, Supersede};
 use chrono::{DateTime, SecondsFormat, Utc};
 use keyward_core::{
     ErrorCode, KeyPair, LinkPurpose, LinkToken, PartnerCode, PartnerId, PartnerStatus,
@@ -197,6 +197,7 @@ pub async fn redeem(
     tx.audit(
         Some(&partner.id),
         &event,
+        Actor::Partner,
         Some(&ip_text),
         Some(&detail),
         millis(now),
@@ -211,6 +212,7 @@ pub async fn redeem(
         wait_out(state.settings.key_cache).await;
         state.metrics.waited_out(started.elapsed());
     }
+    state.metrics.link_redeemed(link.purpose);
     tracing::info!(partner_id = %partner.id, key = %pair.public.redacted(), purpose = link.purpose.as_str(), "link redeemed");
     Ok(Redemption::Redeemed(Redeemed {
         partner_id: partner.id,

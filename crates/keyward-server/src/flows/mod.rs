@@ -6,7 +6,9 @@ pub mod admin;
 mod allow_list;
 mod authenticate;
 pub mod key_cache;
+pub mod key_usage;
 mod links;
+pub mod master_key;
 mod onboarding;
 mod regeneration;
 mod rotation;
@@ -17,17 +19,20 @@ pub(crate) use allow_list::change_allowed_ips;
 pub use allow_list::{set_allowed_ips, Changer};
 pub use authenticate::{authenticate, use_once, Authenticated, Authorization, ClientAddress};
 pub use links::{redeem, view_link, LinkView, Redeemed, Redemption};
-pub use onboarding::onboard;
+pub use onboarding::{onboard, onboard_invited};
 pub use regeneration::{request_regeneration, request_regeneration_without_keys};
 pub use rotation::retire_old_keys;
 pub use verify::{verify, Verdict, VerifyInput};
 
 use crate::clock::millis;
+use crate::config::Settings;
 use crate::crypto::outbox_aad;
+use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::mail::{templates, EmailKind};
+use crate::metrics::Limit;
 use crate::state::AppState;
-use crate::store::{NewEmail, NewLink, Partner, Supersede, Tx};
+use crate::store::{Actor, NewEmail, NewLink, Partner, Supersede, Tx};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use keyward_core::signature::{MessageForm, SignedBody};
@@ -71,7 +76,11 @@ pub(crate) fn replay_digest(purpose: ReplayPurpose, key_id: &str, body: &SignedB
 /// Commits a transaction that queued an email, then wakes this node's outbox worker so the
 /// email goes out at once (other nodes find it when they next poll).
 pub(crate) async fn commit_and_wake(state: &AppState, tx: Tx) -> Result<()> {
-    tx.commit().await?;
+    let written = tx.commit_counted().await?;
+    state.metrics.emails_queued(written.emails);
+    for purpose in written.links {
+        state.metrics.link_issued(purpose);
+    }
     state.outbox_wake.notify_one();
     Ok(())
 }
@@ -81,9 +90,11 @@ pub(crate) async fn commit_and_wake(state: &AppState, tx: Tx) -> Result<()> {
 /// cancels the key holder's link, so an attacker without the keys can never stop the key
 /// holder from rotating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Requester {
+pub(crate) enum Requester<'a> {
     KeyHolder,
     Anyone,
+    /// An operator command (resend, invite, revoke with notice): trusted, like the key holder.
+    Operator(&'a str),
 }
 
 /// At most `partner_links_per_hour` links a partner per hour (stops email bombing; counted in
@@ -94,7 +105,7 @@ pub(super) async fn enforce_partner_limit(
     state: &AppState,
     tx: &mut Tx,
     partner: &Partner,
-    requester: Requester,
+    requester: Requester<'_>,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let limit = i64::from(state.settings.partner_links_per_hour);
@@ -102,6 +113,7 @@ pub(super) async fn enforce_partner_limit(
     let total = tx.links_issued_since(&partner.id, None, since).await?;
     if total >= limit {
         let oldest = tx.oldest_link_since(&partner.id, None, since).await?;
+        state.metrics.rate_limited(Limit::Partner);
         return Err(rate_limited(oldest, now));
     }
     if requester == Requester::Anyone && partner.status == PartnerStatus::Active {
@@ -112,6 +124,7 @@ pub(super) async fn enforce_partner_limit(
             let oldest = tx
                 .oldest_link_since(&partner.id, Some(false), since)
                 .await?;
+            state.metrics.rate_limited(Limit::Partner);
             return Err(rate_limited(oldest, now));
         }
     }
@@ -135,6 +148,7 @@ pub(super) async fn enforce_recipient_limit(
     if sent < i64::from(state.settings.recipient_emails_per_hour) {
         return Ok(());
     }
+    state.metrics.rate_limited(Limit::Recipient);
     Err(rate_limited(oldest, now))
 }
 
@@ -209,30 +223,31 @@ pub fn describe_duration(seconds: i64) -> String {
 /// A link anyone asked for replaces only links anyone asked for. `overlap` is how long the
 /// old pair keeps working once a regeneration link is used (zero: it is revoked at once).
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn issue_link(
-    state: &AppState,
+pub(crate) async fn issue_link(
+    settings: &Settings,
+    cipher: &Cipher,
     tx: &mut Tx,
     partner: &Partner,
     purpose: LinkPurpose,
-    requester: Requester,
+    requester: Requester<'_>,
     overlap: Overlap,
     now: DateTime<Utc>,
-    ip: IpAddr,
+    ip: Option<IpAddr>,
 ) -> Result<()> {
     let which = match requester {
-        Requester::KeyHolder => Supersede::All,
+        Requester::KeyHolder | Requester::Operator(_) => Supersede::All,
         Requester::Anyone => Supersede::UnsignedOnly,
     };
     tx.supersede_links(&partner.id, purpose, which, millis(now))
         .await?;
     let token = LinkToken::generate(&mut OsRng);
     let ttl = match purpose {
-        LinkPurpose::Onboarding => state.settings.onboarding_link_ttl,
-        LinkPurpose::Regeneration => state.settings.regeneration_link_ttl,
+        LinkPurpose::Onboarding => settings.onboarding_link_ttl,
+        LinkPurpose::Regeneration => settings.regeneration_link_ttl,
     };
     let expires_at = now + ttl;
     let link_id = uuid::Uuid::now_v7().to_string();
-    let ip_text = ip.to_string();
+    let ip_text = ip.map(|ip| ip.to_string());
     tx.insert_link(&NewLink {
         id: &link_id,
         partner_id: &partner.id,
@@ -240,16 +255,12 @@ pub(super) async fn issue_link(
         token_hash: &token.hash(),
         created_at: millis(now),
         expires_at: millis(expires_at),
-        requested_ip: Some(&ip_text),
-        signed: requester == Requester::KeyHolder,
+        requested_ip: ip_text.as_deref(),
+        signed: requester != Requester::Anyone,
         overlap_seconds: overlap.seconds(),
     })
     .await?;
-    let link_url = format!(
-        "{}/link/{}",
-        state.settings.public_url,
-        token.expose_secret()
-    );
+    let link_url = format!("{}/link/{}", settings.public_url, token.expose_secret());
     let kind = match purpose {
         LinkPurpose::Onboarding => EmailKind::Onboarding,
         LinkPurpose::Regeneration => EmailKind::Regeneration,
@@ -258,17 +269,25 @@ pub(super) async fn issue_link(
         partner_code: partner.code.as_str(),
         link_url: &link_url,
         expires_at: human_time(expires_at),
-        requested_ip: ip_text.clone(),
+        requested_ip: ip_text
+            .clone()
+            .unwrap_or_else(|| "the operators' console".to_owned()),
         overlap: overlap.describe(),
     };
     let mut email = Outgoing::now(&partner.email, kind, now);
     email.unauthenticated = requester == Requester::Anyone;
-    queue_email(&state.cipher, tx, email, &context).await?;
+    queue_email(cipher, tx, email, &context).await?;
     let event = format!("{}_link_issued", purpose.as_str());
+    let actor = match requester {
+        Requester::KeyHolder => Actor::Partner,
+        Requester::Anyone => Actor::Anyone,
+        Requester::Operator(name) => Actor::Operator(name),
+    };
     tx.audit(
         Some(&partner.id),
         &event,
-        Some(&ip_text),
+        actor,
+        ip_text.as_deref(),
         Some(&link_id),
         millis(now),
     )

@@ -6,11 +6,54 @@ use super::{
 use crate::clock::millis;
 use crate::error::Result;
 use crate::state::AppState;
-use crate::store::{Partner, StoreError};
+use crate::store::{Actor, Partner, StoreError};
 use keyward_core::{
     AllowedIps, Email, ErrorCode, LinkPurpose, PartnerCode, PartnerId, PartnerStatus,
 };
 use std::net::IpAddr;
+
+/// `OnboardPartner` with `KEYWARD_ONBOARDING=invite`: the caller always gets the same answer
+/// (without waiting for this); a fresh onboarding link is emailed only to a pending partner an
+/// operator invited, whose email matches, within the limits. Nothing is ever created.
+#[tracing::instrument(skip_all)]
+pub async fn onboard_invited(
+    state: &AppState,
+    code: &PartnerCode,
+    email: &Email,
+    ip: IpAddr,
+) -> Result<()> {
+    let now = state.clock.now();
+    let mut tx = state.store.begin().await?;
+    let Some(partner) = tx.partner_by_code_for_update(code).await? else {
+        return Ok(());
+    };
+    if !(partner.invited
+        && partner.status == PartnerStatus::Pending
+        && email.matches(partner.email.as_str()))
+    {
+        return Ok(());
+    }
+    let limits = async {
+        enforce_partner_limit(state, &mut tx, &partner, Requester::Anyone, now).await?;
+        enforce_recipient_limit(state, &mut tx, email, now).await
+    };
+    if limits.await.is_err() {
+        return Ok(());
+    }
+    issue_link(
+        &state.settings,
+        &state.cipher,
+        &mut tx,
+        &partner,
+        LinkPurpose::Onboarding,
+        Requester::Anyone,
+        Overlap::default(),
+        now,
+        Some(ip),
+    )
+    .await?;
+    commit_and_wake(state, tx).await
+}
 
 /// `POST …/OnboardPartner`: a new partner, or a fresh link for a pending one.
 #[tracing::instrument(skip_all, fields(partner_code = %code))]
@@ -33,6 +76,7 @@ pub async fn onboard(
             tx.audit(
                 Some(&p.id),
                 "partner_released",
+                Actor::Keyward,
                 Some(&ip.to_string()),
                 Some("its onboarding links had expired"),
                 millis(now),
@@ -54,6 +98,7 @@ pub async fn onboard(
             tx.audit(
                 Some(&id),
                 "partner_created",
+                Actor::Anyone,
                 Some(&ip.to_string()),
                 None,
                 millis(now),
@@ -66,6 +111,7 @@ pub async fn onboard(
                 status: PartnerStatus::Pending,
                 allowed_ips: AllowedIps::default(),
                 created_at: millis(now),
+                invited: false,
             }
         }
         Some(p) if p.status == PartnerStatus::Pending && email.matches(p.email.as_str()) => {
@@ -78,14 +124,15 @@ pub async fn onboard(
     let link = LinkPurpose::Onboarding;
     let overlap = Overlap::default();
     issue_link(
-        state,
+        &state.settings,
+        &state.cipher,
         &mut tx,
         &partner,
         link,
         Requester::Anyone,
         overlap,
         now,
-        ip,
+        Some(ip),
     )
     .await?;
     commit_and_wake(state, tx).await

@@ -47,14 +47,15 @@ pub async fn request_regeneration(
     enforce_partner_limit(state, &mut tx, &partner, Requester::KeyHolder, now).await?;
     let link = LinkPurpose::Regeneration;
     issue_link(
-        state,
+        &state.settings,
+        &state.cipher,
         &mut tx,
         &partner,
         link,
         Requester::KeyHolder,
         overlap,
         now,
-        ip,
+        Some(ip),
     )
     .await?;
     commit_and_wake(state, tx).await
@@ -99,7 +100,8 @@ pub async fn request_regeneration_without_keys(
         Err(other) => return Err(other),
     }
     issue_link(
-        state,
+        &state.settings,
+        &state.cipher,
         &mut tx,
         &partner,
         purpose,
@@ -107,7 +109,7 @@ pub async fn request_regeneration_without_keys(
         // The lost-keys path never keeps the old pair: it may be what was lost.
         Overlap::default(),
         now,
-        ip,
+        Some(ip),
     )
     .await?;
     commit_and_wake(state, tx).await

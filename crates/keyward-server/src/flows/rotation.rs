@@ -5,6 +5,7 @@ use super::Authenticated;
 use crate::clock::millis;
 use crate::error::{Error, Result};
 use crate::state::AppState;
+use crate::store::Actor;
 use keyward_core::ErrorCode;
 use std::net::IpAddr;
 
@@ -32,6 +33,7 @@ pub async fn retire_old_keys(state: &AppState, auth: &Authenticated, ip: IpAddr)
         tx.audit(
             Some(&partner.id),
             "retiring_keys_revoked",
+            Actor::Partner,
             Some(&ip.to_string()),
             Some(&detail),
             now,

@@ -7,7 +7,7 @@
 //! only after that bound has passed, so it is refused on every node when `revoke` returns.
 //! When a token was last used is recorded in memory and written in batches (approximate).
 
-use crate::store::{LiveServiceToken, ServiceTokenRecord, Store, StoreError};
+use crate::store::{Actor, LiveServiceToken, ServiceTokenRecord, Store, StoreError};
 use keyward_core::{KeyHash, ServiceToken};
 use rand::rngs::OsRng;
 use std::collections::HashMap;
@@ -55,9 +55,15 @@ pub async fn create(
         Err(StoreError::Conflict) => return Err(ServiceTokenError::NameTaken(name.to_owned())),
         other => other?,
     }
-    let detail = format!("{name} by {operator}");
-    tx.audit(None, "service_token_created", None, Some(&detail), now)
-        .await?;
+    tx.audit(
+        None,
+        "service_token_created",
+        Actor::Operator(operator),
+        None,
+        Some(name),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(token)
 }
@@ -75,9 +81,15 @@ pub async fn revoke(
     if !tx.revoke_service_token(name, now).await? {
         return Err(ServiceTokenError::NoSuchToken(name.to_owned()));
     }
-    let detail = format!("{name} by {operator}");
-    tx.audit(None, "service_token_revoked", None, Some(&detail), now)
-        .await?;
+    tx.audit(
+        None,
+        "service_token_revoked",
+        Actor::Operator(operator),
+        None,
+        Some(name),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     super::key_cache::wait_out(bound).await;
     Ok(())

@@ -79,6 +79,8 @@ impl IntoResponse for Error {
         log(&self);
         let mut response = (status_of(self.code()), Json(error_envelope(&self))).into_response();
         retry_after(&self, response.headers_mut());
+        // For the request metrics (`code` label).
+        response.extensions_mut().insert(self.code());
         response
     }
 }
@@ -99,6 +101,7 @@ impl IntoResponse for PageError {
         )
             .into_response();
         retry_after(&self.error, response.headers_mut());
+        response.extensions_mut().insert(code);
         response
     }
 }

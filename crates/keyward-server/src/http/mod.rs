@@ -148,7 +148,10 @@ async fn ip_rate_limit(
 ) -> Response {
     match state.ip_limiter.check(ip, state.clock.now()) {
         Ok(()) => next.run(request).await,
-        Err(retry_after_secs) => Error::RateLimited { retry_after_secs }.into_response(),
+        Err(retry_after_secs) => {
+            state.metrics.rate_limited(crate::metrics::Limit::Ip);
+            Error::RateLimited { retry_after_secs }.into_response()
+        }
     }
 }
 
@@ -159,6 +162,9 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
     let response = next.run(request).await;
-    state.metrics.record(&route, response.status().as_u16());
+    let code = response.extensions().get::<ErrorCode>().map(|c| c.as_str());
+    state
+        .metrics
+        .record(&route, response.status().as_u16(), code);
     response
 }

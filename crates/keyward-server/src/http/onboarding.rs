@@ -2,6 +2,7 @@
 
 use super::error::success;
 use super::extract::{ClientIp, Fields, JsonBody};
+use crate::config::Onboarding;
 use crate::error::Result;
 use crate::flows;
 use crate::state::AppState;
@@ -50,6 +51,21 @@ pub(crate) async fn onboard(
         "must be an email address such as ops@example.com",
     );
     let (code, email) = fields.finish_with(code.zip(email))?;
+    if state.settings.onboarding == Onboarding::Invite {
+        // Invite only: the same answer, at once, whatever the code; the work is done after
+        // answering, as on the lost-keys path, so neither the answer nor its timing tells
+        // which codes were invited.
+        if let Ok(slot) = state.lost_keys_slots.clone().try_acquire_owned() {
+            let task_state = state.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                if let Err(e) = flows::onboard_invited(&task_state, &code, &email, ip).await {
+                    tracing::warn!(error = %e, "an invite-only onboarding request could not be handled");
+                }
+            });
+        }
+        return Ok(success::<()>(ONBOARD_MESSAGE, None));
+    }
     flows::onboard(&state, &code, &email, ip).await?;
     Ok(success::<()>(ONBOARD_MESSAGE, None))
 }

@@ -12,6 +12,8 @@ use axum::Router;
 use keyward_core::wire::{paths, ServerTime};
 /// How old the outbox counts on `/metrics` may be.
 const BACKLOG_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How old the unused-keys counts may be (they scan every current key).
+const UNUSED_KEYS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -65,34 +67,43 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response> {
     path = "/metrics",
     tag = "operations",
     responses(
-        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 200, description = "OpenMetrics text (Prometheus)", content_type = "application/openmetrics-text", body = String),
         (status = 503, description = "`unavailable`", body = super::schemas::ErrorEnvelope),
     )
 )]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response> {
-    let mut out = String::new();
-    state.metrics.render(&mut out);
-    state
-        .metrics
-        .render_key_cache(state.key_cache.entries().await, &mut out);
+    let now = crate::clock::millis(state.clock.now());
     let backlog = {
         // One count every few seconds at most, whoever polls and however often.
         let mut cached = state.metrics.outbox_backlog.lock().await;
         match *cached {
             Some((at, backlog)) if at.elapsed() < BACKLOG_MAX_AGE => backlog,
             _ => {
-                let now = crate::clock::millis(state.clock.now());
                 let backlog = state.store.outbox_backlog(now).await?;
                 *cached = Some((std::time::Instant::now(), backlog));
                 backlog
             }
         }
     };
-    state.metrics.render_outbox(&backlog, &mut out);
+    let unused = {
+        // A scan of the current keys: once a minute at most.
+        let mut cached = state.metrics.unused_keys.lock().await;
+        match *cached {
+            Some((at, unused)) if at.elapsed() < UNUSED_KEYS_MAX_AGE => unused,
+            _ => {
+                let unused = state.store.unused_keys(now).await?;
+                *cached = Some((std::time::Instant::now(), unused));
+                unused
+            }
+        }
+    };
+    let mut out = String::new();
+    let entries = state.key_cache.entries().await;
+    state.metrics.render(&backlog, &unused, entries, &mut out);
     Ok((
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         out,
     )

@@ -170,6 +170,7 @@ impl OutboxWorker {
             error,
         };
         if dead {
+            self.metrics.email_dead_lettered();
             tracing::error!(error = %failure.error, "email dead-lettered: see `keyward outbox dead`");
         } else {
             tracing::warn!(error = %failure.error, retry_in_ms = failure.next_attempt_at - now, "email not sent; will retry");

@@ -8,18 +8,24 @@
 //! hashes, secret keys and email bodies as AES-256-GCM ciphertexts.
 
 mod bulk;
+mod operators;
 mod outbox;
 pub use bulk::ImportedPartner;
+pub use operators::{
+    AuditFilter, AuditRecord, KeyInfo, LinkInfo, PartnerFilter, PartnerSummary, UnusedKeys,
+};
 pub use outbox::{Claim, ClaimedBatch, Delivery};
 pub mod postgres;
 mod records;
+mod rotation;
 mod service_tokens;
+pub use rotation::{Encrypted, EncryptedValue};
 pub use service_tokens::{LiveServiceToken, ServiceTokenRecord};
 pub mod sqlite;
 mod tx;
 
 pub use records::*;
-pub use tx::Tx;
+pub use tx::{Tx, Written};
 
 use keyward_core::{KeyHash, PartnerCode, PartnerId, TokenHash};
 use records::{PartnerRow, LINK_COLUMNS, PARTNER_COLUMNS};
@@ -198,6 +204,7 @@ impl Store {
         };
         Ok(Tx {
             _writer: writer,
+            written: tx::Written::default(),
             tx: self.pool.begin_with(self.backend.begin_write()).await?,
             backend: self.backend,
         })

@@ -17,6 +17,8 @@ pub struct Partner {
     /// Empty allows every address.
     pub allowed_ips: AllowedIps,
     pub created_at: i64,
+    /// Created by `keyward partner invite` (KEYWARD_ONBOARDING=invite).
+    pub invited: bool,
 }
 
 #[derive(FromRow)]
@@ -27,6 +29,7 @@ pub(super) struct PartnerRow {
     status: String,
     allowed_ips: Option<String>,
     created_at: i64,
+    invited: i64,
 }
 
 fn corrupt(what: &str, value: &str) -> StoreError {
@@ -47,12 +50,13 @@ impl TryFrom<PartnerRow> for Partner {
                 StoreError::Corrupt(format!("allow-list of partner {}: {e}", row.id))
             })?,
             created_at: row.created_at,
+            invited: row.invited != 0,
         })
     }
 }
 
 pub(super) const PARTNER_COLUMNS: &str =
-    "p.id, p.code, p.email, p.status, p.allowed_ips, p.created_at";
+    "p.id, p.code, p.email, p.status, p.allowed_ips, p.created_at, p.invited";
 
 /// A key pair as stored, with its partner: what authentication needs, in one query.
 #[derive(Debug, Clone)]
@@ -213,6 +217,30 @@ pub struct DeadEmail {
     pub kind: String,
     pub attempts: i64,
     pub last_error: Option<String>,
+}
+
+/// Who caused an audit event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor<'a> {
+    /// The partner, with its keys or its one-time link.
+    Partner,
+    /// Someone without keys (onboarding, lost keys): anyone who knows a code and an email.
+    Anyone,
+    /// An operator, by the name given to `--operator` (or `$USER`).
+    Operator(&'a str),
+    /// keyward itself (an expired pending partner released, say).
+    Keyward,
+}
+
+impl Actor<'_> {
+    pub fn to_stored(self) -> String {
+        match self {
+            Actor::Partner => "partner".into(),
+            Actor::Anyone => "anyone".into(),
+            Actor::Operator(name) => format!("operator:{name}"),
+            Actor::Keyward => "keyward".into(),
+        }
+    }
 }
 
 /// One entry of the audit log.

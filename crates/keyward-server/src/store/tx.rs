@@ -1,6 +1,6 @@
 //! One write transaction and what can be done in it.
 
-use super::records::{NewEmail, NewKey, NewLink, Partner, Supersede};
+use super::records::{Actor, NewEmail, NewKey, NewLink, Partner, Supersede};
 use super::{link_with_partner, partner_where, Backend, Link, Result};
 use keyward_core::{
     AllowedIps, Email, LinkPurpose, PartnerCode, PartnerId, PartnerStatus, TokenHash,
@@ -14,12 +14,27 @@ pub struct Tx {
     pub(super) backend: Backend,
     /// This node's turn to write (SQLite), held until the transaction ends.
     pub(super) _writer: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// What this transaction queued, for the metrics once it commits.
+    pub(super) written: Written,
+}
+
+/// Emails and links a transaction wrote: counted by the metrics only once it commits.
+#[derive(Debug, Default, Clone)]
+pub struct Written {
+    pub emails: u64,
+    pub links: Vec<LinkPurpose>,
 }
 
 impl Tx {
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
         Ok(())
+    }
+
+    /// Commits, and returns what the transaction wrote.
+    pub async fn commit_counted(self) -> Result<Written> {
+        self.tx.commit().await?;
+        Ok(self.written)
     }
 
     /// The partner with this code (compared case-insensitively), locked until the transaction
@@ -57,6 +72,15 @@ impl Tx {
         .bind(now)
         .execute(&mut *self.tx)
         .await?;
+        Ok(())
+    }
+
+    /// Marks a pending partner as invited by an operator (invite-only onboarding).
+    pub async fn mark_invited(&mut self, partner_id: &PartnerId) -> Result<()> {
+        sqlx::query("UPDATE partners SET invited = 1 WHERE id = $1")
+            .bind(partner_id.as_str())
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 
@@ -176,6 +200,7 @@ impl Tx {
         .bind(link.overlap_seconds)
         .execute(&mut *self.tx)
         .await?;
+        self.written.links.push(link.purpose);
         Ok(())
     }
 
@@ -274,6 +299,7 @@ impl Tx {
         .bind(email.about_key_id)
         .execute(&mut *self.tx)
         .await?;
+        self.written.emails += 1;
         Ok(())
     }
 
@@ -359,21 +385,24 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Records a credential event with who caused it (`keyward audit` ships these).
     pub async fn audit(
         &mut self,
         partner_id: Option<&PartnerId>,
         event: &str,
+        actor: Actor<'_>,
         ip: Option<&str>,
         detail: Option<&str>,
         now: i64,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO audit_events (id, partner_id, event, ip, detail, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        sqlx::query("INSERT INTO audit_events (id, partner_id, event, ip, detail, created_at, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(uuid::Uuid::now_v7().to_string())
             .bind(partner_id.map(PartnerId::as_str))
             .bind(event)
             .bind(ip)
             .bind(detail)
             .bind(now)
+            .bind(actor.to_stored())
             .execute(&mut *self.tx)
             .await?;
         Ok(())

@@ -32,7 +32,7 @@ async fn partner_allowed_from(app: &TestApp, code: &str, allowed: &str) -> Partn
         &app.state.cipher,
         &PartnerCode::parse(code).unwrap(),
         AllowedIps::parse([allowed]).unwrap(),
-        "test",
+        OPERATOR,
         chrono::Utc::now(),
         app.state.settings.key_cache,
     )

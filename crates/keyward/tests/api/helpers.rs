@@ -277,6 +277,13 @@ impl TestApp {
     }
 }
 
+/// The operator the tests act as.
+pub const OPERATOR: keyward_server::flows::admin::Operator<'static> =
+    keyward_server::flows::admin::Operator {
+        name: "test",
+        reason: None,
+    };
+
 /// A value that makes two otherwise identical bodies differ.
 pub fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -23,6 +23,7 @@ mod lost_keys;
 mod node_parity;
 mod nodes;
 mod operations;
+mod operators;
 mod partner_side;
 mod postgres;
 mod process;

@@ -126,9 +126,15 @@ async fn revoked_keys_and_suspended_partners_are_refused_like_on_whoami() {
     assert_eq!(data["error"]["status"], 401);
 
     let code = PartnerCode::parse("REVO").unwrap();
-    keyward_server::flows::admin::suspend(&app.state.store, &code, 0, app.state.settings.key_cache)
-        .await
-        .unwrap();
+    keyward_server::flows::admin::suspend(
+        &app.state.store,
+        &code,
+        OPERATOR,
+        chrono::Utc::now(),
+        app.state.settings.key_cache,
+    )
+    .await
+    .unwrap();
     let raw = sign("{}", &renewed.secret_key);
     let data = data_of(app.verify(Some(&token), &relayed(&renewed, &raw)).await).await;
     assert_eq!(data["error"]["code"], "partner_suspended", "{data}");
@@ -289,7 +295,7 @@ async fn the_allow_list_needs_client_ip_and_checks_it() {
         &app.state.cipher,
         &code,
         list,
-        "test",
+        OPERATOR,
         chrono::Utc::now(),
         app.state.settings.key_cache,
     )

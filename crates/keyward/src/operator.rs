@@ -1,0 +1,572 @@
+//! The operators' commands on partners, the audit log and the master key: same binary, same
+//! settings as the server. Every change names its operator (`--operator`, else `$USER`) and
+//! reason in the audit log.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use keyward_core::{AllowedIps, Email, PartnerCode, PartnerStatus};
+use keyward_server::config::{MasterKeySource, Settings};
+use keyward_server::flows::admin::{self, Operator};
+use keyward_server::flows::master_key;
+use keyward_server::startup::{open_store_and_cipher, read_master_key};
+use keyward_server::store::{AuditFilter, Encrypted, PartnerFilter};
+use serde_json::json;
+
+#[derive(Subcommand)]
+pub enum PartnerAction {
+    /// Find partners: newest first, with key hint, key age, last use and allow-list size.
+    List(ListArgs),
+    /// One partner: status, keys (current, retiring, revoked), links and recent events.
+    Show {
+        code: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse every request of this partner until it is activated again.
+    Suspend {
+        code: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift a suspension.
+    Activate {
+        code: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Allow requests only from these addresses or CIDR blocks (none: allow any).
+    AllowIps {
+        code: String,
+        cidrs: Vec<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Emergency: revoke every current and retiring key pair now, on every node by the time
+    /// this returns.
+    RevokeKeys {
+        code: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Email the partner a regeneration link (its way back in).
+        #[arg(long)]
+        notify: bool,
+    },
+    /// Email a pending partner a fresh onboarding link.
+    ResendLink {
+        code: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Create a pending partner and email its onboarding link (for KEYWARD_ONBOARDING=invite).
+    Invite {
+        code: String,
+        email: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Delete a pending partner that never activated; its code becomes free.
+    Release {
+        code: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// pending, active or suspended.
+    #[arg(long)]
+    status: Option<String>,
+    /// A fragment of the partner code (case-insensitive; `*` for any run of characters).
+    #[arg(long)]
+    code_like: Option<String>,
+    /// A fragment of the email address (case-insensitive; `*` for any run of characters).
+    #[arg(long)]
+    email_like: Option<String>,
+    /// Created since: an RFC 3339 time, or a duration ago such as 7d or 12h.
+    #[arg(long, value_parser = parse_time)]
+    created_since: Option<i64>,
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct AuditArgs {
+    /// Only this partner's events.
+    #[arg(long)]
+    partner: Option<String>,
+    /// Only this event (partner_created, onboarding_link_issued, regeneration_link_redeemed,
+    /// keys_revoked, partner_suspended, allowed_ips_changed, master_key_rotated, …).
+    #[arg(long)]
+    event: Option<String>,
+    /// From: an RFC 3339 time, or a duration ago such as 24h.
+    #[arg(long, value_parser = parse_time)]
+    since: Option<i64>,
+    /// Until: an RFC 3339 time, or a duration ago.
+    #[arg(long, value_parser = parse_time)]
+    until: Option<i64>,
+    #[arg(long, default_value_t = 10_000)]
+    limit: i64,
+    /// JSON lines, one event per line (for a SIEM).
+    #[arg(long)]
+    json: bool,
+}
+
+/// An RFC 3339 time, or a duration ago (`7d`, `12h`, `90m`): milliseconds since the epoch.
+fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text.trim()) {
+        return Ok(time.timestamp_millis());
+    }
+    let ago = humantime::parse_duration(text.trim()).map_err(|_| {
+        format!("{text:?} is neither an RFC 3339 time (2026-11-27T10:00:00Z) nor a duration ago (7d, 12h)")
+    })?;
+    let ago = i64::try_from(ago.as_millis()).map_err(|_| "too long ago".to_owned())?;
+    Ok(chrono::Utc::now().timestamp_millis() - ago)
+}
+
+/// Who runs an operator command: `--operator`, else `$USER`, else "operator".
+pub fn operator_name(given: Option<String>) -> String {
+    given
+        .or_else(|| std::env::var("USER").ok())
+        .map(|name| {
+            name.trim()
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        })
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "operator".to_owned())
+}
+
+pub fn time_text(ms: Option<i64>) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || "-".to_owned(),
+            |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        )
+}
+
+fn rfc3339(ms: Option<i64>) -> serde_json::Value {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or(serde_json::Value::Null, |t| {
+            json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        })
+}
+
+/// "3d", "5h", "12m" or "now": how long ago, for tables.
+fn age(ms: Option<i64>, now: i64) -> String {
+    let Some(ms) = ms else {
+        return "-".to_owned();
+    };
+    let minutes = (now - ms).max(0) / 60_000;
+    match minutes {
+        0 => "now".to_owned(),
+        m if m < 60 => format!("{m}m"),
+        m if m < 48 * 60 => format!("{}h", m / 60),
+        m => format!("{}d", m / (24 * 60)),
+    }
+}
+
+fn allow_list_text(list: &AllowedIps) -> String {
+    if list.is_empty() {
+        "any address".to_owned()
+    } else {
+        list.to_strings().join(", ")
+    }
+}
+
+pub async fn partner(
+    settings: &Settings,
+    operator: &str,
+    action: PartnerAction,
+) -> anyhow::Result<()> {
+    // The master key is read only by the actions that encrypt (an email, a notice).
+    let store = keyward_server::startup::open_migrated_store(settings).await?;
+    let cipher = || async {
+        open_store_and_cipher(settings)
+            .await
+            .map(|(_, cipher)| cipher)
+    };
+    let now = chrono::Utc::now();
+    let now_ms = now.timestamp_millis();
+    let code = |text: &str| {
+        PartnerCode::parse(text).context("a partner code is 1 to 64 of A-Z a-z 0-9 . _ -")
+    };
+    fn by<'a>(name: &'a str, reason: &'a Option<String>) -> Operator<'a> {
+        Operator {
+            name,
+            reason: reason.as_deref(),
+        }
+    }
+    let bound = settings.key_cache;
+    match action {
+        PartnerAction::List(args) => list(&store, args, now_ms).await?,
+        PartnerAction::Show { code: text, json } => {
+            show(&admin::show(&store, &code(&text)?).await?, json, now_ms)
+        }
+        PartnerAction::Suspend { code: text, reason } => {
+            let partner =
+                admin::suspend(&store, &code(&text)?, by(operator, &reason), now, bound).await?;
+            println!(
+                "{} is suspended: its requests get 403 partner_suspended on every node",
+                partner.code
+            );
+        }
+        PartnerAction::Activate { code: text, reason } => {
+            let partner =
+                admin::activate(&store, &code(&text)?, by(operator, &reason), now, bound).await?;
+            println!("{} is active", partner.code);
+        }
+        PartnerAction::Release { code: text, reason } => {
+            let partner = admin::release(&store, &code(&text)?, by(operator, &reason), now).await?;
+            println!(
+                "{} is released: the code is free to onboard again",
+                partner.code
+            );
+        }
+        PartnerAction::AllowIps {
+            code: text,
+            cidrs,
+            reason,
+        } => {
+            let list = AllowedIps::parse(cidrs.iter().map(String::as_str))?;
+            let partner = admin::set_allowed_ips(
+                &store,
+                &cipher().await?,
+                &code(&text)?,
+                list,
+                by(operator, &reason),
+                now,
+                bound,
+            )
+            .await?;
+            println!(
+                "{} may call from: {} (the partner is emailed a notice)",
+                partner.code,
+                allow_list_text(&partner.allowed_ips)
+            );
+        }
+        PartnerAction::RevokeKeys {
+            code: text,
+            reason,
+            notify,
+        } => {
+            let done = admin::revoke_keys(
+                &store,
+                settings,
+                &cipher().await?,
+                &code(&text)?,
+                by(operator, &reason),
+                notify,
+                now,
+            )
+            .await?;
+            println!(
+                "{}: {} key pair(s) revoked; every node refuses them from now on",
+                done.partner.code, done.keys
+            );
+            if done.notified {
+                println!("A regeneration link was emailed to the partner's registered address.");
+            } else if notify {
+                println!(
+                    "No link was emailed: the partner is {}, not active.",
+                    done.partner.status.as_str()
+                );
+            } else {
+                println!("The partner has no keys now. To let it back in: `keyward partner revoke-keys {} --notify` emails it a regeneration link.", done.partner.code);
+            }
+        }
+        PartnerAction::ResendLink { code: text, reason } => {
+            let partner = admin::resend_link(
+                &store,
+                settings,
+                &cipher().await?,
+                &code(&text)?,
+                by(operator, &reason),
+                now,
+            )
+            .await?;
+            println!(
+                "A fresh onboarding link was emailed to {}'s registered address; earlier ones no longer work",
+                partner.code
+            );
+        }
+        PartnerAction::Invite {
+            code: text,
+            email,
+            reason,
+        } => {
+            let email = Email::parse(&email).context("that is not an email address")?;
+            let partner = admin::invite(
+                &store,
+                settings,
+                &cipher().await?,
+                &code(&text)?,
+                &email,
+                by(operator, &reason),
+                now,
+            )
+            .await?;
+            println!(
+                "{} is invited: its onboarding link was emailed to {}",
+                partner.code, partner.email
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn list(
+    store: &keyward_server::store::Store,
+    args: ListArgs,
+    now: i64,
+) -> anyhow::Result<()> {
+    let status = args
+        .status
+        .as_deref()
+        .map(|s| PartnerStatus::parse(s).context("--status is pending, active or suspended"))
+        .transpose()?;
+    let filter = PartnerFilter {
+        status,
+        code_like: args.code_like,
+        email_like: args.email_like,
+        created_since: args.created_since,
+        limit: args.limit.clamp(1, 10_000),
+    };
+    let partners = admin::list(store, &filter).await?;
+    if args.json {
+        for p in &partners {
+            let line = json!({
+                "partner_id": p.partner.id.as_str(), "code": p.partner.code.as_str(),
+                "email": p.partner.email.as_str(), "status": p.partner.status.as_str(),
+                "created_at": rfc3339(Some(p.partner.created_at)),
+                "key_hint": p.key_hint, "key_created_at": rfc3339(p.key_created_at),
+                "key_last_used_at": rfc3339(p.key_last_used_at),
+                "allowed_ips": p.partner.allowed_ips.len(),
+            });
+            println!("{line}");
+        }
+        return Ok(());
+    }
+    if partners.is_empty() {
+        println!("no partner matches");
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<30} {:<9} {:<20} {:>7} {:>9} {:>4}",
+        "code", "email", "status", "key", "key age", "last used", "ips"
+    );
+    for p in &partners {
+        println!(
+            "{:<20} {:<30} {:<9} {:<20} {:>7} {:>9} {:>4}",
+            p.partner.code.as_str(),
+            p.partner.email.as_str(),
+            p.partner.status.as_str(),
+            p.key_hint.as_deref().unwrap_or("-"),
+            age(p.key_created_at, now),
+            age(p.key_last_used_at, now),
+            p.partner.allowed_ips.len(),
+        );
+    }
+    if i64::try_from(partners.len()).is_ok_and(|n| n == filter.limit) {
+        println!(
+            "(the first {}; narrow the search or raise --limit)",
+            filter.limit
+        );
+    }
+    Ok(())
+}
+
+fn show(details: &admin::PartnerDetails, as_json: bool, now: i64) {
+    let partner = &details.partner;
+    if as_json {
+        let keys: Vec<_> = details
+            .keys
+            .iter()
+            .map(|k| {
+                json!({
+                    "key_id": k.id, "hint": k.public_key_hint, "state": k.state(now),
+                    "created_at": rfc3339(Some(k.created_at)), "expires_at": rfc3339(k.expires_at),
+                    "revoked_at": rfc3339(k.revoked_at), "last_used_at": rfc3339(k.last_used_at),
+                    "last_used_ip": k.last_used_ip,
+                })
+            })
+            .collect();
+        let links: Vec<_> = details
+            .links
+            .iter()
+            .map(|l| {
+                json!({
+                    "purpose": l.purpose, "state": l.state(now),
+                    "created_at": rfc3339(Some(l.created_at)), "expires_at": rfc3339(Some(l.expires_at)),
+                    "used_at": rfc3339(l.used_at), "requested_ip": l.requested_ip,
+                    "overlap_seconds": l.overlap_seconds,
+                })
+            })
+            .collect();
+        let events: Vec<_> = details
+            .events
+            .iter()
+            .map(|e| json!({"at": rfc3339(Some(e.created_at)), "event": e.event, "ip": e.ip, "detail": e.detail}))
+            .collect();
+        let out = json!({
+            "partner_id": partner.id.as_str(), "code": partner.code.as_str(),
+            "email": partner.email.as_str(), "status": partner.status.as_str(),
+            "invited": partner.invited, "created_at": rfc3339(Some(partner.created_at)),
+            "allowed_ips": partner.allowed_ips.to_strings(),
+            "keys": keys, "links": links, "events": events,
+        });
+        println!("{out:#}");
+        return;
+    }
+    println!("partner_id   {}", partner.id);
+    println!("code         {}", partner.code);
+    println!("email        {}", partner.email);
+    println!(
+        "status       {}{}",
+        partner.status.as_str(),
+        if partner.invited { " (invited)" } else { "" }
+    );
+    println!("created      {}", time_text(Some(partner.created_at)));
+    println!("allowed_ips  {}", allow_list_text(&partner.allowed_ips));
+    println!("\nkeys (newest first; last use is approximate, recorded every few seconds):");
+    if details.keys.is_empty() {
+        println!("  none");
+    }
+    for key in &details.keys {
+        let until = match (key.revoked_at, key.expires_at) {
+            (Some(at), _) => format!("revoked {}", time_text(Some(at))),
+            (None, Some(at)) => format!("expires {}", time_text(Some(at))),
+            (None, None) => String::new(),
+        };
+        println!(
+            "  {:<8} {:<20} created {}  last used {} from {}  {until}",
+            key.state(now),
+            key.public_key_hint,
+            time_text(Some(key.created_at)),
+            time_text(key.last_used_at),
+            key.last_used_ip.as_deref().unwrap_or("-"),
+        );
+    }
+    println!("\nlinks (newest first; tokens are never stored):");
+    if details.links.is_empty() {
+        println!("  none");
+    }
+    for link in &details.links {
+        println!(
+            "  {:<12} {:<8} issued {}  expires {}  used {}  from {}",
+            link.purpose,
+            link.state(now),
+            time_text(Some(link.created_at)),
+            time_text(Some(link.expires_at)),
+            time_text(link.used_at),
+            link.requested_ip.as_deref().unwrap_or("-"),
+        );
+    }
+    if !details.events.is_empty() {
+        println!("\nrecent events (newest first):");
+    }
+    for event in &details.events {
+        println!(
+            "  {}  {:<32} {:<16} {}",
+            time_text(Some(event.created_at)),
+            event.event,
+            event.ip.as_deref().unwrap_or("-"),
+            event.detail.as_deref().unwrap_or("")
+        );
+    }
+}
+
+pub async fn audit(settings: &Settings, args: AuditArgs) -> anyhow::Result<()> {
+    let store = keyward_server::startup::open_migrated_store(settings).await?;
+    let partner = args
+        .partner
+        .as_deref()
+        .map(|c| PartnerCode::parse(c).context("--partner takes a partner code"))
+        .transpose()?;
+    let filter = AuditFilter {
+        partner_id: None,
+        event: args.event,
+        since: args.since,
+        until: args.until,
+        limit: args.limit.clamp(1, 1_000_000),
+    };
+    let events = admin::audit(&store, partner.as_ref(), filter).await?;
+    for e in &events {
+        if args.json {
+            let line = json!({
+                "id": e.id, "time": rfc3339(Some(e.created_at)), "event": e.event,
+                "partner_id": e.partner_id, "partner_code": e.partner_code,
+                "actor": e.actor, "ip": e.ip, "detail": e.detail,
+            });
+            println!("{line}");
+        } else {
+            println!(
+                "{}  {:<30} {:<16} {:<20} {:<15} {}",
+                time_text(Some(e.created_at)),
+                e.event,
+                e.partner_code.as_deref().unwrap_or("-"),
+                e.actor.as_deref().unwrap_or("-"),
+                e.ip.as_deref().unwrap_or("-"),
+                e.detail.as_deref().unwrap_or("")
+            );
+        }
+    }
+    if events.is_empty() && !args.json {
+        eprintln!("no events match");
+    }
+    Ok(())
+}
+
+/// `keyward rotate-master-key --new-key-file F`.
+pub async fn rotate_master_key(
+    settings: &Settings,
+    operator: &str,
+    new_key_file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let new = read_master_key(
+        &MasterKeySource::File(new_key_file.to_path_buf()),
+        "--new-key-file",
+    )?;
+    let (store, old) = open_store_and_cipher(settings).await?;
+    eprintln!("re-encrypting under the new key (safe to interrupt and run again)…");
+    let rotation = master_key::rotate(&store, &old, &new, |which, counts| {
+        let what = match which {
+            Encrypted::SecretKeys => "secret keys",
+            Encrypted::EmailBodies => "email bodies",
+        };
+        eprintln!(
+            "  {what}: {} re-encrypted, {} already under the new key",
+            counts.rotated, counts.already
+        );
+    })
+    .await?;
+    let unreadable = rotation.secret_keys.unreadable + rotation.email_bodies.unreadable;
+    let detail = format!(
+        "{} secret keys and {} email bodies re-encrypted ({} already done, {unreadable} unreadable)",
+        rotation.secret_keys.rotated,
+        rotation.email_bodies.rotated,
+        rotation.secret_keys.already + rotation.email_bodies.already
+    );
+    let mut tx = store.begin().await?;
+    tx.audit(
+        None,
+        "master_key_rotated",
+        keyward_server::store::Actor::Operator(operator),
+        None,
+        Some(&detail),
+        chrono::Utc::now().timestamp_millis(),
+    )
+    .await?;
+    tx.commit().await?;
+    println!("{detail}.");
+    println!("The database's key check is now under the new key. Restart every node with KEYWARD_MASTER_KEY(_FILE) set to the new key and without KEYWARD_MASTER_KEY_PREVIOUS; keep the old key until you are sure (docs/deployment.md).");
+    if unreadable > 0 {
+        anyhow::bail!("{unreadable} value(s) decrypted under neither key and were left as they were: they were unreadable before the rotation too (see `keyward check-config`)");
+    }
+    Ok(())
+}
