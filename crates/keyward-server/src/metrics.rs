@@ -98,6 +98,7 @@ pub struct Metrics {
     links_redeemed: Family<PurposeLabel, Counter>,
     rate_limited: Family<LimitLabel, Counter>,
     keys_unused: Family<DaysLabel, Gauge>,
+    storage_up: Gauge,
     /// The outbox's backlog as last counted, and when: counted at most every few seconds,
     /// however often `/metrics` is scraped.
     pub outbox_backlog: tokio::sync::Mutex<Option<(Instant, crate::store::OutboxBacklog)>>,
@@ -216,6 +217,12 @@ impl Metrics {
             "Current keys of active partners not used for more than `days` days (never used: since created; counted at most every minute)",
             keys_unused.clone(),
         );
+        let storage_up = Gauge::default();
+        registry.register(
+            "storage_up",
+            "1 when the database answered this scrape, 0 when it did not (then the outbox and key gauges are the last values read)",
+            storage_up.clone(),
+        );
         registry.register(
             "build",
             "The running build",
@@ -240,6 +247,7 @@ impl Metrics {
             links_redeemed,
             rate_limited,
             keys_unused,
+            storage_up,
             outbox_backlog: tokio::sync::Mutex::new(None),
             unused_keys: tokio::sync::Mutex::new(None),
         }
@@ -324,13 +332,29 @@ impl Metrics {
         self.delivery_delay.observe(age_ms.max(0) as f64 / 1000.0);
     }
 
-    /// The OpenMetrics text, with the gauges read from the database set first.
+    /// The OpenMetrics text, with the gauges read from the database set first (`None`: the
+    /// database did not answer; the last values stay).
     pub fn render(
+        &self,
+        from_storage: Option<(crate::store::OutboxBacklog, crate::store::UnusedKeys)>,
+        cache_entries: u64,
+        out: &mut String,
+    ) {
+        self.storage_up.set(i64::from(from_storage.is_some()));
+        if let Some((backlog, unused)) = from_storage {
+            self.set_storage_gauges(&backlog, &unused);
+        }
+        self.key_cache_entries
+            .set(i64::try_from(cache_entries).unwrap_or(i64::MAX));
+        if let Err(e) = prometheus_client::encoding::text::encode(out, &self.registry) {
+            tracing::warn!(error = %e, "could not encode the metrics");
+        }
+    }
+
+    fn set_storage_gauges(
         &self,
         backlog: &crate::store::OutboxBacklog,
         unused: &crate::store::UnusedKeys,
-        cache_entries: u64,
-        out: &mut String,
     ) {
         let states = [
             ("pending", backlog.due),
@@ -349,11 +373,6 @@ impl Metrics {
             self.keys_unused
                 .get_or_create(&DaysLabel { days })
                 .set(count);
-        }
-        self.key_cache_entries
-            .set(i64::try_from(cache_entries).unwrap_or(i64::MAX));
-        if let Err(e) = prometheus_client::encoding::text::encode(out, &self.registry) {
-            tracing::warn!(error = %e, "could not encode the metrics");
         }
     }
 }

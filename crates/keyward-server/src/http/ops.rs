@@ -68,13 +68,32 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response> {
     tag = "operations",
     responses(
         (status = 200, description = "OpenMetrics text (Prometheus)", content_type = "application/openmetrics-text", body = String),
-        (status = 503, description = "`unavailable`", body = super::schemas::ErrorEnvelope),
     )
 )]
-pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response> {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    // While the database is down the metrics still answer (with keyward_storage_up 0), so the
+    // outage itself can be seen and alerted on.
+    let from_storage = storage_gauges(&state).await.ok();
+    let mut out = String::new();
+    let entries = state.key_cache.entries().await;
+    state.metrics.render(from_storage, entries, &mut out);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// The gauges read from the database, each counted at most every so often however often
+/// `/metrics` is scraped.
+async fn storage_gauges(
+    state: &AppState,
+) -> Result<(crate::store::OutboxBacklog, crate::store::UnusedKeys)> {
     let now = crate::clock::millis(state.clock.now());
     let backlog = {
-        // One count every few seconds at most, whoever polls and however often.
         let mut cached = state.metrics.outbox_backlog.lock().await;
         match *cached {
             Some((at, backlog)) if at.elapsed() < BACKLOG_MAX_AGE => backlog,
@@ -86,7 +105,6 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response> {
         }
     };
     let unused = {
-        // A scan of the current keys: once a minute at most.
         let mut cached = state.metrics.unused_keys.lock().await;
         match *cached {
             Some((at, unused)) if at.elapsed() < UNUSED_KEYS_MAX_AGE => unused,
@@ -97,15 +115,5 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response> {
             }
         }
     };
-    let mut out = String::new();
-    let entries = state.key_cache.entries().await;
-    state.metrics.render(&backlog, &unused, entries, &mut out);
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response())
+    Ok((backlog, unused))
 }

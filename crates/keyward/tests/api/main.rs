@@ -22,6 +22,7 @@ mod logging;
 mod lost_keys;
 mod node_parity;
 mod nodes;
+mod observability;
 mod operations;
 mod operators;
 mod partner_side;

@@ -1,0 +1,105 @@
+//! The metrics operators watch: every query of the shipped Grafana dashboard and every alert
+//! of `deploy/prometheus/alerts.yml` names only metrics a live server exports.
+
+use crate::docs::repo_file;
+use crate::helpers::*;
+use serde_json::json;
+use std::collections::BTreeSet;
+
+/// The metric names a scrape holds (sample lines, so histogram series and `_total` included).
+fn exported(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn named_in(text: &str) -> BTreeSet<String> {
+    let re = regex::Regex::new(r"keyward_[a-z0-9_]+").unwrap();
+    re.find_iter(text).map(|m| m.as_str().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn the_dashboard_and_the_alerts_use_only_metrics_the_server_exports() {
+    let app = spawn_app_with(|s| s.ip_rate_limit_per_minute = 3).await;
+    // Traffic that makes every family appear: a link issued and redeemed, emails sent, a good
+    // and a refused request, a key the cache has, a rate-limit refusal.
+    let partner = app
+        .onboarded_partner("METRICS", "ops@metrics.example")
+        .await;
+    assert_eq!(app.whoami(&partner).await.status(), 200);
+    let wrong = app
+        .post_raw(
+            WHOAMI,
+            &sign("{}", "sk_partner_fbi9lNL7GCHyd6uQEMDFGH19bSqMwB2OfotK"),
+            Some(&format!("Bearer {}", partner.public_key)),
+        )
+        .await;
+    assert_eq!(wrong.status(), 401);
+    let mut limited = false;
+    for i in 0..5 {
+        let response = app
+            .post_json(
+                ONBOARD,
+                &json!({"partner_code": format!("L{i}"), "email": "l@x.example"}),
+            )
+            .await;
+        limited |= response.status() == 429;
+    }
+    assert!(limited);
+    let text = app.metrics_text().await;
+    let exported = exported(&text);
+    for needed in [
+        "keyward_auth_failures_total",
+        "keyward_links_redeemed_total",
+        "keyward_rate_limited_total",
+        "keyward_build_info",
+        "keyward_storage_up",
+    ] {
+        assert!(
+            exported.contains(needed),
+            "{needed} is not exported:\n{text}"
+        );
+    }
+    assert!(
+        text.contains(
+            r#"keyward_auth_failures_total{code="invalid_signature",partner="METRICS"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"code="invalid_signature"} 1"#),
+        "requests carry their error code"
+    );
+
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_file("deploy/grafana/keyward.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            queries += 1;
+            let names = named_in(expr);
+            assert!(!names.is_empty(), "{expr}");
+            for name in names {
+                assert!(
+                    exported.contains(&name),
+                    "the dashboard queries {name}, which the server does not export"
+                );
+            }
+        }
+    }
+    assert!(queries >= 15);
+    let alerts = std::fs::read_to_string(repo_file("deploy/prometheus/alerts.yml")).unwrap();
+    let alert_names = named_in(&alerts);
+    assert!(alert_names.len() >= 4);
+    for name in alert_names {
+        assert!(
+            exported.contains(&name),
+            "an alert uses {name}, which the server does not export"
+        );
+    }
+}
