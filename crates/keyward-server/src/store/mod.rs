@@ -53,21 +53,29 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
-            // SQLite's SQLITE_BUSY / SQLITE_LOCKED (and their extended codes): another process
-            // holds the write lock longer than the busy timeout. Try again shortly.
-            sqlx::Error::Database(db)
-                if db
-                    .code()
-                    .and_then(|c| c.parse::<i32>().ok())
-                    .is_some_and(|c| matches!(c & 0xff, 5 | 6)) =>
-            {
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| passing(&c)) => {
                 StoreError::Unavailable(e)
             }
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                StoreError::Unavailable(e)
-            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
             _ => StoreError::Other(e),
         }
+    }
+}
+
+/// Database errors that say "not now" rather than "never": the request is answered 503
+/// `unavailable` (try again) and nothing was written.
+fn passing(code: &str) -> bool {
+    match code.parse::<i32>() {
+        // SQLite (primary code in the low byte): BUSY and LOCKED (another writer held on past
+        // the busy timeout), IOERR, FULL (the disk is full).
+        Ok(sqlite) => matches!(sqlite & 0xff, 5 | 6 | 10 | 13),
+        // PostgreSQL SQLSTATE: 08 connection exceptions, 53 insufficient resources (disk
+        // full, out of memory, too many connections), 57P operator intervention (the server
+        // shutting down or starting up).
+        Err(_) => code.starts_with("08") || code.starts_with("53") || code.starts_with("57P"),
     }
 }
 
@@ -151,7 +159,9 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            // While the database is away a request waits this long for a connection, then is
+            // answered 503 unavailable (a client retries sooner than a proxy times out).
+            .acquire_timeout(Duration::from_secs(3))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -210,9 +220,13 @@ impl Store {
         })
     }
 
+    /// Whether the database answers, within a second (`/readyz` must answer fast).
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        match tokio::time::timeout(Duration::from_secs(1), ping).await {
+            Ok(done) => done.map(drop).map_err(Into::into),
+            Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+        }
     }
 
     /// The hot path of authentication: the key and its partner in one indexed lookup.

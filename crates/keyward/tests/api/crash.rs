@@ -203,7 +203,8 @@ async fn a_kill_9_in_the_middle_of_a_load_loses_nothing() {
     drop(database);
 }
 
-async fn check_invariants(database_url: &str, mailbox: &Path) {
+/// The outbox's and the keys' invariants, from the database and the emails in `mailbox`.
+pub async fn check_invariants(database_url: &str, mailbox: &Path) {
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(database_url).await.unwrap();
     let scalar = |sql: &'static str| {
@@ -218,7 +219,7 @@ async fn check_invariants(database_url: &str, mailbox: &Path) {
 
     // Every active partner has exactly one active key pair.
     let active = scalar("SELECT COUNT(*) FROM partners WHERE status = 'active'").await;
-    assert!(active >= 5, "the load made partners ({active})");
+    assert!(active >= 1, "the load made partners ({active})");
     let wrong = scalar(
         "SELECT COUNT(*) FROM partners p WHERE p.status = 'active' AND \
          (SELECT COUNT(*) FROM partner_keys k WHERE k.partner_id = p.id AND k.revoked_at IS NULL) <> 1",

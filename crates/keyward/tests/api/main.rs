@@ -9,6 +9,7 @@ mod crash;
 mod database;
 mod docs;
 mod errors;
+mod faults;
 mod flow;
 mod forwarding;
 mod gateway;
