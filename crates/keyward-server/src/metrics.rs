@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
-    status: String,
+    status: u16,
     /// The spec's error code, or `ok`.
-    code: String,
+    code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -253,12 +253,12 @@ impl Metrics {
         }
     }
 
-    pub fn record(&self, route: &str, status: u16, code: Option<&str>) {
+    pub fn record(&self, route: String, status: u16, code: Option<&'static str>) {
         self.requests
             .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                status: status.to_string(),
-                code: code.unwrap_or("ok").to_owned(),
+                route,
+                status,
+                code: code.unwrap_or("ok"),
             })
             .inc();
     }

@@ -108,7 +108,13 @@ pub async fn authenticate(
         ClientAddress::Known(ip) => Some(ip),
         ClientAddress::NotGiven => None,
     };
-    state.key_usage.record(&key.key_id, now, ip);
+    // Last use is approximate (recorded every few seconds): note a hot key once a second.
+    let noted = key.last_noted.load(std::sync::atomic::Ordering::Relaxed);
+    if now.saturating_sub(noted) >= 1000 {
+        key.last_noted
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+        state.key_usage.record(&key.key_id, now, ip);
+    }
     Ok(Authenticated {
         key_id: key.key_id.clone(),
         key_created_at: key.created_at,

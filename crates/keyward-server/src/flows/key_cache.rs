@@ -40,6 +40,9 @@ pub struct AuthKey {
     pub partner: Partner,
     /// `None` for a revoked key: it will never be used to verify anything.
     pub secret: Option<SecretKey>,
+    /// When this node last noted a use of the key (ms), so that a hot key is noted once a
+    /// second rather than on every request.
+    pub last_noted: std::sync::atomic::AtomicI64,
 }
 
 /// One cache entry: what the database said (`None`: no such key), and when the read began.
@@ -156,6 +159,7 @@ async fn load(store: &Store, cipher: &Cipher, hash: &KeyHash) -> Result<Lookup> 
             expires_at: record.expires_at,
             partner: record.partner,
             secret,
+            last_noted: std::sync::atomic::AtomicI64::new(i64::MIN),
         }),
     })
 }

@@ -165,6 +165,6 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
     let code = response.extensions().get::<ErrorCode>().map(|c| c.as_str());
     state
         .metrics
-        .record(&route, response.status().as_u16(), code);
+        .record(route, response.status().as_u16(), code);
     response
 }
