@@ -327,14 +327,13 @@ async fn the_master_key_rotates_under_load_without_a_failed_request() {
         env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
         env
     };
-    let as_refs = |env: &[(&'static str, String)]| -> Vec<(&'static str, String)> { env.to_vec() };
     let start = |env: Vec<(&'static str, String)>| {
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         ServerProcess::start(dir.path(), &pairs)
     };
     // Every request decrypts (no cache), so a secret the node could not read would show.
     let before = with(&[("KEYWARD_MASTER_KEY", &old), ("KEYWARD_KEY_CACHE_MS", "0")]);
-    let mut first = start(as_refs(&before));
+    let mut first = start(before.clone());
     let mut partners = Vec::new();
     for i in 0..3 {
         let code = format!("ROT{i}");
@@ -367,7 +366,7 @@ async fn the_master_key_rotates_under_load_without_a_failed_request() {
         ("KEYWARD_MASTER_KEY_PREVIOUS", &old),
         ("KEYWARD_KEY_CACHE_MS", "0"),
     ]);
-    let server = start(as_refs(&rolling));
+    let server = start(rolling.clone());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let hammer = {
         let address = server.address.clone();
