@@ -47,17 +47,36 @@ pub struct Operator<'a> {
 }
 
 impl Operator<'_> {
-    fn actor(&self) -> Actor<'_> {
-        Actor::Operator(self.name)
+    /// The audit detail: what was done, and the reason if one was given.
+    fn detail(&self, what: &str) -> Option<String> {
+        match self.reason {
+            Some(reason) if what.is_empty() => Some(format!("reason: {reason}")),
+            Some(reason) => Some(format!("{what}; reason: {reason}")),
+            None => (!what.is_empty()).then(|| what.to_owned()),
+        }
     }
 
-    /// The audit detail: what was done, and the reason if one was given.
-    fn detail(&self, what: &str) -> String {
-        match self.reason {
-            Some(reason) if what.is_empty() => format!("reason: {reason}"),
-            Some(reason) => format!("{what}; reason: {reason}"),
-            None => what.to_owned(),
-        }
+    /// Records what the operator did to the partner, with the reason, in `tx`.
+    async fn audit(
+        &self,
+        tx: &mut Tx,
+        partner_id: &PartnerId,
+        event: &str,
+        what: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let detail = self.detail(what);
+        let actor = Actor::Operator(self.name);
+        tx.audit(
+            Some(partner_id),
+            event,
+            actor,
+            None,
+            detail.as_deref(),
+            millis(now),
+        )
+        .await?;
+        Ok(())
     }
 }
 
@@ -158,16 +177,7 @@ async fn set_status(
     };
     tx.set_partner_status(&partner.id, status, millis(now))
         .await?;
-    let detail = operator.detail("");
-    tx.audit(
-        Some(&partner.id),
-        event,
-        operator.actor(),
-        None,
-        Some(&detail).filter(|d| !d.is_empty()).map(String::as_str),
-        millis(now),
-    )
-    .await?;
+    operator.audit(&mut tx, &partner.id, event, "", now).await?;
     tx.commit().await?;
     partner.status = status;
     Ok(partner)
@@ -185,16 +195,15 @@ pub async fn release(
     if !tx.delete_pending_partner(&partner.id).await? {
         return Err(AdminError::NotPending(partner.code));
     }
-    let detail = operator.detail(partner.code.as_str());
-    tx.audit(
-        Some(&partner.id),
-        "partner_released",
-        operator.actor(),
-        None,
-        Some(&detail),
-        millis(now),
-    )
-    .await?;
+    operator
+        .audit(
+            &mut tx,
+            &partner.id,
+            "partner_released",
+            partner.code.as_str(),
+            now,
+        )
+        .await?;
     tx.commit().await?;
     Ok(partner)
 }
@@ -252,16 +261,10 @@ pub async fn revoke_keys(
 ) -> Result<Revoked> {
     let (mut tx, partner) = locked_partner(store, code).await?;
     let keys = tx.revoke_keys(&partner.id, millis(now)).await?;
-    let detail = operator.detail(&format!("{keys} key pair(s) revoked"));
-    tx.audit(
-        Some(&partner.id),
-        "keys_revoked",
-        operator.actor(),
-        None,
-        Some(&detail),
-        millis(now),
-    )
-    .await?;
+    let what = format!("{keys} key pair(s) revoked");
+    operator
+        .audit(&mut tx, &partner.id, "keys_revoked", &what, now)
+        .await?;
     let notified = notify && partner.status == PartnerStatus::Active;
     if notified {
         issue_link(
@@ -336,16 +339,9 @@ pub async fn invite(
         other => other?,
     }
     tx.mark_invited(&id).await?;
-    let detail = operator.detail(email.as_str());
-    tx.audit(
-        Some(&id),
-        "partner_invited",
-        operator.actor(),
-        None,
-        Some(&detail),
-        millis(now),
-    )
-    .await?;
+    operator
+        .audit(&mut tx, &id, "partner_invited", email.as_str(), now)
+        .await?;
     let partner = tx
         .partner_by_id_for_update(&id)
         .await?
