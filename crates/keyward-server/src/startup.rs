@@ -232,7 +232,7 @@ async fn janitor(state: AppState, stop: CancellationToken) {
             tracing::warn!(error = %e, "could not record when service tokens were last used");
         }
         if let Err(e) = state.key_usage.flush(&state.store).await {
-            tracing::warn!(error = %e, "could not record when keys were last used");
+            tracing::warn!(error = ?e, "could not record when keys were last used");
         }
         if ticks.is_multiple_of(12) {
             if let Err(e) = state

@@ -67,7 +67,7 @@ impl OutboxWorker {
             let handled = match self.send_due().await {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not read the outbox; will try again");
+                    tracing::warn!(error = ?e, "could not read the outbox; will try again");
                     0
                 }
             };

@@ -162,6 +162,15 @@ impl Store {
             // While the database is away a request waits this long for a connection, then is
             // answered 503 unavailable (a client retries sooner than a proxy times out).
             .acquire_timeout(Duration::from_secs(3))
+            // A SQLite connection whose COMMIT failed (the disk full) can be left thinking it
+            // is still in a transaction (SQLite rolled it back; sqlx's depth did not follow),
+            // and every `BEGIN` on it then fails. Such a connection is closed rather than
+            // handed out again.
+            .before_acquire(move |conn, _meta| {
+                Box::pin(async move {
+                    Ok(backend != Backend::Sqlite || !sqlx::Connection::is_in_transaction(conn))
+                })
+            })
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -65,6 +65,13 @@ async fn outbox_drained(internal: &str, limit: Duration) -> bool {
             if value("pending") == Some(0.0) && value("scheduled") == Some(0.0) {
                 return true;
             }
+            if std::time::Instant::now() + Duration::from_millis(250) >= deadline {
+                let outbox: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.starts_with("keyward_outbox"))
+                    .collect();
+                eprintln!("the outbox did not drain: {outbox:#?}");
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -648,13 +655,43 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_resumes() {
     assert_eq!(status, 200, "writes resume when space returns");
     assert_eq!(whoami(partner).await, 200);
     let mailbox = mount.join("mailbox");
-    // An email whose result could not be recorded while the disk was full keeps its claim
-    // (a 30 s lease on SQLite) before it is sent again.
-    let drained = outbox_drained(&node.internal_address, Duration::from_secs(90)).await;
-    assert!(drained);
-    // Nothing half-written: the refused onboardings left nothing.
+    // Every email goes out once there is space. One whose result could not be recorded while
+    // the disk was full keeps its claim (a 30 s lease on SQLite) before it is sent again.
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&database_url).await.unwrap();
+    let mut unsent = -1;
+    for _ in 0..450 {
+        unsent = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(-1);
+        if unsent == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if unsent != 0 {
+        let rows = sqlx::query("SELECT kind, attempts, next_attempt_at, locked_until, dead_at, last_error FROM outbox WHERE sent_at IS NULL")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        for row in rows {
+            eprintln!(
+                "unsent: {} attempts={} next={} locked={:?} dead={:?} error={:?}",
+                row.get::<String, _>(0),
+                row.get::<i64, _>(1),
+                row.get::<i64, _>(2),
+                row.get::<Option<i64>, _>(3),
+                row.get::<Option<i64>, _>(4),
+                row.get::<Option<String>, _>(5)
+            );
+        }
+        panic!(
+            "{unsent} email(s) unsent 90 s after the space returned:\n{}",
+            node.log()
+        );
+    }
+    // Nothing half-written: the refused onboardings left nothing.
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM partners WHERE code LIKE 'FULL%'")
         .fetch_one(&pool)
         .await
