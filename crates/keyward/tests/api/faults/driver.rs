@@ -35,6 +35,27 @@ pub struct Target {
     pub mail_dir: PathBuf,
     /// How long to wait for a link email before giving up on that partner.
     pub link_wait: Duration,
+    /// Whether the nodes run the gateway (to `upstream()`): signed payouts go through it.
+    pub gateway: bool,
+}
+
+/// A trivial payment API for the gateway to forward to: answers 200 with who paid. Runs
+/// for the rest of the test process.
+pub async fn upstream() -> String {
+    use axum::http::HeaderMap;
+    async fn payout(headers: HeaderMap) -> axum::Json<Value> {
+        let partner = headers
+            .get("keyward-partner-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        axum::Json(json!({"paid_by": partner}))
+    }
+    let app = axum::Router::new().fallback(payout);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
 }
 
 pub struct Driver {
@@ -139,6 +160,22 @@ impl Worker {
             self.call("whoami", node, WHOAMI, whoami, Some(&public), code, email)
                 .await;
             self.verify(node, &public, &secret, code, email).await;
+            if self.target.gateway {
+                let payout = sign(
+                    &json!({"amount": "1.00", "nonce": uuid_like()}).to_string(),
+                    &secret,
+                );
+                self.call(
+                    "gateway",
+                    node,
+                    "/api/v1/PartnerP2P/Payout",
+                    payout,
+                    Some(&public),
+                    code,
+                    email,
+                )
+                .await;
+            }
             let body = sign(
                 &json!({"email": email, "partner_code": code, "nonce": uuid_like()}).to_string(),
                 &secret,

@@ -202,9 +202,11 @@ async fn ten_kill_9s_during_one_load_lose_nothing() {
     let ports: Vec<u16> = (0..if two_nodes { 2 } else { 1 })
         .map(|_| free_port())
         .collect();
+    let upstream = driver::upstream().await;
+    let gateway = [("KEYWARD_UPSTREAM_URL", upstream.as_str())];
     let mut nodes: Vec<ServerProcess> = ports
         .iter()
-        .map(|port| start_node(dir.path(), *port, &database_url, &[]))
+        .map(|port| start_node(dir.path(), *port, &database_url, &gateway))
         .collect();
     let token = String::from_utf8(
         nodes[0]
@@ -222,6 +224,7 @@ async fn ten_kill_9s_during_one_load_lose_nothing() {
         verify: Some((vec![survivor; nodes.len()], token)),
         mail_dir: dir.path().join("mailbox"),
         link_wait: Duration::from_secs(5),
+        gateway: true,
     };
     let driver = Driver::start(target, 4, "KILL");
     let kills = 10 * scale();
@@ -231,7 +234,7 @@ async fn ten_kill_9s_during_one_load_lose_nothing() {
         tokio::time::sleep(Duration::from_millis(pause)).await;
         nodes[0].kill();
         logs.push_str(&nodes[0].log());
-        nodes[0] = start_node(dir.path(), ports[0], &database_url, &[]);
+        nodes[0] = start_node(dir.path(), ports[0], &database_url, &gateway);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let answers = driver.stop().await;
@@ -255,6 +258,10 @@ async fn ten_kill_9s_during_one_load_lose_nothing() {
         .iter()
         .filter(|a| a.op == "redeem" && a.status == 200)
         .count();
+    assert!(
+        answers.iter().any(|a| a.op == "gateway" && a.status == 200),
+        "payouts went through the gateway"
+    );
     assert!(
         redeemed >= 10,
         "the load got going ({redeemed} redemptions)"
@@ -392,14 +399,17 @@ async fn a_postgresql_restart_mid_load_is_503_then_recovers_by_itself() {
     };
     let dir = tempfile::tempdir().unwrap();
     let url = cluster.url();
+    let upstream = driver::upstream().await;
+    let gateway = [("KEYWARD_UPSTREAM_URL", upstream.as_str())];
     let nodes: Vec<ServerProcess> = (0..2)
-        .map(|_| start_node(dir.path(), free_port(), &url, &[]))
+        .map(|_| start_node(dir.path(), free_port(), &url, &gateway))
         .collect();
     let target = Target {
         nodes: nodes.iter().map(|n| n.address.clone()).collect(),
         verify: None,
         mail_dir: dir.path().join("mailbox"),
         link_wait: Duration::from_secs(10),
+        gateway: true,
     };
     let driver = Driver::start(target, 4, "PGRESTART");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -513,6 +523,7 @@ async fn a_flapping_mail_server_gets_every_email_once_it_is_back() {
         verify: None,
         mail_dir: mail_dir.clone(),
         link_wait: Duration::from_secs(20),
+        gateway: false,
     };
     let mut sink = Some(Sink::start(smtp_port, dir.path(), 0.2).await);
     let driver = Driver::start(target, 4, "FLAP");
