@@ -264,7 +264,14 @@ pub async fn open_store_and_cipher(settings: &Settings) -> anyhow::Result<(Store
     if !settings.migrate_on_start && store.meta(MASTER_KEY_CHECK).await.is_err() {
         bail!("the database has no keyward schema yet: run `keyward migrate` first (or start without --no-migrate)");
     }
-    let key = load_master_key(settings, &store).await?;
+    let cipher = cipher_for(settings, &store).await?;
+    Ok((store, cipher))
+}
+
+/// The cipher of the master key (and, during a rotation, the previous one) for an open store,
+/// proven to be the one the database was created with.
+pub async fn cipher_for(settings: &Settings, store: &Store) -> anyhow::Result<Cipher> {
+    let key = load_master_key(settings, store).await?;
     let cipher = match &settings.master_key_previous {
         None => Cipher::new(&key),
         Some(previous) => Cipher::with_previous(
@@ -272,8 +279,8 @@ pub async fn open_store_and_cipher(settings: &Settings) -> anyhow::Result<(Store
             &read_master_key(previous, "KEYWARD_MASTER_KEY_PREVIOUS")?,
         ),
     };
-    check_master_key(&store, &cipher).await?;
-    Ok((store, cipher))
+    check_master_key(store, &cipher).await?;
+    Ok(cipher)
 }
 
 /// A master key that must exist (the previous one of a rotation, or the new one).

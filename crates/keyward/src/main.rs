@@ -314,7 +314,7 @@ async fn check_config(settings: &Settings) -> anyhow::Result<()> {
         .unwrap_or_default()
         .is_some();
     if has_check {
-        keyward_server::startup::open_store_and_cipher(settings).await?;
+        keyward_server::startup::cipher_for(settings, &store).await?;
         println!("master key        matches this database");
     }
     Ok(())

@@ -186,11 +186,7 @@ pub async fn partner(
 ) -> anyhow::Result<()> {
     // The master key is read only by the actions that encrypt (an email, a notice).
     let store = keyward_server::startup::open_migrated_store(settings).await?;
-    let cipher = || async {
-        open_store_and_cipher(settings)
-            .await
-            .map(|(_, cipher)| cipher)
-    };
+    let cipher = || keyward_server::startup::cipher_for(settings, &store);
     let now = chrono::Utc::now();
     let now_ms = now.timestamp_millis();
     let code = |text: &str| {

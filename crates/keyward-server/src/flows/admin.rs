@@ -238,6 +238,32 @@ pub async fn set_allowed_ips(
     Ok(partner)
 }
 
+/// Emails the partner a link an operator asked for (no overlap, no client address).
+async fn operator_link(
+    settings: &Settings,
+    cipher: &Cipher,
+    tx: &mut Tx,
+    partner: &Partner,
+    purpose: LinkPurpose,
+    operator: Operator<'_>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let requester = Requester::Operator(operator.name);
+    issue_link(
+        settings,
+        cipher,
+        tx,
+        partner,
+        purpose,
+        requester,
+        Overlap::default(),
+        now,
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
 /// What an emergency revocation did.
 #[derive(Debug)]
 pub struct Revoked {
@@ -267,16 +293,14 @@ pub async fn revoke_keys(
         .await?;
     let notified = notify && partner.status == PartnerStatus::Active;
     if notified {
-        issue_link(
+        operator_link(
             settings,
             cipher,
             &mut tx,
             &partner,
             LinkPurpose::Regeneration,
-            Requester::Operator(operator.name),
-            Overlap::default(),
+            operator,
             now,
-            None,
         )
         .await?;
     }
@@ -302,16 +326,14 @@ pub async fn resend_link(
     if partner.status != PartnerStatus::Pending {
         return Err(AdminError::NotPending(partner.code));
     }
-    issue_link(
+    operator_link(
         settings,
         cipher,
         &mut tx,
         &partner,
         LinkPurpose::Onboarding,
-        Requester::Operator(operator.name),
-        Overlap::default(),
+        operator,
         now,
-        None,
     )
     .await?;
     tx.commit().await?;
@@ -346,16 +368,14 @@ pub async fn invite(
         .partner_by_id_for_update(&id)
         .await?
         .ok_or(StoreError::Corrupt("the invited partner vanished".into()))?;
-    issue_link(
+    operator_link(
         settings,
         cipher,
         &mut tx,
         &partner,
         LinkPurpose::Onboarding,
-        Requester::Operator(operator.name),
-        Overlap::default(),
+        operator,
         now,
-        None,
     )
     .await?;
     tx.commit().await?;

@@ -152,6 +152,29 @@ pub(super) async fn enforce_recipient_limit(
     Err(rate_limited(oldest, now))
 }
 
+/// Whether anyone's request (no keys: lost keys, invite-only onboarding) may have a link
+/// emailed to `partner`: within the partner's and the address's limits. Over a limit these
+/// paths answer as always and send nothing (`false`); a database failure is an error.
+pub(super) async fn within_anyones_limits(
+    state: &AppState,
+    tx: &mut Tx,
+    partner: &Partner,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let limits = async {
+        enforce_partner_limit(state, tx, partner, Requester::Anyone, now).await?;
+        enforce_recipient_limit(state, tx, &partner.email, now).await
+    };
+    match limits.await {
+        Ok(()) => Ok(true),
+        Err(Error::RateLimited { .. }) => {
+            tracing::info!(partner_id = %partner.id, "a request without keys over the partner's or the address's limit: nothing sent");
+            Ok(false)
+        }
+        Err(other) => Err(other),
+    }
+}
+
 /// 429, with the time until the oldest of the counted events leaves the hour.
 fn rate_limited(oldest: Option<i64>, now: DateTime<Utc>) -> Error {
     let oldest = oldest.unwrap_or(millis(now));

@@ -33,11 +33,7 @@ pub async fn onboard_invited(
     {
         return Ok(());
     }
-    let limits = async {
-        enforce_partner_limit(state, &mut tx, &partner, Requester::Anyone, now).await?;
-        enforce_recipient_limit(state, &mut tx, email, now).await
-    };
-    if limits.await.is_err() {
+    if !super::within_anyones_limits(state, &mut tx, &partner, now).await? {
         return Ok(());
     }
     issue_link(

@@ -1,7 +1,7 @@
 //! Regeneration requests: signed (SPEC §3.2) and lost keys.
 
 use super::{
-    commit_and_wake, enforce_partner_limit, enforce_recipient_limit, issue_link, replay_digest,
+    commit_and_wake, enforce_partner_limit, issue_link, replay_digest, within_anyones_limits,
     Authenticated, Overlap, ReplayPurpose, Requester,
 };
 use crate::clock::millis;
@@ -85,19 +85,8 @@ pub async fn request_regeneration_without_keys(
         PartnerStatus::Pending => LinkPurpose::Onboarding,
         PartnerStatus::Suspended => return Ok(()),
     };
-    let limits = async {
-        enforce_partner_limit(state, &mut tx, &partner, Requester::Anyone, now).await?;
-        enforce_recipient_limit(state, &mut tx, &partner.email, now).await
-    };
-    match limits.await {
-        Ok(()) => {}
-        // Over the limit this path answers as always and sends nothing; any other failure
-        // (the database) is reported as such.
-        Err(Error::RateLimited { .. }) => {
-            tracing::info!(partner_id = %partner.id, "lost-keys request over the partner's or the address's limit: nothing sent");
-            return Ok(());
-        }
-        Err(other) => return Err(other),
+    if !within_anyones_limits(state, &mut tx, &partner, now).await? {
+        return Ok(());
     }
     issue_link(
         &state.settings,

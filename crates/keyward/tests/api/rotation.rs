@@ -416,3 +416,31 @@ async fn the_verify_api_reports_a_retiring_key_and_its_expiry() {
         .await;
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn retire_old_keys_is_in_force_on_the_other_node_when_it_answers() {
+    let nodes = spawn_nodes(2, |_| {}).await;
+    let email = "ops@retirenodes.example";
+    let old = onboarded_on(&nodes, "RETIRENODES", email).await;
+    let body = json!({"email": email, "partner_code": "RETIRENODES", "overlap_seconds": 3600});
+    let response = nodes[0]
+        .signed(REGENERATE, &body, &old.public_key, &old.secret_key)
+        .await;
+    assert_eq!(response.status(), 200);
+    let link = regeneration_link(&nodes, email, 2).await;
+    let new = nodes[0].redeem(&link, "RETIRENODES").await;
+    // The other node holds the retiring key in its cache.
+    assert_eq!(nodes[1].whoami(&old).await.status(), 200);
+    let response = nodes[0]
+        .signed(
+            RETIRE_OLD_KEYS,
+            &json!({}),
+            &new.public_key,
+            &new.secret_key,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let (status, code, _) = error_of(nodes[1].whoami(&old).await).await;
+    assert_eq!((status, code.as_str()), (401, "revoked_key"));
+    assert_eq!(nodes[1].whoami(&new).await.status(), 200);
+}
