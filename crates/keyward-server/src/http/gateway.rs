@@ -9,13 +9,14 @@
 
 use super::extract::{ClientIp, Fields, JsonBody, RequestId};
 use crate::config::Upstream;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::flows::{self, Authorization, ClientAddress};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use keyward_core::forward_path;
 use keyward_core::wire::KEY_EXPIRES_HEADER;
 use keyward_core::ErrorCode;
 
@@ -67,9 +68,30 @@ impl Gateway {
         self.upstream.prefixes.iter().any(|p| path.starts_with(p))
     }
 
-    fn target(&self, path_and_query: &str) -> String {
+    /// The URL the request goes to: the upstream's base URL followed by the path and query as
+    /// received. One decision on the final path (SPEC §7.2): the path must pass
+    /// [`forward_path::check`], and the URL that is sent must hold that path byte for byte
+    /// under the base path (a URL parser that would re-encode or resolve anything refuses it
+    /// here, instead of sending something other than what was checked).
+    fn target(&self, uri: &Uri) -> Result<url::Url> {
+        let path = uri.path();
+        forward_path::check(path).map_err(|refusal| Error::field("path", refusal.problem()))?;
         let base = self.upstream.url.as_str().trim_end_matches('/');
-        format!("{base}{path_and_query}")
+        let base_path = self.upstream.url.path().trim_end_matches('/');
+        let query = uri.query();
+        let text = match query {
+            Some(query) => format!("{base}{path}?{query}"),
+            None => format!("{base}{path}"),
+        };
+        let url = url::Url::parse(&text)
+            .ok()
+            .filter(|url| url.path().strip_prefix(base_path) == Some(path) && url.query() == query);
+        url.ok_or_else(|| {
+            Error::field(
+                "path",
+                "must be sent as it would be forwarded: percent-encode characters such as spaces, quotes and braces",
+            )
+        })
     }
 }
 
@@ -92,6 +114,12 @@ async fn try_forward(state: AppState, gateway: &Gateway, request: Request) -> Re
         .get::<OriginalUri>()
         .map_or_else(|| parts.uri.clone(), |OriginalUri(uri)| uri.clone());
     let method = parts.method.clone();
+    if matches!(method, Method::CONNECT | Method::TRACE) {
+        // No payment API serves these; TRACE would echo the partner's headers back.
+        return Err(ErrorCode::MethodNotAllowed.into());
+    }
+    // Refused before any work: a path that could leave the prefix is never forwarded.
+    let target = gateway.target(&original)?;
     let headers = parts.headers.clone();
     let JsonBody { raw, body } =
         JsonBody::from_request(Request::from_parts(parts, body), &state).await?;
@@ -116,9 +144,6 @@ async fn try_forward(state: AppState, gateway: &Gateway, request: Request) -> Re
             flows::use_once(&state, &auth, &body).await?;
         }
 
-        let path_and_query = original
-            .path_and_query()
-            .map_or_else(|| original.path().to_owned(), |pq| pq.as_str().to_owned());
         let mut upstream_headers = forwarded_headers(&headers);
         for (name, value) in [
             ("x-forwarded-for", ip.to_string()),
@@ -143,7 +168,7 @@ async fn try_forward(state: AppState, gateway: &Gateway, request: Request) -> Re
         }
         let sent = gateway
             .client
-            .request(method, gateway.target(&path_and_query))
+            .request(method, target)
             .headers(upstream_headers)
             .body(raw)
             .send();

@@ -13,6 +13,7 @@ mod faults;
 mod flow;
 mod forwarding;
 mod gateway;
+mod gateway_paths;
 mod hardening;
 mod helpers;
 mod integration;
