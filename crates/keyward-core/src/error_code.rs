@@ -73,6 +73,8 @@ error_codes! {
         "`partner_code` is not the partner this key belongs to.";
     EmailMismatch => "email_mismatch", 403,
         "`email` is not this partner's registered address.";
+    KeyRetiring => "key_retiring", 403,
+        "This key pair is retiring: it keeps working for requests until it expires, but only your current key pair manages your account (regeneration, RetireOldKeys, SetAllowedIps). Sign this request with the current pair.";
     NotFound => "not_found", 404,
         "There is no such route. See /openapi.json for the routes.";
     LinkUnknown => "link_unknown", 404,

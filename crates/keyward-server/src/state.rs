@@ -12,6 +12,10 @@ use crate::store::Store;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
+/// Requests answered before their work is done (lost keys, invite-only onboarding) handled
+/// at once on a node; past that, a request is dropped as the limits would have dropped it.
+pub const LOST_KEYS_SLOTS: usize = 256;
+
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<Settings>,
@@ -53,7 +57,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             gateway: None,
             key_usage: Arc::default(),
-            lost_keys_slots: Arc::new(tokio::sync::Semaphore::new(256)),
+            lost_keys_slots: Arc::new(tokio::sync::Semaphore::new(LOST_KEYS_SLOTS)),
         }
     }
 }

@@ -93,6 +93,7 @@ pub async fn set_allowed_ips(
     confirm_lock_out: bool,
     ip: IpAddr,
 ) -> Result<()> {
+    auth.require_current_pair()?;
     if !allowed_ips.allows(ip) && !confirm_lock_out {
         return Err(Error::Code(
             ErrorCode::WouldLockOut,

@@ -73,6 +73,18 @@ pub struct Authenticated {
     pub partner: Partner,
 }
 
+impl Authenticated {
+    /// A retiring pair keeps *working* but not *control* (SPEC §3.2): the routes that manage
+    /// the account (regeneration, RetireOldKeys, SetAllowedIps) take the current pair only,
+    /// else 403 `key_retiring`. Whoever still holds an old pair cannot lock the partner out.
+    pub fn require_current_pair(&self) -> Result<()> {
+        match self.key_expires_at {
+            Some(_) => Err(ErrorCode::KeyRetiring.into()),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Checks, in the order of SPEC §3.2, once the caller has read a well-formed public key from
 /// the `Authorization` header: key known, not revoked, not expired (a retiring pair past its
 /// overlap), partner not suspended, client IP allowed, signature, freshness. What the store says of the key comes through the node's

@@ -25,6 +25,7 @@ pub async fn request_regeneration(
     body: &SignedBody,
     ip: IpAddr,
 ) -> Result<()> {
+    auth.require_current_pair()?;
     if !auth.partner.code.matches(code) {
         return Err(ErrorCode::PartnerMismatch.into());
     }

@@ -15,12 +15,7 @@ use std::net::IpAddr;
 /// place. In force on every node when this returns.
 #[tracing::instrument(skip_all, fields(partner_id = %auth.partner.id))]
 pub async fn retire_old_keys(state: &AppState, auth: &Authenticated, ip: IpAddr) -> Result<u64> {
-    if auth.key_expires_at.is_some() {
-        return Err(Error::field(
-            "Authorization",
-            "sign RetireOldKeys with your current key pair: this request was signed with the retiring one",
-        ));
-    }
+    auth.require_current_pair()?;
     let now = millis(state.clock.now());
     let mut tx = state.store.begin().await?;
     let partner = tx

@@ -196,7 +196,7 @@ pub enum AuthErrors {
     /// `missing_authorization`, `malformed_authorization`, `unknown_key`, `revoked_key`, `expired_key`, `invalid_signature` (data: `message_sha256`), `stale_request` (data: `server_time_ms`, `skew_ms`).
     #[response(status = 401)]
     Unauthorized(ErrorEnvelope),
-    /// `partner_suspended`, `ip_not_allowed`, `partner_mismatch`, `email_mismatch`.
+    /// `partner_suspended`, `ip_not_allowed`, `partner_mismatch`, `email_mismatch`, `key_retiring` (a management route signed with the retiring pair).
     #[response(status = 403)]
     Forbidden(ErrorEnvelope),
 }

@@ -259,6 +259,20 @@ impl TestApp {
         call.send().await.unwrap()
     }
 
+    /// Waits until this node's background work is done: every request that was answered before
+    /// its work (lost keys, invite-only onboarding) handled, and no email due (each one sent,
+    /// dead-lettered or scheduled for later). After it, a test may assert that nothing happened.
+    pub async fn settle(&self) {
+        settle(std::slice::from_ref(self)).await;
+    }
+
+    async fn is_settled(&self) -> bool {
+        let slots = self.state.lost_keys_slots.available_permits();
+        let now = keyward_server::clock::millis(self.state.clock.now());
+        let backlog = self.state.store.outbox_backlog(now).await;
+        slots == keyward_server::state::LOST_KEYS_SLOTS && backlog.is_ok_and(|b| b.due == 0)
+    }
+
     pub async fn whoami(&self, partner: &Partner) -> reqwest::Response {
         self.signed(
             WHOAMI,
@@ -275,6 +289,22 @@ impl TestApp {
         self.signed(REGENERATE, &body, &partner.public_key, &partner.secret_key)
             .await
     }
+}
+
+/// Waits until every node's background work is done (see [`TestApp::settle`]): checked on all
+/// nodes in one pass, as one node's work may queue an email that another sends.
+pub async fn settle(nodes: &[TestApp]) {
+    for _ in 0..800 {
+        let mut settled = true;
+        for node in nodes {
+            settled &= node.is_settled().await;
+        }
+        if settled {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the background work did not finish within 20 s");
 }
 
 /// The operator the tests act as.

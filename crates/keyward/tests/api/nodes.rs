@@ -38,7 +38,7 @@ pub async fn spawn_nodes(n: usize, configure: impl Fn(&mut Settings)) -> Vec<Tes
 }
 
 /// Every email any node sent to `to` (whichever node's outbox worker claimed it).
-fn emails_to(nodes: &[TestApp], to: &str) -> Vec<SentEmail> {
+pub fn emails_to(nodes: &[TestApp], to: &str) -> Vec<SentEmail> {
     nodes.iter().flat_map(|n| n.emails_to(to)).collect()
 }
 

@@ -193,7 +193,7 @@ async fn retire_old_keys_ends_the_overlap_now() {
     let old = app.onboarded_partner("RETIRE", email).await;
     let new = rotate(&app, &old, email, 7 * 86_400, 1).await;
 
-    // Signed with the retiring pair: refused (it would end the very keys in use).
+    // Signed with the retiring pair: refused (only the current pair manages the account).
     let response = app
         .signed(
             RETIRE_OLD_KEYS,
@@ -203,9 +203,8 @@ async fn retire_old_keys_ends_the_overlap_now() {
         )
         .await;
     assert!(response.headers().get(EXPIRES).is_some());
-    let (status, code, body) = error_of(response).await;
-    assert_eq!((status, code.as_str()), (400, "invalid_field"));
-    assert_eq!(body["errors"][0]["field"], "Authorization");
+    let (status, code, _) = error_of(response).await;
+    assert_eq!((status, code.as_str()), (403, "key_retiring"));
     assert_eq!(app.whoami(&old).await.status(), 200);
 
     let retire = || async {
@@ -443,4 +442,64 @@ async fn retire_old_keys_is_in_force_on_the_other_node_when_it_answers() {
     let (status, code, _) = error_of(nodes[1].whoami(&old).await).await;
     assert_eq!((status, code.as_str()), (401, "revoked_key"));
     assert_eq!(nodes[1].whoami(&new).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_retiring_pair_keeps_working_but_cannot_manage_the_account_on_any_node() {
+    let nodes = spawn_nodes(2, |_| {}).await;
+    let email = "ops@control.example";
+    let old = onboarded_on(&nodes, "CONTROL", email).await;
+    let body = json!({"email": email, "partner_code": "CONTROL", "overlap_seconds": 604_800});
+    let response = nodes[0]
+        .signed(REGENERATE, &body, &old.public_key, &old.secret_key)
+        .await;
+    assert_eq!(response.status(), 200);
+    let link = regeneration_link(&nodes, email, 2).await;
+    let new = nodes[0].redeem(&link, "CONTROL").await;
+    let emails_before = wait_for(&nodes, email, 3).await.len();
+
+    for (n, node) in nodes.iter().enumerate() {
+        // The reviewer's attack: lock the new pair out with the old one.
+        let lock_out = json!({"allowed_ips": ["203.0.113.7"], "confirm_lock_out": true});
+        let again = json!({"email": email, "partner_code": "CONTROL", "nonce": uuid_like()});
+        for (path, body) in [
+            (keyward_core::wire::paths::SET_ALLOWED_IPS, lock_out),
+            (REGENERATE, again),
+            (RETIRE_OLD_KEYS, json!({})),
+        ] {
+            let response = node
+                .signed(path, &body, &old.public_key, &old.secret_key)
+                .await;
+            assert!(response.headers().get(EXPIRES).is_some(), "{path}");
+            let (status, code, _) = error_of(response).await;
+            assert_eq!((status, code.as_str()), (403, "key_retiring"), "{path}");
+        }
+        // It still works where an overlap is meant to keep old systems running.
+        assert_eq!(node.whoami(&old).await.status(), 200);
+        let token = node.service_token(&format!("payments-{n}")).await;
+        let raw = sign("{}", &old.secret_key);
+        let request = json!({
+            "authorization": format!("Bearer {}", old.public_key),
+            "body": raw, "client_ip": "127.0.0.1",
+        });
+        let verdict: Value = node
+            .verify(Some(&token), &request)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(verdict["data"]["valid"], true, "{verdict}");
+    }
+
+    // Nothing changed: the new pair works from here, and no link was emailed.
+    let (_, data) = whoami_data(&nodes[1], &new).await;
+    assert_eq!(data["allowed_ips"], json!([]));
+    settle(&nodes).await;
+    let emails = crate::nodes::emails_to(&nodes, email);
+    let regeneration_emails = emails
+        .iter()
+        .filter(|e| e.subject.starts_with("Regenerate"))
+        .count();
+    assert_eq!(regeneration_emails, 1);
+    assert_eq!(emails.len(), emails_before);
 }
