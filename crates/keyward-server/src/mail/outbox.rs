@@ -5,8 +5,9 @@
 //! body once sent.
 //!
 //! Emails are claimed in batches before they are sent, so that of several nodes only one sends
-//! each; how a claim is held (a lease on SQLite, a row lock on PostgreSQL) and what becomes of
-//! the claims of a node that died is the store's business: see [`crate::store::ClaimedBatch`].
+//! each. A claim is a lease that its sender renews while it sends; the emails of a sender that
+//! died are taken over once its lease runs out (at most [`OUTBOX_LEASE_MS`] late), and never
+//! while it is alive: see [`crate::store::ClaimedBatch`].
 //! `KEYWARD_SMTP_CONCURRENCY` senders run side by side, each claiming a few emails, sending
 //! them over its own reused connection and recording what became of them in one transaction;
 //! no sender waits for another, so the database's latency overlaps the others' sending. After a crash between sending and
@@ -16,7 +17,7 @@
 use super::{Mailer, RenderedEmail};
 use crate::clock::{millis, Clock};
 use crate::crypto::{outbox_aad, Cipher};
-use crate::store::{ClaimedBatch, Delivery, FailedAttempt, QueuedEmail, Store};
+use crate::store::{ClaimedBatch, Delivery, FailedAttempt, QueuedEmail, Store, OUTBOX_LEASE_MS};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -28,6 +29,9 @@ const BATCH: i64 = 4;
 /// How often the queue is looked at when nobody rang (another node's emails, retries).
 const POLL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF_MS: i64 = 10 * 60_000;
+/// How often a sender renews the lease on the emails it is sending: a third of the lease, so
+/// two renewals may fail before another sender could take them over.
+const RENEW_EVERY: Duration = Duration::from_millis(OUTBOX_LEASE_MS.unsigned_abs() / 3);
 
 pub struct OutboxWorker {
     pub store: Store,
@@ -49,13 +53,6 @@ pub fn backoff_ms(attempts: i64) -> i64 {
 
 impl OutboxWorker {
     pub async fn run(self, stop: CancellationToken) {
-        match self.store.release_stale_claims().await {
-            Ok(0) => {}
-            Ok(released) => {
-                tracing::info!(released, "released emails claimed before an unclean stop")
-            }
-            Err(e) => tracing::warn!(error = %e, "could not release stale outbox claims"),
-        }
         let senders = (0..self.concurrency.max(1)).map(|_| self.sender(&stop));
         futures::future::join_all(senders).await;
     }
@@ -96,11 +93,29 @@ impl OutboxWorker {
         else {
             return Ok(0);
         };
-        let mut results: Vec<(QueuedEmail, Result<i64, Failure>)> =
-            Vec::with_capacity(emails.len());
-        for email in emails {
-            results.push(self.deliver(email).await);
-        }
+        let sending = async {
+            let mut results: Vec<(QueuedEmail, Result<i64, Failure>)> =
+                Vec::with_capacity(emails.len());
+            for email in emails {
+                results.push(self.deliver(email).await);
+            }
+            results
+        };
+        // The lease is renewed while the batch is sent, however slow the mail server, so no
+        // other sender takes these emails over while this one is alive.
+        let renewing = async {
+            loop {
+                tokio::time::sleep(RENEW_EVERY).await;
+                let until = millis(self.clock.now()) + OUTBOX_LEASE_MS;
+                if let Err(e) = claim.renew(&self.store, until).await {
+                    tracing::warn!(error = %e, "could not renew the lease on emails being sent");
+                }
+            }
+        };
+        let results = tokio::select! {
+            results = sending => results,
+            () = renewing => unreachable!("renewing never ends"),
+        };
         let deliveries: Vec<(&str, Delivery<'_>)> = results
             .iter()
             .map(|(email, result)| {

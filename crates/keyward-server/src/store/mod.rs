@@ -14,7 +14,7 @@ pub use bulk::ImportedPartner;
 pub use operators::{
     AuditFilter, AuditRecord, KeyInfo, LinkInfo, PartnerFilter, PartnerSummary, UnusedKeys,
 };
-pub use outbox::{Claim, ClaimedBatch, Delivery};
+pub use outbox::{Claim, ClaimedBatch, Delivery, OUTBOX_LEASE_MS};
 pub mod postgres;
 mod records;
 mod rotation;

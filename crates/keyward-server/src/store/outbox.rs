@@ -3,25 +3,32 @@
 use super::records::{
     DeadEmail, FailedAttempt, OutboxBacklog, OutboxStats, QueuedEmail, QUEUED_EMAIL_COLUMNS,
 };
-use super::{sqlite, Backend, Result, Store, Tx};
+use super::{Backend, Result, Store};
 use sqlx::{Any, Row};
 
+/// How long a claim on emails holds without being renewed. Its sender renews it every third of
+/// that while it sends ([`Claim::renew`]); a claim whose lease ran out was left by a sender
+/// that died (or stalled that long), and any sender may take its emails over.
+pub const OUTBOX_LEASE_MS: i64 = 30_000;
+
 /// Emails claimed for sending, held until each is recorded as sent or failed (one
-/// [`ClaimedBatch::finish`]). How they are held is the backend's business:
-/// - SQLite (one node): a lease on the row (`locked_until`); a write transaction must not stay
-///   open while SMTP talks. A lease left by a process that died is released by
-///   [`Store::release_stale_claims`] when the next outbox worker starts.
-/// - PostgreSQL (several nodes): a row lock (`FOR UPDATE SKIP LOCKED`) in a transaction that
-///   stays open while the email is sent and its result recorded. Other nodes skip it; if the
-///   node dies, the database drops the lock with the connection and another node sends it.
+/// [`Claim::finish`]).
+///
+/// A claim is a lease on the rows, on both backends: `locked_by` says which claim holds an
+/// email and `locked_until` until when. No transaction stays open while SMTP talks (on SQLite
+/// it would stall every request). A claim is taken over only once its lease has run out,
+/// never because another process started: a restart that overlaps the old process, or a
+/// second node on one SQLite file, does not send what the other is sending.
 pub struct ClaimedBatch {
     pub emails: Vec<QueuedEmail>,
     pub claim: Claim,
 }
 
-/// The hold on a batch's emails, released by [`Claim::finish`] (or, if dropped, as the
-/// backend releases a dead sender's claims).
-pub struct Claim(Hold);
+/// The hold on a batch's emails: its holder's id, renewed while sending, released by
+/// [`Claim::finish`]. If dropped, the lease runs out and another sender takes the emails.
+pub struct Claim {
+    holder: String,
+}
 
 /// What became of one claimed email.
 #[derive(Debug)]
@@ -30,63 +37,35 @@ pub enum Delivery<'a> {
     Failed(FailedAttempt<'a>),
 }
 
-enum Hold {
-    Lease,
-    Lock(Tx),
-}
-
 impl Store {
-    /// Claims up to `limit` due emails, oldest due first, for this sender alone; `None` when
-    /// none is due.
+    /// Claims up to `limit` due emails, oldest due first, for a new holder; `None` when none is
+    /// due (or every due one is held by a live claim).
     pub async fn claim_due_emails(&self, now: i64, limit: i64) -> Result<Option<ClaimedBatch>> {
-        let (emails, hold) = match self.backend {
-            Backend::Sqlite => {
-                let sql = format!(
-                    "UPDATE outbox SET locked_until = $1 WHERE id IN ( \
-                       SELECT id FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $2 \
-                       AND (locked_until IS NULL OR locked_until <= $2) ORDER BY next_attempt_at LIMIT $3) \
-                     RETURNING {QUEUED_EMAIL_COLUMNS}"
-                );
-                let emails: Vec<QueuedEmail> = sqlx::query_as(&sql)
-                    .bind(now + sqlite::OUTBOX_LEASE_MS)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?;
-                (emails, Hold::Lease)
-            }
-            Backend::Postgres => {
-                let mut tx = self.begin().await?;
-                let sql = format!(
-                    "SELECT {QUEUED_EMAIL_COLUMNS} FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL \
-                     AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED"
-                );
-                let emails: Vec<QueuedEmail> = sqlx::query_as(&sql)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(&mut *tx.tx)
-                    .await?;
-                (emails, Hold::Lock(tx))
-            }
+        let holder = uuid::Uuid::new_v4().to_string();
+        // On PostgreSQL, concurrent claimers skip each other's rows instead of waiting.
+        let skip_locked = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
         };
+        let sql = format!(
+            "UPDATE outbox SET locked_until = $1, locked_by = $4 WHERE id IN ( \
+               SELECT id FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $2 \
+               AND (locked_until IS NULL OR locked_until <= $2) ORDER BY next_attempt_at LIMIT $3 {skip_locked}) \
+             RETURNING {QUEUED_EMAIL_COLUMNS}"
+        );
+        let mut emails: Vec<QueuedEmail> = sqlx::query_as(&sql)
+            .bind(now + OUTBOX_LEASE_MS)
+            .bind(now)
+            .bind(limit)
+            .bind(&holder)
+            .fetch_all(&self.pool)
+            .await?;
+        // RETURNING keeps no order: oldest first, as they were chosen.
+        emails.sort_by_key(|e| e.created_at);
         Ok((!emails.is_empty()).then_some(ClaimedBatch {
             emails,
-            claim: Claim(hold),
+            claim: Claim { holder },
         }))
-    }
-
-    /// Releases claims that no sender can still hold: on SQLite (one node) every lease, since
-    /// only a process that died can have left one; on PostgreSQL nothing, as the database
-    /// drops a dead node's locks itself. Called when the outbox worker starts, never by the
-    /// operator commands (which may run beside a live server).
-    pub async fn release_stale_claims(&self) -> Result<u64> {
-        if self.backend == Backend::Postgres {
-            return Ok(0);
-        }
-        let done = sqlx::query("UPDATE outbox SET locked_until = NULL WHERE sent_at IS NULL AND locked_until IS NOT NULL")
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
     }
 
     /// Emails waiting (due now, or scheduled for later) and dead-lettered, and how long the
@@ -168,13 +147,23 @@ impl Store {
 }
 
 impl Claim {
+    /// Extends the lease on this claim's emails that are still unrecorded to `until`; returns
+    /// how many it still holds (0: the lease ran out and another sender took them).
+    pub async fn renew(&self, store: &Store, until: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE outbox SET locked_until = $1 WHERE locked_by = $2 AND sent_at IS NULL AND dead_at IS NULL",
+        )
+        .bind(until)
+        .bind(&self.holder)
+        .execute(&store.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Records what became of each email (sent: its body erased; failed: retried at
-    /// `next_attempt_at`, or dead-lettered) in one transaction, and releases the claims.
+    /// `next_attempt_at`, or dead-lettered) in one transaction, and releases the claim.
     pub async fn finish(self, store: &Store, deliveries: &[(&str, Delivery<'_>)]) -> Result<()> {
-        let mut tx = match self.0 {
-            Hold::Lease => store.begin().await?,
-            Hold::Lock(tx) => tx,
-        };
+        let mut tx = store.begin().await?;
         for (id, delivery) in deliveries {
             match delivery {
                 Delivery::Sent { at } => mark_email_sent(&mut *tx.tx, id, *at).await?,
@@ -191,7 +180,7 @@ async fn mark_email_sent<'e, E: sqlx::Executor<'e, Database = Any>>(
     now: i64,
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE outbox SET sent_at = $1, body_ciphertext = NULL, locked_until = NULL, last_error = NULL WHERE id = $2",
+        "UPDATE outbox SET sent_at = $1, body_ciphertext = NULL, locked_until = NULL, locked_by = NULL, last_error = NULL WHERE id = $2",
     )
     .bind(now)
     .bind(id)
@@ -206,7 +195,7 @@ async fn mark_email_failed<'e, E: sqlx::Executor<'e, Database = Any>>(
     attempt: &FailedAttempt<'_>,
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE outbox SET attempts = $1, next_attempt_at = $2, dead_at = $3, last_error = $4, locked_until = NULL WHERE id = $5",
+        "UPDATE outbox SET attempts = $1, next_attempt_at = $2, dead_at = $3, last_error = $4, locked_until = NULL, locked_by = NULL WHERE id = $5",
     )
     .bind(attempt.attempts)
     .bind(attempt.next_attempt_at)

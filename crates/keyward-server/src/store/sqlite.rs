@@ -22,12 +22,6 @@ pub const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// No row locks: a write transaction (`BEGIN IMMEDIATE`) already holds the whole database.
 pub const LOCK_ROW: &str = "";
 
-/// The outbox claims an email with a lease (`locked_until`), not a row lock: a write
-/// transaction must not stay open while SMTP talks, as it would stall every request. The lease
-/// is twice the SMTP timeout; one left by a process that died is released when the next
-/// outbox worker starts (one node: nobody else can hold it).
-pub const OUTBOX_LEASE_MS: i64 = 30_000;
-
 /// Adds `create if missing` to the URL so that a fresh machine starts with no setup.
 pub fn connect_url(url: &str) -> String {
     if url.contains("mode=") {

@@ -8,6 +8,7 @@ use keyward_core::{
 };
 use keyward_server::store::{
     Claim, Delivery, FailedAttempt, NewEmail, NewKey, NewLink, Store, StoreError, Supersede,
+    OUTBOX_LEASE_MS,
 };
 use tempfile::TempDir;
 
@@ -329,23 +330,49 @@ async fn a_batch_is_claimed_once_and_recorded_in_one_go() {
 }
 
 #[tokio::test]
-async fn claims_left_by_a_dead_sender_are_released_by_the_next_one() {
+async fn a_claim_left_by_a_dead_sender_is_taken_over_only_when_its_lease_runs_out() {
     let t = test_store().await;
     queue(&t.store, 1).await;
     let claimed = claim_one(&t.store, 10).await.unwrap();
-    // The sender dies without recording anything (its claim is simply dropped: on PostgreSQL
-    // its transaction is rolled back in the background, as when a connection dies).
+    // The sender dies without recording anything: its claim is simply dropped.
     drop(claimed);
-    t.store.release_stale_claims().await.unwrap();
-    let mut claimable = false;
-    for _ in 0..100 {
-        if claim_one(&t.store, 10).await.is_some() {
-            claimable = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Another sender (a new process on the same database) cannot take it while it may still
+    // be sending...
+    assert!(claim_one(&t.store, 10).await.is_none());
+    assert!(claim_one(&t.store, 10 + OUTBOX_LEASE_MS - 1)
+        .await
+        .is_none());
+    // ...and takes it over once the lease has run out.
+    assert!(claim_one(&t.store, 10 + OUTBOX_LEASE_MS).await.is_some());
+}
+
+#[tokio::test]
+async fn a_renewed_claim_is_never_taken_over() {
+    let t = test_store().await;
+    queue(&t.store, 1).await;
+    let (id, claim) = claim_one(&t.store, 10).await.unwrap();
+    // A slow mail server: the sender renews its lease twice before the first runs out.
+    let mut now = 10;
+    for _ in 0..2 {
+        now += OUTBOX_LEASE_MS - 1;
+        assert_eq!(
+            claim.renew(&t.store, now + OUTBOX_LEASE_MS).await.unwrap(),
+            1
+        );
+        assert!(claim_one(&t.store, now + 1).await.is_none(), "still held");
     }
-    assert!(claimable, "the email is claimable again within two seconds");
+    claim
+        .finish(&t.store, &[(id.as_str(), Delivery::Sent { at: now })])
+        .await
+        .unwrap();
+    assert!(
+        claim_one(&t.store, now + 10 * OUTBOX_LEASE_MS)
+            .await
+            .is_none(),
+        "sent once"
+    );
+    let stats = t.store.outbox_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.sent), (0, 1));
 }
 
 #[tokio::test]
