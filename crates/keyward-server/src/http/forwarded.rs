@@ -15,7 +15,7 @@ pub fn client_address<'a>(
     header: ForwardedHeader,
     values: impl Iterator<Item = &'a str>,
 ) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let is_trusted = |ip: &IpAddr| is_trusted_proxy(*ip, trusted);
     let peer = unmapped(peer);
     if !is_trusted(&peer) {
         return peer;
@@ -36,6 +36,37 @@ pub fn client_address<'a>(
         }
     }
     client
+}
+
+/// Whether `peer` (the TCP peer) is one of `KEYWARD_TRUSTED_PROXIES`: the one check of who
+/// may tell keyward about the client (its address, its scheme, its request id).
+pub fn is_trusted_proxy(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    let peer = unmapped(peer);
+    trusted.iter().any(|net| net.contains(&peer))
+}
+
+/// Whether a trusted proxy says the client used https, in the configured header only:
+/// `X-Forwarded-Proto` beside `X-Forwarded-For`, or the `proto=` of the last element of
+/// `Forwarded` (the one the proxy next to keyward wrote).
+pub fn says_https<'a>(header: ForwardedHeader, values: impl Iterator<Item = &'a str>) -> bool {
+    match header {
+        ForwardedHeader::XForwardedFor => values
+            .last()
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https")),
+        ForwardedHeader::Forwarded => values
+            .last()
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|element| {
+                element.split(';').find_map(|pair| {
+                    let (name, value) = pair.trim().split_once('=')?;
+                    name.trim()
+                        .eq_ignore_ascii_case("proto")
+                        .then(|| value.trim().trim_matches('"'))
+                })
+            })
+            .is_some_and(|proto| proto.eq_ignore_ascii_case("https")),
+    }
 }
 
 /// An address as proxies write it: `192.0.2.7`, `192.0.2.7:4711`, `2001:db8::1`,

@@ -8,6 +8,7 @@
 //! client address keyward determined, `X-Forwarded-Proto`, `X-Request-Id`).
 
 use super::extract::{ClientIp, Fields, JsonBody, RequestId};
+use super::forwarded;
 use crate::config::Upstream;
 use crate::error::{Error, Result};
 use crate::flows::{self, Authorization, ClientAddress};
@@ -244,26 +245,26 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// `https` when a trusted proxy in front of keyward says so, else `http` (keyward itself
-/// serves plain HTTP).
+/// `https` when a trusted proxy in front of keyward says so in the configured forwarding
+/// header, else `http` (keyward itself serves plain HTTP).
 fn forwarded_proto(state: &AppState, parts: &axum::http::request::Parts) -> &'static str {
+    let settings = &state.settings;
     let peer_is_trusted = parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .is_some_and(|axum::extract::ConnectInfo(peer)| {
-            let peer = keyward_core::allow_list::unmapped(peer.ip());
-            state
-                .settings
-                .trusted_proxies
-                .iter()
-                .any(|net| net.contains(&peer))
+            forwarded::is_trusted_proxy(peer.ip(), &settings.trusted_proxies)
         });
-    let says_https = parts
+    let header = match settings.forwarded_header {
+        forwarded::ForwardedHeader::XForwardedFor => "x-forwarded-proto",
+        forwarded::ForwardedHeader::Forwarded => "forwarded",
+    };
+    let values = parts
         .headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
-    if peer_is_trusted && says_https {
+        .get_all(header)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    if peer_is_trusted && forwarded::says_https(settings.forwarded_header, values) {
         "https"
     } else {
         "http"

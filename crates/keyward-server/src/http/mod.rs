@@ -65,7 +65,7 @@ pub fn internal_app(state: AppState) -> Router {
             state.clone(),
             record_metrics,
         ));
-    normalized(common_layers(router).with_state(state))
+    normalized(common_layers(router, &state).with_state(state))
 }
 
 pub fn router(state: AppState) -> Router {
@@ -87,12 +87,12 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             record_metrics,
         ));
-    common_layers(router).with_state(state)
+    common_layers(router, &state).with_state(state)
 }
 
 /// What every response of either listener gets: the security headers (where the handler, or
 /// the upstream behind the gateway, set none), the request id, and a span per request.
-fn common_layers(mut router: Router<AppState>) -> Router<AppState> {
+fn common_layers(mut router: Router<AppState>, state: &AppState) -> Router<AppState> {
     let request_id = HeaderName::from_static("x-request-id");
     let security_headers = [
         (header::CACHE_CONTROL, "no-store"),
@@ -121,10 +121,62 @@ fn common_layers(mut router: Router<AppState>) -> Router<AppState> {
                     .get("x-request-id")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-");
-                tracing::info_span!("request", method = %request.method(), route, request_id = id)
+                let span = tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    route,
+                    request_id = id,
+                    client_request_id = tracing::field::Empty,
+                );
+                if let Some(ClientRequestId(theirs)) = request.extensions().get() {
+                    span.record("client_request_id", theirs.as_str());
+                }
+                span
             }),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(middleware::from_fn_with_state(
+            state.settings.clone(),
+            own_request_id,
+        ))
+}
+
+/// The longest `X-Request-Id` keyward takes from a trusted proxy (SPEC §3).
+const MAX_REQUEST_ID: usize = 128;
+
+/// A request id the client chose and keyward did not take: logged beside keyward's own, cut
+/// short, never echoed or forwarded.
+#[derive(Clone)]
+struct ClientRequestId(String);
+
+/// keyward chooses its request ids (SPEC §3): a client's `X-Request-Id` is kept only from a
+/// trusted proxy and only when it is 1 to 128 visible ASCII characters; otherwise it is
+/// removed before the request-id layer, which then makes a new one.
+async fn own_request_id(
+    State(settings): State<std::sync::Arc<crate::config::Settings>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if let Some(value) = request.headers().get("x-request-id") {
+        let well_formed = (1..=MAX_REQUEST_ID).contains(&value.len())
+            && value.as_bytes().iter().all(u8::is_ascii_graphic);
+        let from_trusted_proxy = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .is_some_and(|axum::extract::ConnectInfo(peer)| {
+                forwarded::is_trusted_proxy(peer.ip(), &settings.trusted_proxies)
+            });
+        if !(well_formed && from_trusted_proxy) {
+            let theirs: String = String::from_utf8_lossy(value.as_bytes())
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(64)
+                .collect();
+            request.headers_mut().remove("x-request-id");
+            request.extensions_mut().insert(ClientRequestId(theirs));
+        }
+    }
+    next.run(request).await
 }
 
 /// A path that is not one of keyward's routes: the gateway's when it covers it (SPEC §7.2),

@@ -443,3 +443,100 @@ async fn a_retiring_key_is_forwarded_with_its_expiry_until_it_expires() {
     assert_eq!((status, code.as_str()), (401, "expired_key"));
     assert_eq!(log.lock().unwrap().len(), before, "never forwarded");
 }
+
+#[tokio::test]
+async fn keyward_chooses_the_request_id_it_logs_answers_and_forwards() {
+    let (upstream, log) = spawn_upstream().await;
+    let app = gateway_to(&upstream, 5_000).await;
+    let partner = app.onboarded_partner("REQID", "ops@reqid.example").await;
+    let auth = format!("Bearer {}", partner.public_key);
+    let long = "x".repeat(4000);
+    for chosen in [long.as_str(), "mine-123"] {
+        let raw = sign(
+            &format!(r#"{{"n":"{}"}}"#, uuid_like()),
+            &partner.secret_key,
+        );
+        let response = app
+            .through(
+                Method::POST,
+                "/api/v1/PartnerP2P/Payout",
+                &raw,
+                &[("authorization", &auth), ("x-request-id", chosen)],
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+        let answered = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_ne!(
+            answered, chosen,
+            "a client that is not a trusted proxy chose the id"
+        );
+        assert!(uuid::Uuid::parse_str(&answered).is_ok(), "{answered}");
+        let forwarded = log.lock().unwrap().last().unwrap().headers["x-request-id"].clone();
+        assert_eq!(
+            forwarded,
+            answered.as_str(),
+            "the upstream gets keyward's id"
+        );
+    }
+}
+
+#[tokio::test]
+async fn from_a_trusted_proxy_a_bounded_request_id_and_only_the_configured_header_are_believed() {
+    let (upstream, log) = spawn_upstream().await;
+    let up = Upstream {
+        url: url::Url::parse(&upstream).unwrap(),
+        prefixes: vec!["/api/v1/PartnerP2P/".into()],
+        timeout: Duration::from_secs(5),
+        single_use: false,
+    };
+    let app = spawn_app_with(move |s| {
+        s.upstream = Some(up);
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        s.forwarded_header = keyward_server::config::ForwardedHeader::Forwarded;
+    })
+    .await;
+    let partner = app
+        .onboarded_partner("PROXIED", "ops@proxied.example")
+        .await;
+    let auth = format!("Bearer {}", partner.public_key);
+    let raw = sign("{}", &partner.secret_key);
+    let too_long = "p".repeat(129);
+    let cases: [(&[(&str, &str)], bool, &str); 4] = [
+        (&[("x-request-id", "proxy-abc-1")], true, "http"),
+        (&[("x-request-id", &too_long)], false, "http"),
+        // X-Forwarded-Proto is not the configured header: not believed.
+        (
+            &[("x-request-id", "bad id"), ("x-forwarded-proto", "https")],
+            false,
+            "http",
+        ),
+        (
+            &[("forwarded", "for=127.0.0.1;proto=https")],
+            false,
+            "https",
+        ),
+    ];
+    for (headers, kept, proto) in cases {
+        let mut all = vec![("authorization", auth.as_str())];
+        all.extend_from_slice(headers);
+        let response = app
+            .through(Method::GET, "/api/v1/PartnerP2P/Status", &raw, &all)
+            .await;
+        assert_eq!(response.status(), 201);
+        let answered = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let theirs = headers
+            .iter()
+            .find(|(n, _)| *n == "x-request-id")
+            .map(|(_, v)| *v);
+        assert_eq!(Some(answered.as_str()) == theirs, kept, "{headers:?}");
+        let received = log.lock().unwrap().last().unwrap().clone();
+        assert_eq!(received.headers["x-forwarded-proto"], proto, "{headers:?}");
+        assert_eq!(received.headers["x-request-id"], answered.as_str());
+    }
+}
