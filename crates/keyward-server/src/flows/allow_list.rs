@@ -10,7 +10,7 @@ use crate::mail::EmailKind;
 use crate::state::AppState;
 use crate::store::{Actor, Partner, Tx};
 use chrono::{DateTime, Utc};
-use keyward_core::{AllowedIps, ErrorCode};
+use keyward_core::{AllowedIps, Email, ErrorCode};
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -31,8 +31,14 @@ struct NoticeContext<'a> {
     ip: String,
 }
 
+/// Notices of allow-list changes to one partner go out at most this often: the first at once,
+/// the changes made within this time after it in one later notice that shows the list then in
+/// force (a flood of changes is not a flood of emails).
+pub const NOTICE_SPACING_MS: i64 = 5 * 60_000;
+
 /// Sets the partner's allow-list in the caller's transaction, with its audit event and notice
-/// email. The caller commits, then waits out the key cache before acknowledging (SPEC §6).
+/// email; returns `false`, changing and sending nothing, when the list is already in force. The
+/// caller commits, then waits out the key cache before acknowledging (SPEC §6).
 pub(crate) async fn change_allowed_ips(
     cipher: &Cipher,
     tx: &mut Tx,
@@ -40,9 +46,12 @@ pub(crate) async fn change_allowed_ips(
     allowed_ips: &AllowedIps,
     changer: Changer<'_>,
     now: DateTime<Utc>,
-) -> Result<()> {
+) -> Result<bool> {
     if allowed_ips.len() > AllowedIps::MAX_ENTRIES {
         return Err(too_many());
+    }
+    if partner.allowed_ips == *allowed_ips {
+        return Ok(false);
     }
     tx.set_allowed_ips(&partner.id, allowed_ips, millis(now))
         .await?;
@@ -71,8 +80,30 @@ pub(crate) async fn change_allowed_ips(
         changed_by,
         ip: ip.unwrap_or_else(|| "the operators' console".to_owned()),
     };
-    let email = Outgoing::now(&partner.email, EmailKind::AllowedIpsChanged, now);
-    queue_email(cipher, tx, email, &context).await
+    let mut email = Outgoing::now(&partner.email, EmailKind::AllowedIpsChanged, now);
+    email.send_after = notice_time(tx, &partner.email, now).await?;
+    queue_email(cipher, tx, email, &context).await?;
+    Ok(true)
+}
+
+/// When the notice of a change made at `now` goes out: at once if none went out in the last
+/// [`NOTICE_SPACING_MS`], else that long after the last one. A notice still waiting for its
+/// time is replaced by the new one (which shows the newer list) at the same time.
+async fn notice_time(tx: &mut Tx, recipient: &Email, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    let now_ms = millis(now);
+    let kind = EmailKind::AllowedIpsChanged.name();
+    let last = tx
+        .last_email_of_kind(&recipient.folded(), kind, now_ms - NOTICE_SPACING_MS)
+        .await?;
+    let at = match last {
+        None => now_ms,
+        Some((id, due, false)) if due > now_ms => {
+            tx.drop_scheduled_email(&id, now_ms).await?;
+            due
+        }
+        Some((_, due, _)) => due + NOTICE_SPACING_MS,
+    };
+    Ok(crate::clock::from_millis(at))
 }
 
 fn too_many() -> Error {
@@ -108,7 +139,7 @@ pub async fn set_allowed_ips(
         .partner_by_id_for_update(&auth.partner.id)
         .await?
         .ok_or(Error::from(ErrorCode::UnknownKey))?;
-    change_allowed_ips(
+    let changed = change_allowed_ips(
         &state.cipher,
         &mut tx,
         &partner,
@@ -117,6 +148,9 @@ pub async fn set_allowed_ips(
         now,
     )
     .await?;
+    if !changed {
+        return Ok(());
+    }
     commit_and_wake(state, tx).await?;
     wait_out(state.settings.key_cache).await;
     tracing::info!(

@@ -333,6 +333,49 @@ impl Tx {
         Ok((row.try_get("n")?, row.try_get("oldest")?))
     }
 
+    /// The email of `kind` to `recipient_folded` due last (sent or not), among those due after
+    /// `since`: `(id, due at, sent)`.
+    pub async fn last_email_of_kind(
+        &mut self,
+        recipient_folded: &str,
+        kind: &str,
+        since: i64,
+    ) -> Result<Option<(String, i64, bool)>> {
+        let row = sqlx::query(
+            "SELECT id, next_attempt_at, sent_at FROM outbox \
+             WHERE recipient_folded = $1 AND kind = $2 AND next_attempt_at > $3 \
+             ORDER BY next_attempt_at DESC LIMIT 1",
+        )
+        .bind(recipient_folded)
+        .bind(kind)
+        .bind(since)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|row| {
+            let sent: Option<i64> = row.try_get("sent_at")?;
+            Ok((
+                row.try_get("id")?,
+                row.try_get("next_attempt_at")?,
+                sent.is_some(),
+            ))
+        })
+        .transpose()
+    }
+
+    /// Drops an email that is not due yet (a notice replaced by a newer one before it went
+    /// out); one that is due or sent is left alone.
+    pub async fn drop_scheduled_email(&mut self, id: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM outbox WHERE id = $1 AND sent_at IS NULL AND next_attempt_at > $2",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        self.written.emails = self.written.emails.saturating_sub(done.rows_affected());
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Whether the partner has an onboarding link that can still be used.
     pub async fn has_usable_onboarding_link(
         &mut self,

@@ -154,3 +154,48 @@ async fn a_change_is_in_force_on_the_other_node_when_it_answers() {
     let (status, code, _) = error_of(nodes[1].whoami(&partner).await).await;
     assert_eq!((status, code.as_str()), (403, "ip_not_allowed"));
 }
+
+#[tokio::test]
+async fn a_flood_of_changes_is_not_a_flood_of_notices() {
+    let app = spawn_app().await;
+    let email = "ops@flood.example";
+    let partner = app.onboarded_partner("FLOOD", email).await;
+    let notices = |app: &TestApp| -> Vec<String> {
+        app.emails_to(email)
+            .into_iter()
+            .filter(|e| e.subject.contains("allow-list"))
+            .map(|e| e.text)
+            .collect()
+    };
+
+    // The reviewer's flood: the same (empty) list, again and again: nothing changed, no email.
+    for _ in 0..10 {
+        assert_eq!(
+            set(&app, &partner, json!({"allowed_ips": []}))
+                .await
+                .status(),
+            200
+        );
+    }
+    app.settle().await;
+    assert!(notices(&app).is_empty());
+
+    // Real changes in quick succession: the first is told at once...
+    for last in 1..=5 {
+        let list = json!({"allowed_ips": [format!("127.0.0.1"), format!("198.51.100.{last}")]});
+        assert_eq!(set(&app, &partner, list).await.status(), 200);
+    }
+    app.settle().await;
+    let first = notices(&app);
+    assert_eq!(first.len(), 1);
+    assert!(first[0].contains("198.51.100.1"), "{}", first[0]);
+
+    // ...the others in one notice a few minutes later, with the list then in force.
+    app.clock.advance(chrono::Duration::minutes(5));
+    let emails = app.wait_for_emails(email, 3).await;
+    app.settle().await;
+    let all = notices(&app);
+    assert_eq!(all.len(), 2, "{} emails in all", emails.len());
+    assert!(all[1].contains("198.51.100.5"), "{}", all[1]);
+    assert!(!all[1].contains("198.51.100.4"), "{}", all[1]);
+}
