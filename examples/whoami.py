@@ -6,8 +6,9 @@ public_key = os.environ["KEYWARD_PUBLIC_KEY"]
 secret_key = os.environ["KEYWARD_SECRET_KEY"]
 
 body = {"timestamp": int(time.time() * 1000), "note": "Zoë"}
-# Like JSON.stringify: no spaces, non-ASCII raw. (sort_keys=True gives the RFC 8785 form
-# for bodies of strings and integers; either form is accepted.)
+# Like JSON.stringify: no spaces, non-ASCII raw. (sort_keys=True gives the RFC 8785 form for
+# bodies of strings and integers up to 2^53; larger integers and floats are written differently
+# by Python and JavaScript, so send such values as strings. Either form is accepted.)
 message = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 body["signature"] = hmac.new(secret_key.encode(), message.encode(), hashlib.sha512).hexdigest()
 

@@ -5,6 +5,7 @@
 pub mod allow_list;
 pub mod domain;
 pub mod error_code;
+pub mod exact_numbers;
 pub mod forward_path;
 pub mod json;
 pub mod keys;

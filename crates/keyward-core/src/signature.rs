@@ -57,6 +57,9 @@ pub struct SignedBody {
     pub members: Vec<(String, Value)>,
     /// The top-level `signature` member, as sent (`None` when absent).
     pub signature: Option<String>,
+    /// The path of the first number whose digits the signature does not cover (see
+    /// [`crate::exact_numbers`]), refused where `KEYWARD_EXACT_NUMBERS` is on.
+    pub inexact_number: Option<String>,
 }
 
 impl SignedBody {
@@ -73,7 +76,11 @@ impl SignedBody {
                 _ => return Err(BodyError::SignatureNotAString),
             },
         };
-        Ok(Self { members, signature })
+        Ok(Self {
+            members,
+            signature,
+            inexact_number: crate::exact_numbers::first_inexact_number(raw),
+        })
     }
 
     pub fn require_signature(&self) -> Result<&str, BodyError> {

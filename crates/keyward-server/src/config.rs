@@ -154,6 +154,8 @@ settings! {
     upstream_single_use: bool,
     /// How stale a node's view of a key or service token may be, in ms (SPEC §6); 0: none.
     key_cache_ms: u64,
+    /// Refuse signed bodies holding numbers whose digits the signature does not cover (SPEC §2).
+    exact_numbers: bool,
     /// Which header the trusted proxies write: `x-forwarded-for` or `forwarded` (RFC 7239).
     forwarded_header: String,
     /// `open` (anyone may onboard, the published behaviour) or `invite` (only partners an
@@ -230,6 +232,9 @@ pub struct Settings {
     pub key_cache: std::time::Duration,
     /// What protects each listener from slow, idle and too many connections.
     pub connection_limits: crate::listener::ConnectionLimits,
+    /// `KEYWARD_EXACT_NUMBERS` (SPEC §2): a signed body holding a number whose decimal value
+    /// differs from that of its ECMAScript form (digits beyond double precision) is refused.
+    pub exact_numbers: bool,
 }
 
 /// Who may onboard.
@@ -505,6 +510,7 @@ impl RawSettings {
             Some(_) => bail!("KEYWARD_ONBOARDING must be open or invite"),
         };
         Ok(Settings {
+            exact_numbers: self.exact_numbers.unwrap_or(false),
             onboarding,
             forwarded_header,
             connection_limits,
@@ -670,7 +676,10 @@ mod tests {
                 "forwarded"
             } else if name == &"onboarding" {
                 "invite"
-            } else if name.starts_with("migrate") || name.ends_with("single_use") {
+            } else if name.starts_with("migrate")
+                || name.ends_with("single_use")
+                || name == &"exact_numbers"
+            {
                 "on"
             } else if name.ends_with("_ms") {
                 "500"

@@ -97,6 +97,14 @@ pub async fn authenticate(
     body: &SignedBody,
     client: ClientAddress,
 ) -> Result<Authenticated> {
+    if state.settings.exact_numbers {
+        if let Some(path) = &body.inexact_number {
+            return Err(Error::field(
+                path,
+                "holds more digits than a double keeps, so the signature does not cover them: send this value as a string",
+            ));
+        }
+    }
     let lookup = state
         .key_cache
         .lookup(&state.store, &state.cipher, &state.metrics, &public.hash())

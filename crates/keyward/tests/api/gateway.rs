@@ -540,3 +540,73 @@ async fn from_a_trusted_proxy_a_bounded_request_id_and_only_the_configured_heade
         assert_eq!(received.headers["x-request-id"], answered.as_str());
     }
 }
+
+#[tokio::test]
+async fn with_exact_numbers_digits_the_signature_does_not_cover_are_refused_everywhere() {
+    for exact in [false, true] {
+        let (upstream, log) = spawn_upstream().await;
+        let up = Upstream {
+            url: url::Url::parse(&upstream).unwrap(),
+            prefixes: vec!["/api/v1/PartnerP2P/".into()],
+            timeout: Duration::from_secs(5),
+            single_use: false,
+        };
+        let app = spawn_app_with(move |s| {
+            s.upstream = Some(up);
+            s.exact_numbers = exact;
+        })
+        .await;
+        let partner = app.onboarded_partner("DIGITS", "ops@digits.example").await;
+        let auth = format!("Bearer {}", partner.public_key);
+        // The reviewer's case: signed with one number, sent with another that has the same
+        // ECMAScript form.
+        let signed = sign(
+            r#"{"big":12345678901234567000,"ok":1.50}"#,
+            &partner.secret_key,
+        );
+        let sent = signed.replace("12345678901234567000", "12345678901234567891");
+        let whoami = app.post_raw(WHOAMI, &sent, Some(&auth)).await;
+        let through = app
+            .through(
+                Method::POST,
+                "/api/v1/PartnerP2P/Payout",
+                &sent,
+                &[("authorization", &auth)],
+            )
+            .await;
+        let token = app.service_token("payments").await;
+        let verdict: serde_json::Value = app
+            .verify(
+                Some(&token),
+                &json!({"authorization": auth, "body": sent, "client_ip": "127.0.0.1"}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        if exact {
+            let (status, code, body) = error_of(whoami).await;
+            assert_eq!((status, code.as_str()), (400, "invalid_field"));
+            assert_eq!(body["errors"][0]["field"], "big");
+            let (status, code, _) = error_of(through).await;
+            assert_eq!((status, code.as_str()), (400, "invalid_field"));
+            assert_eq!(verdict["data"]["valid"], false);
+            assert_eq!(verdict["data"]["error"]["code"], "invalid_field");
+            assert!(
+                log.lock().unwrap().is_empty(),
+                "nothing reached the upstream"
+            );
+            // Exact numbers in another spelling (1.50) and the same value as a string pass.
+            let fine = sign(
+                r#"{"big":"12345678901234567891","ok":1.50}"#,
+                &partner.secret_key,
+            );
+            assert_eq!(app.post_raw(WHOAMI, &fine, Some(&auth)).await.status(), 200);
+        } else {
+            // The published behaviour: the message is the same, so the signature holds.
+            assert_eq!(whoami.status(), 200);
+            assert_eq!(through.status(), 201);
+            assert_eq!(verdict["data"]["valid"], true);
+        }
+    }
+}
