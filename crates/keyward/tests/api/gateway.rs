@@ -504,7 +504,8 @@ async fn from_a_trusted_proxy_a_bounded_request_id_and_only_the_configured_heade
     let auth = format!("Bearer {}", partner.public_key);
     let raw = sign("{}", &partner.secret_key);
     let too_long = "p".repeat(129);
-    let cases: [(&[(&str, &str)], bool, &str); 4] = [
+    type Case<'a> = (&'a [(&'a str, &'a str)], bool, &'a str);
+    let cases: [Case; 4] = [
         (&[("x-request-id", "proxy-abc-1")], true, "http"),
         (&[("x-request-id", &too_long)], false, "http"),
         // X-Forwarded-Proto is not the configured header: not believed.
