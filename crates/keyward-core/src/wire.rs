@@ -166,6 +166,15 @@ pub struct MessageHashes {
 /// The response header on every answer to a request made with a retiring key (SPEC §3.2).
 pub const KEY_EXPIRES_HEADER: &str = "keyward-key-expires";
 
+/// How every time is written on the wire and in the operators' output: RFC 3339 in UTC with
+/// milliseconds (`2026-12-04T16:37:52.000Z`), from milliseconds since the Unix epoch. A time
+/// outside chrono's range (never one keyward stores) is written as the epoch.
+pub fn wire_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// The body of `POST /internal/v1/verify` (SPEC §7.1): the partner's request as the calling
 /// service received it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -14,5 +14,6 @@ pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod upstream;
 
 pub use startup::{Application, Overrides};

@@ -3,21 +3,20 @@
 //! until a shutdown signal, then lets the outbox worker finish its batch.
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{MasterKeySource, PublicUrl, Settings};
-use crate::crypto::{Cipher, MasterKey, MASTER_KEY_CHECK_AAD};
-use crate::http::gateway::Gateway;
+use crate::config::{PublicUrl, Settings};
+use crate::crypto::Cipher;
+use crate::flows::master_key::{cipher_for, MASTER_KEY_CHECK};
+use crate::flows::Context;
 use crate::mail::outbox::OutboxWorker;
 use crate::mail::{Mailer, Transport};
 use crate::state::AppState;
 use crate::store::Store;
-use anyhow::{bail, Context};
+use crate::upstream::Gateway;
+use anyhow::{bail, Context as _};
 use secrecy::ExposeSecret;
-use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-pub const MASTER_KEY_CHECK: &str = "master_key_check";
 
 pub struct Application {
     listener: TcpListener,
@@ -118,7 +117,7 @@ impl Application {
             )),
             None => None,
         };
-        let mut state = AppState::new(Arc::new(settings), store, cipher, clock);
+        let mut state = AppState::new(Context::new(Arc::new(settings), store, cipher, clock));
         state.gateway = gateway;
         Ok(Self {
             listener,
@@ -154,7 +153,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let worker = OutboxWorker {
             store: self.state.store.clone(),
-            cipher: self.state.cipher.clone(),
+            cipher: self.state.cipher()?.clone(),
             mailer: self.mailer.clone(),
             clock: self.state.clock.clone(),
             wake: self.state.outbox_wake.clone(),
@@ -268,39 +267,6 @@ pub async fn open_store_and_cipher(settings: &Settings) -> anyhow::Result<(Store
     Ok((store, cipher))
 }
 
-/// The cipher of the master key (and, during a rotation, the previous one) for an open store,
-/// proven to be the one the database was created with.
-pub async fn cipher_for(settings: &Settings, store: &Store) -> anyhow::Result<Cipher> {
-    let key = load_master_key(settings, store).await?;
-    let cipher = match &settings.master_key_previous {
-        None => Cipher::new(&key),
-        Some(previous) => Cipher::with_previous(
-            &key,
-            &read_master_key(previous, "KEYWARD_MASTER_KEY_PREVIOUS")?,
-        ),
-    };
-    check_master_key(store, &cipher).await?;
-    Ok(cipher)
-}
-
-/// A master key that must exist (the previous one of a rotation, or the new one).
-pub fn read_master_key(source: &MasterKeySource, variable: &str) -> anyhow::Result<MasterKey> {
-    match source {
-        MasterKeySource::Inline(text) => MasterKey::from_base64(text.expose_secret())
-            .with_context(|| format!("{variable} is not valid")),
-        MasterKeySource::File(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| {
-                format!(
-                    "could not read the key file {} ({variable}_FILE)",
-                    path.display()
-                )
-            })?;
-            MasterKey::from_base64(&text)
-                .with_context(|| format!("the key file {} is not valid", path.display()))
-        }
-    }
-}
-
 /// The store, with the schema migrated as `serve` does (unless that is turned off).
 pub async fn open_migrated_store(settings: &Settings) -> anyhow::Result<Store> {
     let store = open_store(settings).await?;
@@ -320,77 +286,4 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     )
     .await
     .context("could not open the database (check KEYWARD_DATABASE_URL)")
-}
-
-/// The master key from the environment or its file. The file is created (mode 0600) only for
-/// a new, empty database: otherwise a missing key would silently make every stored secret
-/// unreadable.
-async fn load_master_key(settings: &Settings, store: &Store) -> anyhow::Result<MasterKey> {
-    match &settings.master_key {
-        MasterKeySource::Inline(text) => {
-            MasterKey::from_base64(text.expose_secret()).context("KEYWARD_MASTER_KEY is not valid")
-        }
-        MasterKeySource::File(path) => match std::fs::read_to_string(path) {
-            Ok(text) => MasterKey::from_base64(&text)
-                .with_context(|| format!("the master key file {} is not valid", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if !store.is_empty().await? {
-                    bail!(
-                        "the master key file {} is missing, but the database already holds data encrypted under a master key. \
-                         Restore the file from your backup, or set KEYWARD_MASTER_KEY / KEYWARD_MASTER_KEY_FILE to the key.",
-                        path.display()
-                    );
-                }
-                let key = MasterKey::generate();
-                write_new_key_file(path, &key)?;
-                tracing::warn!(path = %path.display(), "created a new master key: back it up; without it the stored keys cannot be read");
-                Ok(key)
-            }
-            Err(e) => Err(e)
-                .with_context(|| format!("could not read the master key file {}", path.display())),
-        },
-    }
-}
-
-fn write_new_key_file(path: &Path, key: &MasterKey) -> anyhow::Result<()> {
-    use std::io::Write;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("could not create the master key file {}", path.display()))?;
-    file.write_all(format!("{}\n", key.to_base64()).as_bytes())?;
-    file.sync_all()?;
-    Ok(())
-}
-
-/// Proves the master key is the one the database was created with, or records it if new.
-/// Nodes that start together on a new database race to record theirs: the first wins, and
-/// every node then checks against what was recorded.
-async fn check_master_key(store: &Store, cipher: &Cipher) -> anyhow::Result<()> {
-    if store.meta(MASTER_KEY_CHECK).await?.is_none() {
-        let mut tx = store.begin().await?;
-        tx.insert_meta(
-            MASTER_KEY_CHECK,
-            &cipher.encrypt(b"keyward", MASTER_KEY_CHECK_AAD)?,
-        )
-        .await?;
-        tx.commit().await?;
-    }
-    let stored = store
-        .meta(MASTER_KEY_CHECK)
-        .await?
-        .context("the master key check was not recorded")?;
-    cipher.decrypt(&stored, MASTER_KEY_CHECK_AAD).map_err(|_| {
-        anyhow::anyhow!(
-            "the master key does not match the one this database was created with. \
-             Set KEYWARD_MASTER_KEY or KEYWARD_MASTER_KEY_FILE to the original key."
-        )
-    })?;
-    Ok(())
 }

@@ -309,12 +309,12 @@ async fn check_config(settings: &Settings) -> anyhow::Result<()> {
     store.ping().await.context("the database does not answer")?;
     println!("database          reachable ({:?})", store.backend());
     let has_check = store
-        .meta(keyward_server::startup::MASTER_KEY_CHECK)
+        .meta(keyward_server::flows::master_key::MASTER_KEY_CHECK)
         .await
         .unwrap_or_default()
         .is_some();
     if has_check {
-        keyward_server::startup::cipher_for(settings, &store).await?;
+        keyward_server::flows::master_key::cipher_for(settings, &store).await?;
         println!("master key        matches this database");
     }
     Ok(())

@@ -2,13 +2,15 @@
 //! settings as the server. Every change names its operator (`--operator`, else `$USER`) and
 //! reason in the audit log.
 
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use keyward_core::{AllowedIps, Email, PartnerCode, PartnerStatus};
 use keyward_server::config::{MasterKeySource, Settings};
 use keyward_server::flows::admin::{self, Operator};
 use keyward_server::flows::master_key;
-use keyward_server::startup::{open_store_and_cipher, read_master_key};
+use keyward_server::flows::master_key::read_master_key;
+use keyward_server::flows::Context;
+use keyward_server::startup::open_store_and_cipher;
 use keyward_server::store::{AuditFilter, Encrypted, PartnerFilter};
 use serde_json::json;
 
@@ -151,10 +153,9 @@ pub fn time_text(ms: Option<i64>) -> String {
 }
 
 fn rfc3339(ms: Option<i64>) -> serde_json::Value {
-    ms.and_then(chrono::DateTime::from_timestamp_millis)
-        .map_or(serde_json::Value::Null, |t| {
-            json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        })
+    ms.map_or(serde_json::Value::Null, |t| {
+        json!(keyward_core::wire::wire_time(t))
+    })
 }
 
 /// "3d", "5h", "12m" or "now": how long ago, for tables.
@@ -184,11 +185,25 @@ pub async fn partner(
     operator: &str,
     action: PartnerAction,
 ) -> anyhow::Result<()> {
-    // The master key is read only by the actions that encrypt (an email, a notice).
+    // The queries read the store alone; the actions run the flows, whose context holds the
+    // master key's cipher (read only then).
     let store = keyward_server::startup::open_migrated_store(settings).await?;
-    let cipher = || keyward_server::startup::cipher_for(settings, &store);
-    let now = chrono::Utc::now();
-    let now_ms = now.timestamp_millis();
+    let clock: std::sync::Arc<dyn keyward_server::clock::Clock> =
+        std::sync::Arc::new(keyward_server::clock::SystemClock);
+    let shared = std::sync::Arc::new(settings.clone());
+    let context = || async {
+        let cipher = keyward_server::flows::master_key::cipher_for(settings, &store).await?;
+        anyhow::Ok(Context::new(
+            shared.clone(),
+            store.clone(),
+            cipher,
+            clock.clone(),
+        ))
+    };
+    // Suspending, activating and releasing encrypt nothing: they work with the database's URL
+    // alone, as an emergency may require.
+    let keyless = || Context::without_master_key(shared.clone(), store.clone(), clock.clone());
+    let now_ms = chrono::Utc::now().timestamp_millis();
     let code = |text: &str| {
         PartnerCode::parse(text).context("a partner code is 1 to 64 of A-Z a-z 0-9 . _ -")
     };
@@ -198,27 +213,24 @@ pub async fn partner(
             reason: reason.as_deref(),
         }
     }
-    let bound = settings.key_cache;
     match action {
         PartnerAction::List(args) => list(&store, args, now_ms).await?,
         PartnerAction::Show { code: text, json } => {
             show(&admin::show(&store, &code(&text)?).await?, json, now_ms)
         }
         PartnerAction::Suspend { code: text, reason } => {
-            let partner =
-                admin::suspend(&store, &code(&text)?, by(operator, &reason), now, bound).await?;
+            let partner = admin::suspend(&keyless(), &code(&text)?, by(operator, &reason)).await?;
             println!(
                 "{} is suspended: its requests get 403 partner_suspended on every node",
                 partner.code
             );
         }
         PartnerAction::Activate { code: text, reason } => {
-            let partner =
-                admin::activate(&store, &code(&text)?, by(operator, &reason), now, bound).await?;
+            let partner = admin::activate(&keyless(), &code(&text)?, by(operator, &reason)).await?;
             println!("{} is active", partner.code);
         }
         PartnerAction::Release { code: text, reason } => {
-            let partner = admin::release(&store, &code(&text)?, by(operator, &reason), now).await?;
+            let partner = admin::release(&keyless(), &code(&text)?, by(operator, &reason)).await?;
             println!(
                 "{} is released: the code is free to onboard again",
                 partner.code
@@ -231,13 +243,10 @@ pub async fn partner(
         } => {
             let list = AllowedIps::parse(cidrs.iter().map(String::as_str))?;
             let partner = admin::set_allowed_ips(
-                &store,
-                &cipher().await?,
+                &context().await?,
                 &code(&text)?,
                 list,
                 by(operator, &reason),
-                now,
-                bound,
             )
             .await?;
             println!(
@@ -252,13 +261,10 @@ pub async fn partner(
             notify,
         } => {
             let done = admin::revoke_keys(
-                &store,
-                settings,
-                &cipher().await?,
+                &context().await?,
                 &code(&text)?,
                 by(operator, &reason),
                 notify,
-                now,
             )
             .await?;
             println!(
@@ -277,15 +283,8 @@ pub async fn partner(
             }
         }
         PartnerAction::ResendLink { code: text, reason } => {
-            let partner = admin::resend_link(
-                &store,
-                settings,
-                &cipher().await?,
-                &code(&text)?,
-                by(operator, &reason),
-                now,
-            )
-            .await?;
+            let partner =
+                admin::resend_link(&context().await?, &code(&text)?, by(operator, &reason)).await?;
             println!(
                 "A fresh onboarding link was emailed to {}'s registered address; earlier ones no longer work",
                 partner.code
@@ -298,13 +297,10 @@ pub async fn partner(
         } => {
             let email = Email::parse(&email).context("that is not an email address")?;
             let partner = admin::invite(
-                &store,
-                settings,
-                &cipher().await?,
+                &context().await?,
                 &code(&text)?,
                 &email,
                 by(operator, &reason),
-                now,
             )
             .await?;
             println!(
@@ -530,7 +526,7 @@ pub async fn rotate_master_key(
     )?;
     let (store, old) = open_store_and_cipher(settings).await?;
     eprintln!("re-encrypting under the new key (safe to interrupt and run again)…");
-    let rotation = master_key::rotate(&store, &old, &new, |which, counts| {
+    let rotation = master_key::rotate(&store, &old, &new, operator, |which, counts| {
         let what = match which {
             Encrypted::SecretKeys => "secret keys",
             Encrypted::EmailBodies => "email bodies",
@@ -541,24 +537,8 @@ pub async fn rotate_master_key(
         );
     })
     .await?;
-    let unreadable = rotation.secret_keys.unreadable + rotation.email_bodies.unreadable;
-    let detail = format!(
-        "{} secret keys and {} email bodies re-encrypted ({} already done, {unreadable} unreadable)",
-        rotation.secret_keys.rotated,
-        rotation.email_bodies.rotated,
-        rotation.secret_keys.already + rotation.email_bodies.already
-    );
-    let mut tx = store.begin().await?;
-    tx.audit(
-        None,
-        "master_key_rotated",
-        keyward_server::store::Actor::Operator(operator),
-        None,
-        Some(&detail),
-        chrono::Utc::now().timestamp_millis(),
-    )
-    .await?;
-    tx.commit().await?;
+    let unreadable = rotation.unreadable();
+    let detail = rotation.describe();
     println!("{detail}.");
     println!("The database's key check is now under the new key. Restart every node with KEYWARD_MASTER_KEY(_FILE) set to the new key and without KEYWARD_MASTER_KEY_PREVIOUS; keep the old key until you are sure (docs/deployment.md).");
     if unreadable > 0 {

@@ -1,20 +1,19 @@
 //! What operators do (`keyward partner …`, `keyward audit`): find partners, look at one, act
-//! in an emergency, invite. Each change is one transaction with its audit event naming the
-//! operator and the reason, and a change that must hold on every node returns only once it
-//! does: after waiting out `KEYWARD_KEY_CACHE_MS` (`bound`, SPEC §6).
+//! in an emergency, invite. Each change takes the flows' [`Context`] like every other flow, and
+//! is one transaction with its audit event naming the operator and the reason; a change that
+//! must hold on every node returns only once it does, after waiting out
+//! `KEYWARD_KEY_CACHE_MS` (SPEC §6). The queries (`show`, `list`, `audit`) read the store
+//! alone: they need no master key.
 
 use super::key_cache::wait_out;
-use super::{issue_link, Overlap, Requester};
+use super::{commit_and_wake, issue_link, Context, Overlap, Requester};
 use crate::clock::millis;
-use crate::config::Settings;
-use crate::crypto::Cipher;
 use crate::store::{
     Actor, AuditEvent, AuditFilter, AuditRecord, KeyInfo, LinkInfo, Partner, PartnerFilter,
     PartnerSummary, Store, StoreError, Tx,
 };
 use chrono::{DateTime, Utc};
 use keyward_core::{AllowedIps, Email, LinkPurpose, PartnerCode, PartnerId, PartnerStatus};
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -135,39 +134,31 @@ async fn locked_partner(store: &Store, code: &PartnerCode) -> Result<(Tx, Partne
 }
 
 /// Every request of the partner is refused (403 `partner_suspended`) until it is activated.
-pub async fn suspend(
-    store: &Store,
-    code: &PartnerCode,
-    operator: Operator<'_>,
-    now: DateTime<Utc>,
-    bound: Duration,
-) -> Result<Partner> {
-    let partner = set_status(store, code, PartnerStatus::Suspended, operator, now).await?;
-    wait_out(bound).await;
+pub async fn suspend(ctx: &Context, code: &PartnerCode, operator: Operator<'_>) -> Result<Partner> {
+    let partner = set_status(ctx, code, PartnerStatus::Suspended, operator).await?;
+    wait_out(ctx.settings.key_cache).await;
     Ok(partner)
 }
 
 /// Lifts a suspension. A pending partner stays pending: it has no keys yet.
 pub async fn activate(
-    store: &Store,
+    ctx: &Context,
     code: &PartnerCode,
     operator: Operator<'_>,
-    now: DateTime<Utc>,
-    bound: Duration,
 ) -> Result<Partner> {
-    let partner = set_status(store, code, PartnerStatus::Active, operator, now).await?;
-    wait_out(bound).await;
+    let partner = set_status(ctx, code, PartnerStatus::Active, operator).await?;
+    wait_out(ctx.settings.key_cache).await;
     Ok(partner)
 }
 
 async fn set_status(
-    store: &Store,
+    ctx: &Context,
     code: &PartnerCode,
     status: PartnerStatus,
     operator: Operator<'_>,
-    now: DateTime<Utc>,
 ) -> Result<Partner> {
-    let (mut tx, mut partner) = locked_partner(store, code).await?;
+    let now = ctx.clock.now();
+    let (mut tx, mut partner) = locked_partner(&ctx.store, code).await?;
     if status == PartnerStatus::Active && partner.status == PartnerStatus::Pending {
         return Err(AdminError::NotYetActive(partner.code));
     }
@@ -185,13 +176,9 @@ async fn set_status(
 
 /// Releases a pending partner that never activated: it and its links are deleted, and its
 /// code is free for anyone to onboard again.
-pub async fn release(
-    store: &Store,
-    code: &PartnerCode,
-    operator: Operator<'_>,
-    now: DateTime<Utc>,
-) -> Result<Partner> {
-    let (mut tx, partner) = locked_partner(store, code).await?;
+pub async fn release(ctx: &Context, code: &PartnerCode, operator: Operator<'_>) -> Result<Partner> {
+    let now = ctx.clock.now();
+    let (mut tx, partner) = locked_partner(&ctx.store, code).await?;
     if !tx.delete_pending_partner(&partner.id).await? {
         return Err(AdminError::NotPending(partner.code));
     }
@@ -211,20 +198,18 @@ pub async fn release(
 /// Requests are accepted only from these addresses or blocks (empty: from any address). The
 /// same change as the partner's `SetAllowedIps`: audited, and the partner is emailed.
 pub async fn set_allowed_ips(
-    store: &Store,
-    cipher: &Cipher,
+    ctx: &Context,
     code: &PartnerCode,
     allowed_ips: AllowedIps,
     operator: Operator<'_>,
-    now: DateTime<Utc>,
-    bound: Duration,
 ) -> Result<Partner> {
     if allowed_ips.len() > AllowedIps::MAX_ENTRIES {
         return Err(AdminError::TooManyEntries);
     }
-    let (mut tx, mut partner) = locked_partner(store, code).await?;
+    let now = ctx.clock.now();
+    let (mut tx, mut partner) = locked_partner(&ctx.store, code).await?;
     super::change_allowed_ips(
-        cipher,
+        ctx.cipher()?,
         &mut tx,
         &partner,
         &allowed_ips,
@@ -232,16 +217,15 @@ pub async fn set_allowed_ips(
         now,
     )
     .await?;
-    tx.commit().await?;
-    wait_out(bound).await;
+    commit_and_wake(ctx, tx).await?;
+    wait_out(ctx.settings.key_cache).await;
     partner.allowed_ips = allowed_ips;
     Ok(partner)
 }
 
 /// Emails the partner a link an operator asked for (no overlap, no client address).
 async fn operator_link(
-    settings: &Settings,
-    cipher: &Cipher,
+    ctx: &Context,
     tx: &mut Tx,
     partner: &Partner,
     purpose: LinkPurpose,
@@ -250,8 +234,8 @@ async fn operator_link(
 ) -> Result<()> {
     let requester = Requester::Operator(operator.name);
     issue_link(
-        settings,
-        cipher,
+        &ctx.settings,
+        ctx.cipher()?,
         tx,
         partner,
         purpose,
@@ -277,15 +261,13 @@ pub struct Revoked {
 /// when this returns; with `notify`, an active partner is emailed a regeneration link to get
 /// new keys (its only way back in).
 pub async fn revoke_keys(
-    store: &Store,
-    settings: &Settings,
-    cipher: &Cipher,
+    ctx: &Context,
     code: &PartnerCode,
     operator: Operator<'_>,
     notify: bool,
-    now: DateTime<Utc>,
 ) -> Result<Revoked> {
-    let (mut tx, partner) = locked_partner(store, code).await?;
+    let now = ctx.clock.now();
+    let (mut tx, partner) = locked_partner(&ctx.store, code).await?;
     let keys = tx.revoke_keys(&partner.id, millis(now)).await?;
     let what = format!("{keys} key pair(s) revoked");
     operator
@@ -294,8 +276,7 @@ pub async fn revoke_keys(
     let notified = notify && partner.status == PartnerStatus::Active;
     if notified {
         operator_link(
-            settings,
-            cipher,
+            ctx,
             &mut tx,
             &partner,
             LinkPurpose::Regeneration,
@@ -304,8 +285,8 @@ pub async fn revoke_keys(
         )
         .await?;
     }
-    tx.commit().await?;
-    wait_out(settings.key_cache).await;
+    commit_and_wake(ctx, tx).await?;
+    wait_out(ctx.settings.key_cache).await;
     Ok(Revoked {
         partner,
         keys,
@@ -315,20 +296,17 @@ pub async fn revoke_keys(
 
 /// Emails a pending partner a fresh onboarding link (the older ones stop working).
 pub async fn resend_link(
-    store: &Store,
-    settings: &Settings,
-    cipher: &Cipher,
+    ctx: &Context,
     code: &PartnerCode,
     operator: Operator<'_>,
-    now: DateTime<Utc>,
 ) -> Result<Partner> {
-    let (mut tx, partner) = locked_partner(store, code).await?;
+    let now = ctx.clock.now();
+    let (mut tx, partner) = locked_partner(&ctx.store, code).await?;
     if partner.status != PartnerStatus::Pending {
         return Err(AdminError::NotPending(partner.code));
     }
     operator_link(
-        settings,
-        cipher,
+        ctx,
         &mut tx,
         &partner,
         LinkPurpose::Onboarding,
@@ -336,22 +314,20 @@ pub async fn resend_link(
         now,
     )
     .await?;
-    tx.commit().await?;
+    commit_and_wake(ctx, tx).await?;
     Ok(partner)
 }
 
 /// Creates a pending partner and emails its onboarding link: with `KEYWARD_ONBOARDING=invite`
 /// the only way a partner comes to exist.
 pub async fn invite(
-    store: &Store,
-    settings: &Settings,
-    cipher: &Cipher,
+    ctx: &Context,
     code: &PartnerCode,
     email: &Email,
     operator: Operator<'_>,
-    now: DateTime<Utc>,
 ) -> Result<Partner> {
-    let mut tx = store.begin().await?;
+    let now = ctx.clock.now();
+    let mut tx = ctx.store.begin().await?;
     if tx.partner_by_code_for_update(code).await?.is_some() {
         return Err(AdminError::CodeTaken(code.clone()));
     }
@@ -369,8 +345,7 @@ pub async fn invite(
         .await?
         .ok_or(StoreError::Corrupt("the invited partner vanished".into()))?;
     operator_link(
-        settings,
-        cipher,
+        ctx,
         &mut tx,
         &partner,
         LinkPurpose::Onboarding,
@@ -378,6 +353,6 @@ pub async fn invite(
         now,
     )
     .await?;
-    tx.commit().await?;
+    commit_and_wake(ctx, tx).await?;
     Ok(partner)
 }

@@ -2,12 +2,12 @@
 //! operator; one change, audited and announced by email, the same for both.
 
 use super::key_cache::wait_out;
+use super::Context;
 use super::{commit_and_wake, queue_email, Authenticated, Outgoing};
 use crate::clock::millis;
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::mail::EmailKind;
-use crate::state::AppState;
 use crate::store::{Actor, Partner, Tx};
 use chrono::{DateTime, Utc};
 use keyward_core::{AllowedIps, Email, ErrorCode};
@@ -118,7 +118,7 @@ fn too_many() -> Error {
 /// `confirm_lock_out`. In force on every node when this returns.
 #[tracing::instrument(skip_all, fields(partner_id = %auth.partner.id))]
 pub async fn set_allowed_ips(
-    state: &AppState,
+    ctx: &Context,
     auth: &Authenticated,
     allowed_ips: &AllowedIps,
     confirm_lock_out: bool,
@@ -133,14 +133,14 @@ pub async fn set_allowed_ips(
             )),
         ));
     }
-    let now = state.clock.now();
-    let mut tx = state.store.begin().await?;
+    let now = ctx.clock.now();
+    let mut tx = ctx.store.begin().await?;
     let partner = tx
         .partner_by_id_for_update(&auth.partner.id)
         .await?
         .ok_or(Error::from(ErrorCode::UnknownKey))?;
     let changed = change_allowed_ips(
-        &state.cipher,
+        ctx.cipher()?,
         &mut tx,
         &partner,
         allowed_ips,
@@ -151,8 +151,8 @@ pub async fn set_allowed_ips(
     if !changed {
         return Ok(());
     }
-    commit_and_wake(state, tx).await?;
-    wait_out(state.settings.key_cache).await;
+    commit_and_wake(ctx, tx).await?;
+    wait_out(ctx.settings.key_cache).await;
     tracing::info!(
         entries = allowed_ips.len(),
         "allow-list changed by the partner"

@@ -2,10 +2,10 @@
 //! regeneration, the verify API and the gateway.
 
 use super::key_cache::AuthKey;
+use super::Context;
 use super::{replay_digest, ReplayPurpose};
 use crate::clock::millis;
 use crate::error::{Error, Result};
-use crate::state::AppState;
 use crate::store::Partner;
 use keyward_core::signature::SignedBody;
 use keyward_core::wire::StaleData;
@@ -92,12 +92,12 @@ impl Authenticated {
 /// stays instant).
 #[tracing::instrument(skip_all)]
 pub async fn authenticate(
-    state: &AppState,
+    ctx: &Context,
     public: &PublicKey,
     body: &SignedBody,
     client: ClientAddress,
 ) -> Result<Authenticated> {
-    if state.settings.exact_numbers {
+    if ctx.settings.exact_numbers {
         if let Some(path) = &body.inexact_number {
             return Err(Error::field(
                 path,
@@ -105,21 +105,19 @@ pub async fn authenticate(
             ));
         }
     }
-    let lookup = state
+    let lookup = ctx
         .key_cache
-        .lookup(&state.store, &state.cipher, &state.metrics, &public.hash())
+        .lookup(&ctx.store, ctx.cipher()?, &ctx.metrics, &public.hash())
         .await?;
     let Some(key) = lookup.key.as_ref() else {
-        state
-            .metrics
+        ctx.metrics
             .auth_failed(ErrorCode::UnknownKey.as_str(), None);
         return Err(ErrorCode::UnknownKey.into());
     };
-    let now = millis(state.clock.now());
-    if let Err(e) = check_key(state, key, body, client, now) {
+    let now = millis(ctx.clock.now());
+    if let Err(e) = check_key(ctx, key, body, client, now) {
         if e.code().status() < 500 {
-            state
-                .metrics
+            ctx.metrics
                 .auth_failed(e.code().as_str(), Some(key.partner.code.as_str()));
         }
         return Err(e);
@@ -133,7 +131,7 @@ pub async fn authenticate(
     if now.saturating_sub(noted) >= 1000 {
         key.last_noted
             .store(now, std::sync::atomic::Ordering::Relaxed);
-        state.key_usage.record(&key.key_id, now, ip);
+        ctx.key_usage.record(&key.key_id, now, ip);
     }
     Ok(Authenticated {
         key_id: key.key_id.clone(),
@@ -145,7 +143,7 @@ pub async fn authenticate(
 
 /// The checks after the key is known, in SPEC §3.2's order.
 fn check_key(
-    state: &AppState,
+    ctx: &Context,
     key: &AuthKey,
     body: &SignedBody,
     client: ClientAddress,
@@ -171,22 +169,22 @@ fn check_key(
     if !body.verify(secret) {
         return Err(Error::InvalidSignature(body.message_hashes()));
     }
-    check_freshness(body, now, state.settings.freshness_window)
+    check_freshness(body, now, ctx.settings.freshness_window)
 }
 
 /// Marks a signed request used, for the routes where it may be acted on once (the verify
 /// API's `single_use`, the gateway's state-changing methods): 409 `replayed_request` if the
 /// same key signed the same message within the replay window, on any node. "The same" is what
 /// was signed, not its encoding on the wire (SPEC §2).
-pub async fn use_once(state: &AppState, auth: &Authenticated, body: &SignedBody) -> Result<()> {
-    let now = state.clock.now();
+pub async fn use_once(ctx: &Context, auth: &Authenticated, body: &SignedBody) -> Result<()> {
+    let now = ctx.clock.now();
     let digest = replay_digest(ReplayPurpose::SingleUse, &auth.key_id, body);
-    let mut tx = state.store.begin().await?;
+    let mut tx = ctx.store.begin().await?;
     let first = tx
         .record_replay(
             &digest,
             millis(now),
-            millis(now + state.settings.replay_window),
+            millis(now + ctx.settings.replay_window),
         )
         .await?;
     tx.commit().await?;

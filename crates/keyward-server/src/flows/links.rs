@@ -1,12 +1,12 @@
 //! One-time links: looking at one, and using one.
 
 use super::key_cache::wait_out;
+use super::Context;
 use super::{commit_and_wake, human_time, queue_email, Outgoing, Overlap};
 use crate::clock::{from_millis, millis};
 use crate::crypto::secret_key_aad;
 use crate::error::{Error, Result};
 use crate::mail::EmailKind;
-use crate::state::AppState;
 use crate::store::{Actor, Link, NewKey, Supersede};
 use chrono::{DateTime, SecondsFormat, Utc};
 use keyward_core::{
@@ -68,14 +68,14 @@ pub struct Redeemed {
 }
 
 /// Looks at a link without changing anything (mail scanners fetch links).
-pub async fn view_link(state: &AppState, token: &str) -> Result<LinkView> {
+pub async fn view_link(ctx: &Context, token: &str) -> Result<LinkView> {
     let token = LinkToken::parse(token).ok_or(Error::from(ErrorCode::LinkUnknown))?;
-    let (link, _) = state
+    let (link, _) = ctx
         .store
         .link_by_hash(&token.hash())
         .await?
         .ok_or(Error::from(ErrorCode::LinkUnknown))?;
-    if let Some(problem) = link_problem(&link, state.clock.now()) {
+    if let Some(problem) = link_problem(&link, ctx.clock.now()) {
         return Err(problem.into());
     }
     Ok(LinkView::of(&link))
@@ -102,14 +102,14 @@ struct ReminderContext<'a> {
 /// so the page can ask again without a second query.
 #[tracing::instrument(skip_all)]
 pub async fn redeem(
-    state: &AppState,
+    ctx: &Context,
     token: &str,
     partner_code: &str,
     ip: IpAddr,
 ) -> Result<Redemption> {
     let token = LinkToken::parse(token).ok_or(Error::from(ErrorCode::LinkUnknown))?;
-    let now = state.clock.now();
-    let mut tx = state.store.begin().await?;
+    let now = ctx.clock.now();
+    let mut tx = ctx.store.begin().await?;
     let (link, partner) = tx
         .link_by_hash_for_update(&token.hash())
         .await?
@@ -149,7 +149,7 @@ pub async fn redeem(
                 email.send_after =
                     until - chrono::TimeDelta::seconds(Overlap::REMINDER_BEFORE_SECONDS);
                 email.about_key_id = Some(retired);
-                queue_email(&state.cipher, &mut tx, email, &context).await?;
+                queue_email(ctx.cipher()?, &mut tx, email, &context).await?;
             }
         }
         (revoked, retired.map(|_| until))
@@ -162,7 +162,7 @@ pub async fn redeem(
     }
     let pair = KeyPair::generate(&mut OsRng);
     let key_id = uuid::Uuid::now_v7().to_string();
-    let ciphertext = state.cipher.encrypt(
+    let ciphertext = ctx.cipher()?.encrypt(
         pair.secret.expose_secret().as_bytes(),
         &secret_key_aad(partner.id.as_str(), &key_id),
     )?;
@@ -184,7 +184,7 @@ pub async fn redeem(
             old_keys_expire_at: old_keys_expire_at.map(human_time).unwrap_or_default(),
         };
         let email = Outgoing::now(&partner.email, EmailKind::RegeneratedNotice, now);
-        queue_email(&state.cipher, &mut tx, email, &context).await?;
+        queue_email(ctx.cipher()?, &mut tx, email, &context).await?;
     }
     let detail = match old_keys_expire_at {
         Some(until) => format!(
@@ -203,16 +203,16 @@ pub async fn redeem(
         millis(now),
     )
     .await?;
-    commit_and_wake(state, tx).await?;
+    commit_and_wake(ctx, tx).await?;
     let old_keys_changed = revoked > 0 || old_keys_expire_at.is_some();
-    if old_keys_changed && !state.settings.key_cache.is_zero() {
+    if old_keys_changed && !ctx.settings.key_cache.is_zero() {
         // The new keys are shown only once no node can still accept the old ones (SPEC §6),
         // or, when they retire, once every node knows when they expire.
         let started = std::time::Instant::now();
-        wait_out(state.settings.key_cache).await;
-        state.metrics.waited_out(started.elapsed());
+        wait_out(ctx.settings.key_cache).await;
+        ctx.metrics.waited_out(started.elapsed());
     }
-    state.metrics.link_redeemed(link.purpose);
+    ctx.metrics.link_redeemed(link.purpose);
     tracing::info!(partner_id = %partner.id, key = %pair.public.redacted(), purpose = link.purpose.as_str(), "link redeemed");
     Ok(Redemption::Redeemed(Redeemed {
         partner_id: partner.id,

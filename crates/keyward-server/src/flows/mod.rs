@@ -5,6 +5,7 @@
 pub mod admin;
 mod allow_list;
 mod authenticate;
+mod context;
 pub mod key_cache;
 pub mod key_usage;
 mod links;
@@ -18,6 +19,7 @@ mod verify;
 pub(crate) use allow_list::change_allowed_ips;
 pub use allow_list::{set_allowed_ips, Changer};
 pub use authenticate::{authenticate, use_once, Authenticated, Authorization, ClientAddress};
+pub use context::Context;
 pub use links::{redeem, view_link, LinkView, Redeemed, Redemption};
 pub use onboarding::{onboard, onboard_invited};
 pub use regeneration::{request_regeneration, request_regeneration_without_keys};
@@ -31,9 +33,8 @@ use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::mail::{templates, EmailKind};
 use crate::metrics::Limit;
-use crate::state::AppState;
 use crate::store::{Actor, NewEmail, NewLink, Partner, Supersede, Tx};
-use anyhow::Context;
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use keyward_core::signature::{MessageForm, SignedBody};
 use keyward_core::{Email, LinkPurpose, LinkToken, PartnerStatus};
@@ -75,13 +76,13 @@ pub(crate) fn replay_digest(purpose: ReplayPurpose, key_id: &str, body: &SignedB
 
 /// Commits a transaction that queued an email, then wakes this node's outbox worker so the
 /// email goes out at once (other nodes find it when they next poll).
-pub(crate) async fn commit_and_wake(state: &AppState, tx: Tx) -> Result<()> {
+pub(crate) async fn commit_and_wake(ctx: &Context, tx: Tx) -> Result<()> {
     let written = tx.commit_counted().await?;
-    state.metrics.emails_queued(written.emails);
+    ctx.metrics.emails_queued(written.emails);
     for purpose in written.links {
-        state.metrics.link_issued(purpose);
+        ctx.metrics.link_issued(purpose);
     }
-    state.outbox_wake.notify_one();
+    ctx.outbox_wake.notify_one();
     Ok(())
 }
 
@@ -102,18 +103,18 @@ pub(crate) enum Requester<'a> {
 /// without its keys may use only half: whatever an attacker who knows the code and the email
 /// does, the key holder keeps the other half to rotate with.
 pub(super) async fn enforce_partner_limit(
-    state: &AppState,
+    ctx: &Context,
     tx: &mut Tx,
     partner: &Partner,
     requester: Requester<'_>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let limit = i64::from(state.settings.partner_links_per_hour);
+    let limit = i64::from(ctx.settings.partner_links_per_hour);
     let since = millis(now) - HOUR_MS;
     let total = tx.links_issued_since(&partner.id, None, since).await?;
     if total >= limit {
         let oldest = tx.oldest_link_since(&partner.id, None, since).await?;
-        state.metrics.rate_limited(Limit::Partner);
+        ctx.metrics.rate_limited(Limit::Partner);
         return Err(rate_limited(oldest, now));
     }
     if requester == Requester::Anyone && partner.status == PartnerStatus::Active {
@@ -124,7 +125,7 @@ pub(super) async fn enforce_partner_limit(
             let oldest = tx
                 .oldest_link_since(&partner.id, Some(false), since)
                 .await?;
-            state.metrics.rate_limited(Limit::Partner);
+            ctx.metrics.rate_limited(Limit::Partner);
             return Err(rate_limited(oldest, now));
         }
     }
@@ -135,7 +136,7 @@ pub(super) async fn enforce_partner_limit(
 /// the partner code (stops bombing a third party's mailbox with fresh codes). Counted in the
 /// database under a lock on the address, so it holds across nodes.
 pub(super) async fn enforce_recipient_limit(
-    state: &AppState,
+    ctx: &Context,
     tx: &mut Tx,
     recipient: &Email,
     now: DateTime<Utc>,
@@ -145,10 +146,10 @@ pub(super) async fn enforce_recipient_limit(
     let (sent, oldest) = tx
         .unauthenticated_emails_since(&folded, millis(now) - HOUR_MS)
         .await?;
-    if sent < i64::from(state.settings.recipient_emails_per_hour) {
+    if sent < i64::from(ctx.settings.recipient_emails_per_hour) {
         return Ok(());
     }
-    state.metrics.rate_limited(Limit::Recipient);
+    ctx.metrics.rate_limited(Limit::Recipient);
     Err(rate_limited(oldest, now))
 }
 
@@ -156,14 +157,14 @@ pub(super) async fn enforce_recipient_limit(
 /// emailed to `partner`: within the partner's and the address's limits. Over a limit these
 /// paths answer as always and send nothing (`false`); a database failure is an error.
 pub(super) async fn within_anyones_limits(
-    state: &AppState,
+    ctx: &Context,
     tx: &mut Tx,
     partner: &Partner,
     now: DateTime<Utc>,
 ) -> Result<bool> {
     let limits = async {
-        enforce_partner_limit(state, tx, partner, Requester::Anyone, now).await?;
-        enforce_recipient_limit(state, tx, &partner.email, now).await
+        enforce_partner_limit(ctx, tx, partner, Requester::Anyone, now).await?;
+        enforce_recipient_limit(ctx, tx, &partner.email, now).await
     };
     match limits.await {
         Ok(()) => Ok(true),

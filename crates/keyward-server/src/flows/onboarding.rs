@@ -1,11 +1,11 @@
 //! `OnboardPartner`: a new partner, or a fresh link for a pending one.
 
+use super::Context;
 use super::{
     commit_and_wake, enforce_partner_limit, enforce_recipient_limit, issue_link, Overlap, Requester,
 };
 use crate::clock::millis;
 use crate::error::Result;
-use crate::state::AppState;
 use crate::store::{Actor, Partner, StoreError};
 use keyward_core::{
     AllowedIps, Email, ErrorCode, LinkPurpose, PartnerCode, PartnerId, PartnerStatus,
@@ -17,13 +17,13 @@ use std::net::IpAddr;
 /// operator invited, whose email matches, within the limits. Nothing is ever created.
 #[tracing::instrument(skip_all)]
 pub async fn onboard_invited(
-    state: &AppState,
+    ctx: &Context,
     code: &PartnerCode,
     email: &Email,
     ip: IpAddr,
 ) -> Result<()> {
-    let now = state.clock.now();
-    let mut tx = state.store.begin().await?;
+    let now = ctx.clock.now();
+    let mut tx = ctx.store.begin().await?;
     let Some(partner) = tx.partner_by_code_for_update(code).await? else {
         return Ok(());
     };
@@ -33,12 +33,12 @@ pub async fn onboard_invited(
     {
         return Ok(());
     }
-    if !super::within_anyones_limits(state, &mut tx, &partner, now).await? {
+    if !super::within_anyones_limits(ctx, &mut tx, &partner, now).await? {
         return Ok(());
     }
     issue_link(
-        &state.settings,
-        &state.cipher,
+        &ctx.settings,
+        ctx.cipher()?,
         &mut tx,
         &partner,
         LinkPurpose::Onboarding,
@@ -48,19 +48,14 @@ pub async fn onboard_invited(
         Some(ip),
     )
     .await?;
-    commit_and_wake(state, tx).await
+    commit_and_wake(ctx, tx).await
 }
 
 /// `POST …/OnboardPartner`: a new partner, or a fresh link for a pending one.
 #[tracing::instrument(skip_all, fields(partner_code = %code))]
-pub async fn onboard(
-    state: &AppState,
-    code: &PartnerCode,
-    email: &Email,
-    ip: IpAddr,
-) -> Result<()> {
-    let now = state.clock.now();
-    let mut tx = state.store.begin().await?;
+pub async fn onboard(ctx: &Context, code: &PartnerCode, email: &Email, ip: IpAddr) -> Result<()> {
+    let now = ctx.clock.now();
+    let mut tx = ctx.store.begin().await?;
     let existing = match tx.partner_by_code_for_update(code).await? {
         // A pending partner whose onboarding links have all expired never activated: its
         // code is free again (nobody can squat a code by onboarding and walking away).
@@ -111,17 +106,17 @@ pub async fn onboard(
             }
         }
         Some(p) if p.status == PartnerStatus::Pending && email.matches(p.email.as_str()) => {
-            enforce_partner_limit(state, &mut tx, &p, Requester::Anyone, now).await?;
+            enforce_partner_limit(ctx, &mut tx, &p, Requester::Anyone, now).await?;
             p
         }
         Some(_) => return Err(ErrorCode::PartnerExists.into()),
     };
-    enforce_recipient_limit(state, &mut tx, email, now).await?;
+    enforce_recipient_limit(ctx, &mut tx, email, now).await?;
     let link = LinkPurpose::Onboarding;
     let overlap = Overlap::default();
     issue_link(
-        &state.settings,
-        &state.cipher,
+        &ctx.settings,
+        ctx.cipher()?,
         &mut tx,
         &partner,
         link,
@@ -131,5 +126,5 @@ pub async fn onboard(
         Some(ip),
     )
     .await?;
-    commit_and_wake(state, tx).await
+    commit_and_wake(ctx, tx).await
 }

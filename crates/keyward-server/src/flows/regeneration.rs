@@ -1,12 +1,12 @@
 //! Regeneration requests: signed (SPEC §3.2) and lost keys.
 
+use super::Context;
 use super::{
     commit_and_wake, enforce_partner_limit, issue_link, replay_digest, within_anyones_limits,
     Authenticated, Overlap, ReplayPurpose, Requester,
 };
 use crate::clock::millis;
 use crate::error::{Error, Result};
-use crate::state::AppState;
 use keyward_core::signature::SignedBody;
 use keyward_core::{Email, ErrorCode, LinkPurpose, PartnerCode, PartnerStatus};
 use std::net::IpAddr;
@@ -17,7 +17,7 @@ use std::net::IpAddr;
 /// `overlap` after that.
 #[tracing::instrument(skip_all, fields(partner_id = %auth.partner.id))]
 pub async fn request_regeneration(
-    state: &AppState,
+    ctx: &Context,
     auth: &Authenticated,
     code: &str,
     email: &str,
@@ -32,10 +32,10 @@ pub async fn request_regeneration(
     if !auth.partner.email.matches(email) {
         return Err(ErrorCode::EmailMismatch.into());
     }
-    let now = state.clock.now();
-    let mut tx = state.store.begin().await?;
+    let now = ctx.clock.now();
+    let mut tx = ctx.store.begin().await?;
     let digest = replay_digest(ReplayPurpose::Regeneration, &auth.key_id, body);
-    let replay_until = millis(now + state.settings.replay_window);
+    let replay_until = millis(now + ctx.settings.replay_window);
     if !tx.record_replay(&digest, millis(now), replay_until).await? {
         tracing::info!("identical signed request within the replay window: not acted on again");
         return Ok(());
@@ -45,11 +45,11 @@ pub async fn request_regeneration(
         .await?
         .ok_or(Error::from(ErrorCode::UnknownKey))?;
     // The key holder's budget and link: nothing an attacker without the keys does touches them.
-    enforce_partner_limit(state, &mut tx, &partner, Requester::KeyHolder, now).await?;
+    enforce_partner_limit(ctx, &mut tx, &partner, Requester::KeyHolder, now).await?;
     let link = LinkPurpose::Regeneration;
     issue_link(
-        &state.settings,
-        &state.cipher,
+        &ctx.settings,
+        ctx.cipher()?,
         &mut tx,
         &partner,
         link,
@@ -59,7 +59,7 @@ pub async fn request_regeneration(
         Some(ip),
     )
     .await?;
-    commit_and_wake(state, tx).await
+    commit_and_wake(ctx, tx).await
 }
 
 /// `GenKeysForPartner` without Authorization (lost keys). The caller always gets the same
@@ -68,13 +68,13 @@ pub async fn request_regeneration(
 /// suspended one nothing. Over the per-partner limit, nothing is sent either.
 #[tracing::instrument(skip_all)]
 pub async fn request_regeneration_without_keys(
-    state: &AppState,
+    ctx: &Context,
     code: &PartnerCode,
     email: &Email,
     ip: IpAddr,
 ) -> Result<()> {
-    let now = state.clock.now();
-    let mut tx = state.store.begin().await?;
+    let now = ctx.clock.now();
+    let mut tx = ctx.store.begin().await?;
     let Some(partner) = tx.partner_by_code_for_update(code).await? else {
         return Ok(());
     };
@@ -86,12 +86,12 @@ pub async fn request_regeneration_without_keys(
         PartnerStatus::Pending => LinkPurpose::Onboarding,
         PartnerStatus::Suspended => return Ok(()),
     };
-    if !within_anyones_limits(state, &mut tx, &partner, now).await? {
+    if !within_anyones_limits(ctx, &mut tx, &partner, now).await? {
         return Ok(());
     }
     issue_link(
-        &state.settings,
-        &state.cipher,
+        &ctx.settings,
+        ctx.cipher()?,
         &mut tx,
         &partner,
         purpose,
@@ -102,5 +102,5 @@ pub async fn request_regeneration_without_keys(
         Some(ip),
     )
     .await?;
-    commit_and_wake(state, tx).await
+    commit_and_wake(ctx, tx).await
 }

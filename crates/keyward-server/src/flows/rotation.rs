@@ -2,9 +2,9 @@
 
 use super::key_cache::wait_out;
 use super::Authenticated;
+use super::Context;
 use crate::clock::millis;
 use crate::error::{Error, Result};
-use crate::state::AppState;
 use crate::store::Actor;
 use keyward_core::ErrorCode;
 use std::net::IpAddr;
@@ -14,10 +14,10 @@ use std::net::IpAddr;
 /// that still runs on the old keys cannot end them by mistake before the new ones are in
 /// place. In force on every node when this returns.
 #[tracing::instrument(skip_all, fields(partner_id = %auth.partner.id))]
-pub async fn retire_old_keys(state: &AppState, auth: &Authenticated, ip: IpAddr) -> Result<u64> {
+pub async fn retire_old_keys(ctx: &Context, auth: &Authenticated, ip: IpAddr) -> Result<u64> {
     auth.require_current_pair()?;
-    let now = millis(state.clock.now());
-    let mut tx = state.store.begin().await?;
+    let now = millis(ctx.clock.now());
+    let mut tx = ctx.store.begin().await?;
     let partner = tx
         .partner_by_id_for_update(&auth.partner.id)
         .await?
@@ -37,7 +37,7 @@ pub async fn retire_old_keys(state: &AppState, auth: &Authenticated, ip: IpAddr)
     }
     tx.commit().await?;
     if revoked > 0 {
-        wait_out(state.settings.key_cache).await;
+        wait_out(ctx.settings.key_cache).await;
     }
     Ok(revoked)
 }

@@ -1,9 +1,9 @@
 //! The verify API (SPEC §7.1): a partner's request, relayed by one of the exchange's own
 //! services, checked exactly as WhoAmI checks it.
 
+use super::Context;
 use super::{authenticate, use_once, Authenticated, Authorization, ClientAddress};
 use crate::error::{Error, Result};
-use crate::state::AppState;
 use keyward_core::signature::SignedBody;
 use keyward_core::wire::MAX_BODY_BYTES;
 use keyward_core::ErrorCode;
@@ -33,7 +33,7 @@ pub enum Verdict {
 /// when asked, that it was not used before. An error of the verify request itself (no
 /// `client_ip` for a partner with an allow-list) or of keyward (the database) is returned as
 /// `Err`, to be answered to the caller, never relayed to the partner.
-pub async fn verify(state: &AppState, input: VerifyInput<'_>) -> Result<Verdict> {
+pub async fn verify(ctx: &Context, input: VerifyInput<'_>) -> Result<Verdict> {
     let outcome = async {
         if input.body.len() > MAX_BODY_BYTES {
             return Err(ErrorCode::BodyTooLarge.into());
@@ -41,9 +41,9 @@ pub async fn verify(state: &AppState, input: VerifyInput<'_>) -> Result<Verdict>
         let body = SignedBody::parse(input.body.as_bytes())?;
         body.require_signature()?;
         let authorization = Authorization::relayed(input.authorization);
-        let auth = authenticate(state, authorization.public_key()?, &body, input.client).await?;
+        let auth = authenticate(ctx, authorization.public_key()?, &body, input.client).await?;
         if input.single_use {
-            use_once(state, &auth, &body).await?;
+            use_once(ctx, &auth, &body).await?;
         }
         Ok::<_, Error>(auth)
     }

@@ -14,7 +14,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use keyward_core::allow_list::unmapped;
-use keyward_core::wire::{paths, RelayedError, VerifiedPartner, VerifyRejection};
+use keyward_core::wire::{paths, wire_time, RelayedError, VerifiedPartner, VerifyRejection};
 use keyward_core::{ErrorCode, ServiceToken};
 use std::net::IpAddr;
 use std::sync::OnceLock;
@@ -103,7 +103,7 @@ pub(crate) async fn verify(
     let verdict = flows::verify(&state, input).await?;
     tracing::debug!(caller = %caller, valid = matches!(verdict, Verdict::Valid(_)), "verified");
     Ok(match verdict {
-        Verdict::Valid(auth) => super::keys::with_key_expiry(
+        Verdict::Valid(auth) => super::answer::with_key_expiry(
             success("The partner's request is valid.", Some(verified(&auth))),
             auth.key_expires_at,
         ),
@@ -120,8 +120,8 @@ pub(crate) fn verified(auth: &Authenticated) -> VerifiedPartner {
         partner_id: auth.partner.id.to_string(),
         partner_code: auth.partner.code.to_string(),
         key_id: auth.key_id.clone(),
-        key_created_at: super::keys::wire_time(auth.key_created_at),
-        key_expires_at: auth.key_expires_at.map(super::keys::wire_time),
+        key_created_at: wire_time(auth.key_created_at),
+        key_expires_at: auth.key_expires_at.map(wire_time),
     }
 }
 

@@ -2,21 +2,19 @@
 //! `SetAllowedIps` (SPEC §3.2, §3.4, §3.4a). Every answer to a request made with a retiring
 //! key carries `Keyward-Key-Expires`.
 
+use super::answer::with_key_expiry;
 use super::error::success;
 use super::extract::{ClientIp, Fields, JsonBody};
-use crate::clock::from_millis;
 use crate::error::{Error, Result};
 use crate::flows::{self, Authenticated, Authorization, ClientAddress, Overlap};
 use crate::state::AppState;
 use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use chrono::SecondsFormat;
 use keyward_core::allow_list::parse_entry;
 use keyward_core::signature::SignedBody;
-use keyward_core::wire::{paths, AllowedIpsData, RetiredKeys, WhoAmI, KEY_EXPIRES_HEADER};
+use keyward_core::wire::{paths, wire_time, AllowedIpsData, RetiredKeys, WhoAmI};
 use keyward_core::{AllowedIps, Email, PartnerCode};
 
 pub const REGENERATION_SENT: &str =
@@ -39,25 +37,6 @@ pub fn signed_router() -> Router<AppState> {
         .route(paths::WHOAMI, post(whoami))
         .route(paths::RETIRE_OLD_KEYS, post(retire_old_keys))
         .route(paths::SET_ALLOWED_IPS, post(set_allowed_ips))
-}
-
-/// RFC 3339 with milliseconds, UTC: how every time is written on the wire.
-pub(crate) fn wire_time(ms: i64) -> String {
-    from_millis(ms).to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// Adds `Keyward-Key-Expires` to the answer (success or error) of a request authenticated
-/// with a retiring key (SPEC §3.2), so partners see in their own logs which systems still
-/// use the old pair.
-pub(crate) fn with_key_expiry(mut response: Response, key_expires_at: Option<i64>) -> Response {
-    if let Some(expires_at) = key_expires_at {
-        if let Ok(value) = HeaderValue::from_str(&wire_time(expires_at)) {
-            response
-                .headers_mut()
-                .insert(HeaderName::from_static(KEY_EXPIRES_HEADER), value);
-        }
-    }
-    response
 }
 
 /// The checks of SPEC §3.2 on a request from `ip`, once its body's fields are valid.

@@ -162,7 +162,7 @@ fn credentials(redeemed: &Redeemed) -> Credentials {
         secret_key: redeemed.keys.secret.expose_secret().to_owned(),
         old_keys_expire_at: redeemed
             .old_keys_expire_at
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            .map(|t| keyward_core::wire::wire_time(t.timestamp_millis())),
     }
 }
 

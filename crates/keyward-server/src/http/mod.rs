@@ -1,6 +1,7 @@
 //! The HTTP interface: one module per resource, merged here with the layers every route
 //! shares.
 
+pub mod answer;
 pub mod error;
 pub mod extract;
 pub mod forwarded;

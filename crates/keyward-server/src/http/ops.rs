@@ -10,10 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use keyward_core::wire::{paths, ServerTime};
-/// How old the outbox counts on `/metrics` may be.
-const BACKLOG_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
-/// How old the unused-keys counts may be (they scan every current key).
-const UNUSED_KEYS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -31,7 +27,7 @@ pub(crate) async fn time(State(state): State<AppState>) -> Response {
     let now = state.clock.now();
     let data = ServerTime {
         server_time_ms: now.timestamp_millis(),
-        server_time: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        server_time: keyward_core::wire::wire_time(now.timestamp_millis()),
     };
     success("The server's time.", Some(data))
 }
@@ -71,49 +67,15 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response> {
     )
 )]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    // While the database is down the metrics still answer (with keyward_storage_up 0), so the
-    // outage itself can be seen and alerted on.
-    let from_storage = storage_gauges(&state).await.ok();
-    let mut out = String::new();
+    let now = crate::clock::millis(state.clock.now());
     let entries = state.key_cache.entries().await;
-    state.metrics.render(from_storage, entries, &mut out);
+    let text = state.metrics.scrape(&state.store, now, entries).await;
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        out,
+        text,
     )
         .into_response()
-}
-
-/// The gauges read from the database, each counted at most every so often however often
-/// `/metrics` is scraped.
-async fn storage_gauges(
-    state: &AppState,
-) -> Result<(crate::store::OutboxBacklog, crate::store::UnusedKeys)> {
-    let now = crate::clock::millis(state.clock.now());
-    let backlog = {
-        let mut cached = state.metrics.outbox_backlog.lock().await;
-        match *cached {
-            Some((at, backlog)) if at.elapsed() < BACKLOG_MAX_AGE => backlog,
-            _ => {
-                let backlog = state.store.outbox_backlog(now).await?;
-                *cached = Some((std::time::Instant::now(), backlog));
-                backlog
-            }
-        }
-    };
-    let unused = {
-        let mut cached = state.metrics.unused_keys.lock().await;
-        match *cached {
-            Some((at, unused)) if at.elapsed() < UNUSED_KEYS_MAX_AGE => unused,
-            _ => {
-                let unused = state.store.unused_keys(now).await?;
-                *cached = Some((std::time::Instant::now(), unused));
-                unused
-            }
-        }
-    };
-    Ok((backlog, unused))
 }

@@ -141,17 +141,11 @@ async fn a_pending_code_is_free_again_once_its_links_have_expired_or_an_operator
     // An operator can release a pending partner at once, never an active one.
     assert_eq!(app.onboard("HELD", "a@held.example").await.status(), 200);
     let code = keyward_core::PartnerCode::parse("HELD").unwrap();
-    keyward_server::flows::admin::release(&app.state.store, &code, OPERATOR, chrono::Utc::now())
+    keyward_server::flows::admin::release(&app.state, &code, OPERATOR)
         .await
         .unwrap();
     assert_eq!(app.onboard("HELD", "b@held.example").await.status(), 200);
     let active = keyward_core::PartnerCode::parse("SQUAT").unwrap();
-    let refused = keyward_server::flows::admin::release(
-        &app.state.store,
-        &active,
-        OPERATOR,
-        chrono::Utc::now(),
-    )
-    .await;
+    let refused = keyward_server::flows::admin::release(&app.state, &active, OPERATOR).await;
     assert!(refused.is_err_and(|e| e.to_string().contains("not pending")));
 }

@@ -28,13 +28,10 @@ async fn partner_allowed_from(app: &TestApp, code: &str, allowed: &str) -> Partn
         .onboarded_partner(code, &format!("ops@{}.example", code.to_lowercase()))
         .await;
     keyward_server::flows::admin::set_allowed_ips(
-        &app.state.store,
-        &app.state.cipher,
+        &app.state,
         &PartnerCode::parse(code).unwrap(),
         AllowedIps::parse([allowed]).unwrap(),
         OPERATOR,
-        chrono::Utc::now(),
-        app.state.settings.key_cache,
     )
     .await
     .unwrap();

@@ -92,13 +92,10 @@ async fn revoked_keys_are_refused_on_every_node_when_the_revocation_returns() {
         reason: Some("key leaked in a public repository"),
     };
     let done = admin::revoke_keys(
-        &state.store,
-        &state.settings,
-        &state.cipher,
+        state,
         &PartnerCode::parse("EMERGENCY").unwrap(),
         operator,
         true,
-        state.clock.now(),
     )
     .await
     .unwrap();
@@ -127,16 +124,7 @@ async fn a_pending_partner_gets_a_fresh_link_and_only_a_pending_one() {
     let first = app.link_in_email(email, 1).await;
     let state = &app.state;
     let code = PartnerCode::parse("RESEND").unwrap();
-    admin::resend_link(
-        &state.store,
-        &state.settings,
-        &state.cipher,
-        &code,
-        OPERATOR,
-        state.clock.now(),
-    )
-    .await
-    .unwrap();
+    admin::resend_link(state, &code, OPERATOR).await.unwrap();
     let second = app.link_in_email(email, 2).await;
     assert_ne!(first, second);
     let response = app
@@ -147,15 +135,7 @@ async fn a_pending_partner_gets_a_fresh_link_and_only_a_pending_one() {
         .await;
     assert_eq!(error_of(response).await.1, "link_expired");
     app.redeem(&second, "RESEND").await;
-    let again = admin::resend_link(
-        &state.store,
-        &state.settings,
-        &state.cipher,
-        &code,
-        OPERATOR,
-        state.clock.now(),
-    )
-    .await;
+    let again = admin::resend_link(state, &code, OPERATOR).await;
     assert!(matches!(again, Err(admin::AdminError::NotPending(_))));
 }
 
@@ -174,13 +154,10 @@ async fn invite_only_onboarding_answers_alike_and_sends_only_to_the_invited() {
 
     let state = &app.state;
     let invited = admin::invite(
-        &state.store,
-        &state.settings,
-        &state.cipher,
+        state,
         &PartnerCode::parse("INVITED").unwrap(),
         &Email::parse(existing).unwrap(),
         OPERATOR,
-        state.clock.now(),
     )
     .await
     .unwrap();
@@ -215,13 +192,10 @@ async fn invite_only_onboarding_answers_alike_and_sends_only_to_the_invited() {
         .is_none());
     // Inviting a taken code is refused.
     let again = admin::invite(
-        &state.store,
-        &state.settings,
-        &state.cipher,
+        state,
         &PartnerCode::parse("invited").unwrap(),
         &Email::parse("other@example.com").unwrap(),
         OPERATOR,
-        state.clock.now(),
     )
     .await;
     assert!(matches!(again, Err(admin::AdminError::CodeTaken(_))));

@@ -126,15 +126,9 @@ async fn revoked_keys_and_suspended_partners_are_refused_like_on_whoami() {
     assert_eq!(data["error"]["status"], 401);
 
     let code = PartnerCode::parse("REVO").unwrap();
-    keyward_server::flows::admin::suspend(
-        &app.state.store,
-        &code,
-        OPERATOR,
-        chrono::Utc::now(),
-        app.state.settings.key_cache,
-    )
-    .await
-    .unwrap();
+    keyward_server::flows::admin::suspend(&app.state, &code, OPERATOR)
+        .await
+        .unwrap();
     let raw = sign("{}", &renewed.secret_key);
     let data = data_of(app.verify(Some(&token), &relayed(&renewed, &raw)).await).await;
     assert_eq!(data["error"]["code"], "partner_suspended", "{data}");
@@ -290,17 +284,9 @@ async fn the_allow_list_needs_client_ip_and_checks_it() {
     assert_eq!(data["valid"], true);
 
     let list = AllowedIps::parse(["203.0.113.0/24", "2001:db8::/48"]).unwrap();
-    keyward_server::flows::admin::set_allowed_ips(
-        &app.state.store,
-        &app.state.cipher,
-        &code,
-        list,
-        OPERATOR,
-        chrono::Utc::now(),
-        app.state.settings.key_cache,
-    )
-    .await
-    .unwrap();
+    keyward_server::flows::admin::set_allowed_ips(&app.state, &code, list, OPERATOR)
+        .await
+        .unwrap();
     let (status, code_, body) = error_of(app.verify(Some(&token), &with_ip(None)).await).await;
     assert_eq!((status, code_.as_str()), (400, "missing_fields"));
     assert_eq!(body["errors"][0]["field"], "client_ip");
