@@ -57,6 +57,23 @@ struct DaysLabel {
     days: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackgroundLabels {
+    work: &'static str,
+    reason: &'static str,
+}
+
+/// Why work done after its answer did not happen.
+#[derive(Debug, Clone, Copy)]
+pub enum BackgroundFailure {
+    /// Every slot was taken.
+    Dropped,
+    /// The database stayed unavailable through every retry.
+    Unavailable,
+    /// Any other error.
+    Failed,
+}
+
 /// Which limit refused a request (`keyward_rate_limited_total{limit}`).
 #[derive(Debug, Clone, Copy)]
 pub enum Limit {
@@ -139,6 +156,8 @@ instruments! {
         "Requests refused or not acted on by a limit: ip, partner, recipient";
     keys_unused: Family<DaysLabel, Gauge> = Family::default(), "keys_unused",
         "Current keys of active partners not used for more than `days` days (never used: since created; counted at most every minute)";
+    background_failures: Family<BackgroundLabels, Counter> = Family::default(), "background_failures",
+        "Work done after its request was answered (lost keys, invite-only onboarding) that was dropped (no free slot), or failed for good (unavailable: the database stayed down through every retry)";
     storage_up: Gauge = Gauge::default(), "storage_up",
         "1 when the database answered this scrape, 0 when it did not (then the outbox and key gauges are the last values read)";
 }
@@ -251,6 +270,18 @@ impl Metrics {
                 code: code.to_owned(),
                 partner: partner.unwrap_or_default().to_owned(),
             })
+            .inc();
+    }
+
+    pub fn background_failed(&self, work: &'static str, why: BackgroundFailure) {
+        let reason = match why {
+            BackgroundFailure::Dropped => "dropped",
+            BackgroundFailure::Unavailable => "unavailable",
+            BackgroundFailure::Failed => "failed",
+        };
+        self.instruments
+            .background_failures
+            .get_or_create(&BackgroundLabels { work, reason })
             .inc();
     }
 

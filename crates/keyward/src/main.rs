@@ -406,8 +406,14 @@ async fn service_token(settings: &Settings, action: ServiceTokenAction) -> anyho
     let now = chrono::Utc::now().timestamp_millis();
     match action {
         ServiceTokenAction::Create { name } => {
-            let token =
-                service_tokens::create(&store, &name, &operator::operator_name(None), now).await?;
+            let token = service_tokens::create(
+                &store,
+                &name,
+                &operator::operator_name(None),
+                now,
+                settings.key_cache,
+            )
+            .await?;
             eprintln!(
                 "Service token {name} created. It is shown once: store it in the service's secret store now."
             );

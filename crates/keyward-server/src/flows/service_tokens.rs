@@ -37,11 +37,16 @@ pub enum ServiceTokenError {
 }
 
 /// Creates a token called `name`; the token is returned once and stored only as its hash.
+/// Returns once every node accepts it: a node's snapshot of the live tokens is at most
+/// `bound` old (`KEYWARD_KEY_CACHE_MS`), so after waiting that out every snapshot taken
+/// before the token existed has been replaced (a credential is usable everywhere when the
+/// command that made it returns).
 pub async fn create(
     store: &Store,
     name: &str,
     operator: &str,
     now: i64,
+    bound: std::time::Duration,
 ) -> Result<ServiceToken, ServiceTokenError> {
     if !valid_name(name) {
         return Err(ServiceTokenError::BadName);
@@ -65,6 +70,7 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
+    super::key_cache::wait_out(bound).await;
     Ok(token)
 }
 

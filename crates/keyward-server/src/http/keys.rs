@@ -115,25 +115,12 @@ pub(crate) async fn regenerate(
         // lookup and the link are done after answering, so neither the body, the headers nor
         // the time taken tell whether a partner has this code and email. A code or email that
         // cannot belong to any partner takes the same path.
-        // At most so many are handled at once; past that (a flood from many addresses) a
-        // request is dropped, as the limits would have dropped it.
-        let pair = PartnerCode::parse(&code).zip(Email::parse(&email));
-        let Ok(slot) = state.lost_keys_slots.clone().try_acquire_owned() else {
-            tracing::warn!(
-                "lost-keys requests are arriving faster than they can be handled: one was dropped"
-            );
-            return Ok(success::<()>(REGENERATION_SENT_IF_MATCHED, None));
-        };
-        let task_state = state.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let Some((code, email)) = pair else { return };
-            if let Err(e) =
-                flows::request_regeneration_without_keys(&task_state, &code, &email, ip).await
-            {
-                tracing::warn!(error = %e, "a lost-keys request could not be handled");
-            }
-        });
+        if let Some((code, email)) = PartnerCode::parse(&code).zip(Email::parse(&email)) {
+            super::background::after_answer(&state, "lost_keys", move |ctx| {
+                let (code, email) = (code.clone(), email.clone());
+                async move { flows::request_regeneration_without_keys(&ctx, &code, &email, ip).await }
+            });
+        }
         return Ok(success::<()>(REGENERATION_SENT_IF_MATCHED, None));
     }
     let auth = authenticated(&state, ip, &authorization, &body).await?;

@@ -2,6 +2,7 @@
 //! shares.
 
 pub mod answer;
+pub mod background;
 pub mod error;
 pub mod extract;
 pub mod forwarded;

@@ -55,15 +55,10 @@ pub(crate) async fn onboard(
         // Invite only: the same answer, at once, whatever the code; the work is done after
         // answering, as on the lost-keys path, so neither the answer nor its timing tells
         // which codes were invited.
-        if let Ok(slot) = state.lost_keys_slots.clone().try_acquire_owned() {
-            let task_state = state.clone();
-            tokio::spawn(async move {
-                let _slot = slot;
-                if let Err(e) = flows::onboard_invited(&task_state, &code, &email, ip).await {
-                    tracing::warn!(error = %e, "an invite-only onboarding request could not be handled");
-                }
-            });
-        }
+        super::background::after_answer(&state, "invited_onboarding", move |ctx| {
+            let (code, email) = (code.clone(), email.clone());
+            async move { flows::onboard_invited(&ctx, &code, &email, ip).await }
+        });
         return Ok(success::<()>(ONBOARD_MESSAGE, None));
     }
     flows::onboard(&state, &code, &email, ip).await?;

@@ -124,3 +124,51 @@ async fn a_locked_sqlite_answers_writes_503_quickly_and_keeps_serving_reads() {
     sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
     assert_eq!(app.onboard("W99", "w99@locked.example").await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_lost_keys_request_during_a_database_outage_is_retried_and_its_email_arrives() {
+    use sqlx::Connection;
+    if crate::database::postgres_server().is_some() {
+        return; // the outage is SQLite's write lock; the PostgreSQL restart is in faults
+    }
+    let app = spawn_app().await;
+    let email = "ops@outage.example";
+    app.onboarded_partner("OUTAGE", email).await;
+    app.settle().await;
+    let before = app.emails_to(email).len();
+    // Another process holds the write lock for longer than a write waits (3 s): the first
+    // attempt of the request's work finds the database unavailable.
+    let url = format!("sqlite://{}", app.dir.path().join("keyward.db").display());
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    let response = app
+        .post_json(
+            REGENERATE,
+            &serde_json::json!({"email": email, "partner_code": "OUTAGE"}),
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        200,
+        "the answer never waits for the work"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+
+    let emails = app.wait_for_emails(email, before + 1).await;
+    assert!(
+        emails[before].subject.starts_with("Regenerate"),
+        "{}",
+        emails[before].subject
+    );
+    app.settle().await;
+    let metrics = app.metrics_text().await;
+    assert!(
+        !metrics.contains("keyward_background_failures_total{"),
+        "{metrics}"
+    );
+}

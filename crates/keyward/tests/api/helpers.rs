@@ -229,6 +229,7 @@ impl TestApp {
             name,
             "tests",
             keyward_server::clock::millis(self.state.clock.now()),
+            self.state.settings.key_cache,
         )
         .await
         .unwrap();

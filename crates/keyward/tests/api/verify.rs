@@ -386,3 +386,40 @@ async fn a_revoked_service_token_is_refused_on_every_node_once_revoke_returns() 
     let (status, code, _) = error_of(nodes[1].verify(Some(&token), &request).await).await;
     assert_eq!((status, code.as_str()), (401, "invalid_service_token"));
 }
+
+#[tokio::test]
+async fn a_service_token_is_accepted_on_every_node_when_the_cli_that_made_it_returns() {
+    let nodes = spawn_nodes(2, |s| s.key_cache = std::time::Duration::from_secs(3)).await;
+    let partner = onboarded_on(&nodes, "TOKENNEW", "ops@tokennew.example").await;
+    // Both nodes hold a snapshot of the live tokens, taken before the new one exists.
+    let first = nodes[0].service_token("first").await;
+    let raw = sign("{}", &partner.secret_key);
+    for node in &nodes {
+        let data = data_of(node.verify(Some(&first), &relayed(&partner, &raw)).await).await;
+        assert_eq!(data["valid"], true);
+    }
+
+    let url =
+        secrecy::ExposeSecret::expose_secret(&nodes[0].state.settings.database_url).to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["service-token", "create", "second"])
+        .env("KEYWARD_DATABASE_URL", &url)
+        .env("KEYWARD_DATA_DIR", dir.path())
+        .env("KEYWARD_KEY_CACHE_MS", "3000")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let second = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+
+    for node in &nodes {
+        let response = node.verify(Some(&second), &relayed(&partner, &raw)).await;
+        assert_eq!(response.status(), 200, "the new token is accepted at once");
+        assert_eq!(data_of(response).await["valid"], true);
+    }
+}
