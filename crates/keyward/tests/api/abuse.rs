@@ -2,8 +2,8 @@
 //! email address: never stop the key holder from rotating, never bomb a mailbox, never squat
 //! a code for good; and re-encoding a signed request never makes it a new one.
 
+use crate::cluster::{spawn_nodes, wait_for};
 use crate::helpers::*;
-use crate::nodes::{spawn_nodes, wait_for};
 use serde_json::json;
 
 async fn lost_keys(app: &TestApp, code: &str, email: &str) -> u16 {
@@ -35,7 +35,7 @@ async fn lost_keys_requests_can_neither_exhaust_the_key_holders_budget_nor_cance
     for _ in 0..30 {
         assert_eq!(lost_keys(&app, "HOLDER", "ops@holder.example").await, 200);
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.settle().await;
     let unsigned_links = regeneration_emails(&app, "ops@holder.example").len() - 1;
     // Half of the budget of 10 for links asked for without keys: the onboarding link was one.
     assert_eq!(unsigned_links, 4);
@@ -69,7 +69,7 @@ async fn a_re_encoded_signed_regeneration_is_the_same_request() {
         let response = app.post_raw(REGENERATE, &variant, Some(&auth)).await;
         assert_eq!(response.status(), 200, "{variant}");
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.settle().await;
     assert_eq!(
         regeneration_emails(&app, "ops@enc.example").len(),
         1,
@@ -101,7 +101,7 @@ async fn one_address_gets_a_bounded_number_of_emails_whatever_the_codes_and_node
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
     wait_for(&nodes, "victim@mail.example", 3).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    settle(&nodes).await;
     let delivered: usize = nodes
         .iter()
         .map(|n| n.emails_to("victim@mail.example").len())

@@ -1,8 +1,8 @@
 //! `SetAllowedIps` (SPEC §3.4a): the partner's own allow-list, normalised, with lock-out
 //! protection, a notice email, an audit event, and in force on every node when it answers.
 
+use crate::cluster::{onboarded_on, spawn_nodes};
 use crate::helpers::*;
-use crate::nodes::{onboarded_on, spawn_nodes};
 use keyward_core::wire::paths::SET_ALLOWED_IPS;
 use serde_json::{json, Value};
 

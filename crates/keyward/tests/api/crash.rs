@@ -6,7 +6,7 @@
 
 use crate::database::{postgres_server, TestDatabase};
 use crate::helpers::*;
-use crate::process::{emails_in, eventually, ServerProcess};
+use crate::process::{emails_in, ServerProcess};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -31,16 +31,18 @@ struct Held {
 async fn new_link(mailbox: &Path, to: &str, seen: &HashSet<String>) -> Option<String> {
     let mailbox = mailbox.to_path_buf();
     eventually(Duration::from_secs(5), || {
-        emails_in(&mailbox)
-            .into_iter()
-            .filter(|(recipient, _)| recipient.contains(to))
-            .filter_map(|(_, text)| {
-                regex::Regex::new(r"https?://\S+/link/[A-Za-z0-9_-]{43}")
-                    .unwrap()
-                    .find(&text)
-                    .map(|m| m.as_str().to_owned())
-            })
-            .find(|link| !seen.contains(link))
+        std::future::ready(
+            emails_in(&mailbox)
+                .into_iter()
+                .filter(|(recipient, _)| recipient.contains(to))
+                .filter_map(|(_, text)| {
+                    regex::Regex::new(r"https?://\S+/link/[A-Za-z0-9_-]{43}")
+                        .unwrap()
+                        .find(&text)
+                        .map(|m| m.as_str().to_owned())
+                })
+                .find(|link| !seen.contains(link)),
+        )
     })
     .await
 }
@@ -160,7 +162,7 @@ async fn a_kill_9_in_the_middle_of_a_load_loses_nothing() {
         })
         .collect();
     let reached = eventually(Duration::from_secs(60), || {
-        (done.load(Ordering::SeqCst) >= KILL_AFTER).then_some(())
+        std::future::ready((done.load(Ordering::SeqCst) >= KILL_AFTER).then_some(()))
     })
     .await;
     assert!(

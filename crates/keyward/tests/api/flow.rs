@@ -211,7 +211,7 @@ async fn an_identical_signed_regeneration_is_acted_on_once() {
     assert_eq!((first_status.as_u16(), again.status().as_u16()), (200, 200));
     assert_eq!(again.text().await.unwrap(), first_body);
     app.wait_for_emails("r@replay.example", 2).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.settle().await;
     assert_eq!(
         app.emails_to("r@replay.example").len(),
         2,

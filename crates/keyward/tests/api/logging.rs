@@ -2,7 +2,7 @@
 //! and no link token appears in the log. Runs the real binary with its default mailbox folder.
 
 use crate::helpers::*;
-use crate::process::{emails_in, eventually, ServerProcess};
+use crate::process::{emails_in, ServerProcess};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ async fn a_whole_flow_at_debug_level_logs_no_secret() {
     let wait_for = |n: usize| {
         let mailbox = mailbox.clone();
         eventually(Duration::from_secs(10), move || {
-            Some(emails_in(&mailbox)).filter(|e| e.len() >= n)
+            std::future::ready(Some(emails_in(&mailbox)).filter(|e| e.len() >= n))
         })
     };
 

@@ -39,7 +39,7 @@ async fn matching_and_non_matching_requests_answer_byte_identically() {
     // Only the matching one sent an email: a regeneration link to the registered address.
     let emails = app.wait_for_emails("l@lost.example", 2).await;
     assert!(emails[1].subject.contains("Regenerate"));
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.settle().await;
     assert_eq!(app.emails_to("l@lost.example").len(), 2);
     assert!(app.emails_to("x@lost.example").is_empty());
     assert_eq!(app.mailbox.emails().len(), 2);
@@ -77,7 +77,7 @@ async fn a_pending_partner_gets_a_fresh_onboarding_link_and_a_suspended_one_noth
     .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(lost_keys(&app, "SUSP", "s@susp.example").await.0, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.settle().await;
     assert_eq!(
         app.emails_to("s@susp.example").len(),
         1,

@@ -4,6 +4,7 @@
 
 mod abuse;
 mod allow_list;
+mod cluster;
 mod connections;
 mod crash;
 mod database;

@@ -1,88 +1,14 @@
-//! Several nodes on one database (SPEC §6 across nodes). Each test starts two in-process
-//! nodes sharing one database and one master key: PostgreSQL on the PostgreSQL run, one
-//! SQLite file otherwise.
+//! Several nodes on one database (SPEC §6 across nodes): links, redemptions, the outbox and
+//! the limits hold whichever node a request reaches.
 
+use crate::cluster::*;
 use crate::database::{postgres_server, TestDatabase};
 use crate::helpers::*;
 use keyward_server::config::{MasterKeySource, Settings};
 use keyward_server::crypto::MasterKey;
-use keyward_server::mail::SentEmail;
 use secrecy::SecretString;
 use serde_json::json;
 use std::time::Duration;
-
-pub async fn spawn_nodes(n: usize, configure: impl Fn(&mut Settings)) -> Vec<TestApp> {
-    let database = postgres_server().map(|server| TestDatabase::create(&server));
-    let shared = tempfile::tempdir().unwrap();
-    let url = match &database {
-        Some(database) => database.url.clone(),
-        None => format!("sqlite://{}/keyward.db", shared.path().display()),
-    };
-    let key = MasterKey::generate().to_base64();
-    let mut nodes = Vec::new();
-    let mut database = database;
-    let mut shared = Some(shared);
-    for _ in 0..n {
-        let dir = shared
-            .take()
-            .unwrap_or_else(|| tempfile::tempdir().unwrap());
-        let mut settings = Settings::for_tests(dir.path());
-        settings.ip_rate_limit_per_minute = 100_000;
-        settings.database_url = SecretString::from(url.clone());
-        settings.master_key = MasterKeySource::Inline(SecretString::from(key.clone()));
-        configure(&mut settings);
-        // The first node keeps the database (and the SQLite folder) alive.
-        nodes.push(spawn_configured(settings, dir, database.take()).await);
-    }
-    nodes
-}
-
-/// Every email any node sent to `to` (whichever node's outbox worker claimed it).
-pub fn emails_to(nodes: &[TestApp], to: &str) -> Vec<SentEmail> {
-    nodes.iter().flat_map(|n| n.emails_to(to)).collect()
-}
-
-/// A partner onboarded on the first node, whichever node's outbox sent its email.
-pub async fn onboarded_on(nodes: &[TestApp], code: &str, email: &str) -> Partner {
-    let before = emails_to(nodes, email).len();
-    assert_eq!(nodes[0].onboard(code, email).await.status(), 200);
-    let emails = wait_for(nodes, email, before + 1).await;
-    nodes[0]
-        .redeem(&link_in_text(&emails[before].text), code)
-        .await
-}
-
-/// The link of the regeneration email to `to`, from whichever node sent it, once `count`
-/// emails reached `to` (nodes' mailboxes are not in order with each other; an email may
-/// arrive twice, as delivery is at least once).
-pub async fn regeneration_link(nodes: &[TestApp], to: &str, count: usize) -> String {
-    wait_for(nodes, to, count).await;
-    for _ in 0..600 {
-        if let Some(email) = emails_to(nodes, to)
-            .iter()
-            .rev()
-            .find(|e| e.subject.starts_with("Regenerate"))
-        {
-            return link_in_text(&email.text);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no regeneration email to {to}");
-}
-
-pub async fn wait_for(nodes: &[TestApp], to: &str, count: usize) -> Vec<SentEmail> {
-    for _ in 0..600 {
-        let emails = emails_to(nodes, to);
-        if emails.len() >= count {
-            return emails;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "expected {count} email(s) to {to}, got {}",
-        emails_to(nodes, to).len()
-    );
-}
 
 #[tokio::test]
 async fn a_link_from_one_node_is_redeemed_on_another_and_revocation_is_seen_at_once() {
@@ -154,7 +80,7 @@ async fn ten_concurrent_onboardings_of_one_code_make_one_partner_and_one_email()
         [(200, 1), (409, 9)].into(),
         "{statuses:?}"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    settle(&nodes).await;
     let sent: usize = nodes.iter().map(|n| n.mailbox.emails().len()).sum();
     assert_eq!(sent, 1);
     let partner = nodes[0]
@@ -182,32 +108,14 @@ async fn every_node_sends_from_the_outbox_and_no_email_goes_twice() {
         .await
         .iter()
         .all(|s| *s == 200));
-    for _ in 0..600 {
-        if nodes
-            .iter()
-            .map(|n| n.mailbox.emails().len())
-            .sum::<usize>()
-            >= 40
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await; // time for a duplicate to show up
+    // Every claimed email sent and recorded: a duplicate would show.
+    settle(&nodes).await;
     let all: Vec<_> = nodes.iter().flat_map(|n| n.mailbox.emails()).collect();
     let mut recipients: Vec<_> = all.iter().map(|e| e.to.clone()).collect();
     recipients.sort();
     recipients.dedup();
     assert_eq!((all.len(), recipients.len()), (40, 40));
-    // Each sender records a delivery just after making it.
-    let mut stats = nodes[1].state.store.outbox_stats().await.unwrap();
-    for _ in 0..100 {
-        if stats.sent == 40 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        stats = nodes[1].state.store.outbox_stats().await.unwrap();
-    }
+    let stats = nodes[1].state.store.outbox_stats().await.unwrap();
     assert_eq!((stats.pending, stats.sent, stats.dead), (0, 40, 0));
 }
 
@@ -233,15 +141,13 @@ async fn an_undeliverable_email_is_dead_lettered_and_does_not_block_the_queue() 
         node.wait_for_emails(&format!("alive{i}@dead.example"), 1)
             .await;
     }
-    let mut dead = 0;
-    for _ in 0..100 {
+    let dead = eventually(Duration::from_secs(10), || async {
         node.clock.advance(chrono::Duration::seconds(5)); // past the retry's backoff
-        dead = node.state.store.outbox_stats().await.unwrap().dead;
-        if dead == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let dead = node.state.store.outbox_stats().await.unwrap().dead;
+        (dead == 1).then_some(dead)
+    })
+    .await
+    .unwrap_or(0);
     assert_eq!(dead, 1);
     let listed = node.state.store.dead_emails().await.unwrap();
     assert_eq!(listed[0].recipient, "bounce@dead.example");

@@ -1,9 +1,9 @@
 //! The operators' side (issue 12): finding partners, last use, emergency revocation across
 //! nodes, resending and inviting, the audit log, master-key rotation under load.
 
+use crate::cluster::{onboarded_on, regeneration_link, spawn_nodes};
 use crate::helpers::*;
-use crate::nodes::{onboarded_on, regeneration_link, spawn_nodes};
-use crate::process::{eventually, ServerProcess};
+use crate::process::ServerProcess;
 use keyward_core::{Email, PartnerCode};
 use keyward_server::config::Onboarding;
 use keyward_server::flows::admin::{self, Operator};
@@ -64,7 +64,7 @@ async fn an_operator_finds_a_partner_by_a_fragment_and_sees_its_keys_last_use() 
         let show = stdout(&server.operator(&["partner", "show", "USED", "--json"]));
         let details: Value = serde_json::from_str(&show).unwrap();
         let key = details["keys"][0].clone();
-        key["last_used_at"].is_string().then_some(key)
+        std::future::ready(key["last_used_at"].is_string().then_some(key))
     })
     .await
     .expect("the key's last use recorded");
@@ -180,7 +180,7 @@ async fn invite_only_onboarding_answers_alike_and_sends_only_to_the_invited() {
         body_of(app.onboard("INVITED", existing).await).await,
         stranger
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.settle().await;
     assert_eq!(app.emails_to(existing).len(), 2);
     assert!(app.emails_to("x@stranger.example").is_empty());
     assert!(app.emails_to("thief@evil.example").is_empty());

@@ -4,8 +4,8 @@
 //! is made through node A (or the CLI); no request sent after the change was acknowledged may
 //! be accepted. (Sent after ⇒ received after, so this is stricter than the guarantee.)
 
+use crate::cluster::{onboarded_on, regeneration_link, spawn_nodes};
 use crate::helpers::*;
-use crate::nodes::{onboarded_on, regeneration_link, spawn_nodes};
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

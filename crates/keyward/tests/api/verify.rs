@@ -1,7 +1,7 @@
 //! The verify API (SPEC §7.1), through the internal listener.
 
+use crate::cluster::{onboarded_on, regeneration_link, spawn_nodes};
 use crate::helpers::*;
-use crate::nodes::{onboarded_on, regeneration_link, spawn_nodes};
 use keyward_core::{AllowedIps, PartnerCode};
 use serde_json::{json, Value};
 
