@@ -11,4 +11,5 @@ for template, out in [
 ]:
     text = (root / template).read_text()
     text = re.sub(r"@@([^@]+)@@", lambda m: (root / m.group(1)).read_text().rstrip("\n"), text)
-    (root / out).write_text(text)
+    header = f"<!-- Generated from {template} by scripts/render-docs.py: edit the template, then run the script. -->\n"
+    (root / out).write_text(header + text)

@@ -1,7 +1,8 @@
 //! Storage. One SQL implementation over sqlx's `Any` driver serves SQLite (embedded, one
 //! node) and PostgreSQL (several nodes). What differs between them lives in `sqlite.rs` and
-//! `postgres.rs` (how a write transaction begins, the row-lock clause, how the outbox claims an
-//! email), chosen through [`Backend`]; nothing outside `store/` branches on the backend.
+//! `postgres.rs` (how a write transaction begins, the row-lock clause, how one recipient is
+//! locked) and in the few queries that name their backend (`outbox.rs` skips locked rows on
+//! PostgreSQL), chosen through [`Backend`]; nothing outside `store/` branches on the backend.
 //! Every request's changes happen in one [`Tx`]; its functions take `&mut self`.
 //!
 //! Secrets never reach this layer in the clear: public keys and link tokens arrive as SHA-256
@@ -238,8 +239,9 @@ impl Store {
         }
     }
 
-    /// The hot path of authentication: the key and its partner in one indexed lookup.
-    /// No cache: a key revoked on any node is refused on the very next request.
+    /// The hot path of authentication: the key and its partner in one indexed lookup. Callers
+    /// go through the node's key cache (`flows/key_cache.rs`), which bounds how stale a view
+    /// may be; changes that must hold everywhere wait that bound out.
     pub async fn key_by_hash(&self, public_key_hash: &KeyHash) -> Result<Option<KeyRecord>> {
         let sql = format!(
             "SELECT k.id AS key_id, k.created_at AS key_created_at, k.revoked_at, k.expires_at AS key_expires_at, k.secret_ciphertext, {PARTNER_COLUMNS} \

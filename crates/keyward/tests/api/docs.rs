@@ -40,6 +40,9 @@ fn every_rendered_document_is_in_step_with_its_template_and_examples() {
             let quoted = std::fs::read_to_string(repo_file(&caps[1])).unwrap();
             quoted.trim_end_matches('\n').to_owned()
         });
+        let expected = format!(
+            "<!-- Generated from {template} by scripts/render-docs.py: edit the template, then run the script. -->\n{expected}"
+        );
         let actual = std::fs::read_to_string(repo_file(rendered)).unwrap();
         assert!(
             actual == expected,
