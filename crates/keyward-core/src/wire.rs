@@ -35,6 +35,33 @@ pub mod paths {
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const OPENAPI: &str = "/openapi.json";
+    /// The link pages' stylesheet and copy-button script.
+    pub const STYLESHEET: &str = "/assets/keyward.css";
+    pub const COPY_SCRIPT: &str = "/assets/copy.js";
+
+    /// Every route of the public listener and its methods, as the router serves them. The
+    /// tests hold the router and the OpenAPI document to this list (in both directions).
+    pub const PUBLIC_ROUTES: &[(&str, &[&str])] = &[
+        (ONBOARD, &["post"]),
+        (REGENERATE_ALL[0], &["post"]),
+        (REGENERATE_ALL[1], &["post"]),
+        (REGENERATE_ALL[2], &["post"]),
+        (REDEEM, &["post"]),
+        (LINK, &["get", "post"]),
+        (WHOAMI, &["post"]),
+        (RETIRE_OLD_KEYS, &["post"]),
+        (SET_ALLOWED_IPS, &["post"]),
+        (TIME, &["get"]),
+        (HEALTHZ, &["get"]),
+        (READYZ, &["get"]),
+        (OPENAPI, &["get"]),
+        (STYLESHEET, &["get"]),
+        (COPY_SCRIPT, &["get"]),
+    ];
+
+    /// Routes of the public listener that are not API operations (absent from its OpenAPI
+    /// document).
+    pub const NOT_DOCUMENTED: &[&str] = &[OPENAPI, STYLESHEET, COPY_SCRIPT];
 
     /// On the internal listener only (SPEC §7.1, §3.5).
     pub const VERIFY: &str = "/internal/v1/verify";

@@ -24,7 +24,7 @@ pub fn router() -> Router<AppState> {
         .route(paths::LINK, get(show).post(redeem_form))
         .route(paths::REDEEM, post(redeem_json))
         .route(
-            "/assets/keyward.css",
+            paths::STYLESHEET,
             get(|| async {
                 (
                     [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
@@ -33,7 +33,7 @@ pub fn router() -> Router<AppState> {
             }),
         )
         .route(
-            "/assets/copy.js",
+            paths::COPY_SCRIPT,
             get(|| async {
                 (
                     [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],

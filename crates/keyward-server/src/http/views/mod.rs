@@ -4,7 +4,7 @@
 
 use crate::flows::Overlap;
 use chrono::{DateTime, Utc};
-use keyward_core::wire::Credentials;
+use keyward_core::wire::{paths, Credentials};
 use keyward_core::ErrorCode;
 use maud::{html, Markup, DOCTYPE};
 
@@ -20,7 +20,7 @@ fn layout(title: &str, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="robots" content="noindex, nofollow";
                 title { (title) " · keyward" }
-                link rel="stylesheet" href="/assets/keyward.css";
+                link rel="stylesheet" href=(paths::STYLESHEET);
             }
             body {
                 main class="card" {
@@ -133,7 +133,7 @@ pub fn reveal_page(
             (field("public_key", "Public key", &credentials.public_key, false))
             (field("secret_key", "Secret key", &credentials.secret_key, true))
             p class="muted" { "Sign each request with HMAC-SHA512 of its JSON body, keyed with the secret key, and send the public key as " code { "Authorization: Bearer pk_partner_…" } "." }
-            script src="/assets/copy.js" {}
+            script src=(paths::COPY_SCRIPT) {}
         },
     )
 }
