@@ -83,7 +83,7 @@ fn parse_overlap(text: &str) -> Result<std::time::Duration, String> {
         Err(_) => humantime::parse_duration(text)
             .map_err(|e| format!("{e}: write it like 24h, 90m or 7d"))?,
     };
-    if duration > std::time::Duration::from_secs(604_800) {
+    if duration.as_secs() > keyward_core::Overlap::MAX_SECONDS.unsigned_abs() {
         return Err("the overlap is at most 7 days (7d)".into());
     }
     Ok(duration)

@@ -69,6 +69,16 @@ pub mod paths {
     pub const INTERNAL_OPENAPI: &str = "/internal/openapi.json";
 }
 
+/// The credential of an `Authorization` header value: `Bearer <credential>`, the scheme
+/// case-insensitive (RFC 7235), surrounding spaces ignored; `None` for any other form.
+pub fn bearer(value: &str) -> Option<&str> {
+    value
+        .trim()
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, credential)| credential.trim())
+}
+
 /// The largest body keyward reads from a partner (SPEC §3): larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 

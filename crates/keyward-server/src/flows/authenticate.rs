@@ -26,9 +26,8 @@ impl Authorization {
     pub fn from_value(value: &[u8]) -> Self {
         let parsed = std::str::from_utf8(value)
             .ok()
-            .and_then(|header| header.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .and_then(|(_, key)| PublicKey::parse(key.trim()).ok());
+            .and_then(keyward_core::wire::bearer)
+            .and_then(|key| PublicKey::parse(key).ok());
         parsed.map_or(Authorization::Malformed, Authorization::Bearer)
     }
 

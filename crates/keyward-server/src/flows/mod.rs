@@ -20,6 +20,7 @@ pub(crate) use allow_list::change_allowed_ips;
 pub use allow_list::{set_allowed_ips, Changer};
 pub use authenticate::{authenticate, use_once, Authenticated, Authorization, ClientAddress};
 pub use context::Context;
+pub use keyward_core::overlap::{describe_duration, Overlap};
 pub use links::{redeem, view_link, LinkView, Redeemed, Redemption};
 pub use onboarding::{onboard, onboard_invited};
 pub use regeneration::{request_regeneration, request_regeneration_without_keys};
@@ -194,53 +195,6 @@ struct LinkEmailContext<'a> {
     /// How long the current keys keep working once the link is used, in words; empty: they
     /// stop at once.
     overlap: String,
-}
-
-/// How long the old pair keeps working after a regeneration (SPEC §3.2): 0 to 7 days.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Overlap(i64);
-
-impl Overlap {
-    pub const MAX_SECONDS: i64 = 604_800;
-    /// The reminder goes out this long before a retiring pair expires...
-    pub const REMINDER_BEFORE_SECONDS: i64 = 86_400;
-    /// ...when the overlap is at least this long.
-    pub const REMINDER_FROM_SECONDS: i64 = 2 * 86_400;
-
-    pub fn from_seconds(seconds: i64) -> Option<Self> {
-        (0..=Self::MAX_SECONDS)
-            .contains(&seconds)
-            .then_some(Self(seconds))
-    }
-
-    pub fn seconds(self) -> i64 {
-        self.0
-    }
-
-    /// "1 day 2 hours", for emails and pages; empty for none.
-    pub fn describe(self) -> String {
-        describe_duration(self.0)
-    }
-}
-
-/// Seconds in words, largest units first, at most two of them ("2 days 3 hours").
-pub fn describe_duration(seconds: i64) -> String {
-    let units = [
-        (86_400, "day"),
-        (3_600, "hour"),
-        (60, "minute"),
-        (1, "second"),
-    ];
-    let mut left = seconds.max(0);
-    let mut parts = Vec::new();
-    for (size, name) in units {
-        let n = left / size;
-        if n > 0 && parts.len() < 2 {
-            parts.push(format!("{n} {name}{}", if n == 1 { "" } else { "s" }));
-            left -= n * size;
-        }
-    }
-    parts.join(" ")
 }
 
 /// Replaces the partner's unused links of this purpose with a new one and queues its email.

@@ -39,9 +39,8 @@ impl FromRequestParts<AppState> for ServiceCaller {
             (Some(value), None) => value
                 .to_str()
                 .ok()
-                .and_then(|v| v.trim().split_once(' '))
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .and_then(|(_, token)| ServiceToken::parse(token.trim()).ok()),
+                .and_then(keyward_core::wire::bearer)
+                .and_then(|token| ServiceToken::parse(token).ok()),
             _ => None,
         };
         let Some(token) = token else {

@@ -106,7 +106,10 @@ pub(crate) async fn regenerate(
         overlap = fields.integer(
             "overlap_seconds",
             0..=Overlap::MAX_SECONDS,
-            "must be a whole number of seconds from 0 to 604800 (7 days)",
+            &format!(
+                "must be a whole number of seconds from 0 to {} (7 days)",
+                Overlap::MAX_SECONDS
+            ),
         );
     }
     let (email, code) = fields.finish_with(email.zip(code))?;
