@@ -9,8 +9,8 @@ use super::key_cache::wait_out;
 use super::{commit_and_wake, issue_link, Context, Overlap, Requester};
 use crate::clock::millis;
 use crate::store::{
-    Actor, AuditEvent, AuditFilter, AuditRecord, KeyInfo, LinkInfo, Partner, PartnerFilter,
-    PartnerSummary, Store, StoreError, Tx,
+    Actor, Audit, AuditEvent, AuditFilter, AuditKind, AuditRecord, KeyInfo, LinkInfo, Partner,
+    PartnerFilter, PartnerSummary, Store, StoreError, Tx,
 };
 use chrono::{DateTime, Utc};
 use keyward_core::{AllowedIps, Email, LinkPurpose, PartnerCode, PartnerId, PartnerStatus};
@@ -60,20 +60,16 @@ impl Operator<'_> {
         &self,
         tx: &mut Tx,
         partner_id: &PartnerId,
-        event: &str,
+        kind: AuditKind,
         what: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
         let detail = self.detail(what);
-        let actor = Actor::Operator(self.name);
-        tx.audit(
-            Some(partner_id),
-            event,
-            actor,
-            None,
-            detail.as_deref(),
-            millis(now),
-        )
+        tx.audit(&Audit {
+            partner: Some(partner_id),
+            detail: detail.as_deref(),
+            ..Audit::new(kind, Actor::Operator(self.name), millis(now))
+        })
         .await?;
         Ok(())
     }
@@ -163,8 +159,8 @@ async fn set_status(
         return Err(AdminError::NotYetActive(partner.code));
     }
     let event = match status {
-        PartnerStatus::Suspended => "partner_suspended",
-        _ => "partner_activated",
+        PartnerStatus::Suspended => AuditKind::PartnerSuspended,
+        _ => AuditKind::PartnerActivated,
     };
     tx.set_partner_status(&partner.id, status, millis(now))
         .await?;
@@ -186,7 +182,7 @@ pub async fn release(ctx: &Context, code: &PartnerCode, operator: Operator<'_>) 
         .audit(
             &mut tx,
             &partner.id,
-            "partner_released",
+            AuditKind::PartnerReleased,
             partner.code.as_str(),
             now,
         )
@@ -271,7 +267,7 @@ pub async fn revoke_keys(
     let keys = tx.revoke_keys(&partner.id, millis(now)).await?;
     let what = format!("{keys} key pair(s) revoked");
     operator
-        .audit(&mut tx, &partner.id, "keys_revoked", &what, now)
+        .audit(&mut tx, &partner.id, AuditKind::KeysRevoked, &what, now)
         .await?;
     let notified = notify && partner.status == PartnerStatus::Active;
     if notified {
@@ -338,7 +334,7 @@ pub async fn invite(
     }
     tx.mark_invited(&id).await?;
     operator
-        .audit(&mut tx, &id, "partner_invited", email.as_str(), now)
+        .audit(&mut tx, &id, AuditKind::PartnerInvited, email.as_str(), now)
         .await?;
     let partner = tx
         .partner_by_id_for_update(&id)

@@ -8,7 +8,7 @@ use crate::clock::millis;
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::mail::EmailKind;
-use crate::store::{Actor, Partner, Tx};
+use crate::store::{Actor, Audit, AuditKind, Partner, Tx};
 use chrono::{DateTime, Utc};
 use keyward_core::{AllowedIps, Email, ErrorCode};
 use serde::Serialize;
@@ -65,14 +65,16 @@ pub(crate) async fn change_allowed_ips(
         Changer::Partner(_) => Actor::Partner,
         Changer::Operator(name) => Actor::Operator(name),
     };
-    tx.audit(
-        Some(&partner.id),
-        "allowed_ips_changed",
-        actor,
-        ip.as_deref(),
-        Some(&detail),
-        millis(now),
-    )
+    let address = match changer {
+        Changer::Partner(ip) => Some(ip),
+        Changer::Operator(_) => None,
+    };
+    tx.audit(&Audit {
+        partner: Some(&partner.id),
+        ip: address,
+        detail: Some(&detail),
+        ..Audit::new(AuditKind::AllowedIpsChanged, actor, millis(now))
+    })
     .await?;
     let context = NoticeContext {
         partner_code: partner.code.as_str(),

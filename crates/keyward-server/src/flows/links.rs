@@ -7,7 +7,7 @@ use crate::clock::{from_millis, millis};
 use crate::crypto::secret_key_aad;
 use crate::error::{Error, Result};
 use crate::mail::EmailKind;
-use crate::store::{Actor, Link, NewKey, Supersede};
+use crate::store::{Actor, Audit, AuditKind, Link, NewKey, Supersede};
 use chrono::{DateTime, SecondsFormat, Utc};
 use keyward_core::{
     ErrorCode, KeyPair, LinkPurpose, LinkToken, PartnerCode, PartnerId, PartnerStatus,
@@ -193,15 +193,16 @@ pub async fn redeem(
         ),
         None => format!("key {key_id}; {revoked} key(s) revoked"),
     };
-    let event = format!("{}_link_redeemed", link.purpose.as_str());
-    tx.audit(
-        Some(&partner.id),
-        &event,
-        Actor::Partner,
-        Some(&ip_text),
-        Some(&detail),
-        millis(now),
-    )
+    tx.audit(&Audit {
+        partner: Some(&partner.id),
+        ip: Some(ip),
+        detail: Some(&detail),
+        ..Audit::new(
+            AuditKind::LinkRedeemed(link.purpose),
+            Actor::Partner,
+            millis(now),
+        )
+    })
     .await?;
     commit_and_wake(ctx, tx).await?;
     let old_keys_changed = revoked > 0 || old_keys_expire_at.is_some();

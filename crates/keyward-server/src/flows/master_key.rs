@@ -7,7 +7,7 @@
 
 use crate::config::{MasterKeySource, Settings};
 use crate::crypto::{outbox_aad, secret_key_aad, Cipher, MasterKey, MASTER_KEY_CHECK_AAD};
-use crate::store::{Actor, Encrypted, Store, StoreError};
+use crate::store::{Actor, Audit, AuditKind, Encrypted, Store, StoreError};
 use anyhow::{bail, Context as _};
 use secrecy::ExposeSecret;
 use std::path::Path;
@@ -106,15 +106,11 @@ pub async fn rotate(
             .await?;
     }
     let mut tx = store.begin().await?;
-    tx.audit(
-        None,
-        "master_key_rotated",
-        Actor::Operator(operator),
-        None,
-        Some(&rotation.describe()),
-        chrono::Utc::now().timestamp_millis(),
-    )
-    .await?;
+    let detail = rotation.describe();
+    let at = chrono::Utc::now().timestamp_millis();
+    let mut entry = Audit::new(AuditKind::MasterKeyRotated, Actor::Operator(operator), at);
+    entry.detail = Some(&detail);
+    tx.audit(&entry).await?;
     tx.commit().await?;
     Ok(rotation)
 }

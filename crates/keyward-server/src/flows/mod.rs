@@ -34,7 +34,7 @@ use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::mail::{templates, EmailKind};
 use crate::metrics::Limit;
-use crate::store::{Actor, NewEmail, NewLink, Partner, Supersede, Tx};
+use crate::store::{Actor, Audit, AuditKind, NewEmail, NewLink, Partner, Supersede, Tx};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use keyward_core::signature::{MessageForm, SignedBody};
@@ -255,20 +255,17 @@ pub(crate) async fn issue_link(
     let mut email = Outgoing::now(&partner.email, kind, now);
     email.unauthenticated = requester == Requester::Anyone;
     queue_email(cipher, tx, email, &context).await?;
-    let event = format!("{}_link_issued", purpose.as_str());
     let actor = match requester {
         Requester::KeyHolder => Actor::Partner,
         Requester::Anyone => Actor::Anyone,
         Requester::Operator(name) => Actor::Operator(name),
     };
-    tx.audit(
-        Some(&partner.id),
-        &event,
-        actor,
-        ip_text.as_deref(),
-        Some(&link_id),
-        millis(now),
-    )
+    tx.audit(&Audit {
+        partner: Some(&partner.id),
+        ip,
+        detail: Some(&link_id),
+        ..Audit::new(AuditKind::LinkIssued(purpose), actor, millis(now))
+    })
     .await?;
     Ok(())
 }

@@ -6,7 +6,7 @@ use super::{
 };
 use crate::clock::millis;
 use crate::error::Result;
-use crate::store::{Actor, Partner, StoreError};
+use crate::store::{Actor, Audit, AuditKind, Partner, StoreError};
 use keyward_core::{
     AllowedIps, Email, ErrorCode, LinkPurpose, PartnerCode, PartnerId, PartnerStatus,
 };
@@ -64,14 +64,12 @@ pub async fn onboard(ctx: &Context, code: &PartnerCode, email: &Email, ip: IpAdd
                 && !tx.has_usable_onboarding_link(&p.id, millis(now)).await? =>
         {
             tx.delete_pending_partner(&p.id).await?;
-            tx.audit(
-                Some(&p.id),
-                "partner_released",
-                Actor::Keyward,
-                Some(&ip.to_string()),
-                Some("its onboarding links had expired"),
-                millis(now),
-            )
+            tx.audit(&Audit {
+                partner: Some(&p.id),
+                ip: Some(ip),
+                detail: Some("its onboarding links had expired"),
+                ..Audit::new(AuditKind::PartnerReleased, Actor::Keyward, millis(now))
+            })
             .await?;
             None
         }
@@ -86,14 +84,11 @@ pub async fn onboard(ctx: &Context, code: &PartnerCode, email: &Email, ip: IpAdd
                 Err(StoreError::Conflict) => return Err(ErrorCode::PartnerExists.into()),
                 Err(e) => return Err(e.into()),
             }
-            tx.audit(
-                Some(&id),
-                "partner_created",
-                Actor::Anyone,
-                Some(&ip.to_string()),
-                None,
-                millis(now),
-            )
+            tx.audit(&Audit {
+                partner: Some(&id),
+                ip: Some(ip),
+                ..Audit::new(AuditKind::PartnerCreated, Actor::Anyone, millis(now))
+            })
             .await?;
             Partner {
                 id,

@@ -5,7 +5,7 @@ use super::Authenticated;
 use super::Context;
 use crate::clock::millis;
 use crate::error::{Error, Result};
-use crate::store::Actor;
+use crate::store::{Actor, Audit, AuditKind};
 use keyward_core::ErrorCode;
 use std::net::IpAddr;
 
@@ -25,14 +25,12 @@ pub async fn retire_old_keys(ctx: &Context, auth: &Authenticated, ip: IpAddr) ->
     let revoked = tx.revoke_retiring_keys(&partner.id, now).await?;
     if revoked > 0 {
         let detail = format!("{revoked} retiring key pair(s) revoked by the partner");
-        tx.audit(
-            Some(&partner.id),
-            "retiring_keys_revoked",
-            Actor::Partner,
-            Some(&ip.to_string()),
-            Some(&detail),
-            now,
-        )
+        tx.audit(&Audit {
+            partner: Some(&partner.id),
+            ip: Some(ip),
+            detail: Some(&detail),
+            ..Audit::new(AuditKind::RetiringKeysRevoked, Actor::Partner, now)
+        })
         .await?;
     }
     tx.commit().await?;

@@ -7,7 +7,9 @@
 //! only after that bound has passed, so it is refused on every node when `revoke` returns.
 //! When a token was last used is recorded in memory and written in batches (approximate).
 
-use crate::store::{Actor, LiveServiceToken, ServiceTokenRecord, Store, StoreError};
+use crate::store::{
+    Actor, Audit, AuditKind, LiveServiceToken, ServiceTokenRecord, Store, StoreError,
+};
 use keyward_core::{KeyHash, ServiceToken};
 use rand::rngs::OsRng;
 use std::collections::HashMap;
@@ -60,15 +62,13 @@ pub async fn create(
         Err(StoreError::Conflict) => return Err(ServiceTokenError::NameTaken(name.to_owned())),
         other => other?,
     }
-    tx.audit(
-        None,
-        "service_token_created",
+    let mut entry = Audit::new(
+        AuditKind::ServiceTokenCreated,
         Actor::Operator(operator),
-        None,
-        Some(name),
         now,
-    )
-    .await?;
+    );
+    entry.detail = Some(name);
+    tx.audit(&entry).await?;
     tx.commit().await?;
     super::key_cache::wait_out(bound).await;
     Ok(token)
@@ -87,15 +87,13 @@ pub async fn revoke(
     if !tx.revoke_service_token(name, now).await? {
         return Err(ServiceTokenError::NoSuchToken(name.to_owned()));
     }
-    tx.audit(
-        None,
-        "service_token_revoked",
+    let mut entry = Audit::new(
+        AuditKind::ServiceTokenRevoked,
         Actor::Operator(operator),
-        None,
-        Some(name),
         now,
-    )
-    .await?;
+    );
+    entry.detail = Some(name);
+    tx.audit(&entry).await?;
     tx.commit().await?;
     super::key_cache::wait_out(bound).await;
     Ok(())

@@ -243,6 +243,77 @@ impl Actor<'_> {
     }
 }
 
+/// What happened, as the audit log names it. The names are part of `keyward audit`'s output
+/// and of what operators search for: never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKind {
+    PartnerCreated,
+    PartnerInvited,
+    /// A pending partner deleted (by an operator, or by keyward once its links expired).
+    PartnerReleased,
+    PartnerSuspended,
+    PartnerActivated,
+    LinkIssued(keyward_core::LinkPurpose),
+    LinkRedeemed(keyward_core::LinkPurpose),
+    /// Every key pair revoked by an operator.
+    KeysRevoked,
+    /// The retiring pair revoked by the partner (`RetireOldKeys`).
+    RetiringKeysRevoked,
+    AllowedIpsChanged,
+    ServiceTokenCreated,
+    ServiceTokenRevoked,
+    MasterKeyRotated,
+}
+
+impl AuditKind {
+    pub fn name(self) -> &'static str {
+        use keyward_core::LinkPurpose::{Onboarding, Regeneration};
+        match self {
+            Self::PartnerCreated => "partner_created",
+            Self::PartnerInvited => "partner_invited",
+            Self::PartnerReleased => "partner_released",
+            Self::PartnerSuspended => "partner_suspended",
+            Self::PartnerActivated => "partner_activated",
+            Self::LinkIssued(Onboarding) => "onboarding_link_issued",
+            Self::LinkIssued(Regeneration) => "regeneration_link_issued",
+            Self::LinkRedeemed(Onboarding) => "onboarding_link_redeemed",
+            Self::LinkRedeemed(Regeneration) => "regeneration_link_redeemed",
+            Self::KeysRevoked => "keys_revoked",
+            Self::RetiringKeysRevoked => "retiring_keys_revoked",
+            Self::AllowedIpsChanged => "allowed_ips_changed",
+            Self::ServiceTokenCreated => "service_token_created",
+            Self::ServiceTokenRevoked => "service_token_revoked",
+            Self::MasterKeyRotated => "master_key_rotated",
+        }
+    }
+}
+
+/// An audit entry to record: what happened, to which partner (if any), who did it, from which
+/// address (requests only), with what detail, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Audit<'a> {
+    pub kind: AuditKind,
+    pub partner: Option<&'a PartnerId>,
+    pub actor: Actor<'a>,
+    pub ip: Option<std::net::IpAddr>,
+    pub detail: Option<&'a str>,
+    pub at: i64,
+}
+
+impl<'a> Audit<'a> {
+    /// An entry with no partner, address or detail, to fill in.
+    pub fn new(kind: AuditKind, actor: Actor<'a>, at: i64) -> Self {
+        Self {
+            kind,
+            partner: None,
+            actor,
+            ip: None,
+            detail: None,
+            at,
+        }
+    }
+}
+
 /// One entry of the audit log.
 #[derive(Debug, FromRow)]
 pub struct AuditEvent {

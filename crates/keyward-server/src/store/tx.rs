@@ -1,6 +1,6 @@
 //! One write transaction and what can be done in it.
 
-use super::records::{Actor, NewEmail, NewKey, NewLink, Partner, Supersede};
+use super::records::{Audit, NewEmail, NewKey, NewLink, Partner, Supersede};
 use super::{link_with_partner, partner_where, Backend, Link, Result};
 use keyward_core::{
     AllowedIps, Email, LinkPurpose, PartnerCode, PartnerId, PartnerStatus, TokenHash,
@@ -429,23 +429,15 @@ impl Tx {
     }
 
     /// Records a credential event with who caused it (`keyward audit` ships these).
-    pub async fn audit(
-        &mut self,
-        partner_id: Option<&PartnerId>,
-        event: &str,
-        actor: Actor<'_>,
-        ip: Option<&str>,
-        detail: Option<&str>,
-        now: i64,
-    ) -> Result<()> {
+    pub async fn audit(&mut self, entry: &Audit<'_>) -> Result<()> {
         sqlx::query("INSERT INTO audit_events (id, partner_id, event, ip, detail, created_at, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(uuid::Uuid::now_v7().to_string())
-            .bind(partner_id.map(PartnerId::as_str))
-            .bind(event)
-            .bind(ip)
-            .bind(detail)
-            .bind(now)
-            .bind(actor.to_stored())
+            .bind(entry.partner.map(PartnerId::as_str))
+            .bind(entry.kind.name())
+            .bind(entry.ip.map(|ip| ip.to_string()))
+            .bind(entry.detail)
+            .bind(entry.at)
+            .bind(entry.actor.to_stored())
             .execute(&mut *self.tx)
             .await?;
         Ok(())
