@@ -6,7 +6,7 @@
 //! alone: they need no master key.
 
 use super::key_cache::wait_out;
-use super::{commit_and_wake, issue_link, Context, Overlap, Requester};
+use super::{commit_and_wake, issue_link, Context, LinkRequest, Overlap, Requester};
 use crate::clock::millis;
 use crate::store::{
     Actor, Audit, AuditEvent, AuditFilter, AuditKind, AuditRecord, KeyInfo, LinkInfo, Partner,
@@ -230,15 +230,16 @@ async fn operator_link(
 ) -> Result<()> {
     let requester = Requester::Operator(operator.name);
     issue_link(
-        &ctx.settings,
-        ctx.cipher()?,
+        ctx,
         tx,
-        partner,
-        purpose,
-        requester,
-        Overlap::default(),
-        now,
-        None,
+        LinkRequest {
+            partner,
+            purpose,
+            requester,
+            overlap: Overlap::default(),
+            ip: None,
+            now,
+        },
     )
     .await?;
     Ok(())

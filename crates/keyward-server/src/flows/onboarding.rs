@@ -2,7 +2,8 @@
 
 use super::Context;
 use super::{
-    commit_and_wake, enforce_partner_limit, enforce_recipient_limit, issue_link, Overlap, Requester,
+    commit_and_wake, enforce_partner_limit, enforce_recipient_limit, issue_link, LinkRequest,
+    Overlap, Requester,
 };
 use crate::clock::millis;
 use crate::error::Result;
@@ -37,15 +38,16 @@ pub async fn onboard_invited(
         return Ok(());
     }
     issue_link(
-        &ctx.settings,
-        ctx.cipher()?,
+        ctx,
         &mut tx,
-        &partner,
-        LinkPurpose::Onboarding,
-        Requester::Anyone,
-        Overlap::default(),
-        now,
-        Some(ip),
+        LinkRequest {
+            partner: &partner,
+            purpose: LinkPurpose::Onboarding,
+            requester: Requester::Anyone,
+            overlap: Overlap::default(),
+            ip: Some(ip),
+            now,
+        },
     )
     .await?;
     commit_and_wake(ctx, tx).await
@@ -110,15 +112,16 @@ pub async fn onboard(ctx: &Context, code: &PartnerCode, email: &Email, ip: IpAdd
     let link = LinkPurpose::Onboarding;
     let overlap = Overlap::default();
     issue_link(
-        &ctx.settings,
-        ctx.cipher()?,
+        ctx,
         &mut tx,
-        &partner,
-        link,
-        Requester::Anyone,
-        overlap,
-        now,
-        Some(ip),
+        LinkRequest {
+            partner: &partner,
+            purpose: link,
+            requester: Requester::Anyone,
+            overlap,
+            ip: Some(ip),
+            now,
+        },
     )
     .await?;
     commit_and_wake(ctx, tx).await

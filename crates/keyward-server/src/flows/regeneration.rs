@@ -3,7 +3,7 @@
 use super::Context;
 use super::{
     commit_and_wake, enforce_partner_limit, issue_link, replay_digest, within_anyones_limits,
-    Authenticated, Overlap, ReplayPurpose, Requester,
+    Authenticated, LinkRequest, Overlap, ReplayPurpose, Requester,
 };
 use crate::clock::millis;
 use crate::error::{Error, Result};
@@ -48,15 +48,16 @@ pub async fn request_regeneration(
     enforce_partner_limit(ctx, &mut tx, &partner, Requester::KeyHolder, now).await?;
     let link = LinkPurpose::Regeneration;
     issue_link(
-        &ctx.settings,
-        ctx.cipher()?,
+        ctx,
         &mut tx,
-        &partner,
-        link,
-        Requester::KeyHolder,
-        overlap,
-        now,
-        Some(ip),
+        LinkRequest {
+            partner: &partner,
+            purpose: link,
+            requester: Requester::KeyHolder,
+            overlap,
+            ip: Some(ip),
+            now,
+        },
     )
     .await?;
     commit_and_wake(ctx, tx).await
@@ -90,16 +91,17 @@ pub async fn request_regeneration_without_keys(
         return Ok(());
     }
     issue_link(
-        &ctx.settings,
-        ctx.cipher()?,
+        ctx,
         &mut tx,
-        &partner,
-        purpose,
-        Requester::Anyone,
-        // The lost-keys path never keeps the old pair: it may be what was lost.
-        Overlap::default(),
-        now,
-        Some(ip),
+        LinkRequest {
+            partner: &partner,
+            purpose,
+            requester: Requester::Anyone,
+            // The lost-keys path never keeps the old pair: it may be what was lost.
+            overlap: Overlap::default(),
+            ip: Some(ip),
+            now,
+        },
     )
     .await?;
     commit_and_wake(ctx, tx).await
