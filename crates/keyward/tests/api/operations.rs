@@ -105,3 +105,54 @@ async fn activating_a_pending_partner_refuses_and_leaves_it_pending() {
     let show = server.operator(&["partner", "show", "NEWBIE"]);
     assert!(String::from_utf8_lossy(&show.stdout).contains("status       pending"));
 }
+
+#[test]
+fn the_help_lists_operator_and_partner_commands_apart_and_partner_commands_take_no_server_settings()
+{
+    let help = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let top = help(&["--help"]);
+    let operators = top.find("Operator commands").expect(&top);
+    let partners = top.find("Partner commands").expect(&top);
+    let at = |name: &str| top.find(&format!("\n  {name} ")).expect(name);
+    for name in ["serve", "partner", "service-token", "audit"] {
+        assert!(
+            (operators..partners).contains(&at(name)),
+            "{name} among the operator's: {top}"
+        );
+    }
+    for name in ["sign", "redeem", "whoami", "regenerate"] {
+        assert!(at(name) > partners, "{name} among the partner's: {top}");
+    }
+    assert!(!help(&["sign", "--help"]).contains("--config"));
+}
+
+#[test]
+fn an_operator_without_a_name_is_recorded_as_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyward = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(args)
+            .env("KEYWARD_DATA_DIR", dir.path())
+            .env_remove("USER")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    keyward(&["service-token", "create", "payments"]);
+    let audit = keyward(&["audit", "--json"]);
+    let entry: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(entry["event"], "service_token_created");
+    assert_eq!(entry["actor"], "operator:unknown");
+}

@@ -1,17 +1,15 @@
-//! The operators' commands on partners, the audit log and the master key: same binary, same
-//! settings as the server. Every change names its operator (`--operator`, else `$USER`) and
-//! reason in the audit log.
+//! `keyward partner …`: find partners, look at one, act in an emergency, invite. Every change
+//! names its operator (`--operator`, else `$USER`) and reason in the audit log, and runs through
+//! the same flows as the server.
 
+use super::output::{age, allow_list_text, parse_time, rfc3339, time_text};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use keyward_core::{AllowedIps, Email, PartnerCode, PartnerStatus};
-use keyward_server::config::{MasterKeySource, Settings};
+use keyward_server::config::Settings;
 use keyward_server::flows::admin::{self, Operator};
-use keyward_server::flows::master_key;
-use keyward_server::flows::master_key::read_master_key;
 use keyward_server::flows::Context;
-use keyward_server::startup::open_store_and_cipher;
-use keyward_server::store::{AuditFilter, Encrypted, PartnerFilter};
+use keyward_server::store::PartnerFilter;
 use serde_json::json;
 
 #[derive(Subcommand)]
@@ -93,91 +91,6 @@ pub struct ListArgs {
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Args)]
-pub struct AuditArgs {
-    /// Only this partner's events.
-    #[arg(long)]
-    partner: Option<String>,
-    /// Only this event (partner_created, onboarding_link_issued, regeneration_link_redeemed,
-    /// keys_revoked, partner_suspended, allowed_ips_changed, master_key_rotated, …).
-    #[arg(long)]
-    event: Option<String>,
-    /// From: an RFC 3339 time, or a duration ago such as 24h.
-    #[arg(long, value_parser = parse_time)]
-    since: Option<i64>,
-    /// Until: an RFC 3339 time, or a duration ago.
-    #[arg(long, value_parser = parse_time)]
-    until: Option<i64>,
-    #[arg(long, default_value_t = 10_000)]
-    limit: i64,
-    /// JSON lines, one event per line (for a SIEM).
-    #[arg(long)]
-    json: bool,
-}
-
-/// An RFC 3339 time, or a duration ago (`7d`, `12h`, `90m`): milliseconds since the epoch.
-fn parse_time(text: &str) -> Result<i64, String> {
-    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text.trim()) {
-        return Ok(time.timestamp_millis());
-    }
-    let ago = humantime::parse_duration(text.trim()).map_err(|_| {
-        format!("{text:?} is neither an RFC 3339 time (2026-11-27T10:00:00Z) nor a duration ago (7d, 12h)")
-    })?;
-    let ago = i64::try_from(ago.as_millis()).map_err(|_| "too long ago".to_owned())?;
-    Ok(chrono::Utc::now().timestamp_millis() - ago)
-}
-
-/// Who runs an operator command: `--operator`, else `$USER`, else "operator".
-pub fn operator_name(given: Option<String>) -> String {
-    given
-        .or_else(|| std::env::var("USER").ok())
-        .map(|name| {
-            name.trim()
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(64)
-                .collect::<String>()
-        })
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "operator".to_owned())
-}
-
-pub fn time_text(ms: Option<i64>) -> String {
-    ms.and_then(chrono::DateTime::from_timestamp_millis)
-        .map_or_else(
-            || "-".to_owned(),
-            |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-        )
-}
-
-fn rfc3339(ms: Option<i64>) -> serde_json::Value {
-    ms.map_or(serde_json::Value::Null, |t| {
-        json!(keyward_core::wire::wire_time(t))
-    })
-}
-
-/// "3d", "5h", "12m" or "now": how long ago, for tables.
-fn age(ms: Option<i64>, now: i64) -> String {
-    let Some(ms) = ms else {
-        return "-".to_owned();
-    };
-    let minutes = (now - ms).max(0) / 60_000;
-    match minutes {
-        0 => "now".to_owned(),
-        m if m < 60 => format!("{m}m"),
-        m if m < 48 * 60 => format!("{}h", m / 60),
-        m => format!("{}d", m / (24 * 60)),
-    }
-}
-
-fn allow_list_text(list: &AllowedIps) -> String {
-    if list.is_empty() {
-        "any address".to_owned()
-    } else {
-        list.to_strings().join(", ")
-    }
 }
 
 pub async fn partner(
@@ -471,78 +384,4 @@ fn show(details: &admin::PartnerDetails, as_json: bool, now: i64) {
             event.detail.as_deref().unwrap_or("")
         );
     }
-}
-
-pub async fn audit(settings: &Settings, args: AuditArgs) -> anyhow::Result<()> {
-    let store = keyward_server::startup::open_migrated_store(settings).await?;
-    let partner = args
-        .partner
-        .as_deref()
-        .map(|c| PartnerCode::parse(c).context("--partner takes a partner code"))
-        .transpose()?;
-    let filter = AuditFilter {
-        partner_id: None,
-        event: args.event,
-        since: args.since,
-        until: args.until,
-        limit: args.limit.clamp(1, 1_000_000),
-    };
-    let events = admin::audit(&store, partner.as_ref(), filter).await?;
-    for e in &events {
-        if args.json {
-            let line = json!({
-                "id": e.id, "time": rfc3339(Some(e.created_at)), "event": e.event,
-                "partner_id": e.partner_id, "partner_code": e.partner_code,
-                "actor": e.actor, "ip": e.ip, "detail": e.detail,
-            });
-            println!("{line}");
-        } else {
-            println!(
-                "{}  {:<30} {:<16} {:<20} {:<15} {}",
-                time_text(Some(e.created_at)),
-                e.event,
-                e.partner_code.as_deref().unwrap_or("-"),
-                e.actor.as_deref().unwrap_or("-"),
-                e.ip.as_deref().unwrap_or("-"),
-                e.detail.as_deref().unwrap_or("")
-            );
-        }
-    }
-    if events.is_empty() && !args.json {
-        eprintln!("no events match");
-    }
-    Ok(())
-}
-
-/// `keyward rotate-master-key --new-key-file F`.
-pub async fn rotate_master_key(
-    settings: &Settings,
-    operator: &str,
-    new_key_file: &std::path::Path,
-) -> anyhow::Result<()> {
-    let new = read_master_key(
-        &MasterKeySource::File(new_key_file.to_path_buf()),
-        "--new-key-file",
-    )?;
-    let (store, old) = open_store_and_cipher(settings).await?;
-    eprintln!("re-encrypting under the new key (safe to interrupt and run again)…");
-    let rotation = master_key::rotate(&store, &old, &new, operator, |which, counts| {
-        let what = match which {
-            Encrypted::SecretKeys => "secret keys",
-            Encrypted::EmailBodies => "email bodies",
-        };
-        eprintln!(
-            "  {what}: {} re-encrypted, {} already under the new key",
-            counts.rotated, counts.already
-        );
-    })
-    .await?;
-    let unreadable = rotation.unreadable();
-    let detail = rotation.describe();
-    println!("{detail}.");
-    println!("The database's key check is now under the new key. Restart every node with KEYWARD_MASTER_KEY(_FILE) set to the new key and without KEYWARD_MASTER_KEY_PREVIOUS; keep the old key until you are sure (docs/deployment.md).");
-    if unreadable > 0 {
-        anyhow::bail!("{unreadable} value(s) decrypted under neither key and were left as they were: they were unreadable before the rotation too (see `keyward check-config`)");
-    }
-    Ok(())
 }

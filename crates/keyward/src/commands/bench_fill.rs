@@ -1,0 +1,65 @@
+//! `keyward bench-fill` (hidden): a store of N active partners, fast, for bench/.
+
+use anyhow::Context as _;
+use keyward_core::PartnerCode;
+use keyward_server::config::Settings;
+use secrecy::ExposeSecret;
+use std::path::Path;
+
+pub async fn bench_fill(
+    settings: &Settings,
+    partners: u64,
+    sample: u64,
+    out: &Path,
+) -> anyhow::Result<()> {
+    use keyward_core::{Email, KeyPair, PartnerId};
+    use keyward_server::crypto::secret_key_aad;
+    use keyward_server::store::ImportedPartner;
+    use std::io::Write;
+    let (store, cipher) = keyward_server::startup::open_store_and_cipher(settings).await?;
+    let every = (partners / sample.max(1)).max(1);
+    let mut samples = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let now = chrono::Utc::now().timestamp_millis();
+    let started = std::time::Instant::now();
+    let mut batch = Vec::with_capacity(5_000);
+    for i in 0..partners {
+        let keys = KeyPair::generate(&mut rand::rngs::OsRng);
+        let id = PartnerId::new_v7();
+        let key_id = uuid::Uuid::now_v7().to_string();
+        let secret = keys.secret.expose_secret();
+        let ciphertext =
+            cipher.encrypt(secret.as_bytes(), &secret_key_aad(id.as_str(), &key_id))?;
+        if i % every == 0 {
+            let body = keyward_core::signature::sign_body(
+                format!(r#"{{"bench":{i}}}"#).as_bytes(),
+                &keys.secret,
+                keyward_core::signature::MessageForm::AsSent,
+            )?;
+            let line = serde_json::json!({"public_key": keys.public.as_str(), "body": body});
+            writeln!(samples, "{line}")?;
+        }
+        batch.push(ImportedPartner {
+            id,
+            code: PartnerCode::parse(&format!("BENCH-{i:08}")).context("a bench code")?,
+            email: Email::parse(&format!("p{i}@bench.example")).context("a bench email")?,
+            key_id,
+            public_key_hash: keys.public.hash(),
+            public_key_hint: keys.public.redacted(),
+            secret_ciphertext: ciphertext,
+            created_at: now,
+        });
+        if batch.len() == 5_000 || i + 1 == partners {
+            store.import_active_partners(&batch).await?;
+            batch.clear();
+            eprint!("\r{} of {partners} partners stored", i + 1);
+        }
+    }
+    samples.flush()?;
+    eprintln!(
+        "\n{partners} partners in {:.1} s; {} signed samples in {}",
+        started.elapsed().as_secs_f64(),
+        partners.div_ceil(every),
+        out.display()
+    );
+    Ok(())
+}
