@@ -1,5 +1,9 @@
 //! The partner's side of keyward.
 //!
+//! Features: `cli` (the `keyward` binary's partner commands, with clap) and `layer`
+//! (`VerifyLayer`, a tower layer for axum services; with tower and axum). Neither is on by
+//! default: signing, the [`Client`] and the [`Verifier`] need neither.
+//!
 //! Signing and verifying use the same module as the server (`keyward_core::signature`), so a
 //! body this crate signs is exactly what the server checks:
 //!
@@ -45,8 +49,10 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "cli")]
 pub mod cli;
 mod client;
+#[cfg(feature = "layer")]
 mod layer;
 mod verifier;
 
@@ -55,6 +61,7 @@ pub use keyward_core::signature::{BodyError, MessageForm};
 pub use keyward_core::wire::{Credentials, FieldProblem, WhoAmI};
 pub use keyward_core::wire::{RelayedError, VerifiedPartner, VerifyRequest};
 pub use keyward_core::{ErrorCode, PublicKey, SecretKey};
+#[cfg(feature = "layer")]
 pub use layer::{ClientIpFn, SingleUse, VerifyLayer, VerifyService};
 pub use verifier::{Verification, Verifier};
 

@@ -1,5 +1,5 @@
 //! For the exchange's own services: the verify API's client ([`Verifier`]) and a tower layer
-//! that puts it in front of an axum app ([`VerifyLayer`]).
+//! that puts it in front of an axum app (`VerifyLayer`, with the `layer` feature).
 
 use crate::client::{Client, ClientError};
 use keyward_core::wire::paths::VERIFY;
