@@ -21,14 +21,23 @@ impl AllowedIps {
     /// block cleared (`198.51.100.7/24` is `198.51.100.0/24`), IPv4-mapped IPv6 as IPv4, and
     /// a repeated entry kept once; otherwise in the order given.
     pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Self, NotAnAddress> {
+        let entries: Vec<IpNet> = entries
+            .into_iter()
+            .map(parse_entry)
+            .collect::<Result<_, _>>()?;
+        Ok(Self::from_entries(entries))
+    }
+
+    /// The list of entries already parsed by [`parse_entry`] (so normalised), a repeated entry
+    /// kept once, otherwise in the order given.
+    pub fn from_entries(entries: impl IntoIterator<Item = IpNet>) -> Self {
         let mut list: Vec<IpNet> = Vec::new();
-        for entry in entries {
-            let net = parse_entry(entry)?;
+        for net in entries {
             if !list.contains(&net) {
                 list.push(net);
             }
         }
-        Ok(Self(list))
+        Self(list)
     }
 
     /// Each entry as shown to people and stored: a single address without its prefix length.

@@ -201,7 +201,8 @@ pub struct Settings {
     pub master_key: MasterKeySource,
     /// Also decrypts (never encrypts) during a rotation: `KEYWARD_MASTER_KEY_PREVIOUS(_FILE)`.
     pub master_key_previous: Option<MasterKeySource>,
-    pub smtp_url: Option<SecretString>,
+    /// `KEYWARD_SMTP_URL` (or its file), parsed; unset: emails go to the mailbox folder.
+    pub smtp: Option<crate::mail::SmtpSettings>,
     pub mail_from: Mailbox,
     /// How many emails are sent at once (`KEYWARD_SMTP_CONCURRENCY`, 1 to 64).
     pub smtp_concurrency: usize,
@@ -528,7 +529,10 @@ impl RawSettings {
                 (None, Some(file)) => Some(MasterKeySource::File(file)),
                 (None, None) => None,
             },
-            smtp_url: smtp_url.filter(|s| !s.is_empty()).map(SecretString::from),
+            smtp: smtp_url
+                .filter(|s| !s.is_empty())
+                .map(|url| crate::mail::SmtpSettings::parse(SecretString::from(url)))
+                .transpose()?,
             mail_from,
             smtp_concurrency: usize::try_from(smtp_concurrency)?,
             dkim,
@@ -717,6 +721,25 @@ mod tests {
         assert!(raw
             .resolve()
             .is_err_and(|e| e.to_string().contains("KEYWARD_REPLAY_WINDOW_SECS")));
+    }
+
+    #[test]
+    fn an_smtp_url_is_parsed_when_the_settings_load() {
+        let raw = |url: &str| RawSettings {
+            smtp_url: Some(url.into()),
+            ..RawSettings::default()
+        };
+        assert!(raw("smtp://mail.example.com:2525?tls=bogus")
+            .resolve()
+            .is_err_and(|e| format!("{e:#}").contains("tls=bogus")));
+        let settings = raw("smtp://user:pw@mail.example.com:2525")
+            .resolve()
+            .unwrap();
+        let smtp = settings.smtp.unwrap();
+        assert_eq!(
+            (smtp.target.host.as_str(), smtp.target.port),
+            ("mail.example.com", 2525)
+        );
     }
 
     #[test]

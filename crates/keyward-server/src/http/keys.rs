@@ -5,7 +5,7 @@
 use super::answer::with_key_expiry;
 use super::error::success;
 use super::extract::{ClientIp, Fields, JsonBody};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::flows::{self, Authenticated, Authorization, ClientAddress, Overlap};
 use crate::state::AppState;
 use axum::extract::State;
@@ -245,13 +245,11 @@ pub(crate) async fn set_allowed_ips(
     let entries = fields.string_list(
         "allowed_ips",
         AllowedIps::MAX_ENTRIES,
-        |s| parse_entry(s).ok().map(|_| s.to_owned()),
+        |s| parse_entry(s).ok(),
         "must be an IPv4 or IPv6 address or CIDR block, such as 203.0.113.7 or 2001:db8::/48",
     );
     let confirm_lock_out = fields.flag("confirm_lock_out");
-    let entries = fields.finish_with(entries)?;
-    let allowed_ips = AllowedIps::parse(entries.iter().map(String::as_str))
-        .map_err(|_| Error::field("allowed_ips", "must be addresses or CIDR blocks"))?;
+    let allowed_ips = AllowedIps::from_entries(fields.finish_with(entries)?);
     let auth = authenticated(&state, ip, &authorization, &body).await?;
     let result = flows::set_allowed_ips(&state, &auth, &allowed_ips, confirm_lock_out, ip)
         .await

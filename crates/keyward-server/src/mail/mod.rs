@@ -209,9 +209,9 @@ impl Mailer {
     /// The transport of the settings: SMTP when a URL is set, else the mailbox folder.
     pub fn transport_for(settings: &crate::config::Settings) -> anyhow::Result<Transport> {
         let data_dir = &settings.data_dir;
-        match settings.smtp_url.as_ref() {
-            Some(url) => Ok(Transport::Smtp(SmtpPool::new(
-                smtp_target(url.expose_secret())?,
+        match settings.smtp.as_ref() {
+            Some(smtp) => Ok(Transport::Smtp(SmtpPool::new(
+                smtp.target.clone(),
                 settings.smtp_concurrency,
             ))),
             None => {
@@ -284,11 +284,34 @@ impl Mailer {
     }
 }
 
+/// `KEYWARD_SMTP_URL`, parsed when the settings are loaded (a bad URL stops the start with
+/// its reason), and the URL itself, which may hold a password, for `check-config` to show
+/// without it.
+#[derive(Clone)]
+pub struct SmtpSettings {
+    pub url: secrecy::SecretString,
+    pub target: SmtpTarget,
+}
+
+impl SmtpSettings {
+    pub fn parse(url: secrecy::SecretString) -> anyhow::Result<Self> {
+        let target = smtp_target(url.expose_secret())?;
+        Ok(Self { url, target })
+    }
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.target.host)
+            .field("port", &self.target.port)
+            .finish_non_exhaustive()
+    }
+}
+
 /// `smtp://[user:pass@]host[:port][?tls=none|starttls|opportunistic|wrapper]`, or `smtps://…`
 /// (TLS from the first byte). A plain `smtp://host:port` means no TLS: local relays and test
 /// servers.
-/// Where `KEYWARD_SMTP_URL` points, and how to connect
-/// (`?tls=none|starttls|opportunistic|wrapper`).
 pub fn smtp_target(url: &str) -> anyhow::Result<SmtpTarget> {
     let parsed = url::Url::parse(url)
         .context("KEYWARD_SMTP_URL is not a URL (expected smtp://host:port)")?;

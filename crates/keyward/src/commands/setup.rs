@@ -54,8 +54,8 @@ pub async fn check_config(settings: &Settings) -> anyhow::Result<()> {
     );
     println!(
         "mail              {}",
-        match &settings.smtp_url {
-            Some(url) => format!("SMTP {}", without_passwords(url.expose_secret())),
+        match &settings.smtp {
+            Some(smtp) => format!("SMTP {}", without_passwords(smtp.url.expose_secret())),
             None => format!("files in {}", settings.data_dir.join("mailbox").display()),
         }
     );

@@ -75,9 +75,8 @@ async fn spawn_smtp_app_with(
 ) -> SmtpApp {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = keyward_server::config::Settings::for_tests(dir.path());
-    settings.smtp_url = Some(secrecy::SecretString::from(format!(
-        "smtp://127.0.0.1:{port}"
-    )));
+    let url = secrecy::SecretString::from(format!("smtp://127.0.0.1:{port}"));
+    settings.smtp = Some(keyward_server::mail::SmtpSettings::parse(url).unwrap());
     settings.ip_rate_limit_per_minute = 100_000;
     configure(&mut settings);
     let app = keyward_server::Application::build(settings).await.unwrap();
