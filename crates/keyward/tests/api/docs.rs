@@ -87,20 +87,38 @@ async fn the_walkthrough_and_the_signing_examples_run_against_the_server() {
     }
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &[]);
-    let walkthrough = Command::new("sh")
-        .arg(repo_file("examples/walkthrough.sh"))
-        .env("KEYWARD_URL", &server.address)
-        .env("KEYWARD_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&walkthrough.stdout);
-    assert!(
-        walkthrough.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&walkthrough.stderr)
-    );
-    assert!(stdout.contains("\"revoked_key\""), "{stdout}");
-    assert_eq!(stdout.matches("signed correctly").count(), 2, "{stdout}");
+    // Twice against the same server, as a newcomer would run it: each run is its own partner.
+    let mut partners = Vec::new();
+    for _ in 0..2 {
+        let walkthrough = Command::new("sh")
+            .arg(repo_file("examples/walkthrough.sh"))
+            .env("KEYWARD_URL", &server.address)
+            .env("KEYWARD_DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&walkthrough.stdout).into_owned();
+        assert!(
+            walkthrough.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&walkthrough.stderr)
+        );
+        assert!(stdout.contains("\"revoked_key\""), "{stdout}");
+        assert_eq!(stdout.matches("signed correctly").count(), 2, "{stdout}");
+        // It prints the keys it got and what to do next.
+        let printed = |label: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(label))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_else(|| panic!("no {label} in {stdout}"))
+        };
+        assert!(printed("public key").starts_with("pk_partner_"));
+        assert!(printed("secret key").starts_with("sk_partner_"));
+        assert_eq!(printed("partner ID").len(), 36);
+        assert!(stdout.contains("Next:"), "{stdout}");
+        partners.push(printed("partner ID"));
+    }
+    assert_ne!(partners[0], partners[1], "each run onboards its own partner");
 
     // A partner of our own for the signing examples.
     let (_, public, secret) = server
