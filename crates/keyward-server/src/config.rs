@@ -238,6 +238,78 @@ pub struct Settings {
     pub exact_numbers: bool,
 }
 
+/// `KEYWARD_MAX_CONNECTIONS` when unset.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+impl Settings {
+    /// Every setting that changes how keyward behaves, as name and value for people: the
+    /// start-up log line and `keyward check-config` show the same list. Secrets and the
+    /// credentials in URLs are never in it.
+    pub fn features(&self) -> Vec<(&'static str, String)> {
+        let on_off = |on: bool| if on { "on" } else { "off" }.to_owned();
+        let gateway = match &self.upstream {
+            None => "off".to_owned(),
+            Some(upstream) => format!(
+                "{} (prefixes {}; single use {}; timeout {} ms)",
+                without_credentials(&upstream.url),
+                upstream.prefixes.join(", "),
+                on_off(upstream.single_use),
+                upstream.timeout.as_millis()
+            ),
+        };
+        let proxies = if self.trusted_proxies.is_empty() {
+            "none (X-Forwarded-For and Forwarded are ignored)".to_owned()
+        } else {
+            let header = match self.forwarded_header {
+                ForwardedHeader::XForwardedFor => "X-Forwarded-For",
+                ForwardedHeader::Forwarded => "Forwarded",
+            };
+            let list: Vec<String> = self
+                .trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            format!("{} (reading {header})", list.join(", "))
+        };
+        vec![
+            ("gateway", gateway),
+            (
+                "internal listener",
+                self.internal_listen
+                    .map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            ),
+            (
+                "onboarding",
+                match self.onboarding {
+                    Onboarding::Open => "open (anyone with a code and an email)".to_owned(),
+                    Onboarding::Invite => "invite (only partners an operator invited)".to_owned(),
+                },
+            ),
+            (
+                "dkim",
+                self.dkim
+                    .as_ref()
+                    .map_or_else(|| "off".to_owned(), |d| format!("selector {}", d.selector)),
+            ),
+            ("key cache", format!("{} ms", self.key_cache.as_millis())),
+            ("trusted proxies", proxies),
+            ("exact numbers", on_off(self.exact_numbers)),
+            (
+                "max connections",
+                format!("{} per listener", self.connection_limits.max_connections),
+            ),
+        ]
+    }
+}
+
+/// A URL as it may be shown: without its user name and password.
+fn without_credentials(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
+}
+
 /// Who may onboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Onboarding {
@@ -478,7 +550,10 @@ impl RawSettings {
             Ok(std::time::Duration::from_millis(ms))
         };
         let connection_limits = crate::listener::ConnectionLimits {
-            max_connections: usize::try_from(self.max_connections.unwrap_or(10_000).max(1))?,
+            max_connections: match self.max_connections {
+                Some(n) => usize::try_from(n.max(1))?,
+                None => DEFAULT_MAX_CONNECTIONS,
+            },
             header_read_timeout: timeout(
                 "KEYWARD_HEADER_READ_TIMEOUT_MS",
                 self.header_read_timeout_ms,

@@ -65,11 +65,21 @@ impl Application {
             .unwrap_or(usize::MAX)
             .max(16);
         if settings.connection_limits.max_connections > budget {
-            tracing::warn!(
-                open_files,
-                max_connections = budget,
-                "KEYWARD_MAX_CONNECTIONS lowered to fit the open-file limit"
-            );
+            // Worth a warning only when the operator asked for more than the machine allows.
+            if settings.connection_limits.max_connections == crate::config::DEFAULT_MAX_CONNECTIONS
+            {
+                tracing::info!(
+                    open_files,
+                    max_connections = budget,
+                    "connections capped by the open-file limit"
+                );
+            } else {
+                tracing::warn!(
+                    open_files,
+                    max_connections = budget,
+                    "KEYWARD_MAX_CONNECTIONS lowered to fit the open-file limit"
+                );
+            }
             settings.connection_limits.max_connections = budget;
         }
         let (store, cipher) = open_store_and_cipher(&settings).await?;
@@ -107,9 +117,15 @@ impl Application {
             }
         }
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let features = settings
+            .features()
+            .into_iter()
+            .map(|(name, value)| format!("{name}: {value}"))
+            .collect::<Vec<_>>()
+            .join("; ");
         tracing::info!(
             listen = %listener.local_addr()?, internal = %internal_address, public_url = %settings.public_url,
-            backend = ?store.backend(), mail = %mailer.describe(), "keyward is ready"
+            backend = ?store.backend(), mail = %mailer.describe(), %features, "keyward is ready"
         );
         let gateway = match &settings.upstream {
             Some(upstream) => Some(Arc::new(

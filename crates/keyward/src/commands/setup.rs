@@ -61,14 +61,6 @@ pub async fn check_config(settings: &Settings) -> anyhow::Result<()> {
     );
     println!("mail_from         {}", settings.mail_from);
     println!(
-        "trusted_proxies   {:?}",
-        settings
-            .trusted_proxies
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-    );
-    println!(
         "link lifetimes    onboarding {} s, regeneration {} s",
         settings.onboarding_link_ttl.num_seconds(),
         settings.regeneration_link_ttl.num_seconds()
@@ -82,6 +74,9 @@ pub async fn check_config(settings: &Settings) -> anyhow::Result<()> {
         "rate limits       {} requests/min per IP, {} links/hour per partner",
         settings.ip_rate_limit_per_minute, settings.partner_links_per_hour
     );
+    for (name, value) in settings.features() {
+        println!("{name:<17} {value}");
+    }
     let store = open_store(settings).await?;
     store.ping().await.context("the database does not answer")?;
     println!("database          reachable ({:?})", store.backend());

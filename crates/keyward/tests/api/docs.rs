@@ -118,7 +118,10 @@ async fn the_walkthrough_and_the_signing_examples_run_against_the_server() {
         assert!(stdout.contains("Next:"), "{stdout}");
         partners.push(printed("partner ID"));
     }
-    assert_ne!(partners[0], partners[1], "each run onboards its own partner");
+    assert_ne!(
+        partners[0], partners[1],
+        "each run onboards its own partner"
+    );
 
     // A partner of our own for the signing examples.
     let (_, public, secret) = server
