@@ -3,7 +3,14 @@
 import http from "node:http";
 
 const keyward = process.env.KEYWARD_INTERNAL_URL ?? "http://127.0.0.1:8081";
-const token = process.env.KEYWARD_SERVICE_TOKEN; // from `keyward service-token create payouts`
+const token = process.env.KEYWARD_SERVICE_TOKEN ?? ""; // `keyward service-token create payouts`
+if (!token.startsWith("kw_service_")) {
+  console.error(
+    "KEYWARD_SERVICE_TOKEN must hold this service's token (kw_service_…): " +
+      "create one with `keyward service-token create payouts`",
+  );
+  process.exit(1);
+}
 
 async function verify(authorization, body, clientIp, singleUse) {
   const response = await fetch(`${keyward}/internal/v1/verify`, {
@@ -11,7 +18,11 @@ async function verify(authorization, body, clientIp, singleUse) {
     headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
     body: JSON.stringify({ authorization, body, client_ip: clientIp, single_use: singleUse }),
   });
-  if (!response.ok) throw new Error(`verify API answered ${response.status}`);
+  if (response.status === 401) {
+    // Not the partner's fault: our own token is refused. Say so where operators look.
+    throw new Error("configuration error: the verify API answered 401: our service token is refused (check KEYWARD_SERVICE_TOKEN)");
+  }
+  if (!response.ok) throw new Error(`the verify API answered ${response.status}`);
   return (await response.json()).data;
 }
 
@@ -27,7 +38,8 @@ const server = http.createServer(async (request, response) => {
   try {
     // A payout must not be paid twice: single_use.
     result = await verify(request.headers.authorization, body, request.socket.remoteAddress, true);
-  } catch {
+  } catch (error) {
+    console.error(error.message);
     return answer(503, { success: false, message: "Try again shortly.", data: null, code: "unavailable" });
   }
   if (!result.valid) {

@@ -175,3 +175,66 @@ async fn the_example_services_authenticate_partners_through_the_verify_api() {
     let listed = server.operator(&["service-token", "list"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("revoked"));
 }
+
+#[tokio::test]
+async fn the_example_services_refuse_to_start_without_a_token_and_log_a_refused_one() {
+    let mut runs = Vec::new();
+    if available("python3", "--version") {
+        runs.push(("python3", "examples/verify_service.py"));
+    }
+    if available("node", "--version") {
+        runs.push(("node", "examples/verify_service.mjs"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    for (program, example) in runs {
+        // No token: it stops at once and says what to set.
+        let output = Command::new(program)
+            .arg(repo_file(example))
+            .env("PORT", "0")
+            .env_remove("KEYWARD_SERVICE_TOKEN")
+            .output()
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "{example} started without a token"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("KEYWARD_SERVICE_TOKEN"),
+            "{example}: {stderr}"
+        );
+
+        // A token keyward does not know: the partner gets 503, the log says why.
+        let unknown = keyward_core::ServiceToken::generate(&mut rand::rngs::OsRng);
+        let mut child = Command::new(program)
+            .arg(repo_file(example))
+            .env("PORT", "0")
+            .env("KEYWARD_INTERNAL_URL", &server.internal_address)
+            .env(
+                "KEYWARD_SERVICE_TOKEN",
+                secrecy::ExposeSecret::expose_secret(&unknown),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.split_whitespace().last().unwrap().to_owned();
+        let (status, body) = post(&url, "{}", Some("Bearer pk_partner_x")).await;
+        assert_eq!((status, &body["code"]), (503, &Value::from("unavailable")));
+        let mut logged = String::new();
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut logged)
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            logged.contains("configuration error") && logged.contains("401"),
+            "{example}: {logged}"
+        );
+    }
+}
