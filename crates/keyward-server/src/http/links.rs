@@ -147,7 +147,12 @@ pub(crate) async fn redeem_form(
                 error: Some(message),
                 typed_code: typed,
             });
-            (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
+            let mut response = (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
+            // Counted like the JSON answer: 422 partner_code_mismatch, not ok.
+            response
+                .extensions_mut()
+                .insert(ErrorCode::PartnerCodeMismatch);
+            response
         }
         Err(error) => PageError { error, request_id }.into_response(),
     }

@@ -189,7 +189,11 @@ async fn fallback(State(state): State<AppState>, request: Request) -> Response {
         .get::<OriginalUri>()
         .map_or_else(|| request.uri().path().to_owned(), |u| u.path().to_owned());
     match state.gateway.clone() {
-        Some(gateway) if gateway.covers(&path) => gateway::forward(state, &gateway, request).await,
+        Some(gateway) if gateway.covers(&path) => {
+            let mut response = gateway::forward(state, &gateway, request).await;
+            response.extensions_mut().insert(RouteLabel(GATEWAY_ROUTE));
+            response
+        }
         _ => Error::from(ErrorCode::NotFound).into_response(),
     }
 }
@@ -209,13 +213,28 @@ async fn ip_rate_limit(
     }
 }
 
+/// The `route` label of requests the gateway forwarded (or refused): they match no route of
+/// keyward's own, and are not the junk that `unmatched` counts.
+const GATEWAY_ROUTE: &str = "gateway";
+
+/// A route label set by a handler that no route template names (the gateway).
+#[derive(Clone, Copy)]
+struct RouteLabel(&'static str);
+
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
+    let matched = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
+        .map(|m| m.as_str().to_owned());
     let response = next.run(request).await;
+    let route = matched
+        .or_else(|| {
+            response
+                .extensions()
+                .get::<RouteLabel>()
+                .map(|r| r.0.to_owned())
+        })
+        .unwrap_or_else(|| "unmatched".to_owned());
     let code = response.extensions().get::<ErrorCode>().map(|c| c.as_str());
     state
         .metrics

@@ -611,3 +611,56 @@ async fn with_exact_numbers_digits_the_signature_does_not_cover_are_refused_ever
         }
     }
 }
+
+#[tokio::test]
+async fn gateway_traffic_and_refused_link_pages_are_counted_under_their_own_labels() {
+    let (upstream, _log) = spawn_upstream().await;
+    let app = gateway_to(&upstream, 5_000).await;
+    let email = "ops@labels.example";
+    let partner = app.onboarded_partner("LABELS", email).await;
+    let auth = format!("Bearer {}", partner.public_key);
+    let raw = sign(r#"{"n":"labels"}"#, &partner.secret_key);
+    let forwarded = app
+        .through(
+            Method::POST,
+            "/api/v1/PartnerP2P/Payout",
+            &raw,
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(forwarded.status(), 201);
+    let junk = app
+        .client
+        .get(format!("{}/wp-login.php", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(junk.status(), 404);
+    // A wrong partner code typed on a link page: 422, counted as what it is.
+    assert_eq!(app.regenerate(&partner, email).await.status(), 200);
+    let link = app.link_in_email(email, 2).await;
+    let page = app
+        .client
+        .post(&link)
+        .form(&[("partner_code", "WRONG")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 422);
+
+    let metrics = app.metrics_text().await;
+    let count = |labels: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("keyward_http_requests_total{{{labels}}}")))
+            .unwrap_or_else(|| panic!("no {labels} in\n{metrics}"))
+            .to_owned()
+    };
+    count(r#"route="gateway",status="201",code="ok""#);
+    count(r#"route="unmatched",status="404",code="not_found""#);
+    count(r#"route="/link/{token}",status="422",code="partner_code_mismatch""#);
+    assert!(
+        !metrics.contains(r#"route="unmatched",status="201""#),
+        "{metrics}"
+    );
+}
