@@ -238,6 +238,11 @@ pub struct Settings {
     pub exact_numbers: bool,
 }
 
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).unwrap_or(text).matches('\n').count() + 1
+}
+
 /// `KEYWARD_MAX_CONNECTIONS` when unset.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
@@ -397,9 +402,7 @@ impl RawSettings {
         // toml's own message quotes the offending line, which may hold a secret: say only
         // what is wrong and where.
         toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map_or(0, |span| text[..span.start].lines().count().max(1));
+            let line = e.span().map_or(0, |span| line_of(&text, span.start));
             anyhow::anyhow!(
                 "the config file {} is not valid at line {line}: {}",
                 path.display(),
@@ -796,6 +799,27 @@ mod tests {
         assert!(raw
             .resolve()
             .is_err_and(|e| e.to_string().contains("KEYWARD_REPLAY_WINDOW_SECS")));
+    }
+
+    #[test]
+    fn a_config_file_error_names_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyward.toml");
+        for (text, line) in [
+            ("listen = \"127.0.0.1:8080\"\nlisten_typo = \"x\"\n", 2),
+            ("listen_typo = \"x\"\n", 1),
+            ("\n\n\nkey_cache_ms = \"soon\"\n", 4),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let error = RawSettings::from_file(Some(&path))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                error.contains(&format!("at line {line}:")),
+                "{text:?}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -376,12 +376,16 @@ fn show(details: &admin::PartnerDetails, as_json: bool, now: i64) {
         println!("\nrecent events (newest first):");
     }
     for event in &details.events {
+        // Events name keys by ID; the table above shows them by hint: say which is which.
+        let mut detail = event.detail.clone().unwrap_or_default();
+        for key in &details.keys {
+            detail = detail.replace(&key.id, &format!("{} ({})", key.public_key_hint, key.id));
+        }
         println!(
-            "  {}  {:<32} {:<16} {}",
+            "  {}  {:<32} {:<16} {detail}",
             time_text(Some(event.created_at)),
             event.event,
             event.ip.as_deref().unwrap_or("-"),
-            event.detail.as_deref().unwrap_or("")
         );
     }
 }

@@ -77,6 +77,13 @@ async fn an_operator_finds_a_partner_by_a_fragment_and_sees_its_keys_last_use() 
     );
     assert!(show.contains("onboarding   used"), "{show}");
     assert!(!show.contains(&public) && !show.contains(&secret));
+    // The event that made the key names it as the keys table does, by its hint.
+    let hint = used["hint"].as_str().unwrap();
+    let redeemed = show
+        .lines()
+        .find(|l| l.contains("onboarding_link_redeemed"))
+        .unwrap_or_else(|| panic!("{show}"));
+    assert!(redeemed.contains(hint), "{redeemed}");
 }
 
 #[tokio::test]
