@@ -82,13 +82,18 @@ async fn spawn_upstream() -> (String, Log) {
 }
 
 async fn gateway_to(upstream: &str, timeout_ms: u64) -> TestApp {
-    let upstream = Upstream {
-        url: url::Url::parse(upstream).unwrap(),
-        prefixes: vec!["/api/v1/PartnerP2P/".into()],
-        timeout: Duration::from_millis(timeout_ms),
-        single_use: true,
-    };
+    let upstream = upstream_at(upstream, Duration::from_millis(timeout_ms), true);
     spawn_app_with(move |s| s.upstream = Some(upstream)).await
+}
+
+/// The gateway's settings for `url` under the default prefix.
+fn upstream_at(url: &str, timeout: Duration, single_use: bool) -> Upstream {
+    Upstream {
+        url: url::Url::parse(url).unwrap(),
+        prefixes: vec!["/api/v1/PartnerP2P/".into()],
+        timeout,
+        single_use,
+    }
 }
 
 impl TestApp {
@@ -486,12 +491,7 @@ async fn keyward_chooses_the_request_id_it_logs_answers_and_forwards() {
 #[tokio::test]
 async fn from_a_trusted_proxy_a_bounded_request_id_and_only_the_configured_header_are_believed() {
     let (upstream, log) = spawn_upstream().await;
-    let up = Upstream {
-        url: url::Url::parse(&upstream).unwrap(),
-        prefixes: vec!["/api/v1/PartnerP2P/".into()],
-        timeout: Duration::from_secs(5),
-        single_use: false,
-    };
+    let up = upstream_at(&upstream, Duration::from_secs(5), false);
     let app = spawn_app_with(move |s| {
         s.upstream = Some(up);
         s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
@@ -546,12 +546,7 @@ async fn from_a_trusted_proxy_a_bounded_request_id_and_only_the_configured_heade
 async fn with_exact_numbers_digits_the_signature_does_not_cover_are_refused_everywhere() {
     for exact in [false, true] {
         let (upstream, log) = spawn_upstream().await;
-        let up = Upstream {
-            url: url::Url::parse(&upstream).unwrap(),
-            prefixes: vec!["/api/v1/PartnerP2P/".into()],
-            timeout: Duration::from_secs(5),
-            single_use: false,
-        };
+        let up = upstream_at(&upstream, Duration::from_secs(5), false);
         let app = spawn_app_with(move |s| {
             s.upstream = Some(up);
             s.exact_numbers = exact;

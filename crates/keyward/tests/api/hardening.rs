@@ -93,19 +93,13 @@ fn the_cli_ends_quietly_when_its_reader_goes_away() {
 
 #[tokio::test]
 async fn a_locked_sqlite_answers_writes_503_quickly_and_keeps_serving_reads() {
-    use sqlx::Connection;
     if crate::database::postgres_server().is_some() {
         return; // SQLite's single writer; PostgreSQL has row locks instead
     }
     let app = spawn_app_with(|s| s.key_cache = std::time::Duration::ZERO).await;
     let partner = app.onboarded_partner("READER", "ops@reader.example").await;
     // Another process (an operator command, a backup) holds the write lock.
-    let url = format!("sqlite://{}", app.dir.path().join("keyward.db").display());
-    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let mut other = hold_write_lock(&app).await;
 
     let started = std::time::Instant::now();
     let writes = futures::future::join_all(
@@ -127,7 +121,6 @@ async fn a_locked_sqlite_answers_writes_503_quickly_and_keeps_serving_reads() {
 
 #[tokio::test]
 async fn a_lost_keys_request_during_a_database_outage_is_retried_and_its_email_arrives() {
-    use sqlx::Connection;
     if crate::database::postgres_server().is_some() {
         return; // the outage is SQLite's write lock; the PostgreSQL restart is in faults
     }
@@ -138,12 +131,7 @@ async fn a_lost_keys_request_during_a_database_outage_is_retried_and_its_email_a
     let before = app.emails_to(email).len();
     // Another process holds the write lock for longer than a write waits (3 s): the first
     // attempt of the request's work finds the database unavailable.
-    let url = format!("sqlite://{}", app.dir.path().join("keyward.db").display());
-    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let mut other = hold_write_lock(&app).await;
 
     let response = app
         .post_json(
@@ -171,4 +159,17 @@ async fn a_lost_keys_request_during_a_database_outage_is_retried_and_its_email_a
         !metrics.contains("keyward_background_failures_total{"),
         "{metrics}"
     );
+}
+
+/// A connection of another process to the app's SQLite file, holding its write lock until
+/// `ROLLBACK` (an operator command or a backup, say).
+async fn hold_write_lock(app: &TestApp) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", app.dir.path().join("keyward.db").display());
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    other
 }
