@@ -1,0 +1,350 @@
+"""The partner's client (sync and async, on httpx), and the error every call raises."""
+
+from __future__ import annotations
+
+import json
+import time as _time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import httpx
+
+from ._signing import append_member, is_well_formed_key, parse_as_javascript, sign, sign_raw, with_signature
+
+__all__ = ["AsyncPartnerClient", "Credentials", "KeywardError", "PartnerClient", "PATHS"]
+
+PATHS = {
+    "onboard": "/api/v1/no-auth/PartnerP2P/OnboardPartner",
+    "regenerate": "/api/v1/no-auth/PartnerP2P/GenKeysForPartner",
+    "redeem": "/api/v1/no-auth/PartnerP2P/RedeemKeyLink",
+    "who_am_i": "/api/v1/PartnerP2P/WhoAmI",
+    "retire_old_keys": "/api/v1/PartnerP2P/RetireOldKeys",
+    "set_allowed_ips": "/api/v1/PartnerP2P/SetAllowedIps",
+    "time": "/api/v1/time",
+    "verify": "/internal/v1/verify",
+}
+
+#: 429 and 503 are retried this many times at most, after what Retry-After says (capped).
+MAX_RETRIES = 3
+MAX_RETRY_WAIT = 10.0
+
+Body = Union[Dict[str, Any], str]
+
+
+class KeywardError(Exception):
+    """An error answer of keyward (SPEC §4): ``status``, ``code``, ``message``, ``data``."""
+
+    def __init__(self, status: int, code: str, message: str, data: Any = None,
+                 errors: Optional[List[Dict[str, str]]] = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.data = data
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The keys a one-time link reveals, once."""
+
+    partner_id: str
+    partner_code: str
+    public_key: str
+    secret_key: str
+
+    def __repr__(self) -> str:  # never print the secret key
+        return f"Credentials(partner_id={self.partner_id!r}, partner_code={self.partner_code!r}, public_key={self.public_key!r}, secret_key=***)"
+
+
+def _failure(response: httpx.Response) -> KeywardError:
+    try:
+        envelope = response.json()
+    except ValueError:
+        envelope = {}
+    if not isinstance(envelope, dict):
+        envelope = {}
+    return KeywardError(
+        response.status_code,
+        envelope.get("code") or "unexpected_answer",
+        envelope.get("message") or f"HTTP {response.status_code}",
+        envelope.get("data"),
+        envelope.get("errors"),
+    )
+
+
+def _data(response: httpx.Response) -> Any:
+    if response.is_success:
+        return response.json().get("data")
+    raise _failure(response)
+
+
+def _retry_wait(response: httpx.Response, attempt: int) -> Optional[float]:
+    if response.status_code not in (429, 503) or attempt >= MAX_RETRIES:
+        return None
+    try:
+        wanted = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        wanted = 0.25 * 2**attempt
+    return min(max(wanted, 0.0), MAX_RETRY_WAIT)
+
+
+def _base(url: str) -> str:
+    return url.rstrip("/")
+
+
+def _token(link_or_token: str) -> str:
+    return [part for part in link_or_token.split("/") if part][-1]
+
+
+def _credentials(data: Dict[str, Any]) -> Credentials:
+    return Credentials(data["partner_id"], data["partner_code"], data["public_key"], data["secret_key"])
+
+
+class _Signer:
+    """What both clients share: the keys, the clock, and how a body is signed and sent."""
+
+    def __init__(self, base_url: str, public_key: str, secret_key: str, timestamp: bool,
+                 clock_sync: bool, now: Optional[Callable[[], float]]) -> None:
+        if not is_well_formed_key(public_key, "pk_partner_"):
+            raise ValueError("public_key is not a well-formed public key (pk_partner_…): check for a typo or a truncated key")
+        if not is_well_formed_key(secret_key, "sk_partner_"):
+            raise ValueError("secret_key is not a well-formed secret key (sk_partner_…): check for a typo or a truncated key")
+        self.base_url = _base(base_url)
+        self.public_key = public_key
+        self._secret_key = secret_key
+        self.timestamp = timestamp
+        self.clock_sync = clock_sync
+        self._now = now or (lambda: _time.time() * 1000)
+        #: Milliseconds to add to the local clock (learned from the server).
+        self.clock_offset_ms = 0.0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, public_key={self.public_key!r})"
+
+    def _prepare(self, body: Body) -> str:
+        """The text to send: the body with a timestamp (unless it has one) and its signature."""
+        stamp = round(self._now() + self.clock_offset_ms)
+        if isinstance(body, str):
+            members = parse_as_javascript(body)
+            if not isinstance(members, dict):
+                raise ValueError("the body must be a JSON object")
+            if "signature" in members:
+                raise ValueError("the body already has a signature: give it without one")
+            raw = body
+            if self.timestamp and "timestamp" not in members:
+                raw = append_member(raw, "timestamp", stamp)
+            return with_signature(raw, sign_raw(raw, self._secret_key))
+        payload = {k: v for k, v in body.items() if k != "signature"}
+        if self.timestamp and "timestamp" not in payload:
+            payload["timestamp"] = stamp
+        payload["signature"] = sign(payload, self._secret_key)
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+    def _headers(self) -> Dict[str, str]:
+        return {"Content-Type": "application/json", "Authorization": f"Bearer {self.public_key}"}
+
+    def _correct_clock(self, response: httpx.Response, body: Body, corrected: bool) -> bool:
+        """Whether to try again after correcting the clock from a stale_request answer."""
+        if corrected or not self.clock_sync or not self.timestamp or response.status_code != 401:
+            return False
+        if isinstance(body, dict) and "timestamp" in body:
+            return False
+        try:
+            envelope = response.json()
+        except ValueError:
+            return False
+        if not isinstance(envelope, dict) or envelope.get("code") != "stale_request":
+            return False
+        server_time = (envelope.get("data") or {}).get("server_time_ms")
+        if not isinstance(server_time, (int, float)):
+            return False
+        self.clock_offset_ms = server_time - self._now()
+        return True
+
+
+class PartnerClient(_Signer):
+    """A partner's client: every call signed with its keys. Errors raise :class:`KeywardError`.
+
+    ``timestamp`` adds a ``timestamp`` to each body (default on); ``clock_sync`` corrects the
+    clock by the server's once on ``stale_request`` and tries again (default on); ``now`` is
+    the local clock in milliseconds (tests)."""
+
+    def __init__(self, base_url: str, public_key: str, secret_key: str, timestamp: bool = True,
+                 clock_sync: bool = True, now: Optional[Callable[[], float]] = None,
+                 http: Optional[httpx.Client] = None) -> None:
+        super().__init__(base_url, public_key, secret_key, timestamp, clock_sync, now)
+        self._http = http or httpx.Client(timeout=30.0)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "PartnerClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _post(self, path: str, body: Body) -> httpx.Response:
+        corrected = False
+        while True:
+            response = _send(self._http, "POST", f"{self.base_url}{path}",
+                             content=self._prepare(body).encode("utf-8"), headers=self._headers())
+            if self._correct_clock(response, body, corrected):
+                corrected = True
+                continue
+            return response
+
+    def request(self, path: str, body: Optional[Body] = None) -> Any:
+        """Signs ``body`` (a dict, or the exact JSON text to send) and POSTs it to ``path``:
+        any signed route, including the payment API behind the gateway. Returns the answer's
+        JSON."""
+        response = self._post(path, {} if body is None else body)
+        if response.is_success:
+            return response.json()
+        raise _failure(response)
+
+    def who_am_i(self) -> Dict[str, Any]:
+        return _data(self._post(PATHS["who_am_i"], {}))
+
+    def regenerate(self, *, email: str, partner_code: str, overlap_seconds: Optional[int] = None) -> str:
+        body: Dict[str, Any] = {"email": email, "partner_code": partner_code}
+        if overlap_seconds is not None:
+            body["overlap_seconds"] = overlap_seconds
+        response = self._post(PATHS["regenerate"], body)
+        _data(response)
+        return response.json()["message"]
+
+    def retire_old_keys(self) -> Dict[str, Any]:
+        return _data(self._post(PATHS["retire_old_keys"], {}))
+
+    def set_allowed_ips(self, allowed_ips: List[str], confirm_lock_out: bool = False) -> Dict[str, Any]:
+        body: Dict[str, Any] = {"allowed_ips": list(allowed_ips)}
+        if confirm_lock_out:
+            body["confirm_lock_out"] = True
+        return _data(self._post(PATHS["set_allowed_ips"], body))
+
+    def time(self) -> Dict[str, Any]:
+        return _data(_send(self._http, "GET", f"{self.base_url}{PATHS['time']}"))
+
+    @staticmethod
+    def onboard(base_url: str, *, partner_code: str, email: str) -> str:
+        with httpx.Client(timeout=30.0) as http:
+            response = _send(http, "POST", f"{_base(base_url)}{PATHS['onboard']}",
+                             json={"partner_code": partner_code, "email": email})
+        _data(response)
+        return response.json()["message"]
+
+    @staticmethod
+    def redeem(base_url: str, link_or_token: str, partner_code: str) -> Credentials:
+        """Redeems a one-time link (the link, or its token): the keys, shown once."""
+        with httpx.Client(timeout=30.0) as http:
+            response = _send(http, "POST", f"{_base(base_url)}{PATHS['redeem']}",
+                             json={"token": _token(link_or_token), "partner_code": partner_code})
+        return _credentials(_data(response))
+
+    @staticmethod
+    def lost_keys(base_url: str, *, email: str, partner_code: str) -> str:
+        """Lost keys: the same answer whether or not the pair matches (no enumeration)."""
+        with httpx.Client(timeout=30.0) as http:
+            response = _send(http, "POST", f"{_base(base_url)}{PATHS['regenerate']}",
+                             json={"email": email, "partner_code": partner_code})
+        _data(response)
+        return response.json()["message"]
+
+
+def _send(http: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    attempt = 0
+    while True:
+        response = http.request(method, url, **kwargs)
+        wait = _retry_wait(response, attempt)
+        if wait is None:
+            return response
+        _time.sleep(wait)
+        attempt += 1
+
+
+async def _send_async(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    import asyncio
+
+    attempt = 0
+    while True:
+        response = await http.request(method, url, **kwargs)
+        wait = _retry_wait(response, attempt)
+        if wait is None:
+            return response
+        await asyncio.sleep(wait)
+        attempt += 1
+
+
+class AsyncPartnerClient(_Signer):
+    """:class:`PartnerClient` for asyncio: the same calls, awaited."""
+
+    def __init__(self, base_url: str, public_key: str, secret_key: str, timestamp: bool = True,
+                 clock_sync: bool = True, now: Optional[Callable[[], float]] = None,
+                 http: Optional[httpx.AsyncClient] = None) -> None:
+        super().__init__(base_url, public_key, secret_key, timestamp, clock_sync, now)
+        self._http = http or httpx.AsyncClient(timeout=30.0)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncPartnerClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def _post(self, path: str, body: Body) -> httpx.Response:
+        corrected = False
+        while True:
+            response = await _send_async(self._http, "POST", f"{self.base_url}{path}",
+                                         content=self._prepare(body).encode("utf-8"), headers=self._headers())
+            if self._correct_clock(response, body, corrected):
+                corrected = True
+                continue
+            return response
+
+    async def request(self, path: str, body: Optional[Body] = None) -> Any:
+        response = await self._post(path, {} if body is None else body)
+        if response.is_success:
+            return response.json()
+        raise _failure(response)
+
+    async def who_am_i(self) -> Dict[str, Any]:
+        return _data(await self._post(PATHS["who_am_i"], {}))
+
+    async def regenerate(self, *, email: str, partner_code: str, overlap_seconds: Optional[int] = None) -> str:
+        body: Dict[str, Any] = {"email": email, "partner_code": partner_code}
+        if overlap_seconds is not None:
+            body["overlap_seconds"] = overlap_seconds
+        response = await self._post(PATHS["regenerate"], body)
+        _data(response)
+        return response.json()["message"]
+
+    async def retire_old_keys(self) -> Dict[str, Any]:
+        return _data(await self._post(PATHS["retire_old_keys"], {}))
+
+    async def set_allowed_ips(self, allowed_ips: List[str], confirm_lock_out: bool = False) -> Dict[str, Any]:
+        body: Dict[str, Any] = {"allowed_ips": list(allowed_ips)}
+        if confirm_lock_out:
+            body["confirm_lock_out"] = True
+        return _data(await self._post(PATHS["set_allowed_ips"], body))
+
+    async def time(self) -> Dict[str, Any]:
+        return _data(await _send_async(self._http, "GET", f"{self.base_url}{PATHS['time']}"))
+
+    @staticmethod
+    async def redeem(base_url: str, link_or_token: str, partner_code: str) -> Credentials:
+        async with httpx.AsyncClient(timeout=30.0) as http:
+            response = await _send_async(http, "POST", f"{_base(base_url)}{PATHS['redeem']}",
+                                         json={"token": _token(link_or_token), "partner_code": partner_code})
+        return _credentials(_data(response))
+
+    @staticmethod
+    async def lost_keys(base_url: str, *, email: str, partner_code: str) -> str:
+        async with httpx.AsyncClient(timeout=30.0) as http:
+            response = await _send_async(http, "POST", f"{_base(base_url)}{PATHS['regenerate']}",
+                                         json={"email": email, "partner_code": partner_code})
+        _data(response)
+        return response.json()["message"]
