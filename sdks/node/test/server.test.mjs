@@ -178,3 +178,36 @@ test("the verify API and its middleware, behind node:http and Express", async ()
   }
   void client;
 });
+
+test("the payout service example (examples/payout_service.mjs) on the middleware", async () => {
+  const { spawn } = await import("node:child_process");
+  const fs = await import("node:fs");
+  const os = await import("node:os");
+  const path = await import("node:path");
+  const { fileURLToPath } = await import("node:url");
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  // As a user would have it: the package installed beside the service.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keyward-example-"));
+  fs.mkdirSync(path.join(dir, "node_modules"));
+  fs.symlinkSync(path.resolve(here, ".."), path.join(dir, "node_modules", "keyward-partner"));
+  fs.copyFileSync(path.resolve(here, "../../../examples/payout_service.mjs"), path.join(dir, "payout_service.mjs"));
+  const { credentials } = await onboarded();
+  const token = keyward.operator(["service-token", "create", `node-example-${process.pid}`]);
+  const child = spawn("node", [path.join(dir, "payout_service.mjs")], {
+    env: { ...process.env, PORT: "0", KEYWARD_INTERNAL_URL: keyward.internalUrl, KEYWARD_SERVICE_TOKEN: token },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  try {
+    const url = await new Promise((resolve) => child.stdout.once("data", (line) => resolve(String(line).trim().split(" ").pop())));
+    const service = new PartnerClient({ baseUrl: url, ...credentials });
+    const paid = await service.request("/", { amount: "10.50" });
+    assert.deepEqual(paid.data, { partner_id: credentials.partnerId, amount: "10.50" });
+    const replay = { amount: "1", timestamp: Date.now() };
+    await service.request("/", replay);
+    const again = await rejection(service.request("/", replay));
+    assert.equal(again.code, "replayed_request");
+  } finally {
+    child.kill();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -160,3 +160,29 @@ class _AsgiInThread(httpx.BaseTransport):
 
         response = asyncio.run(run())
         return httpx.Response(response.status_code, headers=response.headers, content=response.content)
+
+
+def test_the_payout_service_example(keyward):
+    """examples/payout_service.py: the middleware in front of a Starlette app, under uvicorn."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    _, _, credentials, _ = onboarded(keyward)
+    token = keyward.operator("service-token", "create", f"python-example-{os.getpid()}")
+    env = {**os.environ, "PORT": "0", "KEYWARD_INTERNAL_URL": keyward.internal_url, "KEYWARD_SERVICE_TOKEN": token}
+    example = subprocess.Popen([sys.executable, str(ROOT / "examples" / "payout_service.py")], env=env,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        url = example.stdout.readline().split()[-1]
+        service = PartnerClient(url, credentials.public_key, credentials.secret_key)
+        paid = service.request("/api/v1/PartnerP2P/Payout", {"amount": "10.50"})
+        assert paid["data"] == {"partner_id": credentials.partner_id, "amount": "10.50"}
+        with pytest.raises(KeywardError) as unsigned:
+            PartnerClient(url, credentials.public_key, "sk_partner_fbi9lNL7GCHyd6uQEMDFGH19bSqMwB2OfotK").request(
+                "/api/v1/PartnerP2P/Payout", {"amount": "1"})
+        assert (unsigned.value.status, unsigned.value.code) == (401, "invalid_signature")
+    finally:
+        example.terminate()
+        example.wait(timeout=10)
