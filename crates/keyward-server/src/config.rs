@@ -1,9 +1,11 @@
 //! Settings: defaults, then an optional TOML file, then `KEYWARD_*` environment variables,
 //! then command-line flags. Every setting has a default that works on a fresh machine.
 //!
-//! Each setting is declared once, in the `settings!` table below: its name is its TOML key,
-//! and `KEYWARD_` + the name in upper case is its environment variable. [`RawSettings::resolve`]
-//! fills in the defaults and checks every value once, into the typed [`Settings`].
+//! Each setting is declared once, in the `settings!` table below, with its default and the
+//! range its value must be in beside it: its name is its TOML key, and `KEYWARD_` + the name in
+//! upper case is its environment variable (errors name it from there). [`RawSettings::resolve`]
+//! fills in the defaults, checks the ranges, and turns what needs more than a range
+//! (addresses, URLs, choices) into the typed [`Settings`].
 
 use anyhow::{bail, Context};
 use ipnet::IpNet;
@@ -12,6 +14,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A value as an environment variable spells it.
 trait FromEnv: Sized {
@@ -70,8 +73,24 @@ impl FromEnv for Vec<String> {
     }
 }
 
+/// A setting's value once its default is filled in: the type itself when the table gives a
+/// default, else still optional.
+macro_rules! filled_type {
+    ($ty:ty) => { Option<$ty> };
+    ($ty:ty, $default:expr) => { $ty };
+}
+
+macro_rules! filled_value {
+    ($value:expr) => {
+        $value
+    };
+    ($value:expr, $default:expr) => {
+        $value.unwrap_or_else(|| $default)
+    };
+}
+
 macro_rules! settings {
-    ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty, )*) => {
+    ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty $(= $default:expr)? $(; in $range:expr)? , )*) => {
         /// The settings as an operator may write them; every field optional. No `Debug`: it
         /// holds the master key and database and SMTP credentials in the clear.
         #[derive(Default, Deserialize)]
@@ -80,9 +99,26 @@ macro_rules! settings {
             $( $(#[doc = $doc])* pub $name: Option<$ty>, )*
         }
 
+        /// The settings with the table's defaults filled in and its ranges checked: what
+        /// [`RawSettings::resolve`] turns into the typed [`Settings`].
+        struct Filled {
+            $( $name: filled_type!($ty $(, $default)?), )*
+        }
+
         impl RawSettings {
             /// Every setting's name (its TOML key; `KEYWARD_` + upper case is its variable).
             pub const NAMES: &'static [&'static str] = &[$(stringify!($name)),*];
+
+            /// The defaults of the table, and its range checks (the error names the variable).
+            fn fill(self) -> anyhow::Result<Filled> {
+                Ok(Filled {
+                    $( $name: {
+                        let value = filled_value!(self.$name $(, $default)?);
+                        $( within(stringify!($name), value, $range)?; )?
+                        value
+                    }, )*
+                })
+            }
 
             /// Sets the setting called `name` from an environment variable's text; `false` if
             /// no setting has that name. The error names the variable, never its value (it may
@@ -91,7 +127,7 @@ macro_rules! settings {
                 $(
                     if name == stringify!($name) {
                         let parsed = <$ty as FromEnv>::from_env(value).map_err(|why| {
-                            anyhow::anyhow!("KEYWARD_{} {why}", name.to_ascii_uppercase())
+                            anyhow::anyhow!("{} {why}", variable(name))
                         })?;
                         self.$name = Some(parsed);
                         return Ok(true);
@@ -103,12 +139,40 @@ macro_rules! settings {
     };
 }
 
+/// The environment variable of the setting called `name`.
+fn variable(name: &str) -> String {
+    format!("KEYWARD_{}", name.to_ascii_uppercase())
+}
+
+/// Checks a value against its range in the table.
+fn within<T: PartialOrd + std::fmt::Display + Copy>(
+    name: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> anyhow::Result<()> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    bail!(
+        "{} must be between {} and {}, not {value}",
+        variable(name),
+        range.start(),
+        range.end()
+    )
+}
+
+/// The longest duration setting: ten years, so that every timestamp computed from it is valid.
+const TEN_YEARS_SECS: u64 = 10 * 366 * 24 * 3600;
+
+// Each setting once: its name (the TOML key; `KEYWARD_` + upper case is its variable), its
+// type, its default when it has one, and the range its value must be in. What needs more than
+// a range (addresses, URLs, choices) is checked in `resolve`.
 settings! {
     /// `KEYWARD_LISTEN`: the public listener's address.
-    listen: String,
+    listen: String = "127.0.0.1:8080".into(),
     /// Where emailed links point; never taken from a request's Host header.
     public_url: String,
-    data_dir: PathBuf,
+    data_dir: PathBuf = PathBuf::from("./keyward-data"),
     database_url: String,
     /// A file holding the database URL (it may hold a password).
     database_url_file: PathBuf,
@@ -121,53 +185,53 @@ settings! {
     smtp_url: String,
     /// A file holding the SMTP URL (it may hold a password).
     smtp_url_file: PathBuf,
-    mail_from: String,
+    mail_from: String = "keyward <no-reply@localhost>".into(),
     /// Emails sent at once, each over its own reused SMTP connection.
-    smtp_concurrency: u32,
+    smtp_concurrency: u32 = 8; in 1..=64,
     /// A DKIM private key (RSA PKCS#1 PEM, or Ed25519 as base64 of its 32 bytes); unset: no
     /// signature. The domain is `KEYWARD_MAIL_FROM`'s.
     dkim_key_file: PathBuf,
     /// The DKIM selector: the key is published at `{selector}._domainkey.{domain}`.
     dkim_selector: String,
-    trusted_proxies: Vec<String>,
-    onboarding_link_ttl_secs: u64,
-    regeneration_link_ttl_secs: u64,
-    freshness_window_secs: u64,
-    replay_window_secs: u64,
-    ip_rate_limit_per_minute: u32,
-    partner_links_per_hour: u32,
+    trusted_proxies: Vec<String> = Vec::new(),
+    onboarding_link_ttl_secs: u64 = 24 * 3600; in 0..=TEN_YEARS_SECS,
+    regeneration_link_ttl_secs: u64 = 3600; in 0..=TEN_YEARS_SECS,
+    freshness_window_secs: u64 = 300; in 0..=TEN_YEARS_SECS,
+    replay_window_secs: u64 = 600; in 0..=TEN_YEARS_SECS,
+    ip_rate_limit_per_minute: u32 = 60,
+    partner_links_per_hour: u32 = 10,
     /// Emails anyone could cause (onboarding, lost keys) to one address per hour.
-    recipient_emails_per_hour: u32,
-    outbox_max_attempts: u32,
+    recipient_emails_per_hour: u32 = 20,
+    outbox_max_attempts: u32 = 12; in 1..=u32::MAX,
     /// Sent emails are deleted from the outbox after this many hours.
-    outbox_retention_hours: u64,
-    migrate_on_start: bool,
-    log: String,
+    outbox_retention_hours: u64 = 168; in 0..=TEN_YEARS_SECS / 3600,
+    migrate_on_start: bool = true,
+    log: String = "info".into(),
     /// The internal listener (verify API, `/metrics`), or `off`.
     internal_listen: String,
     /// The payment API behind the gateway; unset: no gateway.
     upstream_url: String,
     /// Paths under these prefixes that are not keyward's own routes go to the upstream.
-    upstream_prefixes: Vec<String>,
-    upstream_timeout_ms: u64,
+    upstream_prefixes: Vec<String> = vec!["/api/v1/PartnerP2P/".to_owned()],
+    upstream_timeout_ms: u64 = 30_000; in 1..=3_600_000,
     /// State-changing requests through the gateway are single-use.
-    upstream_single_use: bool,
+    upstream_single_use: bool = true,
     /// How stale a node's view of a key or service token may be, in ms (SPEC §6); 0: none.
-    key_cache_ms: u64,
+    key_cache_ms: u64 = 1000; in 0..=60_000,
     /// Refuse signed bodies holding numbers whose digits the signature does not cover (SPEC §2).
-    exact_numbers: bool,
+    exact_numbers: bool = false,
     /// Which header the trusted proxies write: `x-forwarded-for` or `forwarded` (RFC 7239).
     forwarded_header: String,
     /// `open` (anyone may onboard, the published behaviour) or `invite` (only partners an
     /// operator invited with `keyward partner invite`).
     onboarding: String,
     /// Open connections per listener; past it a new one gets 503 and is closed.
-    max_connections: u32,
+    max_connections: u32 = DEFAULT_MAX_CONNECTIONS; in 1..=u32::MAX,
     /// To send a request's headers, counted from when the connection could send one (so it
     /// also closes idle keep-alive connections).
-    header_read_timeout_ms: u64,
+    header_read_timeout_ms: u64 = 10_000; in 100..=600_000,
     /// To send a request's body, counted from the end of its headers.
-    body_read_timeout_ms: u64,
+    body_read_timeout_ms: u64 = 30_000; in 100..=600_000,
 }
 
 /// `KEYWARD_*` variables that are not settings of the server: they name the config file, or
@@ -244,7 +308,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// `KEYWARD_MAX_CONNECTIONS` when unset.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 
 impl Settings {
     /// Every setting that changes how keyward behaves, as name and value for people: the
@@ -433,20 +497,18 @@ impl RawSettings {
 
     /// Fills in the defaults and checks every value.
     pub fn resolve(self) -> anyhow::Result<Settings> {
-        let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .with_context(|| format!("KEYWARD_LISTEN must be an address and port such as 127.0.0.1:8080, not {listen_text:?}"))?;
         let public_url_is_default = self.public_url.is_none();
-        let public_url = PublicUrl::parse(
-            &self
-                .public_url
-                .unwrap_or_else(|| format!("http://{listen}")),
-        )?;
-        let data_dir = self
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from("./keyward-data"));
-        let database_url = match (self.database_url, self.database_url_file) {
+        let f = self.fill()?;
+        let listen: SocketAddr = f.listen.parse().with_context(|| {
+            format!(
+                "KEYWARD_LISTEN must be an address and port such as 127.0.0.1:8080, not {:?}",
+                f.listen
+            )
+        })?;
+        let public_url =
+            PublicUrl::parse(&f.public_url.unwrap_or_else(|| format!("http://{listen}")))?;
+        let data_dir = f.data_dir;
+        let database_url = match (f.database_url, f.database_url_file) {
             (Some(url), _) => url,
             (None, Some(file)) => read_secret_file("KEYWARD_DATABASE_URL_FILE", &file)?,
             (None, None) => format!("sqlite://{}/keyward.db", data_dir.display()),
@@ -457,36 +519,35 @@ impl RawSettings {
         {
             bail!("KEYWARD_DATABASE_URL must start with sqlite:// or postgres://");
         }
-        let smtp_url = match (self.smtp_url, self.smtp_url_file) {
+        let smtp_url = match (f.smtp_url, f.smtp_url_file) {
             (Some(url), _) => Some(url),
             (None, Some(file)) => Some(read_secret_file("KEYWARD_SMTP_URL_FILE", &file)?),
             (None, None) => None,
         };
-        let master_key = match (self.master_key, self.master_key_file) {
+        let master_key = match (f.master_key, f.master_key_file) {
             (Some(key), _) => MasterKeySource::Inline(SecretString::from(key)),
             (None, Some(file)) => MasterKeySource::File(file),
             (None, None) => MasterKeySource::File(data_dir.join("master.key")),
         };
-        let trusted_proxies = self
+        let trusted_proxies = f
             .trusted_proxies
-            .unwrap_or_default()
             .iter()
             .map(|s| parse_cidr(s))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let mail_from_text = self
-            .mail_from
-            .unwrap_or_else(|| "keyward <no-reply@localhost>".into());
-        let mail_from = mail_from_text
-            .parse::<Mailbox>()
-            .with_context(|| format!("KEYWARD_MAIL_FROM must be an address such as `keyward <no-reply@example.com>`, not {mail_from_text:?}"))?;
-        let internal_listen = match self.internal_listen.as_deref().map(str::trim) {
+        let mail_from = f.mail_from.parse::<Mailbox>().with_context(|| {
+            format!(
+                "KEYWARD_MAIL_FROM must be an address such as `keyward <no-reply@example.com>`, not {:?}",
+                f.mail_from
+            )
+        })?;
+        let internal_listen = match f.internal_listen.as_deref().map(str::trim) {
             Some("off") => None,
             Some(text) => Some(text.parse().with_context(|| {
                 format!("KEYWARD_INTERNAL_LISTEN must be an address and port such as 127.0.0.1:8081, or off, not {text:?}")
             })?),
             None => Some(SocketAddr::from(([127, 0, 0, 1], 8081))),
         };
-        let upstream = match self.upstream_url.filter(|u| !u.trim().is_empty()) {
+        let upstream = match f.upstream_url.filter(|u| !u.trim().is_empty()) {
             None => None,
             Some(text) => {
                 let url = url::Url::parse(text.trim()).with_context(|| {
@@ -500,29 +561,18 @@ impl RawSettings {
                 if url.query().is_some() || url.fragment().is_some() {
                     bail!("KEYWARD_UPSTREAM_URL must not have a query or fragment: the request's own are forwarded");
                 }
-                let prefixes = self
-                    .upstream_prefixes
-                    .unwrap_or_else(|| vec!["/api/v1/PartnerP2P/".to_owned()]);
-                if let Some(bad) = prefixes.iter().find(|p| !p.starts_with('/')) {
+                if let Some(bad) = f.upstream_prefixes.iter().find(|p| !p.starts_with('/')) {
                     bail!("KEYWARD_UPSTREAM_PREFIXES entries must start with /, not {bad:?}");
-                }
-                let timeout_ms = self.upstream_timeout_ms.unwrap_or(30_000);
-                if timeout_ms == 0 {
-                    bail!("KEYWARD_UPSTREAM_TIMEOUT_MS must be at least 1");
                 }
                 Some(Upstream {
                     url,
-                    prefixes,
-                    timeout: std::time::Duration::from_millis(timeout_ms),
-                    single_use: self.upstream_single_use.unwrap_or(true),
+                    prefixes: f.upstream_prefixes,
+                    timeout: Duration::from_millis(f.upstream_timeout_ms),
+                    single_use: f.upstream_single_use,
                 })
             }
         };
-        let smtp_concurrency = self.smtp_concurrency.unwrap_or(8);
-        if !(1..=64).contains(&smtp_concurrency) {
-            bail!("KEYWARD_SMTP_CONCURRENCY must be between 1 and 64");
-        }
-        let dkim = match (self.dkim_key_file, self.dkim_selector) {
+        let dkim = match (f.dkim_key_file, f.dkim_selector) {
             (None, None) => None,
             (Some(key_file), Some(selector)) => {
                 let valid = !selector.is_empty()
@@ -541,34 +591,7 @@ impl RawSettings {
                 "KEYWARD_DKIM_KEY_FILE and KEYWARD_DKIM_SELECTOR go together: set both, or neither"
             ),
         };
-        let key_cache_ms = self.key_cache_ms.unwrap_or(1000);
-        if key_cache_ms > 60_000 {
-            bail!("KEYWARD_KEY_CACHE_MS must be at most 60000 (a minute): every revocation waits this long");
-        }
-        let timeout = |variable: &str, ms: Option<u64>, default: u64| {
-            let ms = ms.unwrap_or(default);
-            if !(100..=600_000).contains(&ms) {
-                bail!("{variable} must be between 100 and 600000 (milliseconds)");
-            }
-            Ok(std::time::Duration::from_millis(ms))
-        };
-        let connection_limits = crate::listener::ConnectionLimits {
-            max_connections: match self.max_connections {
-                Some(n) => usize::try_from(n.max(1))?,
-                None => DEFAULT_MAX_CONNECTIONS,
-            },
-            header_read_timeout: timeout(
-                "KEYWARD_HEADER_READ_TIMEOUT_MS",
-                self.header_read_timeout_ms,
-                10_000,
-            )?,
-            body_read_timeout: timeout(
-                "KEYWARD_BODY_READ_TIMEOUT_MS",
-                self.body_read_timeout_ms,
-                30_000,
-            )?,
-        };
-        let forwarded_header = match self
+        let forwarded_header = match f
             .forwarded_header
             .as_deref()
             .map(|h| h.trim().to_ascii_lowercase())
@@ -578,7 +601,7 @@ impl RawSettings {
             Some("forwarded") => ForwardedHeader::Forwarded,
             Some(_) => bail!("KEYWARD_FORWARDED_HEADER must be x-forwarded-for or forwarded"),
         };
-        let onboarding = match self
+        let onboarding = match f
             .onboarding
             .as_deref()
             .map(|o| o.trim().to_ascii_lowercase())
@@ -588,21 +611,27 @@ impl RawSettings {
             Some("invite") => Onboarding::Invite,
             Some(_) => bail!("KEYWARD_ONBOARDING must be open or invite"),
         };
+        let seconds =
+            |secs: u64| chrono::TimeDelta::seconds(i64::try_from(secs).unwrap_or(i64::MAX));
         Ok(Settings {
-            exact_numbers: self.exact_numbers.unwrap_or(false),
+            exact_numbers: f.exact_numbers,
             onboarding,
             forwarded_header,
-            connection_limits,
-            key_cache: std::time::Duration::from_millis(key_cache_ms),
+            connection_limits: crate::listener::ConnectionLimits {
+                max_connections: usize::try_from(f.max_connections)?,
+                header_read_timeout: Duration::from_millis(f.header_read_timeout_ms),
+                body_read_timeout: Duration::from_millis(f.body_read_timeout_ms),
+            },
+            key_cache: Duration::from_millis(f.key_cache_ms),
             internal_listen,
             upstream,
             listen,
             public_url,
             public_url_is_default,
             database_url: SecretString::from(database_url),
-            database_max_connections: self.database_max_connections.map(|n| n.max(1)),
+            database_max_connections: f.database_max_connections.map(|n| n.max(1)),
             master_key,
-            master_key_previous: match (self.master_key_previous, self.master_key_previous_file) {
+            master_key_previous: match (f.master_key_previous, f.master_key_previous_file) {
                 (Some(key), _) => Some(MasterKeySource::Inline(SecretString::from(key))),
                 (None, Some(file)) => Some(MasterKeySource::File(file)),
                 (None, None) => None,
@@ -612,50 +641,23 @@ impl RawSettings {
                 .map(|url| crate::mail::SmtpSettings::parse(SecretString::from(url)))
                 .transpose()?,
             mail_from,
-            smtp_concurrency: usize::try_from(smtp_concurrency)?,
+            smtp_concurrency: usize::try_from(f.smtp_concurrency)?,
             dkim,
             trusted_proxies,
-            onboarding_link_ttl: seconds(
-                "KEYWARD_ONBOARDING_LINK_TTL_SECS",
-                self.onboarding_link_ttl_secs.unwrap_or(24 * 3600),
-            )?,
-            regeneration_link_ttl: seconds(
-                "KEYWARD_REGENERATION_LINK_TTL_SECS",
-                self.regeneration_link_ttl_secs.unwrap_or(3600),
-            )?,
-            freshness_window: seconds(
-                "KEYWARD_FRESHNESS_WINDOW_SECS",
-                self.freshness_window_secs.unwrap_or(300),
-            )?,
-            replay_window: seconds(
-                "KEYWARD_REPLAY_WINDOW_SECS",
-                self.replay_window_secs.unwrap_or(600),
-            )?,
-            ip_rate_limit_per_minute: self.ip_rate_limit_per_minute.unwrap_or(60),
-            partner_links_per_hour: self.partner_links_per_hour.unwrap_or(10),
-            recipient_emails_per_hour: self.recipient_emails_per_hour.unwrap_or(20),
-            outbox_retention: seconds(
-                "KEYWARD_OUTBOX_RETENTION_HOURS",
-                self.outbox_retention_hours
-                    .unwrap_or(168)
-                    .saturating_mul(3600),
-            )?,
-            outbox_max_attempts: self.outbox_max_attempts.unwrap_or(12).max(1),
-            migrate_on_start: self.migrate_on_start.unwrap_or(true),
-            log: self.log.unwrap_or_else(|| "info".into()),
+            onboarding_link_ttl: seconds(f.onboarding_link_ttl_secs),
+            regeneration_link_ttl: seconds(f.regeneration_link_ttl_secs),
+            freshness_window: seconds(f.freshness_window_secs),
+            replay_window: seconds(f.replay_window_secs),
+            ip_rate_limit_per_minute: f.ip_rate_limit_per_minute,
+            partner_links_per_hour: f.partner_links_per_hour,
+            recipient_emails_per_hour: f.recipient_emails_per_hour,
+            outbox_retention: seconds(f.outbox_retention_hours * 3600),
+            outbox_max_attempts: f.outbox_max_attempts,
+            migrate_on_start: f.migrate_on_start,
+            log: f.log,
             data_dir,
         })
     }
-}
-
-/// A duration setting: at most ten years, so that every timestamp computed from it is valid.
-fn seconds(variable: &str, secs: u64) -> anyhow::Result<chrono::TimeDelta> {
-    const TEN_YEARS: u64 = 10 * 366 * 24 * 3600;
-    if secs > TEN_YEARS {
-        bail!("{variable} must be at most {TEN_YEARS} seconds (ten years)");
-    }
-    chrono::TimeDelta::try_seconds(i64::try_from(secs)?)
-        .with_context(|| format!("{variable} is out of range"))
 }
 
 fn read_secret_file(variable: &str, path: &Path) -> anyhow::Result<String> {

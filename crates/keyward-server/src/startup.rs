@@ -66,7 +66,8 @@ impl Application {
             .max(16);
         if settings.connection_limits.max_connections > budget {
             // Worth a warning only when the operator asked for more than the machine allows.
-            if settings.connection_limits.max_connections == crate::config::DEFAULT_MAX_CONNECTIONS
+            if u32::try_from(settings.connection_limits.max_connections)
+                == Ok(crate::config::DEFAULT_MAX_CONNECTIONS)
             {
                 tracing::info!(
                     open_files,
