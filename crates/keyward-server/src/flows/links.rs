@@ -68,8 +68,7 @@ pub struct Redeemed {
 }
 
 /// Looks at a link without changing anything (mail scanners fetch links).
-pub async fn view_link(ctx: &Context, token: &str) -> Result<LinkView> {
-    let token = LinkToken::parse(token).ok_or(Error::from(ErrorCode::LinkUnknown))?;
+pub async fn view_link(ctx: &Context, token: &LinkToken) -> Result<LinkView> {
     let (link, _) = ctx
         .store
         .link_by_hash(&token.hash())
@@ -103,11 +102,10 @@ struct ReminderContext<'a> {
 #[tracing::instrument(skip_all)]
 pub async fn redeem(
     ctx: &Context,
-    token: &str,
+    token: &LinkToken,
     partner_code: &str,
     ip: IpAddr,
 ) -> Result<Redemption> {
-    let token = LinkToken::parse(token).ok_or(Error::from(ErrorCode::LinkUnknown))?;
     let now = ctx.clock.now();
     let mut tx = ctx.store.begin().await?;
     let (link, partner) = tx

@@ -4,7 +4,7 @@
 use super::error::{success, PageError};
 use super::extract::{ClientIp, Fields, JsonBody, RequestId};
 use super::views::{self, LinkPage};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::flows::{self, Redeemed, Redemption};
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use keyward_core::wire::{paths, Credentials};
-use keyward_core::{ErrorCode, LinkPurpose};
+use keyward_core::{ErrorCode, LinkPurpose, LinkToken};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
@@ -62,8 +62,10 @@ pub(crate) async fn show(
     RequestId(request_id): RequestId,
     token: Result<Path<String>, PathRejection>,
 ) -> Response {
-    // A path that does not even decode (bad percent-encoding) is an unknown link, as a page.
-    let token = token.map(|Path(t)| t).unwrap_or_default();
+    let token = match link_token(token) {
+        Ok(token) => token,
+        Err(error) => return PageError { error, request_id }.into_response(),
+    };
     match flows::view_link(&state, &token).await {
         Ok(link) => views::link_page(&LinkPage {
             regeneration: link.purpose == LinkPurpose::Regeneration,
@@ -107,7 +109,10 @@ pub(crate) async fn redeem_form(
     token: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let token = token.map(|Path(t)| t).unwrap_or_default();
+    let token = match link_token(token) {
+        Ok(token) => token,
+        Err(error) => return PageError { error, request_id }.into_response(),
+    };
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
@@ -194,6 +199,7 @@ pub(crate) async fn redeem_json(
     let token = fields.required("token", |s| Some(s.to_owned()), "");
     let code = fields.required("partner_code", |s| Some(s.to_owned()), "");
     let (token, code) = fields.finish_with(token.zip(code))?;
+    let token = LinkToken::parse(&token).ok_or(Error::from(ErrorCode::LinkUnknown))?;
     match flows::redeem(&state, &token, &code, ip).await? {
         Redemption::Redeemed(redeemed) => Ok(success(
             "Here are your keys. Store the secret key safely now: it is not shown again.",
@@ -201,4 +207,12 @@ pub(crate) async fn redeem_json(
         )),
         Redemption::Mismatch(_) => Err(ErrorCode::PartnerCodeMismatch.into()),
     }
+}
+
+/// The link token of a page's path, parsed here at the edge: a path that does not decode, or
+/// is not a token's format, is an unknown link (404) without touching storage.
+fn link_token(path: Result<Path<String>, PathRejection>) -> Result<LinkToken> {
+    path.ok()
+        .and_then(|Path(text)| LinkToken::parse(&text))
+        .ok_or(Error::from(ErrorCode::LinkUnknown))
 }
