@@ -320,18 +320,41 @@ pub async fn settle(nodes: &[TestApp]) {
 
 /// Marks a test that cannot run here because an outside program or privilege is missing.
 /// With `KEYWARD_STRICT_TESTS` (CI) that is a failure. Elsewhere the skip is written to the real
-/// stderr, not libtest's captured output (where a skipped test would show only as `ok`), so
-/// every run shows what it did not test and why.
+/// stderr, not libtest's captured output (where a skipped test would show only as `ok`), and
+/// recorded for the run's summary (`tests/skipped.rs`, which cargo runs after this binary).
 pub fn skip(why: &str) {
     assert!(
         std::env::var_os("KEYWARD_STRICT_TESTS").is_none(),
         "CI must not skip: {why}"
     );
     let test = std::thread::current().name().unwrap_or("a test").to_owned();
-    let _ = std::io::Write::write_all(
-        &mut std::io::stderr(),
-        format!("SKIPPED {test}: {why}\n").as_bytes(),
-    );
+    let line = format!("SKIPPED {test}: {why}\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    let recorded = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skips_file())
+        .and_then(|mut file| std::io::Write::write_all(&mut file, line.as_bytes()));
+    if let Err(e) = recorded {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("(could not record the skip for the summary: {e})\n").as_bytes(),
+        );
+    }
+}
+
+/// Where this `cargo test` run's skips are recorded: one file per run, named after the cargo
+/// process that runs every test binary (the PostgreSQL run, a child of this binary, is told
+/// the file through `KEYWARD_SKIPS_FILE`).
+pub fn skips_file() -> std::path::PathBuf {
+    std::env::var_os("KEYWARD_SKIPS_FILE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+                "keyward-skips-{}.txt",
+                std::os::unix::process::parent_id()
+            ))
+        })
 }
 
 /// The operator the tests act as.

@@ -23,6 +23,7 @@ fn the_whole_suite_passes_on_postgresql() {
     let output = Command::new(std::env::current_exe().unwrap())
         .args(["--skip", NAME, "--test-threads", "4"])
         .env("KEYWARD_TEST_BACKEND", "postgres")
+        .env("KEYWARD_SKIPS_FILE", crate::helpers::skips_file())
         .env("KEYWARD_TEST_POSTGRES_URL", &server)
         .output()
         .unwrap();
