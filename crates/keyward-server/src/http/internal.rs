@@ -10,7 +10,7 @@ use crate::state::AppState;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header;
 use axum::http::request::Parts;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use keyward_core::allow_list::unmapped;
@@ -23,7 +23,7 @@ use utoipa::OpenApi;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(paths::VERIFY, post(verify))
-        .route(paths::METRICS, get(super::ops::metrics))
+        .route(paths::METRICS, get(metrics))
         .route(paths::INTERNAL_OPENAPI, get(|| async { Json(document()) }))
 }
 
@@ -151,7 +151,7 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
         description = "The internal listener: the verify API for the exchange's own services (service tokens) and Prometheus metrics. Never exposed on the public listener.",
         license(name = "Apache-2.0")
     ),
-    paths(verify, super::ops::metrics),
+    paths(verify, metrics),
     components(schemas(super::schemas::ErrorEnvelope, keyward_core::wire::FieldProblem, ErrorCode)),
     modifiers(&ServiceTokenScheme),
     tags(
@@ -173,4 +173,27 @@ impl utoipa::Modify for ServiceTokenScheme {
             "A service token from `keyward service-token create NAME`.",
         );
     }
+}
+
+/// Prometheus metrics
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "OpenMetrics text (Prometheus)", content_type = "application/openmetrics-text", body = String),
+    )
+)]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let now = crate::clock::millis(state.clock.now());
+    let entries = state.key_cache.entries().await;
+    let text = state.metrics.scrape(&state.store, now, entries).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }

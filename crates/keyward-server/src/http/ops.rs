@@ -1,12 +1,11 @@
-//! Operations: `/healthz`, `/readyz` (public), and `/metrics` (served by the internal
-//! listener only, see `internal.rs`) (SPEC §3.5).
+//! Operations on the public listener: `/healthz`, `/readyz` and `/api/v1/time` (SPEC §3.5,
+//! §3.4b). `/metrics` is the internal listener's (`internal.rs`).
 
 use super::error::success;
 use crate::error::{Error, Result};
 use crate::state::AppState;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use keyward_core::wire::{paths, ServerTime};
@@ -55,27 +54,4 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response> {
         .await
         .map_err(|e| Error::Unavailable(e.into()))?;
     Ok(success::<()>("ready", None))
-}
-
-/// Prometheus metrics
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    responses(
-        (status = 200, description = "OpenMetrics text (Prometheus)", content_type = "application/openmetrics-text", body = String),
-    )
-)]
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let now = crate::clock::millis(state.clock.now());
-    let entries = state.key_cache.entries().await;
-    let text = state.metrics.scrape(&state.store, now, entries).await;
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
 }
