@@ -19,17 +19,18 @@ use std::net::IpAddr;
 pub async fn request_regeneration(
     ctx: &Context,
     auth: &Authenticated,
-    code: &str,
-    email: &str,
+    code: Option<&PartnerCode>,
+    email: Option<&Email>,
     overlap: Overlap,
     body: &SignedBody,
     ip: IpAddr,
 ) -> Result<()> {
     auth.require_current_pair()?;
-    if !auth.partner.code.matches(code) {
+    // A code or an address that is not even well-formed cannot be the partner's: a mismatch.
+    if !code.is_some_and(|code| auth.partner.code.matches(code.as_str())) {
         return Err(ErrorCode::PartnerMismatch.into());
     }
-    if !auth.partner.email.matches(email) {
+    if !email.is_some_and(|email| auth.partner.email.matches(email.as_str())) {
         return Err(ErrorCode::EmailMismatch.into());
     }
     let now = ctx.clock.now();

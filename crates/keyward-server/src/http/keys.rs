@@ -113,12 +113,14 @@ pub(crate) async fn regenerate(
         );
     }
     let (email, code) = fields.finish_with(email.zip(code))?;
+    // Typed at the edge; one that does not parse cannot be any partner's.
+    let (code, email) = (PartnerCode::parse(&code), Email::parse(&email));
     if authorization.is_absent() {
         // Lost keys: the same answer, at the same speed, whether or not the pair matches. The
         // lookup and the link are done after answering, so neither the body, the headers nor
         // the time taken tell whether a partner has this code and email. A code or email that
         // cannot belong to any partner takes the same path.
-        if let Some((code, email)) = PartnerCode::parse(&code).zip(Email::parse(&email)) {
+        if let Some((code, email)) = code.zip(email) {
             super::background::after_answer(&state, "lost_keys", move |ctx| {
                 let (code, email) = (code.clone(), email.clone());
                 async move { flows::request_regeneration_without_keys(&ctx, &code, &email, ip).await }
@@ -128,9 +130,17 @@ pub(crate) async fn regenerate(
     }
     let auth = authenticated(&state, ip, &authorization, &body).await?;
     let overlap = overlap.and_then(Overlap::from_seconds).unwrap_or_default();
-    let result = flows::request_regeneration(&state, &auth, &code, &email, overlap, &body, ip)
-        .await
-        .map(|()| success::<()>(&regeneration_sent(overlap), None));
+    let result = flows::request_regeneration(
+        &state,
+        &auth,
+        code.as_ref(),
+        email.as_ref(),
+        overlap,
+        &body,
+        ip,
+    )
+    .await
+    .map(|()| success::<()>(&regeneration_sent(overlap), None));
     Ok(answer(&auth, result))
 }
 
