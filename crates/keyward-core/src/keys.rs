@@ -24,8 +24,8 @@ use std::fmt;
 
 /// Base62 alphabet, value order: `0-9`, `A-Z`, `a-z`.
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-const RANDOM_LEN: usize = 30;
-const CHECKSUM_LEN: usize = 6;
+pub(crate) const RANDOM_LEN: usize = 30;
+pub(crate) const CHECKSUM_LEN: usize = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
@@ -80,7 +80,7 @@ fn check_format(kind: KeyKind, s: &str) -> Result<(), KeyFormatError> {
 }
 
 /// CRC-32 (zlib / ISO-HDLC) of `text`, in base62, left-padded with `0` to 6 characters.
-fn encode_checksum(text: &str) -> String {
+pub(crate) fn encode_checksum(text: &str) -> String {
     let mut value = crc32fast::hash(text.as_bytes());
     let mut digits = [b'0'; CHECKSUM_LEN];
     // 62^6 > 2^32, so six digits always hold a CRC-32.
@@ -92,9 +92,15 @@ fn encode_checksum(text: &str) -> String {
 }
 
 fn generate(kind: KeyKind, rng: &mut (impl RngCore + CryptoRng)) -> String {
-    let mut key = String::with_capacity(kind.len());
-    key.push_str(kind.prefix());
-    while key.len() < kind.prefix().len() + RANDOM_LEN {
+    generate_with_prefix(kind.prefix(), rng)
+}
+
+/// `prefix` + 30 random base62 characters + their checksum (the §1 shape of every token): for
+/// samples and tests of the scanners.
+pub fn generate_with_prefix(prefix: &str, rng: &mut (impl RngCore + CryptoRng)) -> String {
+    let mut key = String::with_capacity(prefix.len() + RANDOM_LEN + CHECKSUM_LEN);
+    key.push_str(prefix);
+    while key.len() < prefix.len() + RANDOM_LEN {
         let mut byte = [0u8; 1];
         rng.fill_bytes(&mut byte);
         // Rejection sampling keeps every character equally likely: 248 = 4 * 62.

@@ -10,6 +10,7 @@ pub mod forward_path;
 pub mod json;
 pub mod keys;
 pub mod overlap;
+pub mod scan;
 pub mod signature;
 pub mod token;
 pub mod wire;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod commands;
+mod scan;
 
 /// mimalloc instead of glibc's malloc: under load the service allocates on every request from
 /// many threads, and glibc's arena locks showed up in profiles (docs/benchmarks.md).
@@ -32,6 +33,9 @@ enum Command {
     Server(commands::ServerCommand),
     #[command(flatten)]
     Partner(keyward_client::cli::PartnerCommand),
+    /// Find keyward's keys and tokens in files, folders, stdin or a git history (no server
+    /// needed); exit 1 if any is found.
+    Scan(scan::ScanArgs),
 }
 
 #[tokio::main]
@@ -42,7 +46,7 @@ async fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("keyward: {e:#}");
             ExitCode::FAILURE
@@ -68,13 +72,18 @@ fn quiet_on_broken_pipe() {
     }));
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         // The partner's commands talk to a server; they need none of the server's settings.
         Command::Partner(command) => keyward_client::cli::run(command)
             .await
+            .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::msg),
-        Command::Server(command) => commands::operate(cli.config.as_deref(), command).await,
+        Command::Server(command) => commands::operate(cli.config.as_deref(), command)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        // Its own exit codes: 0 nothing found, 1 found, 2 an input could not be read.
+        Command::Scan(args) => Ok(scan::run(args)),
     }
 }
 
@@ -102,6 +111,7 @@ fn grouped_help(command: clap::Command) -> clap::Command {
         "{{about}}\n\n{{usage-heading}} {{usage}}\n\n\
          Operator commands (where the server runs, with its settings):\n{operators}\n\n\
          Partner commands (with a partner's keys, against a server over HTTP):\n{partners}\n\n\
+         Anyone:\n  scan              Find keyward's keys and tokens in files, folders, stdin or a git history\n\n\
          Options:\n{{options}}\n\n\
          `keyward help <command>` or `keyward <command> --help` for a command's own options.\n"
     ))

@@ -33,6 +33,7 @@ mod postgres;
 mod process;
 mod revocation;
 mod rotation;
+mod scan;
 mod signing_help;
 mod smtp;
 mod store;
