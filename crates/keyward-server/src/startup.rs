@@ -134,8 +134,10 @@ impl Application {
             )),
             None => None,
         };
-        let mut state = AppState::new(Context::new(Arc::new(settings), store, cipher, clock));
-        state.gateway = gateway;
+        let state = AppState::new(
+            Context::new(Arc::new(settings), store, cipher, clock),
+            gateway,
+        );
         Ok(Self {
             listener,
             port,

@@ -10,8 +10,12 @@ use std::sync::Arc;
 /// at once on a node; past that, a request is dropped as the limits would have dropped it.
 pub const LOST_KEYS_SLOTS: usize = 256;
 
+/// Cloned for every request by each layer and handler that takes it, so a clone is one
+/// reference count: everything lives behind one `Arc`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<WebState>);
+
+pub struct WebState {
     /// What the flows work with; handlers pass it on (`&state` derefs to it).
     pub ctx: Context,
     pub ip_limiter: Arc<IpRateLimiter>,
@@ -22,17 +26,25 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(ctx: Context) -> Self {
-        Self {
+    pub fn new(ctx: Context, gateway: Option<Arc<Gateway>>) -> Self {
+        Self(Arc::new(WebState {
             ip_limiter: Arc::new(IpRateLimiter::new(ctx.settings.ip_rate_limit_per_minute)),
             lost_keys_slots: Arc::new(tokio::sync::Semaphore::new(LOST_KEYS_SLOTS)),
-            gateway: None,
+            gateway,
             ctx,
-        }
+        }))
     }
 }
 
 impl std::ops::Deref for AppState {
+    type Target = WebState;
+
+    fn deref(&self) -> &WebState {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for WebState {
     type Target = Context;
 
     fn deref(&self) -> &Context {

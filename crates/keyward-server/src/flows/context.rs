@@ -21,7 +21,7 @@ pub struct Context {
     pub store: Store,
     /// The master key's cipher: always there in the server; absent in an operator command
     /// that encrypts nothing (a suspension must work with the database's URL alone).
-    cipher: Option<Cipher>,
+    cipher: Option<Arc<Cipher>>,
     pub clock: Arc<dyn Clock>,
     /// Rung after a commit that queued an email, so the outbox worker sends it at once.
     pub outbox_wake: Arc<Notify>,
@@ -41,7 +41,7 @@ impl Context {
         cipher: Cipher,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self::with_cipher(settings, store, Some(cipher), clock)
+        Self::with_cipher(settings, store, Some(Arc::new(cipher)), clock)
     }
 
     /// For operator commands that encrypt nothing: a flow that needs the master key fails
@@ -57,7 +57,7 @@ impl Context {
     fn with_cipher(
         settings: Arc<Settings>,
         store: Store,
-        cipher: Option<Cipher>,
+        cipher: Option<Arc<Cipher>>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
@@ -75,7 +75,7 @@ impl Context {
 
     /// The master key's cipher.
     pub fn cipher(&self) -> Result<&Cipher> {
-        self.cipher.as_ref().ok_or_else(|| {
+        self.cipher.as_deref().ok_or_else(|| {
             Error::Unexpected(anyhow::anyhow!(
                 "this action needs the master key: set KEYWARD_MASTER_KEY or KEYWARD_MASTER_KEY_FILE"
             ))
