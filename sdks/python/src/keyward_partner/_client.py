@@ -211,9 +211,7 @@ class PartnerClient(_Signer):
         body: Dict[str, Any] = {"email": email, "partner_code": partner_code}
         if overlap_seconds is not None:
             body["overlap_seconds"] = overlap_seconds
-        response = self._post(PATHS["regenerate"], body)
-        _data(response)
-        return response.json()["message"]
+        return _message(self._post(PATHS["regenerate"], body))
 
     def retire_old_keys(self) -> Dict[str, Any]:
         return _data(self._post(PATHS["retire_old_keys"], {}))
@@ -229,28 +227,35 @@ class PartnerClient(_Signer):
 
     @staticmethod
     def onboard(base_url: str, *, partner_code: str, email: str) -> str:
-        with httpx.Client(timeout=30.0) as http:
-            response = _send(http, "POST", f"{_base(base_url)}{PATHS['onboard']}",
-                             json={"partner_code": partner_code, "email": email})
-        _data(response)
-        return response.json()["message"]
+        return _message(_post_unsigned(base_url, PATHS["onboard"], {"partner_code": partner_code, "email": email}))
 
     @staticmethod
     def redeem(base_url: str, link_or_token: str, partner_code: str) -> Credentials:
         """Redeems a one-time link (the link, or its token): the keys, shown once."""
-        with httpx.Client(timeout=30.0) as http:
-            response = _send(http, "POST", f"{_base(base_url)}{PATHS['redeem']}",
-                             json={"token": _token(link_or_token), "partner_code": partner_code})
-        return _credentials(_data(response))
+        body = {"token": _token(link_or_token), "partner_code": partner_code}
+        return _credentials(_data(_post_unsigned(base_url, PATHS["redeem"], body)))
 
     @staticmethod
     def lost_keys(base_url: str, *, email: str, partner_code: str) -> str:
         """Lost keys: the same answer whether or not the pair matches (no enumeration)."""
-        with httpx.Client(timeout=30.0) as http:
-            response = _send(http, "POST", f"{_base(base_url)}{PATHS['regenerate']}",
-                             json={"email": email, "partner_code": partner_code})
-        _data(response)
-        return response.json()["message"]
+        return _message(_post_unsigned(base_url, PATHS["regenerate"], {"email": email, "partner_code": partner_code}))
+
+
+def _post_unsigned(base_url: str, path: str, body: Dict[str, Any]) -> httpx.Response:
+    """A request without keys (onboarding, redemption, lost keys)."""
+    with httpx.Client(timeout=30.0) as http:
+        return _send(http, "POST", f"{_base(base_url)}{path}", json=body)
+
+
+async def _post_unsigned_async(base_url: str, path: str, body: Dict[str, Any]) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        return await _send_async(http, "POST", f"{_base(base_url)}{path}", json=body)
+
+
+def _message(response: httpx.Response) -> str:
+    """The message of a successful answer whose data is null; an error raises."""
+    _data(response)
+    return response.json()["message"]
 
 
 def _send(http: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -318,9 +323,7 @@ class AsyncPartnerClient(_Signer):
         body: Dict[str, Any] = {"email": email, "partner_code": partner_code}
         if overlap_seconds is not None:
             body["overlap_seconds"] = overlap_seconds
-        response = await self._post(PATHS["regenerate"], body)
-        _data(response)
-        return response.json()["message"]
+        return _message(await self._post(PATHS["regenerate"], body))
 
     async def retire_old_keys(self) -> Dict[str, Any]:
         return _data(await self._post(PATHS["retire_old_keys"], {}))
@@ -336,15 +339,10 @@ class AsyncPartnerClient(_Signer):
 
     @staticmethod
     async def redeem(base_url: str, link_or_token: str, partner_code: str) -> Credentials:
-        async with httpx.AsyncClient(timeout=30.0) as http:
-            response = await _send_async(http, "POST", f"{_base(base_url)}{PATHS['redeem']}",
-                                         json={"token": _token(link_or_token), "partner_code": partner_code})
-        return _credentials(_data(response))
+        body = {"token": _token(link_or_token), "partner_code": partner_code}
+        return _credentials(_data(await _post_unsigned_async(base_url, PATHS["redeem"], body)))
 
     @staticmethod
     async def lost_keys(base_url: str, *, email: str, partner_code: str) -> str:
-        async with httpx.AsyncClient(timeout=30.0) as http:
-            response = await _send_async(http, "POST", f"{_base(base_url)}{PATHS['regenerate']}",
-                                         json={"email": email, "partner_code": partner_code})
-        _data(response)
-        return response.json()["message"]
+        body = {"email": email, "partner_code": partner_code}
+        return _message(await _post_unsigned_async(base_url, PATHS["regenerate"], body))
