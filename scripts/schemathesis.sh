@@ -12,7 +12,8 @@ internal=$(free_port)
 export KEYWARD_DATA_DIR="$data"
 # A high per-IP limit, so that the fuzzer reaches the logic behind the rate limit.
 KEYWARD_LISTEN="127.0.0.1:$port" KEYWARD_INTERNAL_LISTEN="127.0.0.1:$internal" \
-  KEYWARD_IP_RATE_LIMIT_PER_MINUTE=1000000 "$binary" serve >"$data/server.log" 2>&1 &
+  KEYWARD_IP_RATE_LIMIT_PER_MINUTE=1000000 \
+  KEYWARD_GITHUB_SECRET_SCANNING=on KEYWARD_GITHUB_KEYS_URL="http://127.0.0.1:9/keys" "$binary" serve >"$data/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done

@@ -184,6 +184,11 @@ impl SecretKey {
         check_format(KeyKind::Secret, s)?;
         Ok(Self(SecretString::from(s.to_owned())))
     }
+
+    /// SHA-256 of the key: how a secret key reported as leaked is found (SPEC §9.2).
+    pub fn hash(&self) -> KeyHash {
+        KeyHash::of(self.0.expose_secret())
+    }
 }
 
 impl ExposeSecret<str> for SecretKey {

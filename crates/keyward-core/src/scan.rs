@@ -36,6 +36,21 @@ impl TokenKind {
         }
     }
 
+    /// The kind of a whole token, if it is one of ours with a valid checksum.
+    pub fn of(token: &str) -> Option<TokenKind> {
+        Self::ALL.into_iter().find(|&kind| valid(kind, token))
+    }
+
+    /// Whether the token is a partner's key (public or secret, live or test).
+    pub const fn is_partner_key(self) -> bool {
+        !matches!(self, TokenKind::ServiceToken)
+    }
+
+    /// Whether the token is a public key (the other kinds are secrets).
+    pub const fn is_public(self) -> bool {
+        matches!(self, TokenKind::PublicKey | TokenKind::TestPublicKey)
+    }
+
     /// As `keyward scan` names it.
     pub const fn name(self) -> &'static str {
         match self {
@@ -173,6 +188,11 @@ mod tests {
             .iter()
             .all(|f| !f.hint().contains(&f.token[f.kind.prefix().len() + 4..])));
         assert_eq!(found[0].sha256().len(), 64);
+        for (token, kind) in tokens.iter().zip(TokenKind::ALL) {
+            assert_eq!(TokenKind::of(token), Some(kind));
+        }
+        assert_eq!(TokenKind::of(&broken), None);
+        assert_eq!(TokenKind::of(&format!("{}0", tokens[2])), None);
     }
 
     #[test]

@@ -35,12 +35,16 @@ pub mod paths {
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const OPENAPI: &str = "/openapi.json";
+    /// SPEC §9.2: GitHub's secret scanning reports leaked tokens here (only with
+    /// `KEYWARD_GITHUB_SECRET_SCANNING=on`).
+    pub const GITHUB_SECRET_SCANNING: &str = "/api/v1/secret-scanning/github";
     /// The link pages' stylesheet and copy-button script.
     pub const STYLESHEET: &str = "/assets/keyward.css";
     pub const COPY_SCRIPT: &str = "/assets/copy.js";
 
-    /// Every route of the public listener and its methods, as the router serves them. The
-    /// tests hold the router and the OpenAPI document to this list (in both directions).
+    /// Every route of the public listener and its methods, as the router serves them with
+    /// every optional route on. The tests hold the router and the OpenAPI document to this
+    /// list (in both directions).
     pub const PUBLIC_ROUTES: &[(&str, &[&str])] = &[
         (ONBOARD, &["post"]),
         (REGENERATE_ALL[0], &["post"]),
@@ -51,6 +55,7 @@ pub mod paths {
         (WHOAMI, &["post"]),
         (RETIRE_OLD_KEYS, &["post"]),
         (SET_ALLOWED_IPS, &["post"]),
+        (GITHUB_SECRET_SCANNING, &["post"]),
         (TIME, &["get"]),
         (HEALTHZ, &["get"]),
         (READYZ, &["get"]),

@@ -232,7 +232,16 @@ settings! {
     header_read_timeout_ms: u64 = 10_000; in 100..=600_000,
     /// To send a request's body, counted from the end of its headers.
     body_read_timeout_ms: u64 = 30_000; in 100..=600_000,
+    /// Serve GitHub's secret scanning partner endpoint (SPEC §9.2).
+    github_secret_scanning: bool = false,
+    /// Where GitHub publishes the keys that sign its secret-scanning reports.
+    github_keys_url: String = DEFAULT_GITHUB_KEYS_URL.into(),
+    /// What a reported leak of a partner's key does: `revoke` (default) or `notify`.
+    leak_action: String,
 }
+
+/// `KEYWARD_GITHUB_KEYS_URL` when unset: GitHub's published secret-scanning keys.
+pub const DEFAULT_GITHUB_KEYS_URL: &str = "https://api.github.com/meta/public_keys/secret_scanning";
 
 /// `KEYWARD_*` variables that are not settings of the server: they name the config file, or
 /// are read by the test suite and the partner commands. Listed so that they draw no warning.
@@ -300,6 +309,22 @@ pub struct Settings {
     /// `KEYWARD_EXACT_NUMBERS` (SPEC §2): a signed body holding a number whose decimal value
     /// differs from that of its ECMAScript form (digits beyond double precision) is refused.
     pub exact_numbers: bool,
+    /// GitHub's secret scanning endpoint (SPEC §9.2): where its signing keys are published,
+    /// when `KEYWARD_GITHUB_SECRET_SCANNING` is on.
+    pub github_keys_url: Option<url::Url>,
+    /// What a reported leak of a partner's key does (`KEYWARD_LEAK_ACTION`).
+    pub leak_action: LeakAction,
+}
+
+/// What a leak of a partner's key does (SPEC §9.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LeakAction {
+    /// The pair is revoked at once and the partner emailed (with a regeneration link when it
+    /// was the current pair).
+    #[default]
+    Revoke,
+    /// The partner is only emailed; the pair keeps working.
+    Notify,
 }
 
 /// The 1-based line of byte `offset` in `text`.
@@ -363,6 +388,19 @@ impl Settings {
             ("key cache", format!("{} ms", self.key_cache.as_millis())),
             ("trusted proxies", proxies),
             ("exact numbers", on_off(self.exact_numbers)),
+            (
+                "github secret scanning",
+                self.github_keys_url
+                    .as_ref()
+                    .map_or_else(|| "off".to_owned(), |url| format!("on (keys from {url})")),
+            ),
+            (
+                "leak action",
+                match self.leak_action {
+                    LeakAction::Revoke => "revoke".to_owned(),
+                    LeakAction::Notify => "notify".to_owned(),
+                },
+            ),
             (
                 "max connections",
                 format!("{} per listener", self.connection_limits.max_connections),
@@ -611,9 +649,35 @@ impl RawSettings {
             Some("invite") => Onboarding::Invite,
             Some(_) => bail!("KEYWARD_ONBOARDING must be open or invite"),
         };
+        let leak_action = match f
+            .leak_action
+            .as_deref()
+            .map(|a| a.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("revoke") => LeakAction::Revoke,
+            Some("notify") => LeakAction::Notify,
+            Some(_) => bail!("KEYWARD_LEAK_ACTION must be revoke or notify"),
+        };
+        let github_keys_url = if f.github_secret_scanning {
+            let text = f.github_keys_url.trim();
+            let url = url::Url::parse(text).with_context(|| {
+                format!("KEYWARD_GITHUB_KEYS_URL must be an absolute URL, not {text:?}")
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                bail!(
+                    "KEYWARD_GITHUB_KEYS_URL must start with http:// or https:// and name a host"
+                );
+            }
+            Some(url)
+        } else {
+            None
+        };
         let seconds =
             |secs: u64| chrono::TimeDelta::seconds(i64::try_from(secs).unwrap_or(i64::MAX));
         Ok(Settings {
+            github_keys_url,
+            leak_action,
             exact_numbers: f.exact_numbers,
             onboarding,
             forwarded_header,
@@ -760,9 +824,14 @@ mod tests {
                 "forwarded"
             } else if name == &"onboarding" {
                 "invite"
+            } else if name == &"leak_action" {
+                "notify"
+            } else if name == &"github_keys_url" {
+                "http://127.0.0.1:1/keys"
             } else if name.starts_with("migrate")
                 || name.ends_with("single_use")
                 || name == &"exact_numbers"
+                || name == &"github_secret_scanning"
             {
                 "on"
             } else if name.ends_with("_ms") {

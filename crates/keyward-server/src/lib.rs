@@ -5,6 +5,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod flows;
+pub mod github;
 pub mod http;
 pub mod listener;
 pub mod mail;

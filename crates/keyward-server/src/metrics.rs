@@ -58,6 +58,12 @@ struct DaysLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeakLabels {
+    reporter: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackgroundLabels {
     work: &'static str,
     reason: &'static str,
@@ -158,6 +164,8 @@ instruments! {
         "Current keys of active partners not used for more than `days` days (never used: since created; counted at most every minute)";
     background_failures: Family<BackgroundLabels, Counter> = Family::default(), "background_failures",
         "Work done after its request was answered (lost keys, invite-only onboarding) that was dropped (no free slot), or failed for good (unavailable: the database stayed down through every retry)";
+    leaks: Family<LeakLabels, Counter> = Family::default(), "leaked_tokens",
+        "Tokens reported as leaked (GitHub secret scanning, `keyward leak report`), by reporter and what was done: revoked, notified, already_revoked, service_token, not_ours";
     storage_up: Gauge = Gauge::default(), "storage_up",
         "1 when the database answered this scrape, 0 when it did not (then the outbox and key gauges are the last values read)";
 }
@@ -249,6 +257,14 @@ impl Metrics {
         let mut out = String::new();
         self.render(from_storage.await.ok(), cache_entries, &mut out);
         out
+    }
+
+    /// A token reported as leaked, and what was done (SPEC §9.2).
+    pub fn leak(&self, reporter: &'static str, result: &'static str) {
+        self.instruments
+            .leaks
+            .get_or_create(&LeakLabels { reporter, result })
+            .inc();
     }
 
     pub fn record(&self, route: String, status: u16, code: Option<&'static str>) {

@@ -7,6 +7,7 @@ use crate::config::{PublicUrl, Settings};
 use crate::crypto::Cipher;
 use crate::flows::master_key::{cipher_for, MASTER_KEY_CHECK};
 use crate::flows::Context;
+use crate::github::GitHubKeys;
 use crate::mail::outbox::OutboxWorker;
 use crate::mail::{Mailer, Transport};
 use crate::state::AppState;
@@ -134,10 +135,23 @@ impl Application {
             )),
             None => None,
         };
+        let github_keys = match &settings.github_keys_url {
+            Some(url) => Some(Arc::new(GitHubKeys::new(url.clone()).context(
+                "could not set up the client for GitHub's secret-scanning keys",
+            )?)),
+            None => None,
+        };
         let state = AppState::new(
             Context::new(Arc::new(settings), store, cipher, clock),
             gateway,
+            github_keys,
         );
+        let hashed = crate::flows::leaks::backfill_secret_hashes(&state)
+            .await
+            .context("could not store the secret-key hashes of older key pairs")?;
+        if hashed > 0 {
+            tracing::info!(pairs = hashed, "stored the secret-key hashes of older key pairs, so that their leaks are found (SPEC §9.2)");
+        }
         Ok(Self {
             listener,
             port,

@@ -2,6 +2,7 @@
 //! limiter, the lost-keys slots, the gateway). Cheap to clone.
 
 use crate::flows::Context;
+use crate::github::GitHubKeys;
 use crate::ratelimit::IpRateLimiter;
 use crate::upstream::Gateway;
 use std::sync::Arc;
@@ -23,14 +24,21 @@ pub struct WebState {
     pub lost_keys_slots: Arc<tokio::sync::Semaphore>,
     /// The gateway to the payment API, when `KEYWARD_UPSTREAM_URL` is set.
     pub gateway: Option<Arc<Gateway>>,
+    /// GitHub's secret-scanning keys, when `KEYWARD_GITHUB_SECRET_SCANNING` is on.
+    pub github_keys: Option<Arc<GitHubKeys>>,
 }
 
 impl AppState {
-    pub fn new(ctx: Context, gateway: Option<Arc<Gateway>>) -> Self {
+    pub fn new(
+        ctx: Context,
+        gateway: Option<Arc<Gateway>>,
+        github_keys: Option<Arc<GitHubKeys>>,
+    ) -> Self {
         Self(Arc::new(WebState {
             ip_limiter: Arc::new(IpRateLimiter::new(ctx.settings.ip_rate_limit_per_minute)),
             lost_keys_slots: Arc::new(tokio::sync::Semaphore::new(LOST_KEYS_SLOTS)),
             gateway,
+            github_keys,
             ctx,
         }))
     }

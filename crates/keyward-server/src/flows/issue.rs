@@ -39,10 +39,45 @@ pub(crate) struct LinkRequest<'a> {
     pub now: DateTime<Utc>,
 }
 
+/// A link just stored: where it points and until when it works.
+pub(crate) struct IssuedLink {
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Replaces the partner's unused links of this purpose with a new one and queues its email,
 /// in the caller's transaction. A link anyone asked for replaces only links anyone asked for.
 pub(crate) async fn issue_link(ctx: &Context, tx: &mut Tx, request: LinkRequest<'_>) -> Result<()> {
+    let link = create_link(ctx, tx, &request).await?;
     let LinkRequest {
+        partner, purpose, ..
+    } = request;
+    let kind = match purpose {
+        LinkPurpose::Onboarding => EmailKind::Onboarding,
+        LinkPurpose::Regeneration => EmailKind::Regeneration,
+    };
+    let context = LinkEmailContext {
+        partner_code: partner.code.as_str(),
+        link_url: &link.url,
+        expires_at: human_time(link.expires_at),
+        requested_ip: request
+            .ip
+            .map_or_else(|| "the operators' console".to_owned(), |ip| ip.to_string()),
+        overlap: request.overlap.describe(),
+    };
+    let mut email = Outgoing::now(&partner.email, kind, request.now);
+    email.unauthenticated = request.requester == Requester::Anyone;
+    queue_email(ctx.cipher()?, tx, email, &context).await
+}
+
+/// Replaces the partner's unused links of this purpose with a new one, and audits it, in the
+/// caller's transaction; the caller emails it.
+pub(crate) async fn create_link(
+    ctx: &Context,
+    tx: &mut Tx,
+    request: &LinkRequest<'_>,
+) -> Result<IssuedLink> {
+    let &LinkRequest {
         partner,
         purpose,
         requester,
@@ -51,9 +86,8 @@ pub(crate) async fn issue_link(ctx: &Context, tx: &mut Tx, request: LinkRequest<
         now,
     } = request;
     let settings = &ctx.settings;
-    let cipher = ctx.cipher()?;
     let which = match requester {
-        Requester::KeyHolder | Requester::Operator(_) => Supersede::All,
+        Requester::KeyHolder | Requester::Operator(_) | Requester::GitHub => Supersede::All,
         Requester::Anyone => Supersede::UnsignedOnly,
     };
     tx.supersede_links(&partner.id, purpose, which, millis(now))
@@ -78,27 +112,11 @@ pub(crate) async fn issue_link(ctx: &Context, tx: &mut Tx, request: LinkRequest<
         overlap_seconds: overlap.seconds(),
     })
     .await?;
-    let link_url = format!("{}/link/{}", settings.public_url, token.expose_secret());
-    let kind = match purpose {
-        LinkPurpose::Onboarding => EmailKind::Onboarding,
-        LinkPurpose::Regeneration => EmailKind::Regeneration,
-    };
-    let context = LinkEmailContext {
-        partner_code: partner.code.as_str(),
-        link_url: &link_url,
-        expires_at: human_time(expires_at),
-        requested_ip: ip_text
-            .clone()
-            .unwrap_or_else(|| "the operators' console".to_owned()),
-        overlap: overlap.describe(),
-    };
-    let mut email = Outgoing::now(&partner.email, kind, now);
-    email.unauthenticated = requester == Requester::Anyone;
-    queue_email(cipher, tx, email, &context).await?;
     let actor = match requester {
         Requester::KeyHolder => Actor::Partner,
         Requester::Anyone => Actor::Anyone,
         Requester::Operator(name) => Actor::Operator(name),
+        Requester::GitHub => Actor::GitHub,
     };
     tx.audit(&Audit {
         partner: Some(&partner.id),
@@ -107,5 +125,8 @@ pub(crate) async fn issue_link(ctx: &Context, tx: &mut Tx, request: LinkRequest<
         ..Audit::new(AuditKind::LinkIssued(purpose), actor, millis(now))
     })
     .await?;
-    Ok(())
+    Ok(IssuedLink {
+        url: format!("{}/link/{}", settings.public_url, token.expose_secret()),
+        expires_at,
+    })
 }

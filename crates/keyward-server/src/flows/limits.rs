@@ -21,6 +21,8 @@ pub(crate) enum Requester<'a> {
     Anyone,
     /// An operator command (resend, invite, revoke with notice): trusted, like the key holder.
     Operator(&'a str),
+    /// GitHub's secret scanning, reporting a leaked key (SPEC §9.2): its request is signed.
+    GitHub,
 }
 
 /// At most `partner_links_per_hour` links a partner per hour (stops email bombing; counted in

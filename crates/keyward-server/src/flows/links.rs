@@ -170,6 +170,7 @@ pub async fn redeem(
         public_key_hash: &pair.public.hash(),
         public_key_hint: &pair.public.redacted(),
         secret_ciphertext: &ciphertext,
+        secret_key_hash: &pair.secret.hash(),
         created_at: millis(now),
     })
     .await?;

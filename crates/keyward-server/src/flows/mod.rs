@@ -9,6 +9,7 @@ mod context;
 mod issue;
 pub mod key_cache;
 pub mod key_usage;
+pub mod leaks;
 mod limits;
 mod links;
 pub mod master_key;

@@ -14,6 +14,7 @@ pub mod onboarding;
 pub mod openapi;
 pub mod ops;
 pub mod schemas;
+pub mod secret_scanning;
 pub mod views;
 
 use crate::error::Error;
@@ -76,8 +77,13 @@ pub fn router(state: AppState) -> Router {
         .merge(onboarding::router())
         .merge(keys::regenerate_router())
         .route_layer(middleware::from_fn_with_state(state.clone(), ip_rate_limit));
+    let secret_scanning = match state.github_keys {
+        Some(_) => secret_scanning::router(),
+        None => Router::new(),
+    };
     let router = Router::new()
         .merge(emailing)
+        .merge(secret_scanning)
         .merge(keys::signed_router())
         .merge(links::router())
         .merge(ops::router())

@@ -37,6 +37,7 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
         super::keys::retire_old_keys,
         super::keys::set_allowed_ips,
         super::ops::time,
+        super::secret_scanning::report,
         super::links::show,
         super::links::redeem_form,
         super::links::redeem_json,
@@ -49,6 +50,7 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
         (name = "partners", description = "Onboarding and regeneration (emails a one-time link)"),
         (name = "signed", description = "Requests signed with the partner's keys"),
         (name = "links", description = "One-time links"),
+        (name = "secret scanning", description = "Leaked tokens reported by GitHub (KEYWARD_GITHUB_SECRET_SCANNING=on)"),
         (name = "operations", description = "Health (metrics are on the internal listener)")
     )
 )]

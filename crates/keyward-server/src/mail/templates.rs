@@ -17,6 +17,9 @@ pub enum EmailKind {
     RetiringReminder,
     /// The notice that a partner's IP allow-list changed.
     AllowedIpsChanged,
+    /// The notice that a key was found in public (SPEC §9.2), with a regeneration link when
+    /// the current pair was revoked.
+    KeyLeaked,
 }
 
 impl EmailKind {
@@ -27,6 +30,7 @@ impl EmailKind {
             EmailKind::RegeneratedNotice => "regenerated_notice",
             EmailKind::RetiringReminder => "retiring_reminder",
             EmailKind::AllowedIpsChanged => "allowed_ips_changed",
+            EmailKind::KeyLeaked => "key_leaked",
         }
     }
 }
@@ -63,7 +67,8 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "regeneration",
     "regenerated_notice",
     "retiring_reminder",
-    "allowed_ips_changed"
+    "allowed_ips_changed",
+    "key_leaked"
 );
 
 fn environment() -> &'static Environment<'static> {
@@ -114,7 +119,8 @@ mod tests {
             partner_code => "A<CME", link_url => "http://x/link/t", expires_at => "soon",
             requested_ip => "192.0.2.1", regenerated_at => "now", ip => "192.0.2.1",
             overlap => "1 day", old_keys_expire_at => "tomorrow", allowed_ips => ["192.0.2.0/24"],
-            changed_by => "the partner",
+            changed_by => "the partner", what => "secret key", hint => "sk_partner_abcd…",
+            found_at => "https://github.com/o/r/blob/x/.env", revoked => true,
         };
         for kind in [
             EmailKind::Onboarding,
@@ -122,6 +128,7 @@ mod tests {
             EmailKind::RegeneratedNotice,
             EmailKind::RetiringReminder,
             EmailKind::AllowedIpsChanged,
+            EmailKind::KeyLeaked,
         ] {
             let email = render(kind, &context)?;
             assert!(email.subject.contains("A<CME"));

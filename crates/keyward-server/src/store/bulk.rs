@@ -14,6 +14,8 @@ pub struct ImportedPartner {
     pub public_key_hint: String,
     /// Encrypted under the master key, bound to `id` and `key_id` (`crypto::secret_key_aad`).
     pub secret_ciphertext: Vec<u8>,
+    /// SHA-256 of the secret key (SPEC §9.2).
+    pub secret_key_hash: KeyHash,
     pub created_at: i64,
 }
 
@@ -42,8 +44,8 @@ impl Store {
             }
             query.execute(&mut *tx.tx).await?;
             let sql = format!(
-                "INSERT INTO partner_keys (id, partner_id, public_key_hash, public_key_hint, secret_ciphertext, created_at) VALUES {}",
-                placeholders(chunk.len(), 6, None)
+                "INSERT INTO partner_keys (id, partner_id, public_key_hash, public_key_hint, secret_ciphertext, created_at, secret_key_hash) VALUES {}",
+                placeholders(chunk.len(), 7, None)
             );
             let mut query = sqlx::query(&sql);
             for p in chunk {
@@ -53,7 +55,8 @@ impl Store {
                     .bind(p.public_key_hash.as_bytes().to_vec())
                     .bind(p.public_key_hint.as_str())
                     .bind(p.secret_ciphertext.clone())
-                    .bind(p.created_at);
+                    .bind(p.created_at)
+                    .bind(p.secret_key_hash.as_bytes().to_vec());
             }
             query.execute(&mut *tx.tx).await?;
         }

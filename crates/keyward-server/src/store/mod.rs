@@ -9,9 +9,11 @@
 //! hashes, secret keys and email bodies as AES-256-GCM ciphertexts.
 
 mod bulk;
+mod leaks;
 mod operators;
 mod outbox;
 pub use bulk::ImportedPartner;
+pub use leaks::UnhashedKey;
 pub use operators::{
     AuditFilter, AuditRecord, KeyInfo, LinkInfo, PartnerFilter, PartnerSummary, UnusedKeys,
 };
@@ -243,12 +245,22 @@ impl Store {
     /// go through the node's key cache (`flows/key_cache.rs`), which bounds how stale a view
     /// may be; changes that must hold everywhere wait that bound out.
     pub async fn key_by_hash(&self, public_key_hash: &KeyHash) -> Result<Option<KeyRecord>> {
+        self.key_where("k.public_key_hash", public_key_hash).await
+    }
+
+    /// The pair whose secret key has this hash (a leaked secret, SPEC §9.2).
+    pub async fn key_by_secret_hash(&self, secret_key_hash: &KeyHash) -> Result<Option<KeyRecord>> {
+        self.key_where("k.secret_key_hash", secret_key_hash).await
+    }
+
+    /// `column` is one of the two fixed hash columns above, never input.
+    async fn key_where(&self, column: &str, hash: &KeyHash) -> Result<Option<KeyRecord>> {
         let sql = format!(
             "SELECT k.id AS key_id, k.created_at AS key_created_at, k.revoked_at, k.expires_at AS key_expires_at, k.secret_ciphertext, {PARTNER_COLUMNS} \
-             FROM partner_keys k JOIN partners p ON p.id = k.partner_id WHERE k.public_key_hash = $1"
+             FROM partner_keys k JOIN partners p ON p.id = k.partner_id WHERE {column} = $1"
         );
         let Some(row) = sqlx::query(&sql)
-            .bind(public_key_hash.as_bytes().to_vec())
+            .bind(hash.as_bytes().to_vec())
             .fetch_optional(&self.pool)
             .await?
         else {

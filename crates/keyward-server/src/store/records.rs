@@ -137,6 +137,8 @@ pub struct NewKey<'a> {
     pub public_key_hash: &'a KeyHash,
     pub public_key_hint: &'a str,
     pub secret_ciphertext: &'a [u8],
+    /// SHA-256 of the secret key, to find the pair when the secret leaks (SPEC §9.2).
+    pub secret_key_hash: &'a KeyHash,
     pub created_at: i64,
 }
 
@@ -230,6 +232,8 @@ pub enum Actor<'a> {
     Operator(&'a str),
     /// keyward itself (an expired pending partner released, say).
     Keyward,
+    /// GitHub's secret scanning, reporting a leaked key (SPEC §9.2).
+    GitHub,
 }
 
 impl Actor<'_> {
@@ -239,6 +243,7 @@ impl Actor<'_> {
             Actor::Anyone => "anyone".into(),
             Actor::Operator(name) => format!("operator:{name}"),
             Actor::Keyward => "keyward".into(),
+            Actor::GitHub => "github".into(),
         }
     }
 }
@@ -263,6 +268,10 @@ pub enum AuditKind {
     ServiceTokenCreated,
     ServiceTokenRevoked,
     MasterKeyRotated,
+    /// A key of the partner was reported as found in public (SPEC §9.2).
+    KeyLeaked,
+    /// A service token was reported as found in public.
+    ServiceTokenLeaked,
 }
 
 impl AuditKind {
@@ -284,6 +293,8 @@ impl AuditKind {
             Self::ServiceTokenCreated => "service_token_created",
             Self::ServiceTokenRevoked => "service_token_revoked",
             Self::MasterKeyRotated => "master_key_rotated",
+            Self::KeyLeaked => "key_leaked",
+            Self::ServiceTokenLeaked => "service_token_leaked",
         }
     }
 }

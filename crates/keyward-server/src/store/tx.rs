@@ -223,6 +223,31 @@ impl Tx {
         self.revoke_where(partner_id, "", now).await
     }
 
+    /// Revokes one pair of the partner, if it is not revoked yet; returns whether it was.
+    pub async fn revoke_key(
+        &mut self,
+        partner_id: &PartnerId,
+        key_id: &str,
+        now: i64,
+    ) -> Result<bool> {
+        // The id is bound, never spliced into the SQL: `revoke_where` takes a fixed clause.
+        let done = sqlx::query(
+            "UPDATE partner_keys SET revoked_at = $1 WHERE partner_id = $2 AND id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(partner_id.as_str())
+        .bind(key_id)
+        .execute(&mut *self.tx)
+        .await?;
+        if done.rows_affected() > 0 {
+            sqlx::query("DELETE FROM outbox WHERE sent_at IS NULL AND about_key_id = $1")
+                .bind(key_id)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Revokes the partner's retiring pair, if it has one (expired or not); returns how many.
     pub async fn revoke_retiring_keys(&mut self, partner_id: &PartnerId, now: i64) -> Result<u64> {
         self.revoke_where(partner_id, " AND expires_at IS NOT NULL", now)
@@ -270,7 +295,7 @@ impl Tx {
 
     pub async fn insert_key(&mut self, key: &NewKey<'_>) -> Result<()> {
         sqlx::query(
-            "INSERT INTO partner_keys (id, partner_id, public_key_hash, public_key_hint, secret_ciphertext, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO partner_keys (id, partner_id, public_key_hash, public_key_hint, secret_ciphertext, created_at, secret_key_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(key.id)
         .bind(key.partner_id.as_str())
@@ -278,6 +303,7 @@ impl Tx {
         .bind(key.public_key_hint)
         .bind(key.secret_ciphertext.to_vec())
         .bind(key.created_at)
+        .bind(key.secret_key_hash.as_bytes().to_vec())
         .execute(&mut *self.tx)
         .await?;
         Ok(())

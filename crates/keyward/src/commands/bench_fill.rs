@@ -46,6 +46,7 @@ pub async fn bench_fill(
             public_key_hash: keys.public.hash(),
             public_key_hint: keys.public.redacted(),
             secret_ciphertext: ciphertext,
+            secret_key_hash: keys.secret.hash(),
             created_at: now,
         });
         if batch.len() == 5_000 || i + 1 == partners {

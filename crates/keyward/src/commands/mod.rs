@@ -2,6 +2,7 @@
 
 mod audit;
 mod bench_fill;
+mod leak;
 mod master_key;
 mod outbox;
 mod output;
@@ -73,6 +74,11 @@ pub enum ServerCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Leaked keys: report a token found in public (GitHub's reports arrive on their own).
+    Leak {
+        #[command(subcommand)]
+        action: leak::LeakAction,
+    },
     /// Tokens for the exchange's own services to call the verify API.
     ServiceToken {
         #[command(subcommand)]
@@ -133,6 +139,7 @@ pub async fn operate(
             .await
         }
         ServerCommand::Outbox { action } => outbox::outbox(&settings, action).await,
+        ServerCommand::Leak { action } => leak::leak(&settings, action).await,
         ServerCommand::ServiceToken { action } => {
             service_token::service_token(&settings, action).await
         }

@@ -226,6 +226,20 @@ impl TestApp {
         secrecy::ExposeSecret::expose_secret(&token).to_owned()
     }
 
+    /// Runs the operator CLI (`keyward ARGS…`, a real process) on this app's store and master
+    /// key.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(args)
+            .env("KEYWARD_DATA_DIR", self.dir.path())
+            .env(
+                "KEYWARD_DATABASE_URL",
+                secrecy::ExposeSecret::expose_secret(&self.state.settings.database_url),
+            )
+            .output()
+            .unwrap()
+    }
+
     /// `GET /metrics` on the internal listener, as text.
     pub async fn metrics_text(&self) -> String {
         self.client

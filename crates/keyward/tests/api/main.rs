@@ -34,6 +34,7 @@ mod process;
 mod revocation;
 mod rotation;
 mod scan;
+mod secret_scanning;
 mod signing_help;
 mod smtp;
 mod store;

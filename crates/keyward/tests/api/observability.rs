@@ -48,6 +48,16 @@ async fn the_dashboard_and_the_alerts_use_only_metrics_the_server_exports() {
         limited |= response.status() == 429;
     }
     assert!(limited);
+    // A token reported as leaked (not one of ours: nothing changes).
+    use keyward_server::flows::leaks::{report, Leak, Reporter};
+    let leak = Leak {
+        token: "pk_partner_0000000000000000000000000000000000",
+        url: None,
+        source: None,
+    };
+    report(&app.state, &[leak], Reporter::Operator("tests"))
+        .await
+        .unwrap();
     let text = app.metrics_text().await;
     let exported = exported(&text);
     for needed in [

@@ -178,6 +178,7 @@ async fn a_second_regeneration_revokes_the_retiring_pair_at_once() {
             public_key_hash: &pair.public.hash(),
             public_key_hint: "pk_partner_xxxx",
             secret_ciphertext: b"x",
+            secret_key_hash: &pair.secret.hash(),
             created_at: 0,
         })
         .await;

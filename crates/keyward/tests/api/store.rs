@@ -204,6 +204,7 @@ async fn keys_are_found_by_hash_and_revoked_all_at_once() {
             public_key_hash: &pair.public.hash(),
             public_key_hint: &pair.public.redacted(),
             secret_ciphertext: b"ciphertext",
+            secret_key_hash: &pair.secret.hash(),
             created_at: 40,
         })
         .await
