@@ -151,6 +151,11 @@ pub fn outbox_aad(email_id: &str) -> String {
     format!("keyward/outbox/v1/{email_id}")
 }
 
+/// Associated data of a webhook endpoint's signing secret.
+pub fn webhook_secret_aad(endpoint_id: &str) -> String {
+    format!("keyward/webhook-secret/v1/{endpoint_id}")
+}
+
 /// Associated data of the value that proves, at start, that the master key is the right one.
 pub const MASTER_KEY_CHECK_AAD: &str = "keyward/master-key-check/v1";
 

@@ -16,5 +16,6 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
+pub mod webhooks;
 
 pub use startup::{Application, Overrides};

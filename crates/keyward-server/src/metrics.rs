@@ -166,6 +166,8 @@ instruments! {
         "Work done after its request was answered (lost keys, invite-only onboarding) that was dropped (no free slot), or failed for good (unavailable: the database stayed down through every retry)";
     leaks: Family<LeakLabels, Counter> = Family::default(), "leaked_tokens",
         "Tokens reported as leaked (GitHub secret scanning, `keyward leak report`), by reporter and what was done: revoked, notified, already_revoked, service_token, not_ours";
+    webhook_deliveries: Family<ResultLabel, Counter> = Family::default(), "webhook_deliveries",
+        "Webhook delivery attempts of this node by result: delivered, failed (retried later), dead (the retry schedule is over: `keyward webhook dead`), gone (410: the endpoint is disabled)";
     storage_up: Gauge = Gauge::default(), "storage_up",
         "1 when the database answered this scrape, 0 when it did not (then the outbox and key gauges are the last values read)";
 }
@@ -257,6 +259,14 @@ impl Metrics {
         let mut out = String::new();
         self.render(from_storage.await.ok(), cache_entries, &mut out);
         out
+    }
+
+    /// One webhook delivery attempt and its result.
+    pub fn webhook_delivery(&self, result: &'static str) {
+        self.instruments
+            .webhook_deliveries
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     /// A token reported as leaked, and what was done (SPEC §9.2).

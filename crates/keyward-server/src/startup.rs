@@ -195,6 +195,15 @@ impl Application {
             metrics: self.state.metrics.clone(),
         };
         let worker = tokio::spawn(worker.run(self.stop.clone()));
+        let webhooks = crate::webhooks::WebhookWorker {
+            store: self.state.store.clone(),
+            cipher: self.state.cipher()?.clone(),
+            clock: self.state.clock.clone(),
+            metrics: self.state.metrics.clone(),
+            client: crate::webhooks::client()
+                .context("could not set up the client for webhook deliveries")?,
+        };
+        let webhooks = tokio::spawn(webhooks.run(self.stop.clone()));
         let janitor = tokio::spawn(janitor(self.state.clone(), self.stop.clone()));
         let limits = self.state.settings.connection_limits;
         let internal = self.internal.map(|listener| {
@@ -225,7 +234,7 @@ impl Application {
             internal.await.context("the internal listener panicked")??;
         }
         public?;
-        let _ = tokio::join!(worker, janitor, signal);
+        let _ = tokio::join!(worker, webhooks, janitor, signal);
         self.state.store.close().await;
         Ok(())
     }

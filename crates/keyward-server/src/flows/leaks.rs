@@ -312,6 +312,7 @@ async fn partner_key_leaked(
     tx.audit(&Audit {
         partner: Some(&partner.id),
         detail: Some(&detail),
+        key_id: Some(&key_id),
         ..Audit::new(AuditKind::KeyLeaked, reporter.actor(), millis(now))
     })
     .await?;

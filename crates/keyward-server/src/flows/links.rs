@@ -196,6 +196,7 @@ pub async fn redeem(
         partner: Some(&partner.id),
         ip: Some(ip),
         detail: Some(&detail),
+        key_id: Some(&key_id),
         ..Audit::new(
             AuditKind::LinkRedeemed(link.purpose),
             Actor::Partner,

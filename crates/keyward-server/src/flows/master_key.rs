@@ -6,7 +6,9 @@
 //! job. Nodes keep serving throughout when they run with both keys (see `docs/deployment.md`).
 
 use crate::config::{MasterKeySource, Settings};
-use crate::crypto::{outbox_aad, secret_key_aad, Cipher, MasterKey, MASTER_KEY_CHECK_AAD};
+use crate::crypto::{
+    outbox_aad, secret_key_aad, webhook_secret_aad, Cipher, MasterKey, MASTER_KEY_CHECK_AAD,
+};
 use crate::store::{Actor, Audit, AuditKind, Encrypted, Store, StoreError};
 use anyhow::{bail, Context as _};
 use secrecy::ExposeSecret;
@@ -33,6 +35,7 @@ pub struct Counts {
 pub struct Rotation {
     pub secret_keys: Counts,
     pub email_bodies: Counts,
+    pub webhook_secrets: Counts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,10 +70,15 @@ pub async fn rotate(
         None => None,
     };
     let mut rotation = Rotation::default();
-    for which in [Encrypted::SecretKeys, Encrypted::EmailBodies] {
+    for which in [
+        Encrypted::SecretKeys,
+        Encrypted::EmailBodies,
+        Encrypted::WebhookSecrets,
+    ] {
         let counts = match which {
             Encrypted::SecretKeys => &mut rotation.secret_keys,
             Encrypted::EmailBodies => &mut rotation.email_bodies,
+            Encrypted::WebhookSecrets => &mut rotation.webhook_secrets,
         };
         let mut after = String::new();
         loop {
@@ -82,6 +90,7 @@ pub async fn rotate(
                 let aad = match which {
                     Encrypted::SecretKeys => secret_key_aad(&value.owner, &value.id),
                     Encrypted::EmailBodies => outbox_aad(&value.id),
+                    Encrypted::WebhookSecrets => webhook_secret_aad(&value.id),
                 };
                 if target.decrypt(&value.ciphertext, &aad).is_ok() {
                     counts.already += 1;
@@ -116,18 +125,19 @@ pub async fn rotate(
 }
 
 impl Rotation {
-    /// Unreadable values (under neither key), of both kinds.
+    /// Unreadable values (under neither key), of every kind.
     pub fn unreadable(&self) -> u64 {
-        self.secret_keys.unreadable + self.email_bodies.unreadable
+        self.secret_keys.unreadable + self.email_bodies.unreadable + self.webhook_secrets.unreadable
     }
 
     /// What was done, for the audit log and the operator.
     pub fn describe(&self) -> String {
         format!(
-            "{} secret keys and {} email bodies re-encrypted ({} already done, {} unreadable)",
+            "{} secret keys, {} email bodies and {} webhook secrets re-encrypted ({} already done, {} unreadable)",
             self.secret_keys.rotated,
             self.email_bodies.rotated,
-            self.secret_keys.already + self.email_bodies.already,
+            self.webhook_secrets.rotated,
+            self.secret_keys.already + self.email_bodies.already + self.webhook_secrets.already,
             self.unreadable()
         )
     }

@@ -20,6 +20,7 @@ mod replay;
 mod rotation;
 pub mod service_tokens;
 mod verify;
+pub mod webhooks;
 
 pub(crate) use allow_list::change_allowed_ips;
 pub use allow_list::{set_allowed_ips, Changer};

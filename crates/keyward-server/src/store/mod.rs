@@ -26,6 +26,10 @@ pub use rotation::{Encrypted, EncryptedValue};
 pub use service_tokens::{LiveServiceToken, ServiceTokenRecord};
 pub mod sqlite;
 mod tx;
+mod webhooks;
+pub use webhooks::{
+    Attempt, DeadDelivery, DueDelivery, WebhookEndpoint, EVENT_TYPES, WEBHOOK_LEASE_MS,
+};
 
 pub use records::*;
 pub use tx::{Tx, Written};

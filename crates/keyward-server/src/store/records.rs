@@ -275,6 +275,29 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
+    /// The lifecycle event (SPEC §9.3) this change is announced as to webhook endpoints, if
+    /// any. The names are part of the webhooks' contract: never rename one.
+    pub fn event_type(self) -> Option<&'static str> {
+        use keyward_core::LinkPurpose::{Onboarding, Regeneration};
+        Some(match self {
+            Self::PartnerCreated | Self::PartnerInvited => "partner.onboarded",
+            Self::LinkRedeemed(Onboarding) => "partner.activated",
+            Self::PartnerSuspended => "partner.suspended",
+            Self::PartnerActivated => "partner.reactivated",
+            Self::LinkRedeemed(Regeneration) => "key.regenerated",
+            Self::RetiringKeysRevoked => "key.retired",
+            Self::KeysRevoked => "key.revoked",
+            Self::KeyLeaked => "key.leaked",
+            Self::AllowedIpsChanged => "allowlist.changed",
+            Self::ServiceTokenCreated => "service_token.created",
+            Self::ServiceTokenRevoked => "service_token.revoked",
+            Self::PartnerReleased
+            | Self::LinkIssued(_)
+            | Self::MasterKeyRotated
+            | Self::ServiceTokenLeaked => return None,
+        })
+    }
+
     pub fn name(self) -> &'static str {
         use keyward_core::LinkPurpose::{Onboarding, Regeneration};
         match self {
@@ -308,6 +331,8 @@ pub struct Audit<'a> {
     pub actor: Actor<'a>,
     pub ip: Option<std::net::IpAddr>,
     pub detail: Option<&'a str>,
+    /// The key pair the event is about, when there is one (named in its webhook event).
+    pub key_id: Option<&'a str>,
     pub at: i64,
 }
 
@@ -320,6 +345,7 @@ impl<'a> Audit<'a> {
             actor,
             ip: None,
             detail: None,
+            key_id: None,
             at,
         }
     }

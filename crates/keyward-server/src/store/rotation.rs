@@ -12,6 +12,8 @@ pub enum Encrypted {
     SecretKeys,
     /// Bodies of emails not sent yet (`outbox.body_ciphertext`).
     EmailBodies,
+    /// Webhook endpoints' signing secrets (`webhook_endpoints.secret_ciphertext`).
+    WebhookSecrets,
 }
 
 /// One encrypted value: its row, the row's associated-data parts, the ciphertext.
@@ -34,6 +36,10 @@ impl Encrypted {
                 "SELECT id, '' AS owner, body_ciphertext AS ciphertext FROM outbox \
                  WHERE id > $1 AND body_ciphertext IS NOT NULL ORDER BY id LIMIT $2"
             }
+            Encrypted::WebhookSecrets => {
+                "SELECT id, '' AS owner, secret_ciphertext AS ciphertext FROM webhook_endpoints \
+                 WHERE id > $1 ORDER BY id LIMIT $2"
+            }
         }
     }
 
@@ -44,6 +50,9 @@ impl Encrypted {
             }
             Encrypted::EmailBodies => {
                 "UPDATE outbox SET body_ciphertext = $1 WHERE id = $2 AND body_ciphertext = $3"
+            }
+            Encrypted::WebhookSecrets => {
+                "UPDATE webhook_endpoints SET secret_ciphertext = $1 WHERE id = $2 AND secret_ciphertext = $3"
             }
         }
     }

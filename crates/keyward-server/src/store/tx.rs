@@ -455,6 +455,8 @@ impl Tx {
     }
 
     /// Records a credential event with who caused it (`keyward audit` ships these).
+    /// Records the entry, and queues the lifecycle event it announces to webhook endpoints
+    /// (SPEC §9.3), in this transaction.
     pub async fn audit(&mut self, entry: &Audit<'_>) -> Result<()> {
         sqlx::query("INSERT INTO audit_events (id, partner_id, event, ip, detail, created_at, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(uuid::Uuid::now_v7().to_string())
@@ -466,6 +468,9 @@ impl Tx {
             .bind(entry.actor.to_stored())
             .execute(&mut *self.tx)
             .await?;
+        if let Some(event_type) = entry.kind.event_type() {
+            self.queue_event(event_type, entry).await?;
+        }
         Ok(())
     }
 

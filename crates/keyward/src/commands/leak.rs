@@ -8,7 +8,6 @@ use clap::{Args, Subcommand};
 use keyward_core::scan::{find_tokens, TokenKind};
 use keyward_server::config::Settings;
 use keyward_server::flows::leaks::{self, Leak, Outcome, Reporter, Verdict};
-use keyward_server::flows::Context;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -70,14 +69,7 @@ pub async fn leak(settings: &Settings, action: LeakAction) -> anyhow::Result<()>
         }
         (None, None) => bail!("give a TOKEN, or --file FILE"),
     };
-    let store = keyward_server::startup::open_migrated_store(settings).await?;
-    let cipher = keyward_server::flows::master_key::cipher_for(settings, &store).await?;
-    let ctx = Context::new(
-        std::sync::Arc::new(settings.clone()),
-        store,
-        cipher,
-        std::sync::Arc::new(keyward_server::clock::SystemClock),
-    );
+    let ctx = super::flows_context(settings).await?;
     let operator = operator_name(args.operator);
     let reported: Vec<Leak<'_>> = tokens
         .iter()

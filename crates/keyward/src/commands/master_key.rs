@@ -22,6 +22,7 @@ pub async fn rotate_master_key(
         let what = match which {
             Encrypted::SecretKeys => "secret keys",
             Encrypted::EmailBodies => "email bodies",
+            Encrypted::WebhookSecrets => "webhook secrets",
         };
         eprintln!(
             "  {what}: {} re-encrypted, {} already under the new key",

@@ -9,6 +9,7 @@ mod output;
 mod partner;
 mod service_token;
 mod setup;
+mod webhook;
 
 use anyhow::Context as _;
 use clap::Subcommand;
@@ -79,11 +80,31 @@ pub enum ServerCommand {
         #[command(subcommand)]
         action: leak::LeakAction,
     },
+    /// Webhooks: the exchange's systems hear of every change to partners and keys.
+    Webhook {
+        #[command(subcommand)]
+        action: webhook::WebhookAction,
+    },
     /// Tokens for the exchange's own services to call the verify API.
     ServiceToken {
         #[command(subcommand)]
         action: service_token::ServiceTokenAction,
     },
+}
+
+/// The flows' context for a command that acts (and so may encrypt): the migrated store and
+/// the master key, on the real clock.
+async fn flows_context(
+    settings: &keyward_server::config::Settings,
+) -> anyhow::Result<keyward_server::flows::Context> {
+    let store = keyward_server::startup::open_migrated_store(settings).await?;
+    let cipher = keyward_server::flows::master_key::cipher_for(settings, &store).await?;
+    Ok(keyward_server::flows::Context::new(
+        std::sync::Arc::new(settings.clone()),
+        store,
+        cipher,
+        std::sync::Arc::new(keyward_server::clock::SystemClock),
+    ))
 }
 
 pub async fn operate(
@@ -139,6 +160,7 @@ pub async fn operate(
             .await
         }
         ServerCommand::Outbox { action } => outbox::outbox(&settings, action).await,
+        ServerCommand::Webhook { action } => webhook::webhook(&settings, action).await,
         ServerCommand::Leak { action } => leak::leak(&settings, action).await,
         ServerCommand::ServiceToken { action } => {
             service_token::service_token(&settings, action).await

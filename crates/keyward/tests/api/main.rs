@@ -40,3 +40,4 @@ mod smtp;
 mod store;
 mod vectors;
 mod verify;
+mod webhooks;

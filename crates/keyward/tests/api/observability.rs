@@ -5,6 +5,7 @@ use crate::docs::repo_file;
 use crate::helpers::*;
 use serde_json::json;
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 /// The metric names a scrape holds (sample lines, so histogram series and `_total` included).
 fn exported(text: &str) -> BTreeSet<String> {
@@ -23,6 +24,10 @@ fn named_in(text: &str) -> BTreeSet<String> {
 #[tokio::test]
 async fn the_dashboard_and_the_alerts_use_only_metrics_the_server_exports() {
     let app = spawn_app_with(|s| s.ip_rate_limit_per_minute = 3).await;
+    // An endpoint that refuses connections: its deliveries fail.
+    keyward_server::flows::webhooks::add(&app.state, "http://127.0.0.1:9/hooks", &[])
+        .await
+        .unwrap();
     // Traffic that makes every family appear: a link issued and redeemed, emails sent, a good
     // and a refused request, a key the cache has, a rate-limit refusal.
     let partner = app
@@ -58,7 +63,13 @@ async fn the_dashboard_and_the_alerts_use_only_metrics_the_server_exports() {
     report(&app.state, &[leak], Reporter::Operator("tests"))
         .await
         .unwrap();
-    let text = app.metrics_text().await;
+    let text = eventually(Duration::from_secs(10), || async {
+        let text = app.metrics_text().await;
+        text.contains("keyward_webhook_deliveries_total")
+            .then_some(text)
+    })
+    .await
+    .expect("a webhook delivery was attempted");
     let exported = exported(&text);
     for needed in [
         "keyward_auth_failures_total",

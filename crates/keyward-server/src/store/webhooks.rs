@@ -1,0 +1,343 @@
+//! Webhook endpoints and their deliveries (SPEC §9.3). An event is queued, one delivery per
+//! subscribed endpoint, by [`Tx::audit`] in the transaction of the change it announces; the
+//! delivery worker (`webhooks.rs`) claims due deliveries with a lease, as the email outbox does.
+
+use super::records::Audit;
+use super::{Backend, Result, Store, Tx};
+use sqlx::{FromRow, Row};
+
+/// Every event type an endpoint may subscribe to. `key.created` and `key.expired` belong to
+/// restricted keys and the expiry policy (SPEC §8), which this version does not have yet.
+pub const EVENT_TYPES: &[&str] = &[
+    "partner.onboarded",
+    "partner.activated",
+    "partner.suspended",
+    "partner.reactivated",
+    "key.created",
+    "key.regenerated",
+    "key.retired",
+    "key.revoked",
+    "key.expired",
+    "key.leaked",
+    "allowlist.changed",
+    "service_token.created",
+    "service_token.revoked",
+];
+
+/// A delivery's lease: longer than one attempt (a 15 s timeout) with room to record it.
+pub const WEBHOOK_LEASE_MS: i64 = 60_000;
+
+/// An endpoint as operators see it (never its secret).
+#[derive(Debug, Clone, FromRow)]
+pub struct WebhookEndpoint {
+    pub id: String,
+    pub url: String,
+    /// Comma-separated event types; `None`: every event.
+    pub events: Option<String>,
+    pub created_at: i64,
+    pub disabled_at: Option<i64>,
+    pub disabled_reason: Option<String>,
+}
+
+impl WebhookEndpoint {
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.events
+            .as_deref()
+            .is_none_or(|list| list.split(',').any(|e| e == event_type))
+    }
+}
+
+/// A delivery claimed for sending, with what signing it needs.
+#[derive(Debug, Clone, FromRow)]
+pub struct DueDelivery {
+    pub id: String,
+    pub endpoint_id: String,
+    pub url: String,
+    pub secret_ciphertext: Vec<u8>,
+    pub payload: String,
+    pub attempts: i64,
+}
+
+/// A delivery given up on.
+#[derive(Debug, Clone, FromRow)]
+pub struct DeadDelivery {
+    pub id: String,
+    pub endpoint_id: String,
+    pub url: String,
+    pub event_type: String,
+    pub created_at: i64,
+    pub attempts: i64,
+    pub dead_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// What became of one attempt.
+#[derive(Debug)]
+pub enum Attempt<'a> {
+    Delivered,
+    /// Tried again at `next_at`.
+    Failed {
+        error: &'a str,
+        next_at: i64,
+    },
+    /// The retry schedule is over.
+    Dead {
+        error: &'a str,
+    },
+    /// The endpoint answered 410 Gone: it is disabled, the delivery dead.
+    Gone,
+}
+
+impl Tx {
+    /// Queues the event that `entry` announces, one delivery per enabled endpoint that wants
+    /// it, in this transaction: a rolled-back change sends nothing, a committed one is
+    /// delivered even if the process dies right after.
+    pub(super) async fn queue_event(&mut self, event_type: &str, entry: &Audit<'_>) -> Result<()> {
+        let endpoints: Vec<WebhookEndpoint> = sqlx::query_as(
+            "SELECT id, url, events, created_at, disabled_at, disabled_reason FROM webhook_endpoints WHERE disabled_at IS NULL",
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let endpoints: Vec<&WebhookEndpoint> =
+            endpoints.iter().filter(|e| e.wants(event_type)).collect();
+        if endpoints.is_empty() {
+            return Ok(());
+        }
+        let actor = entry.actor.to_stored();
+        let data = match entry.partner {
+            Some(partner_id) => {
+                let code: Option<String> =
+                    sqlx::query_scalar("SELECT code FROM partners WHERE id = $1")
+                        .bind(partner_id.as_str())
+                        .fetch_optional(&mut *self.tx)
+                        .await?;
+                let mut data = serde_json::json!({
+                    "partner_id": partner_id.as_str(),
+                    "partner_code": code,
+                    "actor": actor,
+                });
+                if let Some(key_id) = entry.key_id {
+                    data["key_id"] = key_id.into();
+                    data["kind"] = "primary".into();
+                }
+                data
+            }
+            // Service tokens: their name is the entry's detail.
+            None => serde_json::json!({"name": entry.detail, "actor": actor}),
+        };
+        let payload = serde_json::json!({
+            "type": event_type,
+            "timestamp": keyward_core::wire::wire_time(entry.at),
+            "data": data,
+        })
+        .to_string();
+        for endpoint in endpoints {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $5)",
+            )
+            .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
+            .bind(&endpoint.id)
+            .bind(event_type)
+            .bind(&payload)
+            .bind(entry.at)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    pub async fn add_webhook(
+        &self,
+        endpoint: &WebhookEndpoint,
+        secret_ciphertext: &[u8],
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (id, url, secret_ciphertext, events, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&endpoint.id)
+        .bind(&endpoint.url)
+        .bind(secret_ciphertext.to_vec())
+        .bind(endpoint.events.as_deref())
+        .bind(endpoint.created_at)
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await
+    }
+
+    pub async fn webhooks(&self) -> Result<Vec<WebhookEndpoint>> {
+        Ok(sqlx::query_as(
+            "SELECT id, url, events, created_at, disabled_at, disabled_reason FROM webhook_endpoints ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The endpoint with this id, or else the one with this URL, and its secret.
+    pub async fn webhook(&self, id_or_url: &str) -> Result<Option<(WebhookEndpoint, Vec<u8>)>> {
+        let row = sqlx::query(
+            "SELECT id, url, events, created_at, disabled_at, disabled_reason, secret_ciphertext FROM webhook_endpoints \
+             WHERE id = $1 OR url = $1 ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END, created_at LIMIT 1",
+        )
+        .bind(id_or_url)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok((
+                WebhookEndpoint::from_row(&row)?,
+                row.try_get("secret_ciphertext")?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Deletes an endpoint and its undelivered events; returns whether it existed.
+    pub async fn remove_webhook(&self, id: &str) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1")
+            .bind(id)
+            .execute(&mut *tx.tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Claims up to `limit` due deliveries of enabled endpoints for `holder`, until `now` +
+    /// the lease. Of several nodes, one claims each; a dead holder's claims are taken over once
+    /// its lease ran out.
+    pub async fn claim_due_webhooks(
+        &self,
+        holder: &str,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<DueDelivery>> {
+        // Every node polls twice a second: a read through the due index first, so that an idle
+        // queue never takes SQLite's write lock.
+        let any_due: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM webhook_deliveries WHERE delivered_at IS NULL AND dead_at IS NULL \
+             AND next_attempt_at <= $1 LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if any_due.is_none() {
+            return Ok(Vec::new());
+        }
+        let skip_locked = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE OF d SKIP LOCKED",
+        };
+        let claimed: Vec<String> = sqlx::query_scalar(&format!(
+            "UPDATE webhook_deliveries SET locked_until = $1, locked_by = $4 WHERE id IN ( \
+               SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+               WHERE d.delivered_at IS NULL AND d.dead_at IS NULL AND d.next_attempt_at <= $2 \
+               AND (d.locked_until IS NULL OR d.locked_until <= $2) AND e.disabled_at IS NULL \
+               ORDER BY d.next_attempt_at LIMIT $3 {skip_locked}) RETURNING id"
+        ))
+        .bind(now + WEBHOOK_LEASE_MS)
+        .bind(now)
+        .bind(limit)
+        .bind(holder)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut due = Vec::with_capacity(claimed.len());
+        for id in claimed {
+            let delivery: Option<DueDelivery> = sqlx::query_as(
+                "SELECT d.id, d.endpoint_id, e.url, e.secret_ciphertext, d.payload, d.attempts \
+                 FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+                 WHERE d.id = $1 AND d.locked_by = $2",
+            )
+            .bind(&id)
+            .bind(holder)
+            .fetch_optional(&self.pool)
+            .await?;
+            due.extend(delivery);
+        }
+        Ok(due)
+    }
+
+    /// Records an attempt of a delivery `holder` claimed (nothing if the claim was lost).
+    pub async fn record_webhook_attempt(
+        &self,
+        holder: &str,
+        delivery: &DueDelivery,
+        attempt: Attempt<'_>,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let sql = match attempt {
+            Attempt::Delivered => {
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, delivered_at = $1, last_error = NULL, locked_by = NULL, locked_until = NULL WHERE id = $2 AND locked_by = $3"
+            }
+            Attempt::Failed { .. } => {
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $4, last_error = $5, locked_by = NULL, locked_until = NULL WHERE id = $2 AND locked_by = $3"
+            }
+            Attempt::Dead { .. } | Attempt::Gone => {
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, dead_at = $1, last_error = $5, locked_by = NULL, locked_until = NULL WHERE id = $2 AND locked_by = $3"
+            }
+        };
+        let (next_at, error) = match attempt {
+            Attempt::Delivered => (now, None),
+            Attempt::Failed { error, next_at } => (next_at, Some(error)),
+            Attempt::Dead { error } => (now, Some(error)),
+            Attempt::Gone => (now, Some("the endpoint answered 410 Gone: it is disabled")),
+        };
+        sqlx::query(sql)
+            .bind(now)
+            .bind(&delivery.id)
+            .bind(holder)
+            .bind(next_at)
+            .bind(error)
+            .execute(&mut *tx.tx)
+            .await?;
+        if matches!(attempt, Attempt::Gone) {
+            sqlx::query(
+                "UPDATE webhook_endpoints SET disabled_at = $1, disabled_reason = '410 Gone' WHERE id = $2 AND disabled_at IS NULL",
+            )
+            .bind(now)
+            .bind(&delivery.endpoint_id)
+            .execute(&mut *tx.tx)
+            .await?;
+            // What else it had waiting is dead too: listed by `keyward webhook dead`.
+            sqlx::query(
+                "UPDATE webhook_deliveries SET dead_at = $1, last_error = 'the endpoint answered 410 Gone: it is disabled' \
+                 WHERE endpoint_id = $2 AND delivered_at IS NULL AND dead_at IS NULL",
+            )
+            .bind(now)
+            .bind(&delivery.endpoint_id)
+            .execute(&mut *tx.tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Deliveries given up on, newest first (at most `limit`).
+    pub async fn dead_webhooks(&self, limit: i64) -> Result<Vec<DeadDelivery>> {
+        Ok(sqlx::query_as(
+            "SELECT d.id, d.endpoint_id, e.url, d.event_type, d.created_at, d.attempts, d.dead_at, d.last_error \
+             FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+             WHERE d.dead_at IS NOT NULL ORDER BY d.dead_at DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Deliveries not yet delivered nor dead, per endpoint id.
+    pub async fn pending_webhooks(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT endpoint_id, COUNT(*) AS n FROM webhook_deliveries WHERE delivered_at IS NULL AND dead_at IS NULL GROUP BY endpoint_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("endpoint_id")?, r.try_get("n")?)))
+            .collect()
+    }
+}
