@@ -24,8 +24,13 @@ CREATE TABLE webhook_deliveries (
     locked_until     INTEGER,
     delivered_at     INTEGER,
     dead_at          INTEGER,
-    last_error       TEXT
+    last_error       TEXT,
+    -- A key.expired event waits for the pair's expiry, and is cancelled if the pair is
+    -- revoked first.
+    about_key_id     TEXT
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
     WHERE delivered_at IS NULL AND dead_at IS NULL;
+CREATE INDEX webhook_deliveries_about_key ON webhook_deliveries (about_key_id)
+    WHERE about_key_id IS NOT NULL;
 CREATE INDEX webhook_deliveries_dead ON webhook_deliveries (dead_at) WHERE dead_at IS NOT NULL;

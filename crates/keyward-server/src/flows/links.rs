@@ -7,7 +7,7 @@ use crate::clock::{from_millis, millis};
 use crate::crypto::secret_key_aad;
 use crate::error::{Error, Result};
 use crate::mail::EmailKind;
-use crate::store::{Actor, Audit, AuditKind, Link, NewKey, Supersede};
+use crate::store::{Actor, Audit, AuditKind, Event, Link, NewKey, Supersede};
 use chrono::{DateTime, SecondsFormat, Utc};
 use keyward_core::{
     ErrorCode, KeyPair, LinkPurpose, LinkToken, PartnerCode, PartnerId, PartnerStatus,
@@ -138,6 +138,17 @@ pub async fn redeem(
         let until = now + chrono::TimeDelta::seconds(overlap.seconds());
         let retired = tx.retire_current_key(&partner.id, millis(until)).await?;
         if let Some(retired) = &retired {
+            // Sent when the overlap ends, unless the pair is revoked first (SPEC §9.3).
+            tx.queue_event(&Event {
+                event_type: "key.expired",
+                partner: Some(&partner.id),
+                key_id: Some(retired),
+                actor: Actor::Keyward,
+                name: None,
+                at: millis(until),
+                about_key_id: Some(retired),
+            })
+            .await?;
             if overlap.seconds() >= Overlap::REMINDER_FROM_SECONDS {
                 let context = ReminderContext {
                     partner_code: partner.code.as_str(),

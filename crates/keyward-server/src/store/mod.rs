@@ -28,7 +28,7 @@ pub mod sqlite;
 mod tx;
 mod webhooks;
 pub use webhooks::{
-    Attempt, DeadDelivery, DueDelivery, WebhookEndpoint, EVENT_TYPES, WEBHOOK_LEASE_MS,
+    Attempt, DeadDelivery, DueDelivery, Event, WebhookEndpoint, EVENT_TYPES, WEBHOOK_LEASE_MS,
 };
 
 pub use records::*;

@@ -244,6 +244,7 @@ impl Tx {
                 .bind(key_id)
                 .execute(&mut *self.tx)
                 .await?;
+            self.cancel_scheduled_events("$2", key_id, now).await?;
         }
         Ok(done.rows_affected() == 1)
     }
@@ -270,6 +271,12 @@ impl Tx {
             )
             .bind(partner_id.as_str())
             .execute(&mut *self.tx)
+            .await?;
+            self.cancel_scheduled_events(
+                "SELECT id FROM partner_keys WHERE partner_id = $2 AND revoked_at IS NOT NULL",
+                partner_id.as_str(),
+                now,
+            )
             .await?;
         }
         Ok(done.rows_affected())
@@ -468,8 +475,8 @@ impl Tx {
             .bind(entry.actor.to_stored())
             .execute(&mut *self.tx)
             .await?;
-        if let Some(event_type) = entry.kind.event_type() {
-            self.queue_event(event_type, entry).await?;
+        if let Some(event) = super::Event::of(entry) {
+            self.queue_event(&event).await?;
         }
         Ok(())
     }

@@ -6,8 +6,9 @@ use super::records::Audit;
 use super::{Backend, Result, Store, Tx};
 use sqlx::{FromRow, Row};
 
-/// Every event type an endpoint may subscribe to. `key.created` and `key.expired` belong to
-/// restricted keys and the expiry policy (SPEC §8), which this version does not have yet.
+/// Every event type an endpoint may subscribe to. `key.created` belongs to restricted keys
+/// (SPEC §8), which this version does not have yet; `key.expired` is sent when a retiring
+/// pair's overlap ends.
 pub const EVENT_TYPES: &[&str] = &[
     "partner.onboarded",
     "partner.activated",
@@ -88,11 +89,42 @@ pub enum Attempt<'a> {
     Gone,
 }
 
+/// A lifecycle event to queue: what happened, to whom, and when it is delivered.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    pub event_type: &'static str,
+    pub partner: Option<&'a keyward_core::PartnerId>,
+    pub key_id: Option<&'a str>,
+    pub actor: super::records::Actor<'a>,
+    /// A service token's name (`service_token.*`).
+    pub name: Option<&'a str>,
+    /// When it happened (the event's `timestamp`), and when it is first sent.
+    pub at: i64,
+    /// Cancelled if this key is revoked before it is sent (a scheduled `key.expired`).
+    pub about_key_id: Option<&'a str>,
+}
+
+impl<'a> Event<'a> {
+    /// The event an audited change announces, if it announces one.
+    pub fn of(entry: &Audit<'a>) -> Option<Self> {
+        Some(Self {
+            event_type: entry.kind.event_type()?,
+            partner: entry.partner,
+            key_id: entry.key_id,
+            actor: entry.actor,
+            name: entry.partner.is_none().then_some(entry.detail).flatten(),
+            at: entry.at,
+            about_key_id: None,
+        })
+    }
+}
+
 impl Tx {
-    /// Queues the event that `entry` announces, one delivery per enabled endpoint that wants
-    /// it, in this transaction: a rolled-back change sends nothing, a committed one is
-    /// delivered even if the process dies right after.
-    pub(super) async fn queue_event(&mut self, event_type: &str, entry: &Audit<'_>) -> Result<()> {
+    /// Queues `event`, one delivery per enabled endpoint that wants it, in this transaction:
+    /// a rolled-back change sends nothing, a committed one is delivered even if the process
+    /// dies right after.
+    pub async fn queue_event(&mut self, event: &Event<'_>) -> Result<()> {
+        let event_type = event.event_type;
         let endpoints: Vec<WebhookEndpoint> = sqlx::query_as(
             "SELECT id, url, events, created_at, disabled_at, disabled_reason FROM webhook_endpoints WHERE disabled_at IS NULL",
         )
@@ -103,8 +135,8 @@ impl Tx {
         if endpoints.is_empty() {
             return Ok(());
         }
-        let actor = entry.actor.to_stored();
-        let data = match entry.partner {
+        let actor = event.actor.to_stored();
+        let data = match event.partner {
             Some(partner_id) => {
                 let code: Option<String> =
                     sqlx::query_scalar("SELECT code FROM partners WHERE id = $1")
@@ -116,33 +148,53 @@ impl Tx {
                     "partner_code": code,
                     "actor": actor,
                 });
-                if let Some(key_id) = entry.key_id {
+                if let Some(key_id) = event.key_id {
                     data["key_id"] = key_id.into();
                     data["kind"] = "primary".into();
                 }
                 data
             }
-            // Service tokens: their name is the entry's detail.
-            None => serde_json::json!({"name": entry.detail, "actor": actor}),
+            None => serde_json::json!({"name": event.name, "actor": actor}),
         };
         let payload = serde_json::json!({
             "type": event_type,
-            "timestamp": keyward_core::wire::wire_time(entry.at),
+            "timestamp": keyward_core::wire::wire_time(event.at),
             "data": data,
         })
         .to_string();
         for endpoint in endpoints {
             sqlx::query(
-                "INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $5)",
+                "INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, created_at, next_attempt_at, about_key_id) VALUES ($1, $2, $3, $4, $5, $5, $6)",
             )
             .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
             .bind(&endpoint.id)
             .bind(event_type)
             .bind(&payload)
-            .bind(entry.at)
+            .bind(event.at)
+            .bind(event.about_key_id)
             .execute(&mut *self.tx)
             .await?;
         }
+        Ok(())
+    }
+
+    /// Cancels the scheduled events about keys just revoked that are not due yet (a pair
+    /// revoked before it expired sends no `key.expired`).
+    pub(super) async fn cancel_scheduled_events(
+        &mut self,
+        key_ids_sql: &str,
+        bind: &str,
+        now: i64,
+    ) -> Result<()> {
+        let sql = format!(
+            "DELETE FROM webhook_deliveries WHERE attempts = 0 AND next_attempt_at > $1 \
+             AND delivered_at IS NULL AND about_key_id IN ({key_ids_sql})"
+        );
+        sqlx::query(&sql)
+            .bind(now)
+            .bind(bind)
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 }

@@ -458,7 +458,7 @@ fn the_integration_guide_describes_every_event_with_its_json() {
             guide.contains(&format!("`{event}`")),
             "{event} is not in the catalogue"
         );
-        let emitted = !matches!(*event, "key.created" | "key.expired");
+        let emitted = *event != "key.created";
         if emitted {
             assert!(
                 guide.contains(&format!("{{\"type\": \"{event}\"")),
@@ -466,4 +466,62 @@ fn the_integration_guide_describes_every_event_with_its_json() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_retiring_pair_announces_its_expiry_once_unless_it_is_revoked_first() {
+    use keyward_core::wire::paths::RETIRE_OLD_KEYS;
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let events = ["key.expired".to_owned(), "key.retired".to_owned()];
+    webhooks::add(&app.state, &receiver.url, &events)
+        .await
+        .unwrap();
+    let email = "ops@expiring.example";
+    let first = app.onboarded_partner("EXPIRING", email).await;
+    let rotate = |from: Partner, count: usize| {
+        let app = &app;
+        async move {
+            let body = json!({"email": email, "partner_code": "EXPIRING", "nonce": uuid_like(), "overlap_seconds": 60});
+            let response = app
+                .signed(REGENERATE, &body, &from.public_key, &from.secret_key)
+                .await;
+            assert_eq!(response.status(), 200);
+            let link = app.link_in_email(email, count).await;
+            app.redeem(&link, "EXPIRING").await
+        }
+    };
+    let second = rotate(first.clone(), 2).await;
+    // Scheduled for the end of the overlap: waiting, not sent.
+    let waiting = app.state.store.pending_webhooks().await.unwrap();
+    assert_eq!(waiting.iter().map(|(_, n)| n).sum::<i64>(), 1);
+    assert!(receiver.received().is_empty());
+    app.clock.advance(chrono::Duration::seconds(61));
+    let expired = receiver.wait_for(1).await[0].event();
+    assert_eq!(expired["type"], "key.expired");
+    assert_eq!(expired["data"]["actor"], "keyward");
+    assert_eq!(expired["data"]["partner_code"], "EXPIRING");
+
+    // Retired early: key.retired, and the scheduled key.expired is cancelled.
+    let third = rotate(second.clone(), 4).await;
+    let response = app
+        .signed(
+            RETIRE_OLD_KEYS,
+            &json!({}),
+            &third.public_key,
+            &third.secret_key,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let retired = receiver.wait_for(2).await[1].event();
+    assert_eq!(retired["type"], "key.retired");
+    let cancelled = app.state.store.pending_webhooks().await.unwrap();
+    assert!(cancelled.is_empty(), "{cancelled:?}");
+    app.clock.advance(chrono::Duration::seconds(120));
+    app.settle().await;
+    assert_eq!(
+        receiver.received().len(),
+        2,
+        "no key.expired for a revoked pair"
+    );
 }
