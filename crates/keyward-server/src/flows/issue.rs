@@ -99,7 +99,6 @@ pub(crate) async fn create_link(
     };
     let expires_at = now + ttl;
     let link_id = uuid::Uuid::now_v7().to_string();
-    let ip_text = ip.map(|ip| ip.to_string());
     tx.insert_link(&NewLink {
         id: &link_id,
         partner_id: &partner.id,
@@ -107,7 +106,7 @@ pub(crate) async fn create_link(
         token_hash: &token.hash(),
         created_at: millis(now),
         expires_at: millis(expires_at),
-        requested_ip: ip_text.as_deref(),
+        requested_ip: ip,
         signed: requester != Requester::Anyone,
         overlap_seconds: overlap.seconds(),
     })

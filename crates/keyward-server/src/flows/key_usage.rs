@@ -3,7 +3,7 @@
 //! approximate: up to one flush interval late, and a node that dies loses what it had not
 //! flushed yet.
 
-use crate::store::{Store, StoreError};
+use crate::store::{KeyUse, Store, StoreError};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -31,10 +31,10 @@ impl KeyUsage {
 
     /// Writes what was noted since the last flush.
     pub async fn flush(&self, store: &Store) -> Result<(), StoreError> {
-        let used: Vec<(String, i64, Option<String>)> = match self.used.lock() {
+        let used: Vec<KeyUse> = match self.used.lock() {
             Ok(mut used) => used
                 .drain()
-                .map(|(id, (at, ip))| (id, at, ip.map(|ip| ip.to_string())))
+                .map(|(key_id, (at, ip))| KeyUse { key_id, at, ip })
                 .collect(),
             Err(_) => return Ok(()),
         };

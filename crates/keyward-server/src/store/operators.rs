@@ -1,7 +1,7 @@
 //! What operators read: partners found by fragments, a partner's keys and links, the audit
 //! log, how long keys have gone unused; and the batched record of when keys were last used.
 
-use super::records::{Partner, PartnerRow, PARTNER_COLUMNS};
+use super::records::{KeyUse, Partner, PartnerRow, PARTNER_COLUMNS};
 use super::{Result, Store};
 use keyward_core::{PartnerId, PartnerStatus};
 use sqlx::{FromRow, Row};
@@ -214,15 +214,15 @@ impl Store {
     }
 
     /// Records when keys were last used and from where (each node flushes in batches).
-    pub async fn record_keys_used(&self, used: &[(String, i64, Option<String>)]) -> Result<()> {
+    pub async fn record_keys_used(&self, used: &[KeyUse]) -> Result<()> {
         let mut tx = self.begin().await?;
-        for (key_id, at, ip) in used {
+        for KeyUse { key_id, at, ip } in used {
             sqlx::query(
                 "UPDATE partner_keys SET last_used_at = $1, last_used_ip = $2 WHERE id = $3 \
                  AND (last_used_at IS NULL OR last_used_at < $1)",
             )
             .bind(at)
-            .bind(ip.as_deref())
+            .bind(ip.map(|ip| ip.to_string()))
             .bind(key_id)
             .execute(&mut *tx.tx)
             .await?;

@@ -128,7 +128,16 @@ pub struct NewLink<'a> {
     pub overlap_seconds: i64,
     pub created_at: i64,
     pub expires_at: i64,
-    pub requested_ip: Option<&'a str>,
+    pub requested_ip: Option<std::net::IpAddr>,
+}
+
+/// A key's latest use as one node saw it (written in batches, SPEC §3.5's `last used`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    pub key_id: String,
+    pub at: i64,
+    /// The client's address, when the request had one (the verify API's caller may not say).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 pub struct NewKey<'a> {

@@ -195,7 +195,7 @@ impl Tx {
         .bind(link.token_hash.as_bytes().to_vec())
         .bind(link.created_at)
         .bind(link.expires_at)
-        .bind(link.requested_ip)
+        .bind(link.requested_ip.map(|ip| ip.to_string()))
         .bind(i64::from(link.signed))
         .bind(link.overlap_seconds)
         .execute(&mut *self.tx)
