@@ -7,7 +7,6 @@
 
 use super::key_cache::wait_out;
 use super::{commit_and_wake, issue_link, Context, LinkRequest, Overlap, Requester};
-use crate::clock::millis;
 use crate::store::{
     Actor, Audit, AuditEvent, AuditFilter, AuditKind, AuditRecord, KeyInfo, LinkInfo, Partner,
     PartnerFilter, PartnerSummary, Store, StoreError, Tx,
@@ -68,7 +67,7 @@ impl Operator<'_> {
         tx.audit(&Audit {
             partner: Some(partner_id),
             detail: detail.as_deref(),
-            ..Audit::new(kind, Actor::Operator(self.name), millis(now))
+            ..Audit::new(kind, Actor::Operator(self.name), now)
         })
         .await?;
         Ok(())
@@ -162,8 +161,7 @@ async fn set_status(
         PartnerStatus::Suspended => AuditKind::PartnerSuspended,
         _ => AuditKind::PartnerActivated,
     };
-    tx.set_partner_status(&partner.id, status, millis(now))
-        .await?;
+    tx.set_partner_status(&partner.id, status, now).await?;
     operator.audit(&mut tx, &partner.id, event, "", now).await?;
     tx.commit().await?;
     partner.status = status;
@@ -265,7 +263,7 @@ pub async fn revoke_keys(
 ) -> Result<Revoked> {
     let now = ctx.clock.now();
     let (mut tx, partner) = locked_partner(&ctx.store, code).await?;
-    let keys = tx.revoke_keys(&partner.id, millis(now)).await?;
+    let keys = tx.revoke_keys(&partner.id, now).await?;
     let what = format!("{keys} key pair(s) revoked");
     operator
         .audit(&mut tx, &partner.id, AuditKind::KeysRevoked, &what, now)
@@ -329,7 +327,7 @@ pub async fn invite(
         return Err(AdminError::CodeTaken(code.clone()));
     }
     let id = PartnerId::new_v7();
-    match tx.insert_partner(&id, code, email, millis(now)).await {
+    match tx.insert_partner(&id, code, email, now).await {
         Err(StoreError::Conflict) => return Err(AdminError::CodeTaken(code.clone())),
         other => other?,
     }

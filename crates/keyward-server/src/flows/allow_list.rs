@@ -53,8 +53,7 @@ pub(crate) async fn change_allowed_ips(
     if partner.allowed_ips == *allowed_ips {
         return Ok(false);
     }
-    tx.set_allowed_ips(&partner.id, allowed_ips, millis(now))
-        .await?;
+    tx.set_allowed_ips(&partner.id, allowed_ips, now).await?;
     let (changed_by, ip) = match changer {
         Changer::Partner(ip) => ("the partner's keys".to_owned(), Some(ip.to_string())),
         Changer::Operator(name) => (format!("operator {name}"), None),
@@ -73,7 +72,7 @@ pub(crate) async fn change_allowed_ips(
         partner: Some(&partner.id),
         ip: address,
         detail: Some(&detail),
-        ..Audit::new(AuditKind::AllowedIpsChanged, actor, millis(now))
+        ..Audit::new(AuditKind::AllowedIpsChanged, actor, now)
     })
     .await?;
     let context = NoticeContext {
@@ -95,12 +94,16 @@ async fn notice_time(tx: &mut Tx, recipient: &Email, now: DateTime<Utc>) -> Resu
     let now_ms = millis(now);
     let kind = EmailKind::AllowedIpsChanged.name();
     let last = tx
-        .last_email_of_kind(&recipient.folded(), kind, now_ms - NOTICE_SPACING_MS)
+        .last_email_of_kind(
+            &recipient.folded(),
+            kind,
+            now - chrono::TimeDelta::milliseconds(NOTICE_SPACING_MS),
+        )
         .await?;
     let at = match last {
         None => now_ms,
         Some((id, due, false)) if due > now_ms => {
-            tx.drop_scheduled_email(&id, now_ms).await?;
+            tx.drop_scheduled_email(&id, now).await?;
             due
         }
         Some((_, due, _)) => due + NOTICE_SPACING_MS,

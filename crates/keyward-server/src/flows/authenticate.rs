@@ -180,11 +180,7 @@ pub async fn use_once(ctx: &Context, auth: &Authenticated, body: &SignedBody) ->
     let digest = replay_digest(ReplayPurpose::SingleUse, &auth.key_id, body);
     let mut tx = ctx.store.begin().await?;
     let first = tx
-        .record_replay(
-            &digest,
-            millis(now),
-            millis(now + ctx.settings.replay_window),
-        )
+        .record_replay(&digest, now, now + ctx.settings.replay_window)
         .await?;
     tx.commit().await?;
     if first {

@@ -90,8 +90,7 @@ pub(crate) async fn create_link(
         Requester::KeyHolder | Requester::Operator(_) | Requester::GitHub => Supersede::All,
         Requester::Anyone => Supersede::UnsignedOnly,
     };
-    tx.supersede_links(&partner.id, purpose, which, millis(now))
-        .await?;
+    tx.supersede_links(&partner.id, purpose, which, now).await?;
     let token = LinkToken::generate(&mut OsRng);
     let ttl = match purpose {
         LinkPurpose::Onboarding => settings.onboarding_link_ttl,
@@ -121,7 +120,7 @@ pub(crate) async fn create_link(
         partner: Some(&partner.id),
         ip,
         detail: Some(&link_id),
-        ..Audit::new(AuditKind::LinkIssued(purpose), actor, millis(now))
+        ..Audit::new(AuditKind::LinkIssued(purpose), actor, now)
     })
     .await?;
     Ok(IssuedLink {

@@ -9,7 +9,6 @@ use super::key_cache::wait_out;
 use super::limits::Requester;
 use super::outgoing::{commit_and_wake, human_time, queue_email, Outgoing};
 use super::{Context, LinkRequest, Overlap};
-use crate::clock::millis;
 use crate::config::LeakAction;
 use crate::crypto::secret_key_aad;
 use crate::error::{Error, Result};
@@ -201,7 +200,7 @@ async fn service_token_leaked(
         ..Audit::new(
             AuditKind::ServiceTokenLeaked,
             reporter.actor(),
-            millis(ctx.clock.now()),
+            ctx.clock.now(),
         )
     })
     .await?;
@@ -240,7 +239,7 @@ async fn partner_key_leaked(
         .unwrap_or(partner);
     let revoke = ctx.settings.leak_action == LeakAction::Revoke;
     let was_live = revoked_at.is_none();
-    let revoked = was_live && revoke && tx.revoke_key(&partner.id, &key_id, millis(now)).await?;
+    let revoked = was_live && revoke && tx.revoke_key(&partner.id, &key_id, now).await?;
     let current = expires_at.is_none();
     let what = if kind.is_public() {
         "public key"
@@ -313,7 +312,7 @@ async fn partner_key_leaked(
         partner: Some(&partner.id),
         detail: Some(&detail),
         key_id: Some(&key_id),
-        ..Audit::new(AuditKind::KeyLeaked, reporter.actor(), millis(now))
+        ..Audit::new(AuditKind::KeyLeaked, reporter.actor(), now)
     })
     .await?;
     commit_and_wake(ctx, tx).await?;

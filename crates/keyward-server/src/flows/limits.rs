@@ -37,7 +37,7 @@ pub(crate) async fn enforce_partner_limit(
     now: DateTime<Utc>,
 ) -> Result<()> {
     let limit = i64::from(ctx.settings.partner_links_per_hour);
-    let since = millis(now) - HOUR_MS;
+    let since = now - chrono::TimeDelta::milliseconds(HOUR_MS);
     let total = tx.links_issued_since(&partner.id, None, since).await?;
     if total >= limit {
         let oldest = tx.oldest_link_since(&partner.id, None, since).await?;
@@ -71,7 +71,7 @@ pub(crate) async fn enforce_recipient_limit(
     let folded = recipient.folded();
     tx.lock_recipient(&folded).await?;
     let (sent, oldest) = tx
-        .unauthenticated_emails_since(&folded, millis(now) - HOUR_MS)
+        .unauthenticated_emails_since(&folded, now - chrono::TimeDelta::milliseconds(HOUR_MS))
         .await?;
     if sent < i64::from(ctx.settings.recipient_emails_per_hour) {
         return Ok(());

@@ -122,21 +122,21 @@ pub async fn redeem(
         return Err(ErrorCode::PartnerSuspended.into());
     }
     // The one conditional update that decides which of concurrent redemptions wins.
-    if !tx.consume_link(&link.id, millis(now)).await? {
+    if !tx.consume_link(&link.id, now).await? {
         return Err(ErrorCode::LinkUsed.into());
     }
     // Any other unused link of the same kind is spent too (a signed one and one asked for
     // without keys can both be open).
-    tx.supersede_links(&partner.id, link.purpose, Supersede::All, millis(now))
+    tx.supersede_links(&partner.id, link.purpose, Supersede::All, now)
         .await?;
     let overlap = Overlap::from_seconds(link.overlap_seconds).unwrap_or_default();
     let retiring = link.purpose == LinkPurpose::Regeneration && overlap.seconds() > 0;
     let (revoked, old_keys_expire_at) = if retiring {
         // The old pair retires instead of being revoked; a pair still retiring from an
         // earlier regeneration is revoked at once (one current and one retiring at most).
-        let revoked = tx.revoke_retiring_keys(&partner.id, millis(now)).await?;
+        let revoked = tx.revoke_retiring_keys(&partner.id, now).await?;
         let until = now + chrono::TimeDelta::seconds(overlap.seconds());
-        let retired = tx.retire_current_key(&partner.id, millis(until)).await?;
+        let retired = tx.retire_current_key(&partner.id, until).await?;
         if let Some(retired) = &retired {
             // Sent when the overlap ends, unless the pair is revoked first (SPEC §9.3).
             tx.queue_event(&Event {
@@ -145,7 +145,7 @@ pub async fn redeem(
                 key_id: Some(retired),
                 actor: Actor::Keyward,
                 name: None,
-                at: millis(until),
+                at: until,
                 about_key_id: Some(retired),
             })
             .await?;
@@ -163,10 +163,10 @@ pub async fn redeem(
         }
         (revoked, retired.map(|_| until))
     } else {
-        (tx.revoke_keys(&partner.id, millis(now)).await?, None)
+        (tx.revoke_keys(&partner.id, now).await?, None)
     };
     if link.purpose == LinkPurpose::Onboarding && partner.status == PartnerStatus::Pending {
-        tx.set_partner_status(&partner.id, PartnerStatus::Active, millis(now))
+        tx.set_partner_status(&partner.id, PartnerStatus::Active, now)
             .await?;
     }
     let pair = KeyPair::generate(&mut OsRng);
@@ -208,11 +208,7 @@ pub async fn redeem(
         ip: Some(ip),
         detail: Some(&detail),
         key_id: Some(&key_id),
-        ..Audit::new(
-            AuditKind::LinkRedeemed(link.purpose),
-            Actor::Partner,
-            millis(now),
-        )
+        ..Audit::new(AuditKind::LinkRedeemed(link.purpose), Actor::Partner, now)
     })
     .await?;
     commit_and_wake(ctx, tx).await?;

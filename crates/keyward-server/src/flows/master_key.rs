@@ -116,7 +116,7 @@ pub async fn rotate(
     }
     let mut tx = store.begin().await?;
     let detail = rotation.describe();
-    let at = chrono::Utc::now().timestamp_millis();
+    let at = chrono::Utc::now();
     let mut entry = Audit::new(AuditKind::MasterKeyRotated, Actor::Operator(operator), at);
     entry.detail = Some(&detail);
     tx.audit(&entry).await?;

@@ -63,14 +63,14 @@ pub async fn onboard(ctx: &Context, code: &PartnerCode, email: &Email, ip: IpAdd
         // code is free again (nobody can squat a code by onboarding and walking away).
         Some(p)
             if p.status == PartnerStatus::Pending
-                && !tx.has_usable_onboarding_link(&p.id, millis(now)).await? =>
+                && !tx.has_usable_onboarding_link(&p.id, now).await? =>
         {
             tx.delete_pending_partner(&p.id).await?;
             tx.audit(&Audit {
                 partner: Some(&p.id),
                 ip: Some(ip),
                 detail: Some("its onboarding links had expired"),
-                ..Audit::new(AuditKind::PartnerReleased, Actor::Keyward, millis(now))
+                ..Audit::new(AuditKind::PartnerReleased, Actor::Keyward, now)
             })
             .await?;
             None
@@ -80,7 +80,7 @@ pub async fn onboard(ctx: &Context, code: &PartnerCode, email: &Email, ip: IpAdd
     let partner = match existing {
         None => {
             let id = PartnerId::new_v7();
-            match tx.insert_partner(&id, code, email, millis(now)).await {
+            match tx.insert_partner(&id, code, email, now).await {
                 Ok(()) => {}
                 // Another node created it between our read and our insert.
                 Err(StoreError::Conflict) => return Err(ErrorCode::PartnerExists.into()),
@@ -89,7 +89,7 @@ pub async fn onboard(ctx: &Context, code: &PartnerCode, email: &Email, ip: IpAdd
             tx.audit(&Audit {
                 partner: Some(&id),
                 ip: Some(ip),
-                ..Audit::new(AuditKind::PartnerCreated, Actor::Anyone, millis(now))
+                ..Audit::new(AuditKind::PartnerCreated, Actor::Anyone, now)
             })
             .await?;
             Partner {

@@ -5,7 +5,6 @@ use super::{
     commit_and_wake, enforce_partner_limit, issue_link, replay_digest, within_anyones_limits,
     Authenticated, LinkRequest, Overlap, ReplayPurpose, Requester,
 };
-use crate::clock::millis;
 use crate::error::{Error, Result};
 use keyward_core::signature::SignedBody;
 use keyward_core::{Email, ErrorCode, LinkPurpose, PartnerCode, PartnerStatus};
@@ -36,8 +35,10 @@ pub async fn request_regeneration(
     let now = ctx.clock.now();
     let mut tx = ctx.store.begin().await?;
     let digest = replay_digest(ReplayPurpose::Regeneration, &auth.key_id, body);
-    let replay_until = millis(now + ctx.settings.replay_window);
-    if !tx.record_replay(&digest, millis(now), replay_until).await? {
+    if !tx
+        .record_replay(&digest, now, now + ctx.settings.replay_window)
+        .await?
+    {
         tracing::info!("identical signed request within the replay window: not acted on again");
         return Ok(());
     }

@@ -3,7 +3,6 @@
 use super::key_cache::wait_out;
 use super::Authenticated;
 use super::Context;
-use crate::clock::millis;
 use crate::error::{Error, Result};
 use crate::store::{Actor, Audit, AuditKind};
 use keyward_core::ErrorCode;
@@ -16,7 +15,7 @@ use std::net::IpAddr;
 #[tracing::instrument(skip_all, fields(partner_id = %auth.partner.id))]
 pub async fn retire_old_keys(ctx: &Context, auth: &Authenticated, ip: IpAddr) -> Result<u64> {
     auth.require_current_pair()?;
-    let now = millis(ctx.clock.now());
+    let now = ctx.clock.now();
     let mut tx = ctx.store.begin().await?;
     let partner = tx
         .partner_by_id_for_update(&auth.partner.id)

@@ -47,7 +47,7 @@ pub async fn create(
     store: &Store,
     name: &str,
     operator: &str,
-    now: i64,
+    now: chrono::DateTime<chrono::Utc>,
     bound: std::time::Duration,
 ) -> Result<ServiceToken, ServiceTokenError> {
     if !valid_name(name) {
@@ -56,7 +56,12 @@ pub async fn create(
     let token = ServiceToken::generate(&mut OsRng);
     let mut tx = store.begin().await?;
     match tx
-        .insert_service_token(name, &token.hash(), &token.hint(), now)
+        .insert_service_token(
+            name,
+            &token.hash(),
+            &token.hint(),
+            crate::clock::millis(now),
+        )
         .await
     {
         Err(StoreError::Conflict) => return Err(ServiceTokenError::NameTaken(name.to_owned())),
@@ -80,11 +85,14 @@ pub async fn revoke(
     store: &Store,
     name: &str,
     operator: &str,
-    now: i64,
+    now: chrono::DateTime<chrono::Utc>,
     bound: std::time::Duration,
 ) -> Result<(), ServiceTokenError> {
     let mut tx = store.begin().await?;
-    if !tx.revoke_service_token(name, now).await? {
+    if !tx
+        .revoke_service_token(name, crate::clock::millis(now))
+        .await?
+    {
         return Err(ServiceTokenError::NoSuchToken(name.to_owned()));
     }
     let mut entry = Audit::new(

@@ -342,12 +342,12 @@ pub struct Audit<'a> {
     pub detail: Option<&'a str>,
     /// The key pair the event is about, when there is one (named in its webhook event).
     pub key_id: Option<&'a str>,
-    pub at: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 impl<'a> Audit<'a> {
     /// An entry with no partner, address or detail, to fill in.
-    pub fn new(kind: AuditKind, actor: Actor<'a>, at: i64) -> Self {
+    pub fn new(kind: AuditKind, actor: Actor<'a>, at: chrono::DateTime<chrono::Utc>) -> Self {
         Self {
             kind,
             partner: None,

@@ -2,6 +2,8 @@
 
 use super::records::{Audit, NewEmail, NewKey, NewLink, Partner, Supersede};
 use super::{link_with_partner, partner_where, Backend, Link, Result};
+use crate::clock::millis;
+use chrono::{DateTime, Utc};
 use keyward_core::{
     AllowedIps, Email, LinkPurpose, PartnerCode, PartnerId, PartnerStatus, TokenHash,
 };
@@ -60,8 +62,9 @@ impl Tx {
         id: &PartnerId,
         code: &PartnerCode,
         email: &Email,
-        now: i64,
+        now: DateTime<Utc>,
     ) -> Result<()> {
+        let now = millis(now);
         sqlx::query(
             "INSERT INTO partners (id, code, code_folded, email, status, created_at, updated_at) VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
         )
@@ -88,8 +91,9 @@ impl Tx {
         &mut self,
         partner_id: &PartnerId,
         status: PartnerStatus,
-        now: i64,
+        now: DateTime<Utc>,
     ) -> Result<()> {
+        let now = millis(now);
         sqlx::query("UPDATE partners SET status = $1, updated_at = $2 WHERE id = $3")
             .bind(status.as_str())
             .bind(now)
@@ -103,8 +107,9 @@ impl Tx {
         &mut self,
         partner_id: &PartnerId,
         allowed_ips: &AllowedIps,
-        now: i64,
+        now: DateTime<Utc>,
     ) -> Result<()> {
+        let now = millis(now);
         sqlx::query("UPDATE partners SET allowed_ips = $1, updated_at = $2 WHERE id = $3")
             .bind(allowed_ips.to_stored())
             .bind(now)
@@ -130,8 +135,9 @@ impl Tx {
         &mut self,
         partner_id: &PartnerId,
         signed: Option<bool>,
-        since: i64,
+        since: DateTime<Utc>,
     ) -> Result<i64> {
+        let since = millis(since);
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM links WHERE partner_id = $1 AND created_at > $2 \
              AND ($3 < 0 OR signed = $3)",
@@ -148,8 +154,9 @@ impl Tx {
         &mut self,
         partner_id: &PartnerId,
         signed: Option<bool>,
-        since: i64,
+        since: DateTime<Utc>,
     ) -> Result<Option<i64>> {
+        let since = millis(since);
         Ok(sqlx::query_scalar(
             "SELECT MIN(created_at) FROM links WHERE partner_id = $1 AND created_at > $2 \
              AND ($3 < 0 OR signed = $3)",
@@ -167,8 +174,9 @@ impl Tx {
         partner_id: &PartnerId,
         purpose: LinkPurpose,
         which: Supersede,
-        now: i64,
+        now: DateTime<Utc>,
     ) -> Result<u64> {
+        let now = millis(now);
         let only_unsigned = match which {
             Supersede::All => "",
             Supersede::UnsignedOnly => " AND signed = 0",
@@ -206,7 +214,8 @@ impl Tx {
 
     /// Consumes the link if, and only if, it is still usable: one conditional update, so of
     /// concurrent redemptions exactly one sees `true`.
-    pub async fn consume_link(&mut self, link_id: &str, now: i64) -> Result<bool> {
+    pub async fn consume_link(&mut self, link_id: &str, now: DateTime<Utc>) -> Result<bool> {
+        let now = millis(now);
         let done = sqlx::query(
             "UPDATE links SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND superseded_at IS NULL AND expires_at > $1",
         )
@@ -219,7 +228,8 @@ impl Tx {
 
     /// Revokes every unrevoked key of the partner (current and retiring); returns how many.
     /// Emails about them that were not sent yet are cancelled.
-    pub async fn revoke_keys(&mut self, partner_id: &PartnerId, now: i64) -> Result<u64> {
+    pub async fn revoke_keys(&mut self, partner_id: &PartnerId, now: DateTime<Utc>) -> Result<u64> {
+        let now = millis(now);
         self.revoke_where(partner_id, "", now).await
     }
 
@@ -228,8 +238,9 @@ impl Tx {
         &mut self,
         partner_id: &PartnerId,
         key_id: &str,
-        now: i64,
+        now: DateTime<Utc>,
     ) -> Result<bool> {
+        let now = millis(now);
         // The id is bound, never spliced into the SQL: `revoke_where` takes a fixed clause.
         let done = sqlx::query(
             "UPDATE partner_keys SET revoked_at = $1 WHERE partner_id = $2 AND id = $3 AND revoked_at IS NULL",
@@ -250,7 +261,12 @@ impl Tx {
     }
 
     /// Revokes the partner's retiring pair, if it has one (expired or not); returns how many.
-    pub async fn revoke_retiring_keys(&mut self, partner_id: &PartnerId, now: i64) -> Result<u64> {
+    pub async fn revoke_retiring_keys(
+        &mut self,
+        partner_id: &PartnerId,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let now = millis(now);
         self.revoke_where(partner_id, " AND expires_at IS NOT NULL", now)
             .await
     }
@@ -288,8 +304,9 @@ impl Tx {
     pub async fn retire_current_key(
         &mut self,
         partner_id: &PartnerId,
-        expires_at: i64,
+        expires_at: DateTime<Utc>,
     ) -> Result<Option<String>> {
+        let expires_at = millis(expires_at);
         Ok(sqlx::query_scalar(
             "UPDATE partner_keys SET expires_at = $1 WHERE partner_id = $2 \
              AND revoked_at IS NULL AND expires_at IS NULL RETURNING id",
@@ -353,8 +370,9 @@ impl Tx {
     pub async fn unauthenticated_emails_since(
         &mut self,
         recipient_folded: &str,
-        since: i64,
+        since: DateTime<Utc>,
     ) -> Result<(i64, Option<i64>)> {
+        let since = millis(since);
         let row = sqlx::query(
             "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox \
              WHERE recipient_folded = $1 AND created_at > $2 AND unauthenticated = 1",
@@ -372,8 +390,9 @@ impl Tx {
         &mut self,
         recipient_folded: &str,
         kind: &str,
-        since: i64,
+        since: DateTime<Utc>,
     ) -> Result<Option<(String, i64, bool)>> {
+        let since = millis(since);
         let row = sqlx::query(
             "SELECT id, next_attempt_at, sent_at FROM outbox \
              WHERE recipient_folded = $1 AND kind = $2 AND next_attempt_at > $3 \
@@ -397,7 +416,8 @@ impl Tx {
 
     /// Drops an email that is not due yet (a notice replaced by a newer one before it went
     /// out); one that is due or sent is left alone.
-    pub async fn drop_scheduled_email(&mut self, id: &str, now: i64) -> Result<bool> {
+    pub async fn drop_scheduled_email(&mut self, id: &str, now: DateTime<Utc>) -> Result<bool> {
+        let now = millis(now);
         let done = sqlx::query(
             "DELETE FROM outbox WHERE id = $1 AND sent_at IS NULL AND next_attempt_at > $2",
         )
@@ -413,8 +433,9 @@ impl Tx {
     pub async fn has_usable_onboarding_link(
         &mut self,
         partner_id: &PartnerId,
-        now: i64,
+        now: DateTime<Utc>,
     ) -> Result<bool> {
+        let now = millis(now);
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM links WHERE partner_id = $1 AND purpose = 'onboarding' \
              AND used_at IS NULL AND superseded_at IS NULL AND expires_at > $2",
@@ -445,9 +466,11 @@ impl Tx {
     pub async fn record_replay(
         &mut self,
         digest: &[u8],
-        now: i64,
-        expires_at: i64,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
     ) -> Result<bool> {
+        let now = millis(now);
+        let expires_at = millis(expires_at);
         sqlx::query("DELETE FROM replays WHERE digest = $1 AND expires_at <= $2")
             .bind(digest.to_vec())
             .bind(now)
@@ -471,7 +494,7 @@ impl Tx {
             .bind(entry.kind.name())
             .bind(entry.ip.map(|ip| ip.to_string()))
             .bind(entry.detail)
-            .bind(entry.at)
+            .bind(millis(entry.at))
             .bind(entry.actor.to_stored())
             .execute(&mut *self.tx)
             .await?;

@@ -99,7 +99,7 @@ pub struct Event<'a> {
     /// A service token's name (`service_token.*`).
     pub name: Option<&'a str>,
     /// When it happened (the event's `timestamp`), and when it is first sent.
-    pub at: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
     /// Cancelled if this key is revoked before it is sent (a scheduled `key.expired`).
     pub about_key_id: Option<&'a str>,
 }
@@ -158,7 +158,7 @@ impl Tx {
         };
         let payload = serde_json::json!({
             "type": event_type,
-            "timestamp": keyward_core::wire::wire_time(event.at),
+            "timestamp": keyward_core::wire::wire_time(event.at.timestamp_millis()),
             "data": data,
         })
         .to_string();
@@ -170,7 +170,7 @@ impl Tx {
             .bind(&endpoint.id)
             .bind(event_type)
             .bind(&payload)
-            .bind(event.at)
+            .bind(event.at.timestamp_millis())
             .bind(event.about_key_id)
             .execute(&mut *self.tx)
             .await?;

@@ -22,7 +22,7 @@ pub enum ServiceTokenAction {
 
 pub async fn service_token(settings: &Settings, action: ServiceTokenAction) -> anyhow::Result<()> {
     let store = open_migrated_store(settings).await?;
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = chrono::Utc::now();
     match action {
         ServiceTokenAction::Create { name } => {
             let token = service_tokens::create(

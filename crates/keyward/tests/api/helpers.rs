@@ -218,7 +218,7 @@ impl TestApp {
             &self.state.store,
             name,
             "tests",
-            keyward_server::clock::millis(self.state.clock.now()),
+            self.state.clock.now(),
             self.state.settings.key_cache,
         )
         .await

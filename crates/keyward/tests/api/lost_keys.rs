@@ -71,7 +71,7 @@ async fn a_pending_partner_gets_a_fresh_onboarding_link_and_a_suspended_one_noth
     tx.set_partner_status(
         &keyward_core::PartnerId::parse(&suspended.partner_id).unwrap(),
         keyward_core::PartnerStatus::Suspended,
-        0,
+        app.state.clock.now(),
     )
     .await
     .unwrap();

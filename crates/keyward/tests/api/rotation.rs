@@ -167,7 +167,10 @@ async fn a_second_regeneration_revokes_the_retiring_pair_at_once() {
     // The database itself refuses a second retiring or a second current pair.
     let id = keyward_core::PartnerId::parse(&first.partner_id).unwrap();
     let mut tx = app.state.store.begin().await.unwrap();
-    assert!(tx.retire_current_key(&id, i64::MAX).await.is_err());
+    assert!(tx
+        .retire_current_key(&id, chrono::DateTime::<chrono::Utc>::MAX_UTC)
+        .await
+        .is_err());
     drop(tx);
     let pair = keyward_core::KeyPair::generate(&mut rand::rngs::OsRng);
     let mut tx = app.state.store.begin().await.unwrap();

@@ -42,9 +42,14 @@ fn code(s: &str) -> PartnerCode {
 async fn new_partner(store: &Store, c: &str) -> PartnerId {
     let id = PartnerId::new_v7();
     let mut tx = store.begin().await.unwrap();
-    tx.insert_partner(&id, &code(c), &Email::parse("ops@acme.example").unwrap(), 1)
-        .await
-        .unwrap();
+    tx.insert_partner(
+        &id,
+        &code(c),
+        &Email::parse("ops@acme.example").unwrap(),
+        at(1),
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     id
 }
@@ -59,7 +64,7 @@ async fn partner_codes_are_unique_in_any_letter_case_and_found_in_any() {
             &PartnerId::new_v7(),
             &code("ACME"),
             &Email::parse("other@acme.example").unwrap(),
-            2,
+            at(2),
         )
         .await;
     assert!(matches!(taken, Err(StoreError::Conflict)), "{taken:?}");
@@ -88,7 +93,7 @@ async fn a_rolled_back_transaction_leaves_nothing() {
         &PartnerId::new_v7(),
         &code("GONE"),
         &Email::parse("ops@gone.example").unwrap(),
-        1,
+        at(1),
     )
     .await
     .unwrap();
@@ -107,10 +112,10 @@ async fn status_and_allow_list_round_trip_as_typed_values() {
     let id = new_partner(&t.store, "TYPED").await;
     let list = AllowedIps::parse(["203.0.113.7", "2001:db8::/48"]).unwrap();
     let mut tx = t.store.begin().await.unwrap();
-    tx.set_partner_status(&id, PartnerStatus::Suspended, 5)
+    tx.set_partner_status(&id, PartnerStatus::Suspended, at(5))
         .await
         .unwrap();
-    tx.set_allowed_ips(&id, &list, 5).await.unwrap();
+    tx.set_allowed_ips(&id, &list, at(5)).await.unwrap();
     tx.commit().await.unwrap();
     let partner = t
         .store
@@ -122,7 +127,7 @@ async fn status_and_allow_list_round_trip_as_typed_values() {
     assert_eq!(partner.allowed_ips, list);
 
     let mut tx = t.store.begin().await.unwrap();
-    tx.set_allowed_ips(&id, &AllowedIps::default(), 6)
+    tx.set_allowed_ips(&id, &AllowedIps::default(), at(6))
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -169,21 +174,27 @@ async fn a_link_is_consumed_once_and_not_after_it_expired_or_was_superseded() {
     assert_eq!(partner.id, id);
 
     let mut tx = t.store.begin().await.unwrap();
-    assert!(!tx.consume_link(&first, 1_000).await.unwrap(), "expired");
-    assert!(tx.consume_link(&first, 999).await.unwrap());
-    assert!(!tx.consume_link(&first, 999).await.unwrap(), "used");
+    assert!(
+        !tx.consume_link(&first, at(1_000)).await.unwrap(),
+        "expired"
+    );
+    assert!(tx.consume_link(&first, at(999)).await.unwrap());
+    assert!(!tx.consume_link(&first, at(999)).await.unwrap(), "used");
     tx.commit().await.unwrap();
 
     let (second, _) = insert(1_000).await;
     let mut tx = t.store.begin().await.unwrap();
     assert_eq!(
-        tx.supersede_links(&id, LinkPurpose::Onboarding, Supersede::All, 20)
+        tx.supersede_links(&id, LinkPurpose::Onboarding, Supersede::All, at(20))
             .await
             .unwrap(),
         1,
         "only the unused link is superseded"
     );
-    assert!(!tx.consume_link(&second, 30).await.unwrap(), "superseded");
+    assert!(
+        !tx.consume_link(&second, at(30)).await.unwrap(),
+        "superseded"
+    );
 }
 
 #[tokio::test]
@@ -196,7 +207,7 @@ async fn keys_are_found_by_hash_and_revoked_all_at_once() {
     let mut tx = t.store.begin().await.unwrap();
     for (i, pair) in pairs.iter().enumerate() {
         if i > 0 {
-            tx.revoke_keys(&id, 50).await.unwrap();
+            tx.revoke_keys(&id, at(50)).await.unwrap();
         }
         tx.insert_key(&NewKey {
             id: &uuid::Uuid::now_v7().to_string(),
@@ -241,10 +252,10 @@ async fn a_replay_is_recorded_once_per_window() {
     let t = test_store().await;
     let digest = [7u8; 32];
     let mut tx = t.store.begin().await.unwrap();
-    assert!(tx.record_replay(&digest, 100, 200).await.unwrap());
-    assert!(!tx.record_replay(&digest, 150, 250).await.unwrap());
+    assert!(tx.record_replay(&digest, at(100), at(200)).await.unwrap());
+    assert!(!tx.record_replay(&digest, at(150), at(250)).await.unwrap());
     // Once the window has passed, the same digest is new again.
-    assert!(tx.record_replay(&digest, 200, 300).await.unwrap());
+    assert!(tx.record_replay(&digest, at(200), at(300)).await.unwrap());
     tx.commit().await.unwrap();
     assert_eq!(t.store.purge_replays(300).await.unwrap(), 1);
 }
@@ -397,4 +408,9 @@ async fn sent_emails_are_pruned_after_retention_and_the_backlog_is_counted_apart
     assert_eq!(t.store.prune_sent_emails(150).await.unwrap(), 1);
     let stats = t.store.outbox_stats().await.unwrap();
     assert_eq!((stats.pending, stats.sent, stats.dead), (1, 1, 0));
+}
+
+/// A time given in milliseconds since the epoch, as the store keeps it.
+fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    keyward_server::clock::from_millis(ms)
 }

@@ -162,7 +162,7 @@ async fn a_missing_unknown_malformed_or_revoked_service_token_is_refused() {
         &app.state.store,
         "payments",
         "tests",
-        0,
+        app.state.clock.now(),
         app.state.settings.key_cache,
     )
     .await
@@ -379,9 +379,15 @@ async fn a_revoked_service_token_is_refused_on_every_node_once_revoke_returns() 
     assert_eq!(nodes[1].verify(Some(&token), &request).await.status(), 200);
 
     let store = &nodes[0].state.store;
-    keyward_server::flows::service_tokens::revoke(store, "payments", "tests", 0, bound)
-        .await
-        .unwrap();
+    keyward_server::flows::service_tokens::revoke(
+        store,
+        "payments",
+        "tests",
+        chrono::Utc::now(),
+        bound,
+    )
+    .await
+    .unwrap();
 
     let (status, code, _) = error_of(nodes[1].verify(Some(&token), &request).await).await;
     assert_eq!((status, code.as_str()), (401, "invalid_service_token"));
