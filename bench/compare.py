@@ -11,6 +11,9 @@ targets over several rounds and taking medians (the machine is shared and noisy;
   verify         POST /internal/v1/verify with a service token, same partners
   gateway        GET through the gateway to nginx, signed (reads are not single-use)
   upstream       nginx hit directly                    (the gateway's ceiling)
+  bare           a bare hyper 1 server answering a constant (bench/bare-hyper): the ceiling
+  nginx_proxy    nginx as a plain reverse proxy in front of the same nginx upstream, with the
+                 gateway's request: what the gateway is measured against
   unknown_key    WhoAmI with well-formed keys never issued (rejections must not be slower)
   bad_signature  WhoAmI with a tampered body
   onboard        OnboardPartner with fresh codes (smallest size only)
@@ -34,7 +37,8 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 SIZES = [int(s) for s in os.environ.get("BENCH_SIZES", "1000,100000,1000000").split(",")]
 BACKENDS = os.environ.get("BENCH_BACKENDS", "sqlite,postgres").split(",")
 PG = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-TARGETS = ["healthz", "whoami", "verify", "gateway", "upstream", "unknown_key", "bad_signature"]
+TARGETS = ["healthz", "whoami", "verify", "gateway", "upstream", "bare", "nginx_proxy", "unknown_key", "bad_signature"]
+BARE = ROOT / "bench/bare-hyper/target/release/bare-hyper"
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -73,7 +77,8 @@ def tamper(body):
 
 
 def start_nginx(work):
-    port = free_port()
+    """nginx as the upstream (a constant), and as a plain reverse proxy in front of it."""
+    port, proxy = free_port(), free_port()
     conf = work / "nginx.conf"
     conf.write_text(f"""
 worker_processes 1; daemon off; pid {work}/nginx.pid; error_log {work}/nginx.err;
@@ -82,10 +87,21 @@ http {{ access_log off;
   client_body_temp_path {work}; proxy_temp_path {work}; fastcgi_temp_path {work};
   uwsgi_temp_path {work}; scgi_temp_path {work};
   server {{ listen 127.0.0.1:{port}; location / {{ default_type application/json; return 200 '{{"ok":true}}'; }} }}
+  upstream api {{ server 127.0.0.1:{port}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{proxy};
+    location / {{ proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
 }}""")
     nginx = subprocess.Popen(["nginx", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{port}/")
-    return nginx, f"http://127.0.0.1:{port}"
+    wait_http(f"http://127.0.0.1:{proxy}/")
+    return nginx, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{proxy}"
+
+
+def start_bare():
+    port = free_port()
+    bare = subprocess.Popen([str(BARE), f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/")
+    return bare, f"http://127.0.0.1:{port}"
 
 
 def wrk(url, mode, samples, token, seconds):
@@ -111,7 +127,7 @@ def peak_rss_mib(pid):
     return 0.0
 
 
-def run_size(backend, size, upstream_url):
+def run_size(backend, size, upstream_url, proxy_url, bare_url):
     work = Path(tempfile.mkdtemp(prefix="keyward-bench-"))
     env = dict(os.environ, KEYWARD_DATA_DIR=str(work), KEYWARD_LOG="warn")
     db = None
@@ -145,6 +161,7 @@ def run_size(backend, size, upstream_url):
                 "healthz": public + "/healthz", "whoami": public + "/api/v1/PartnerP2P/WhoAmI",
                 "verify": f"http://127.0.0.1:{internal}/internal/v1/verify",
                 "gateway": public + "/api/v1/PartnerP2P/Bench", "upstream": upstream_url + "/api/v1/PartnerP2P/Bench",
+                "bare": bare_url + "/healthz", "nginx_proxy": proxy_url + "/api/v1/PartnerP2P/Bench",
                 "unknown_key": public + "/api/v1/PartnerP2P/WhoAmI", "bad_signature": public + "/api/v1/PartnerP2P/WhoAmI",
             }
             for target in TARGETS:  # warm-up: caches, connection pools
@@ -178,10 +195,17 @@ def table(results):
     for r in results:
         t = r["targets"]
         for name, m in t.items():
-            base = t["upstream"]["rps"] if name == "gateway" else t["healthz"]["rps"]
-            ratio = "" if name in ("healthz", "upstream", "onboard") else f"{m['rps'] / base:.2f}×"
-            if name == "gateway":
-                ratio += f" of direct ({m['rps'] / t['healthz']['rps']:.2f}× of healthz)"
+            if name in ("bare", "upstream", "onboard"):
+                ratio = ""
+            elif name in ("gateway", "nginx_proxy"):
+                ratio = f"{m['rps'] / t['upstream']['rps']:.2f}× of direct"
+                if name == "gateway" and "nginx_proxy" in t:
+                    nginx = t["nginx_proxy"]["rps"] / t["upstream"]["rps"]
+                    ratio += f" = {m['rps'] / t['upstream']['rps'] / nginx:.2f}× nginx's"
+            elif "bare" in t:
+                ratio = f"{m['rps'] / t['bare']['rps']:.2f}× of bare hyper"
+            else:
+                ratio = f"{m['rps'] / t['healthz']['rps']:.2f}× of healthz"
             expected = name in ("unknown_key", "bad_signature")
             errors = f"{m['errors']:.0f} (401 expected)" if expected else f"{m['errors']:.0f}"
             rows.append(f"| {r['backend']} | {r['size']:,} | {name} | {m['rps']:,.0f} | {ratio} | {m['p50']:.2f} | "
@@ -192,14 +216,15 @@ def table(results):
 def chart(results):
     """req/s against partners (log scale), one panel per backend, one line per target."""
     colors = {"healthz": "#888", "whoami": "#1f77b4", "verify": "#2ca02c", "gateway": "#d62728",
-              "upstream": "#bbb", "unknown_key": "#9467bd", "bad_signature": "#8c564b"}
+              "upstream": "#bbb", "bare": "#000", "nginx_proxy": "#ff7f0e", "unknown_key": "#9467bd",
+              "bad_signature": "#8c564b"}
     backends = [b for b in BACKENDS if any(r["backend"] == b for r in results)]
     w, h, pad = 460, 300, 50
     top = max(m["rps"] for r in results for m in r["targets"].values()) * 1.1
     import math
     sizes = sorted({r["size"] for r in results})
     lo, hi = math.log10(min(sizes)), math.log10(max(sizes)) + 1e-9
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w * len(backends)}" height="{h + 40}" font-family="sans-serif" font-size="11">',
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w * len(backends)}" height="{h + 56}" font-family="sans-serif" font-size="11">',
              "<!-- Generated by bench/compare.py from bench/results.json: run the script, do not edit. -->"]
     for i, backend in enumerate(backends):
         ox = i * w
@@ -229,18 +254,22 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"bench/compare.py needs {tool}: apt-get install {tool}")
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "keyward"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--manifest-path", str(ROOT / "bench/bare-hyper/Cargo.toml")],
+                   cwd=ROOT, check=True)
     work = Path(tempfile.mkdtemp(prefix="keyward-nginx-"))
-    nginx, upstream = start_nginx(work)
+    nginx, upstream, proxy = start_nginx(work)
+    bare, bare_url = start_bare()
     results = []
     try:
         for backend in BACKENDS:
             for size in SIZES:
                 print(f"{backend}, {size:,} partners …", file=sys.stderr, flush=True)
-                result = run_size(backend, size, upstream)
+                result = run_size(backend, size, upstream, proxy, bare_url)
                 results.append(result)
                 print(json.dumps(result), flush=True)
     finally:
         nginx.terminate()
+        bare.terminate()
         shutil.rmtree(work, ignore_errors=True)
     header = (f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores, wrk -t1 "
               f"-c{CONNECTIONS}, {ROUNDS} rounds of {SECONDS} s per target, targets alternated, medians.")

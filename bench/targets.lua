@@ -17,11 +17,11 @@ end
 request = function()
   counter = counter + 1
   local e = entries[(counter % #entries) + 1]
-  if mode == "healthz" or mode == "upstream" then
+  if mode == "healthz" or mode == "upstream" or mode == "bare" then
     return wrk.format("GET", nil, nil, nil)
   elseif mode == "verify" then
     return wrk.format("POST", nil, { ["Content-Type"] = json, ["Authorization"] = "Bearer " .. token }, e.verify)
-  elseif mode == "gateway" then
+  elseif mode == "gateway" or mode == "nginx_proxy" then
     return wrk.format("GET", nil, { ["Content-Type"] = json, ["Authorization"] = "Bearer " .. e.public }, e.body)
   elseif mode == "unknown_key" then
     return wrk.format("POST", nil, { ["Content-Type"] = json, ["Authorization"] = "Bearer " .. e.unknown }, e.body)
