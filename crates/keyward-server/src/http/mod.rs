@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use extract::ClientIp;
 use keyward_core::ErrorCode;
+use std::borrow::Cow;
 use tower::Layer;
 use tower_http::normalize_path::NormalizePathLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -129,11 +130,13 @@ fn common_layers(mut router: Router<AppState>, state: &AppState) -> Router<AppSt
                     .get("x-request-id")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-");
+                // Display, not Debug: both are plain ASCII (a route template; an id keyward
+                // made or took only as visible ASCII), so there is nothing to escape.
                 let span = tracing::info_span!(
                     "request",
                     method = %request.method(),
-                    route,
-                    request_id = id,
+                    route = %route,
+                    request_id = %id,
                     client_request_id = tracing::field::Empty,
                 );
                 if let Some(ClientRequestId(theirs)) = request.extensions().get() {
@@ -227,20 +230,32 @@ const GATEWAY_ROUTE: &str = "gateway";
 #[derive(Clone, Copy)]
 struct RouteLabel(&'static str);
 
+/// The `route` label of a route template: one of keyward's own, borrowed (no allocation per
+/// request), or else a copy.
+fn route_label(template: &str) -> Cow<'static, str> {
+    use keyward_core::wire::paths;
+    paths::PUBLIC_ROUTES
+        .iter()
+        .map(|(path, _)| *path)
+        .chain([paths::VERIFY, paths::METRICS, paths::INTERNAL_OPENAPI])
+        .find(|path| *path == template)
+        .map_or_else(|| Cow::Owned(template.to_owned()), Cow::Borrowed)
+}
+
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let matched = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
+        .map(|m| route_label(m.as_str()));
     let response = next.run(request).await;
     let route = matched
         .or_else(|| {
             response
                 .extensions()
                 .get::<RouteLabel>()
-                .map(|r| r.0.to_owned())
+                .map(|r| Cow::Borrowed(r.0))
         })
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .unwrap_or(Cow::Borrowed("unmatched"));
     let code = response.extensions().get::<ErrorCode>().map(|c| c.as_str());
     state
         .metrics
