@@ -51,27 +51,24 @@ fn request(uri: &str, signed: Option<&Signed>) -> Request<Body> {
     request
 }
 
+/// Sends one request through the router and reads its whole answer, which must be a 200.
+async fn send(app: &axum::Router, request: Request<Body>) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let _ = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+}
+
 async fn mix(app: &axum::Router, partners: &[Signed]) {
     for i in 0..ROUNDS {
-        let response = app
-            .clone()
-            .oneshot(request("/healthz", None))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let _ = axum::body::to_bytes(response.into_body(), 1 << 16)
-            .await
-            .unwrap();
+        send(app, request("/healthz", None)).await;
         let signed = &partners[i % partners.len()];
-        let response = app
-            .clone()
-            .oneshot(request(keyward_core::wire::paths::WHOAMI, Some(signed)))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let _ = axum::body::to_bytes(response.into_body(), 1 << 16)
-            .await
-            .unwrap();
+        send(
+            app,
+            request(keyward_core::wire::paths::WHOAMI, Some(signed)),
+        )
+        .await;
     }
 }
 

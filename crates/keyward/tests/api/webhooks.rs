@@ -399,6 +399,13 @@ async fn two_nodes_deliver_each_event_once() {
     // partner.onboarded and partner.activated for each.
     receiver.wait_for(12).await;
     settle(&nodes).await;
+    // Every delivery recorded as delivered: no lease is left to run out and send one again.
+    let waiting = eventually(Duration::from_secs(10), || async {
+        let pending = nodes[0].state.store.pending_webhooks().await.unwrap();
+        pending.is_empty().then_some(())
+    })
+    .await;
+    assert!(waiting.is_some(), "deliveries still waiting");
     let received = receiver.received();
     let mut ids: Vec<&str> = received.iter().map(Received::id).collect();
     ids.sort_unstable();
