@@ -470,6 +470,7 @@ mod tests {
             public_key: "pk_partner_BSB8wIYc6sE7hIysyRYv9Z0oCJif3k38fgkq".into(),
             secret_key: "sk_partner_fbi9lNL7GCHyd6uQEMDFGH19bSqMwB2OfotK".into(),
             old_keys_expire_at: None,
+            key: None,
         };
         let lines = export_lines("http://127.0.0.1:8080", &good).unwrap();
         assert_eq!(lines[2], "export KEYWARD_PARTNER_CODE='ACME'");

@@ -76,6 +76,7 @@ pub struct VerifyLayer {
     verifier: Arc<Verifier>,
     single_use: SingleUse,
     client_ip: ClientIpFn,
+    required_scopes: Vec<String>,
 }
 
 impl VerifyLayer {
@@ -84,7 +85,18 @@ impl VerifyLayer {
             verifier: Arc::new(verifier),
             single_use: SingleUse::default(),
             client_ip: peer_address,
+            required_scopes: Vec::new(),
         }
+    }
+
+    /// Scopes every request through this layer needs (SPEC §8.2): a key without them gets
+    /// 403 `insufficient_scope` and the app is not called.
+    pub fn required_scopes<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        scopes: I,
+    ) -> Self {
+        self.required_scopes = scopes.into_iter().map(Into::into).collect();
+        self
     }
 
     pub fn single_use(mut self, single_use: SingleUse) -> Self {
@@ -162,6 +174,7 @@ where
                 body: text.to_owned(),
                 client_ip: (layer.client_ip)(&parts).map(|ip| ip.to_string()),
                 single_use: layer.single_use.applies_to(&parts.method),
+                required_scopes: layer.required_scopes.clone(),
             };
             match layer.verifier.verify(&request).await {
                 Ok(Verification::Valid(partner)) => {

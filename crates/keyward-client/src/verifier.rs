@@ -21,6 +21,7 @@ use serde_json::Value;
 ///     body: partner_body,
 ///     client_ip: Some("203.0.113.7".into()),
 ///     single_use: true, // a payout: the same signed request must not pay twice
+///     required_scopes: vec!["payouts:write".into()], // with KEYWARD_SCOPES set
 /// };
 /// match verifier.verify(&request).await? {
 ///     Verification::Valid(partner) => println!("pay on behalf of {}", partner.partner_id),

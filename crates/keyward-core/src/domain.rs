@@ -68,6 +68,8 @@ pub enum LinkPurpose {
     Onboarding,
     /// New keys for an active partner; the old ones are revoked.
     Regeneration,
+    /// A restricted (or test) pair asked for with `CreateKey` (SPEC §8.1); nothing is revoked.
+    RestrictedKey,
 }
 
 impl LinkPurpose {
@@ -75,6 +77,7 @@ impl LinkPurpose {
         match self {
             LinkPurpose::Onboarding => "onboarding",
             LinkPurpose::Regeneration => "regeneration",
+            LinkPurpose::RestrictedKey => "restricted_key",
         }
     }
 
@@ -82,6 +85,7 @@ impl LinkPurpose {
         match s {
             "onboarding" => Some(LinkPurpose::Onboarding),
             "regeneration" => Some(LinkPurpose::Regeneration),
+            "restricted_key" => Some(LinkPurpose::RestrictedKey),
             _ => None,
         }
     }
@@ -251,7 +255,11 @@ mod tests {
         ] {
             assert_eq!(PartnerStatus::parse(status.as_str()), Some(status));
         }
-        for purpose in [LinkPurpose::Onboarding, LinkPurpose::Regeneration] {
+        for purpose in [
+            LinkPurpose::Onboarding,
+            LinkPurpose::Regeneration,
+            LinkPurpose::RestrictedKey,
+        ] {
             assert_eq!(LinkPurpose::parse(purpose.as_str()), Some(purpose));
         }
         assert_eq!(PartnerStatus::parse("Active"), None);

@@ -58,7 +58,7 @@ error_codes! {
     RevokedKey => "revoked_key", 401,
         "This public key was revoked when your keys were regenerated. Use your current key pair.";
     ExpiredKey => "expired_key", 401,
-        "This key pair was retired after a regeneration and its overlap has ended. Use your current key pair.";
+        "This key pair has expired: its overlap after a regeneration ended, it reached the exchange's maximum age or idle time, or its own expiry passed. Use your current key pair, or make a new one.";
     InvalidSignature => "invalid_signature", 401,
         "The signature does not match the body. Sign the body without its `signature` member, exactly as sent (JSON.stringify) or in RFC 8785 form, with HMAC-SHA512 keyed by your secret key, and send lower-case hex. `data.message_sha256` holds the SHA-256 of both messages the server signed: hash your own string-to-sign and compare.";
     StaleRequest => "stale_request", 401,
@@ -75,6 +75,10 @@ error_codes! {
         "`email` is not this partner's registered address.";
     KeyRetiring => "key_retiring", 403,
         "This key pair is retiring: it keeps working for requests until it expires, but only your current key pair manages your account (regeneration, RetireOldKeys, SetAllowedIps). Sign this request with the current pair.";
+    InsufficientScope => "insufficient_scope", 403,
+        "This key may not do this: it lacks a scope the route needs (`data` says which), or it is a restricted key and only your primary key pair manages your keys and account. Use a key that holds the scope, or your primary pair.";
+    TestKeyNotAccepted => "test_key_not_accepted", 403,
+        "This is a test key (pk_test_partner_...) and this exchange has no sandbox here: test keys are never sent to the live service. Use a live key, or the sandbox the exchange documents.";
     NotFound => "not_found", 404,
         "There is no such route. See /openapi.json for the routes.";
     LinkUnknown => "link_unknown", 404,
@@ -85,6 +89,8 @@ error_codes! {
         "A partner with this code already exists. If it is yours and you lost your keys, request a regeneration link.";
     ReplayedRequest => "replayed_request", 409,
         "This signed request was already used and may be used only once. To make a new request, change the body (a new `timestamp` or `nonce`) and sign it again.";
+    KeyLimitReached => "key_limit_reached", 409,
+        "This partner already holds 10 key pairs (the primary and 9 restricted ones). Revoke one you no longer use (RevokeKey), then try again.";
     PartnerCodeMismatch => "partner_code_mismatch", 422,
         "The partner code does not match this link. Type the partner code the link was sent for.";
     WouldLockOut => "would_lock_out", 422,

@@ -31,6 +31,9 @@ pub(crate) const CHECKSUM_LEN: usize = 6;
 pub enum KeyKind {
     Public,
     Secret,
+    /// A test key's public half (SPEC §8.3): never forwarded to the live upstream.
+    TestPublic,
+    TestSecret,
     /// A token the exchange's own services present to the verify API.
     Service,
 }
@@ -40,6 +43,8 @@ impl KeyKind {
         match self {
             KeyKind::Public => "pk_partner_",
             KeyKind::Secret => "sk_partner_",
+            KeyKind::TestPublic => "pk_test_partner_",
+            KeyKind::TestSecret => "sk_test_partner_",
             KeyKind::Service => "kw_service_",
         }
     }
@@ -89,6 +94,55 @@ pub(crate) fn encode_checksum(text: &str) -> String {
         value /= 62;
     }
     digits.iter().map(|&b| char::from(b)).collect()
+}
+
+/// Whether a pair is live or a test pair (SPEC §8.3), as its prefixes say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeyMode {
+    #[default]
+    Live,
+    Test,
+}
+
+impl KeyMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            KeyMode::Live => "live",
+            KeyMode::Test => "test",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "live" => Some(KeyMode::Live),
+            "test" => Some(KeyMode::Test),
+            _ => None,
+        }
+    }
+
+    const fn public_kind(self) -> KeyKind {
+        match self {
+            KeyMode::Live => KeyKind::Public,
+            KeyMode::Test => KeyKind::TestPublic,
+        }
+    }
+
+    const fn secret_kind(self) -> KeyKind {
+        match self {
+            KeyMode::Live => KeyKind::Secret,
+            KeyMode::Test => KeyKind::TestSecret,
+        }
+    }
+}
+
+/// The mode a key text claims by its prefix: test keys start `pk_test_`/`sk_test_`. A text that
+/// starts neither way is checked as live (so its error names the live prefix).
+fn claimed_mode(s: &str) -> KeyMode {
+    if s.starts_with(KeyKind::TestPublic.prefix()) || s.starts_with(KeyKind::TestSecret.prefix()) {
+        KeyMode::Test
+    } else {
+        KeyMode::Live
+    }
 }
 
 fn generate(kind: KeyKind, rng: &mut (impl RngCore + CryptoRng)) -> String {
@@ -144,9 +198,14 @@ impl fmt::Debug for KeyHash {
 pub struct PublicKey(String);
 
 impl PublicKey {
+    /// A live (`pk_partner_`) or test (`pk_test_partner_`) public key.
     pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
-        check_format(KeyKind::Public, s)?;
+        check_format(claimed_mode(s).public_kind(), s)?;
         Ok(Self(s.to_owned()))
+    }
+
+    pub fn mode(&self) -> KeyMode {
+        claimed_mode(&self.0)
     }
 
     pub fn as_str(&self) -> &str {
@@ -159,7 +218,10 @@ impl PublicKey {
 
     /// A short, non-secret label for logs: the prefix and the first four random characters.
     pub fn redacted(&self) -> String {
-        format!("{}…", &self.0[..KeyKind::Public.prefix().len() + 4])
+        format!(
+            "{}…",
+            &self.0[..self.mode().public_kind().prefix().len() + 4]
+        )
     }
 }
 
@@ -180,9 +242,14 @@ impl fmt::Display for PublicKey {
 pub struct SecretKey(SecretString);
 
 impl SecretKey {
+    /// A live (`sk_partner_`) or test (`sk_test_partner_`) secret key.
     pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
-        check_format(KeyKind::Secret, s)?;
+        check_format(claimed_mode(s).secret_kind(), s)?;
         Ok(Self(SecretString::from(s.to_owned())))
+    }
+
+    pub fn mode(&self) -> KeyMode {
+        claimed_mode(self.0.expose_secret())
     }
 
     /// SHA-256 of the key: how a secret key reported as leaked is found (SPEC §9.2).
@@ -211,10 +278,16 @@ pub struct KeyPair {
 }
 
 impl KeyPair {
+    /// A live pair.
     pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+        Self::generate_in(KeyMode::Live, rng)
+    }
+
+    /// A pair of `mode`: test pairs carry the `_test_` prefixes.
+    pub fn generate_in(mode: KeyMode, rng: &mut (impl RngCore + CryptoRng)) -> Self {
         Self {
-            public: PublicKey(generate(KeyKind::Public, rng)),
-            secret: SecretKey(SecretString::from(generate(KeyKind::Secret, rng))),
+            public: PublicKey(generate(mode.public_kind(), rng)),
+            secret: SecretKey(SecretString::from(generate(mode.secret_kind(), rng))),
         }
     }
 }
@@ -298,6 +371,26 @@ mod tests {
     }
 
     #[test]
+    fn test_keys_have_their_own_prefixes_and_parse_as_keys() {
+        let pair = KeyPair::generate_in(KeyMode::Test, &mut rand::rngs::OsRng);
+        assert!(pair.public.as_str().starts_with("pk_test_partner_"));
+        assert_eq!(pair.public.as_str().len(), 52);
+        assert!(pair.secret.expose_secret().starts_with("sk_test_partner_"));
+        let public = PublicKey::parse(pair.public.as_str()).unwrap();
+        assert_eq!(public.mode(), KeyMode::Test);
+        assert_eq!(pair.secret.mode(), KeyMode::Test);
+        assert!(public.redacted().starts_with("pk_test_partner_") && public.redacted().len() < 24);
+        // A live key's text with `test_` spliced in fails its checksum.
+        let live = KeyPair::generate(&mut rand::rngs::OsRng).public;
+        let spliced = live.as_str().replace("pk_partner_", "pk_test_partner_");
+        assert_eq!(
+            PublicKey::parse(&spliced).err(),
+            Some(KeyFormatError::Checksum)
+        );
+        assert_eq!(live.mode(), KeyMode::Live);
+    }
+
+    #[test]
     fn a_public_key_is_not_a_secret_key() {
         let pair = KeyPair::generate(&mut rand::rngs::OsRng);
         assert_eq!(
@@ -338,6 +431,7 @@ mod tests {
         fn parse_never_panics(s in "\\PC{0,60}") {
             let _ = PublicKey::parse(&s);
             let _ = SecretKey::parse(&s);
+            let _ = PublicKey::parse(&format!("pk_test_partner_{s}"));
         }
     }
 }

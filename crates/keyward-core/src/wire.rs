@@ -29,6 +29,10 @@ pub mod paths {
     pub const RETIRE_OLD_KEYS: &str = "/api/v1/PartnerP2P/RetireOldKeys";
     /// SPEC §3.4a.
     pub const SET_ALLOWED_IPS: &str = "/api/v1/PartnerP2P/SetAllowedIps";
+    /// Restricted and test keys (SPEC §8.1).
+    pub const CREATE_KEY: &str = "/api/v1/PartnerP2P/CreateKey";
+    pub const LIST_KEYS: &str = "/api/v1/PartnerP2P/ListKeys";
+    pub const REVOKE_KEY: &str = "/api/v1/PartnerP2P/RevokeKey";
     /// SPEC §3.4b: the server's clock, unauthenticated.
     pub const TIME: &str = "/api/v1/time";
     /// SPEC §3.5.
@@ -55,6 +59,9 @@ pub mod paths {
         (WHOAMI, &["post"]),
         (RETIRE_OLD_KEYS, &["post"]),
         (SET_ALLOWED_IPS, &["post"]),
+        (CREATE_KEY, &["post"]),
+        (LIST_KEYS, &["post"]),
+        (REVOKE_KEY, &["post"]),
         (GITHUB_SECRET_SCANNING, &["post"]),
         (TIME, &["get"]),
         (HEALTHZ, &["get"]),
@@ -126,6 +133,9 @@ pub struct Credentials {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(format = "date-time"))]
     pub old_keys_expire_at: Option<String>,
+    /// For a key made by `CreateKey` (SPEC §8.1): what the new pair is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeyInfo>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -139,6 +149,49 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// One of a partner's key pairs as `ListKeys` shows it (SPEC §8.1): never a secret, never a
+/// whole public key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KeyInfo {
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
+    pub key_id: String,
+    /// `primary` (the pair of §3, full power) or `restricted`.
+    pub kind: String,
+    /// The name given at `CreateKey`; `null` for the primary pair.
+    pub name: Option<String>,
+    /// The public key's prefix and first four random characters.
+    pub hint: String,
+    /// What the pair may do (the primary pair holds every scope of the exchange).
+    pub scopes: Vec<String>,
+    /// `live` or `test`.
+    pub mode: String,
+    #[cfg_attr(feature = "openapi", schema(format = "date-time"))]
+    pub created_at: String,
+    /// When the pair stops working, if an expiry applies (overlap, policy or its own).
+    #[cfg_attr(feature = "openapi", schema(format = "date-time"))]
+    pub expires_at: Option<String>,
+    /// Approximate (recorded every few seconds); `null`: never used.
+    #[cfg_attr(feature = "openapi", schema(format = "date-time"))]
+    pub last_used_at: Option<String>,
+    /// `current` or `retiring` (a primary pair in its overlap).
+    pub state: String,
+}
+
+/// Data of `ListKeys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+}
+
+/// Data of `RevokeKey`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RevokedKeys {
+    pub revoked: u64,
+}
+
 /// Data of `WhoAmI`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -148,13 +201,28 @@ pub struct WhoAmI {
     pub partner_code: String,
     #[cfg_attr(feature = "openapi", schema(format = "date-time"))]
     pub key_created_at: String,
-    /// When the key used for this request stops working, if it is retiring; `null` otherwise.
+    /// When the key used for this request stops working, if an expiry applies (a retiring
+    /// pair's overlap, the exchange's expiry policy, the key's own); `null` otherwise.
     #[cfg_attr(feature = "openapi", schema(format = "date-time"))]
     #[serde(default)]
     pub key_expires_at: Option<String>,
     /// The partner's IP allow-list; empty: any address.
     #[serde(default)]
     pub allowed_ips: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
+    #[serde(default)]
+    pub key_id: String,
+    /// `primary` or `restricted` (SPEC §8.1).
+    #[serde(default)]
+    pub kind: String,
+    /// A restricted key's name; `null` for the primary pair.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// `live` or `test`.
+    #[serde(default)]
+    pub mode: String,
 }
 
 /// Data of `SetAllowedIps`: the allow-list now in force, normalised.
@@ -234,6 +302,9 @@ pub struct VerifyRequest {
     /// Accept this signed request only once within the replay window, across nodes.
     #[serde(default)]
     pub single_use: bool,
+    /// Scopes the key must hold (SPEC §8.2); without them: 403 `insufficient_scope`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_scopes: Vec<String>,
 }
 
 /// Data of a verify answer whose request is valid: who the partner is.
@@ -249,9 +320,27 @@ pub struct VerifiedPartner {
     pub key_id: String,
     #[cfg_attr(feature = "openapi", schema(format = "date-time"))]
     pub key_created_at: String,
-    /// When the key stops working, if it is retiring; `null` otherwise.
+    /// When the key stops working, if an expiry applies; `null` otherwise.
     #[cfg_attr(feature = "openapi", schema(format = "date-time"))]
     pub key_expires_at: Option<String>,
+    /// `primary` or `restricted` (SPEC §8.1).
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// `live` or `test`: a test key must not move real money (SPEC §8.3).
+    #[serde(default)]
+    pub mode: String,
+}
+
+/// Data of `insufficient_scope`: what the route needs and what the key holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScopeData {
+    pub required: Vec<String>,
+    pub granted: Vec<String>,
 }
 
 /// Data of a verify answer whose request is not valid: what the partner must receive.
@@ -312,6 +401,9 @@ mod tests {
         assert_eq!(paths::WHOAMI, "/api/v1/PartnerP2P/WhoAmI");
         assert_eq!(paths::RETIRE_OLD_KEYS, "/api/v1/PartnerP2P/RetireOldKeys");
         assert_eq!(paths::SET_ALLOWED_IPS, "/api/v1/PartnerP2P/SetAllowedIps");
+        assert_eq!(paths::CREATE_KEY, "/api/v1/PartnerP2P/CreateKey");
+        assert_eq!(paths::LIST_KEYS, "/api/v1/PartnerP2P/ListKeys");
+        assert_eq!(paths::REVOKE_KEY, "/api/v1/PartnerP2P/RevokeKey");
         assert_eq!(paths::TIME, "/api/v1/time");
         assert_eq!(format!("{}TOKEN", paths::LINK_PREFIX), "/link/TOKEN");
     }

@@ -238,6 +238,20 @@ settings! {
     github_keys_url: String = DEFAULT_GITHUB_KEYS_URL.into(),
     /// What a reported leak of a partner's key does: `revoke` (default) or `notify`.
     leak_action: String,
+    /// The scopes this exchange knows (SPEC §8.2); unset: scopes are off.
+    scopes: Vec<String>,
+    /// Gateway path prefixes and the scope each needs: `/api/v1/PartnerP2P/Payout=payouts:write`.
+    upstream_scopes: Vec<String> = Vec::new(),
+    /// Where the gateway sends requests made with test keys (SPEC §8.3); unset: refused.
+    sandbox_upstream_url: String,
+    /// Every pair expires this long after it was made (`30d`, `12h`, `90s`).
+    key_max_age: String,
+    /// The same, shorter, for partners without an IP allow-list.
+    key_max_age_without_allowlist: String,
+    /// A pair not used for this long expires.
+    key_max_idle: String,
+    /// When the partner is reminded before a pair expires.
+    key_expiry_reminders: Vec<String> = vec!["14d".into(), "3d".into(), "1d".into()],
 }
 
 /// `KEYWARD_GITHUB_KEYS_URL` when unset: GitHub's published secret-scanning keys.
@@ -314,6 +328,10 @@ pub struct Settings {
     pub github_keys_url: Option<url::Url>,
     /// What a reported leak of a partner's key does (`KEYWARD_LEAK_ACTION`).
     pub leak_action: LeakAction,
+    /// `KEYWARD_SCOPES` and `KEYWARD_UPSTREAM_SCOPES` (SPEC §8.2).
+    pub scopes: crate::flows::key_policy::ScopeSettings,
+    /// `KEYWARD_KEY_MAX_AGE` and the rest of SPEC §8.4.
+    pub expiry: crate::flows::key_policy::ExpiryPolicy,
 }
 
 /// What a leak of a partner's key does (SPEC §9.2).
@@ -389,6 +407,28 @@ impl Settings {
             ("trusted proxies", proxies),
             ("exact numbers", on_off(self.exact_numbers)),
             (
+                "scopes",
+                match &self.scopes.known {
+                    None => "off (every key may do everything)".to_owned(),
+                    Some(known) => format!(
+                        "{} ({} gateway prefix(es) need one)",
+                        known.iter().collect::<Vec<_>>().join(", "),
+                        self.scopes.upstream.len()
+                    ),
+                },
+            ),
+            (
+                "sandbox",
+                self.upstream
+                    .as_ref()
+                    .and_then(|u| u.sandbox_url.as_ref())
+                    .map_or_else(
+                        || "off (test keys are refused at the gateway)".to_owned(),
+                        without_credentials,
+                    ),
+            ),
+            ("key expiry", self.expiry.describe()),
+            (
                 "github secret scanning",
                 self.github_keys_url
                     .as_ref()
@@ -438,6 +478,8 @@ pub struct DkimSettings {
 /// Where the gateway forwards authenticated requests, and how.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    /// Where requests made with test keys go (SPEC §8.3); none: they are refused.
+    pub sandbox_url: Option<url::Url>,
     /// Scheme, host, port and an optional base path; the request's own path and query are
     /// appended to it unchanged.
     pub url: url::Url,
@@ -588,28 +630,40 @@ impl RawSettings {
         let upstream = match f.upstream_url.filter(|u| !u.trim().is_empty()) {
             None => None,
             Some(text) => {
-                let url = url::Url::parse(text.trim()).with_context(|| {
-                    format!("KEYWARD_UPSTREAM_URL must be an absolute URL such as http://127.0.0.1:9000, not {text:?}")
-                })?;
-                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                    bail!(
-                        "KEYWARD_UPSTREAM_URL must start with http:// or https:// and name a host"
-                    );
-                }
-                if url.query().is_some() || url.fragment().is_some() {
-                    bail!("KEYWARD_UPSTREAM_URL must not have a query or fragment: the request's own are forwarded");
-                }
+                let url = upstream_url("KEYWARD_UPSTREAM_URL", text.trim())?;
                 if let Some(bad) = f.upstream_prefixes.iter().find(|p| !p.starts_with('/')) {
                     bail!("KEYWARD_UPSTREAM_PREFIXES entries must start with /, not {bad:?}");
                 }
+                let sandbox_url = f
+                    .sandbox_upstream_url
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(|text| upstream_url("KEYWARD_SANDBOX_UPSTREAM_URL", text))
+                    .transpose()?;
                 Some(Upstream {
                     url,
+                    sandbox_url,
                     prefixes: f.upstream_prefixes,
                     timeout: Duration::from_millis(f.upstream_timeout_ms),
                     single_use: f.upstream_single_use,
                 })
             }
         };
+        if upstream.is_none()
+            && f.sandbox_upstream_url
+                .as_deref()
+                .is_some_and(|u| !u.trim().is_empty())
+        {
+            bail!("KEYWARD_SANDBOX_UPSTREAM_URL needs KEYWARD_UPSTREAM_URL: the sandbox is the gateway's, for test keys");
+        }
+        let scopes = scope_settings(f.scopes, &f.upstream_scopes)?;
+        let expiry = expiry_policy(
+            f.key_max_age.as_deref(),
+            f.key_max_age_without_allowlist.as_deref(),
+            f.key_max_idle.as_deref(),
+            &f.key_expiry_reminders,
+        )?;
         let dkim = match (f.dkim_key_file, f.dkim_selector) {
             (None, None) => None,
             (Some(key_file), Some(selector)) => {
@@ -676,6 +730,8 @@ impl RawSettings {
         let seconds =
             |secs: u64| chrono::TimeDelta::seconds(i64::try_from(secs).unwrap_or(i64::MAX));
         Ok(Settings {
+            scopes,
+            expiry,
             github_keys_url,
             leak_action,
             exact_numbers: f.exact_numbers,
@@ -722,6 +778,108 @@ impl RawSettings {
             data_dir,
         })
     }
+}
+
+/// `KEYWARD_SCOPES` (unset: off) and `KEYWARD_UPSTREAM_SCOPES`, checked: a malformed list
+/// stops the server at start.
+fn scope_settings(
+    known: Option<Vec<String>>,
+    upstream: &[String],
+) -> anyhow::Result<crate::flows::key_policy::ScopeSettings> {
+    use keyward_core::scopes::{is_scope_name, Scopes};
+    let known = match known {
+        None => None,
+        Some(names) => {
+            if let Some(bad) = names.iter().find(|n| !is_scope_name(n)) {
+                bail!("KEYWARD_SCOPES: {bad:?} is not a scope name: use a lower-case letter, then up to 63 of a-z 0-9 _ . : - (such as payouts:write)");
+            }
+            if names.is_empty() {
+                bail!("KEYWARD_SCOPES is empty: list the scopes (such as payouts:write,reports:read), or leave it unset to turn scopes off");
+            }
+            Some(Scopes::from_names(names))
+        }
+    };
+    let mut mapped = Vec::new();
+    for entry in upstream {
+        let Some((prefix, scope)) = entry.split_once('=') else {
+            bail!("KEYWARD_UPSTREAM_SCOPES entries are PREFIX=SCOPE, such as /api/v1/PartnerP2P/Payout=payouts:write; {entry:?} has no =");
+        };
+        let (prefix, scope) = (prefix.trim(), scope.trim());
+        if !prefix.starts_with('/') {
+            bail!("KEYWARD_UPSTREAM_SCOPES prefixes must start with /, not {prefix:?}");
+        }
+        let Some(known) = &known else {
+            bail!(
+                "KEYWARD_UPSTREAM_SCOPES needs KEYWARD_SCOPES: list the scopes the exchange knows"
+            );
+        };
+        if !known.contains(scope) {
+            bail!("KEYWARD_UPSTREAM_SCOPES names {scope:?}, which is not in KEYWARD_SCOPES");
+        }
+        // Compared as the gateway compares paths: decoded, in lower case.
+        let prefix = crate::flows::key_policy::scope_path(prefix);
+        mapped.push((prefix, scope.to_owned()));
+    }
+    // Longest prefix first: the first match is the one that applies.
+    mapped.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    Ok(crate::flows::key_policy::ScopeSettings {
+        known,
+        upstream: mapped,
+    })
+}
+
+/// The expiry policy of SPEC §8.4 from its settings' text.
+fn expiry_policy(
+    max_age: Option<&str>,
+    without_allowlist: Option<&str>,
+    max_idle: Option<&str>,
+    reminders: &[String],
+) -> anyhow::Result<crate::flows::key_policy::ExpiryPolicy> {
+    let duration = |variable: &str, text: Option<&str>| -> anyhow::Result<Option<i64>> {
+        match text.map(str::trim).filter(|t| !t.is_empty()) {
+            None => Ok(None),
+            Some(text) => keyward_core::scopes::parse_duration(text)
+                .filter(|&secs| secs <= TEN_YEARS_SECS)
+                .map(|secs| Some(i64::try_from(secs).unwrap_or(i64::MAX) * 1000))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{variable} must be a duration such as 90d, 12h or 90s (at most ten years), not {text:?}")
+                }),
+        }
+    };
+    let mut before = Vec::new();
+    for text in reminders {
+        match duration("KEYWARD_KEY_EXPIRY_REMINDERS", Some(text))? {
+            Some(ms) => before.push(ms),
+            None => {
+                bail!("KEYWARD_KEY_EXPIRY_REMINDERS entries must be durations such as 14d,3d,1d")
+            }
+        }
+    }
+    before.sort_unstable_by(|a, b| b.cmp(a));
+    before.dedup();
+    Ok(crate::flows::key_policy::ExpiryPolicy {
+        max_age: duration("KEYWARD_KEY_MAX_AGE", max_age)?,
+        max_age_without_allowlist: duration(
+            "KEYWARD_KEY_MAX_AGE_WITHOUT_ALLOWLIST",
+            without_allowlist,
+        )?,
+        max_idle: duration("KEYWARD_KEY_MAX_IDLE", max_idle)?,
+        reminders: before,
+    })
+}
+
+/// An upstream URL setting: absolute, http(s), with a host, no query or fragment.
+fn upstream_url(variable: &str, text: &str) -> anyhow::Result<url::Url> {
+    let url = url::Url::parse(text).with_context(|| {
+        format!("{variable} must be an absolute URL such as http://127.0.0.1:9000, not {text:?}")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        bail!("{variable} must start with http:// or https:// and name a host");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        bail!("{variable} must not have a query or fragment: the request's own are forwarded");
+    }
+    Ok(url)
 }
 
 fn read_secret_file(variable: &str, path: &Path) -> anyhow::Result<String> {

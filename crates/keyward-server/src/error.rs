@@ -2,7 +2,7 @@
 //! JSON envelope (or an HTML page) in one place.
 
 use crate::store::StoreError;
-use keyward_core::wire::{FieldProblem, MessageHashes, StaleData};
+use keyward_core::wire::{FieldProblem, MessageHashes, ScopeData, StaleData};
 use keyward_core::ErrorCode;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,9 @@ pub enum Error {
     /// 401 `stale_request`, with the server's clock and the request's distance from it.
     #[error("stale_request: skew {} ms", .0.skew_ms)]
     StaleRequest(StaleData),
+    /// 403 `insufficient_scope` with what the route needs and what the key holds (SPEC §8.2).
+    #[error("insufficient_scope: requires {:?}", .0.required)]
+    InsufficientScope(ScopeData),
     /// 400 `missing_fields` (`client_ip`): the verify API's caller did not say where the
     /// partner's request came from, and the partner has an IP allow-list.
     #[error("client_ip is required: the partner has an IP allow-list")]
@@ -45,6 +48,7 @@ impl Error {
             Error::Fields { code, .. } => *code,
             Error::InvalidSignature(_) => ErrorCode::InvalidSignature,
             Error::StaleRequest(_) => ErrorCode::StaleRequest,
+            Error::InsufficientScope(_) => ErrorCode::InsufficientScope,
             Error::ClientIpRequired => ErrorCode::MissingFields,
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::Unavailable(_) => ErrorCode::Unavailable,
@@ -63,6 +67,7 @@ impl Error {
             },
             Error::InvalidSignature(hashes) => Error::InvalidSignature(hashes.clone()),
             Error::StaleRequest(data) => Error::StaleRequest(data.clone()),
+            Error::InsufficientScope(data) => Error::InsufficientScope(data.clone()),
             Error::ClientIpRequired => Error::ClientIpRequired,
             Error::RateLimited { retry_after_secs } => Error::RateLimited {
                 retry_after_secs: *retry_after_secs,
@@ -81,6 +86,7 @@ impl Error {
                 })
             }
             Error::StaleRequest(data) => serde_json::to_value(data),
+            Error::InsufficientScope(data) => serde_json::to_value(data),
             _ => return None,
         };
         data.ok()

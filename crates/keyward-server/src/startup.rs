@@ -258,7 +258,8 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Housekeeping: every 5 s, records when service tokens and keys were last used; every minute,
+/// Housekeeping: every 5 s, records when service tokens and keys were last used and sends
+/// the reminders of expiring keys that fell due (SPEC §8.4); every minute,
 /// forgets replay records whose window has passed and deletes emails sent longer ago than the
 /// retention period.
 async fn janitor(state: AppState, stop: CancellationToken) {
@@ -274,6 +275,10 @@ async fn janitor(state: AppState, stop: CancellationToken) {
         }
         if let Err(e) = state.key_usage.flush(&state.store).await {
             tracing::warn!(error = ?e, "could not record when keys were last used");
+        }
+        // After the flush: an idle limit is judged by the latest recorded use.
+        if let Err(e) = crate::flows::send_due_reminders(&state.ctx).await {
+            tracing::warn!(error = %e, "could not send the reminders of expiring keys");
         }
         if ticks.is_multiple_of(12) {
             if let Err(e) = state

@@ -68,10 +68,24 @@ impl Gateway {
     /// under the base path (a URL parser that would re-encode or resolve anything refuses it
     /// here, instead of sending something other than what was checked).
     pub fn target(&self, uri: &Uri) -> Result<url::Url> {
+        Self::target_under(&self.upstream.url, uri)
+    }
+
+    /// The URL a request made with a test key goes to: the same path and query under the
+    /// sandbox (SPEC §8.3). Without a sandbox, 403 `test_key_not_accepted`: a test key never
+    /// reaches the live upstream.
+    pub fn sandbox_target(&self, uri: &Uri) -> Result<url::Url> {
+        match &self.upstream.sandbox_url {
+            Some(sandbox) => Self::target_under(sandbox, uri),
+            None => Err(ErrorCode::TestKeyNotAccepted.into()),
+        }
+    }
+
+    fn target_under(upstream: &url::Url, uri: &Uri) -> Result<url::Url> {
         let path = uri.path();
         forward_path::check(path).map_err(|refusal| Error::field("path", refusal.problem()))?;
-        let base = self.upstream.url.as_str().trim_end_matches('/');
-        let base_path = self.upstream.url.path().trim_end_matches('/');
+        let base = upstream.as_str().trim_end_matches('/');
+        let base_path = upstream.path().trim_end_matches('/');
         let query = uri.query();
         let text = match query {
             Some(query) => format!("{base}{path}?{query}"),

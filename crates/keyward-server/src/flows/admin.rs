@@ -203,7 +203,7 @@ pub async fn set_allowed_ips(
     let now = ctx.clock.now();
     let (mut tx, mut partner) = locked_partner(&ctx.store, code).await?;
     super::change_allowed_ips(
-        ctx.cipher()?,
+        ctx,
         &mut tx,
         &partner,
         &allowed_ips,

@@ -5,7 +5,6 @@ use super::key_cache::wait_out;
 use super::Context;
 use super::{commit_and_wake, queue_email, Authenticated, Outgoing};
 use crate::clock::millis;
-use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::mail::EmailKind;
 use crate::store::{Actor, Audit, AuditKind, Partner, Tx};
@@ -40,7 +39,7 @@ pub const NOTICE_SPACING_MS: i64 = 5 * 60_000;
 /// email; returns `false`, changing and sending nothing, when the list is already in force. The
 /// caller commits, then waits out the key cache before acknowledging (SPEC §6).
 pub(crate) async fn change_allowed_ips(
-    cipher: &Cipher,
+    ctx: &Context,
     tx: &mut Tx,
     partner: &Partner,
     allowed_ips: &AllowedIps,
@@ -54,6 +53,12 @@ pub(crate) async fn change_allowed_ips(
         return Ok(false);
     }
     tx.set_allowed_ips(&partner.id, allowed_ips, now).await?;
+    if partner.allowed_ips.is_empty() != allowed_ips.is_empty() {
+        // The shorter maximum age for partners without an allow-list is lifted or applies
+        // again: the reminders follow (SPEC §8.4).
+        super::reminders::reschedule_partner(ctx, tx, partner, !allowed_ips.is_empty(), now)
+            .await?;
+    }
     let (changed_by, ip) = match changer {
         Changer::Partner(ip) => ("the partner's keys".to_owned(), Some(ip.to_string())),
         Changer::Operator(name) => (format!("operator {name}"), None),
@@ -83,7 +88,7 @@ pub(crate) async fn change_allowed_ips(
     };
     let mut email = Outgoing::now(&partner.email, EmailKind::AllowedIpsChanged, now);
     email.send_after = notice_time(tx, &partner.email, now).await?;
-    queue_email(cipher, tx, email, &context).await?;
+    queue_email(ctx.cipher()?, tx, email, &context).await?;
     Ok(true)
 }
 
@@ -145,7 +150,7 @@ pub async fn set_allowed_ips(
         .await?
         .ok_or(Error::from(ErrorCode::UnknownKey))?;
     let changed = change_allowed_ips(
-        ctx.cipher()?,
+        ctx,
         &mut tx,
         &partner,
         allowed_ips,

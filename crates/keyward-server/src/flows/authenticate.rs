@@ -2,15 +2,17 @@
 //! regeneration, the verify API and the gateway.
 
 use super::key_cache::AuthKey;
+use super::key_policy::{require_primary, KeyTimes};
 use super::Context;
 use super::{replay_digest, ReplayPurpose};
 use crate::clock::millis;
 use crate::error::{Error, Result};
-use crate::store::Partner;
+use crate::store::{KeyClass, Partner};
 use keyward_core::signature::SignedBody;
 use keyward_core::wire::StaleData;
-use keyward_core::{json::Value, ErrorCode, PartnerStatus, PublicKey};
+use keyward_core::{json::Value, ErrorCode, KeyMode, PartnerStatus, PublicKey};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The partner's `Authorization` header, read but not yet checked against storage.
 #[derive(Debug, Clone)]
@@ -66,27 +68,34 @@ pub enum ClientAddress {
 pub struct Authenticated {
     pub key_id: String,
     pub key_created_at: i64,
-    /// When the key stops working, if it is the retiring pair (answers carry
-    /// `Keyward-Key-Expires`).
+    /// When the key stops working, if an expiry applies: a retiring pair's overlap, the
+    /// expiry policy, a restricted pair's own (answers carry `Keyward-Key-Expires`).
     pub key_expires_at: Option<i64>,
+    /// Whether the key is the retiring primary pair.
+    pub retiring: bool,
+    /// Primary or restricted, and what a restricted pair may do.
+    pub class: Arc<KeyClass>,
+    pub mode: KeyMode,
     pub partner: Partner,
 }
 
 impl Authenticated {
-    /// A retiring pair keeps *working* but not *control* (SPEC §3.2): the routes that manage
-    /// the account (regeneration, RetireOldKeys, SetAllowedIps) take the current pair only,
-    /// else 403 `key_retiring`. Whoever still holds an old pair cannot lock the partner out.
+    /// The routes that manage the partner's keys and account take its current primary pair
+    /// only. A restricted pair gets 403 `insufficient_scope` (SPEC §8.1). A retiring pair keeps
+    /// *working* but not *control* (SPEC §3.2): 403 `key_retiring`, so whoever still holds an
+    /// old pair cannot lock the partner out.
     pub fn require_current_pair(&self) -> Result<()> {
-        match self.key_expires_at {
-            Some(_) => Err(ErrorCode::KeyRetiring.into()),
-            None => Ok(()),
+        require_primary(&self.class)?;
+        if self.retiring {
+            return Err(ErrorCode::KeyRetiring.into());
         }
+        Ok(())
     }
 }
 
 /// Checks, in the order of SPEC §3.2, once the caller has read a well-formed public key from
 /// the `Authorization` header: key known, not revoked, not expired (a retiring pair past its
-/// overlap), partner not suspended, client IP allowed, signature, freshness. What the store says of the key comes through the node's
+/// overlap, or past the expiry policy or its own expiry), partner not suspended, client IP allowed, signature, freshness. What the store says of the key comes through the node's
 /// key cache, at most `KEYWARD_KEY_CACHE_MS` old (see `key_cache.rs` for why revocation
 /// stays instant).
 #[tracing::instrument(skip_all)]
@@ -135,9 +144,32 @@ pub async fn authenticate(
     Ok(Authenticated {
         key_id: key.key_id.clone(),
         key_created_at: key.created_at,
-        key_expires_at: key.expires_at,
+        key_expires_at: expires_at(ctx, key),
+        retiring: key.expires_at.is_some(),
+        class: key.class.clone(),
+        mode: key.mode,
         partner: key.partner.clone(),
     })
+}
+
+/// When the key stops working, from what the key cache holds and this node's latest use:
+/// no database read.
+fn expires_at(ctx: &Context, key: &AuthKey) -> Option<i64> {
+    let noted = key.last_noted.load(std::sync::atomic::Ordering::Relaxed);
+    let last_used_at = match (key.last_used_at, noted) {
+        (used, i64::MIN) => used,
+        (Some(used), noted) => Some(used.max(noted)),
+        (None, noted) => Some(noted),
+    };
+    let times = KeyTimes {
+        created_at: key.created_at,
+        last_used_at,
+        retiring_until: key.expires_at,
+        valid_until: key.class.valid_until(),
+    };
+    ctx.settings
+        .expiry
+        .expires_at(&times, !key.partner.allowed_ips.is_empty())
 }
 
 /// The checks after the key is known, in SPEC §3.2's order.
@@ -152,7 +184,7 @@ fn check_key(
         (Some(secret), None) => secret,
         _ => return Err(ErrorCode::RevokedKey.into()),
     };
-    if key.expires_at.is_some_and(|expires_at| expires_at <= now) {
+    if expires_at(ctx, key).is_some_and(|expires_at| expires_at <= now) {
         return Err(ErrorCode::ExpiredKey.into());
     }
     if key.partner.status == PartnerStatus::Suspended {

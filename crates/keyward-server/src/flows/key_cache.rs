@@ -16,8 +16,8 @@
 use crate::crypto::{secret_key_aad, Cipher};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::store::{Partner, Store};
-use keyward_core::{KeyHash, SecretKey};
+use crate::store::{KeyClass, Partner, Store};
+use keyward_core::{KeyHash, KeyMode, SecretKey};
 use moka::future::Cache;
 use moka::Expiry;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +37,12 @@ pub struct AuthKey {
     /// When a retiring pair stops working (checked against the clock on every request, so
     /// the cache never makes an expired key live longer).
     pub expires_at: Option<i64>,
+    /// Primary or restricted, with a restricted pair's name, scopes and own expiry (SPEC §8).
+    pub class: Arc<KeyClass>,
+    pub mode: KeyMode,
+    /// The last use the database knew of when this entry was read (the expiry policy's idle
+    /// limit also counts this node's uses since, from `last_noted`).
+    pub last_used_at: Option<i64>,
     pub partner: Partner,
     /// `None` for a revoked key: it will never be used to verify anything.
     pub secret: Option<SecretKey>,
@@ -157,6 +163,9 @@ async fn load(store: &Store, cipher: &Cipher, hash: &KeyHash) -> Result<Lookup> 
             created_at: record.created_at,
             revoked_at: record.revoked_at,
             expires_at: record.expires_at,
+            class: Arc::new(record.class),
+            mode: record.mode,
+            last_used_at: record.last_used_at,
             partner: record.partner,
             secret,
             last_noted: std::sync::atomic::AtomicI64::new(i64::MIN),

@@ -1,13 +1,15 @@
 //! One-time links: looking at one, and using one.
 
 use super::key_cache::wait_out;
+use super::key_policy::KeyTimes;
+use super::reminders::schedule_for_new_key;
 use super::Context;
 use super::{commit_and_wake, human_time, queue_email, Outgoing, Overlap};
 use crate::clock::{from_millis, millis};
 use crate::crypto::secret_key_aad;
 use crate::error::{Error, Result};
 use crate::mail::EmailKind;
-use crate::store::{Actor, Audit, AuditKind, Event, Link, NewKey, Supersede};
+use crate::store::{Actor, Audit, AuditKind, Event, KeyClass, KeySpec, Link, NewKey, Supersede};
 use chrono::{DateTime, SecondsFormat, Utc};
 use keyward_core::{
     ErrorCode, KeyPair, LinkPurpose, LinkToken, PartnerCode, PartnerId, PartnerStatus,
@@ -35,6 +37,8 @@ pub struct LinkView {
     pub expires_at: DateTime<Utc>,
     /// How long the current keys keep working once a regeneration link is used.
     pub overlap: Overlap,
+    /// For a `restricted_key` link: the pair it makes (name, scopes, mode, expiry).
+    pub key: Option<KeySpec>,
 }
 
 impl LinkView {
@@ -43,6 +47,7 @@ impl LinkView {
             purpose: link.purpose,
             expires_at: from_millis(link.expires_at),
             overlap: Overlap::from_seconds(link.overlap_seconds).unwrap_or_default(),
+            key: link.key.clone(),
         }
     }
 }
@@ -65,6 +70,8 @@ pub struct Redeemed {
     pub purpose: LinkPurpose,
     /// Until when the previous pair keeps working, if it retires rather than being revoked.
     pub old_keys_expire_at: Option<DateTime<Utc>>,
+    /// For a restricted pair: what it is.
+    pub key: Option<keyward_core::wire::KeyInfo>,
 }
 
 /// Looks at a link without changing anything (mail scanners fetch links).
@@ -125,6 +132,12 @@ pub async fn redeem(
     if !tx.consume_link(&link.id, now).await? {
         return Err(ErrorCode::LinkUsed.into());
     }
+    if link.purpose == LinkPurpose::RestrictedKey {
+        // A new pair beside the others: nothing is revoked, no other link is spent.
+        return super::keys::make_restricted_pair(ctx, tx, &link, partner, ip, now)
+            .await
+            .map(Redemption::Redeemed);
+    }
     // Any other unused link of the same kind is spent too (a signed one and one asked for
     // without keys can both be open).
     tx.supersede_links(&partner.id, link.purpose, Supersede::All, now)
@@ -162,7 +175,11 @@ pub async fn redeem(
             }
         }
         (revoked, retired.map(|_| until))
+    } else if link.signed {
+        // Asked for with the keys: only the primary pair is replaced (SPEC §8.1).
+        (tx.revoke_primary_keys(&partner.id, now).await?, None)
     } else {
+        // The lost-keys path: whatever was lost, every pair goes.
         (tx.revoke_keys(&partner.id, now).await?, None)
     };
     if link.purpose == LinkPurpose::Onboarding && partner.status == PartnerStatus::Pending {
@@ -183,8 +200,18 @@ pub async fn redeem(
         secret_ciphertext: &ciphertext,
         secret_key_hash: &pair.secret.hash(),
         created_at: millis(now),
+        class: &KeyClass::Primary,
+        mode: keyward_core::KeyMode::Live,
+        slot: None,
     })
     .await?;
+    let times = KeyTimes {
+        created_at: millis(now),
+        last_used_at: None,
+        retiring_until: None,
+        valid_until: None,
+    };
+    schedule_for_new_key(ctx, &mut tx, &key_id, &times, &partner, now).await?;
     let ip_text = ip.to_string();
     if link.purpose == LinkPurpose::Regeneration {
         let context = NoticeContext {
@@ -228,5 +255,6 @@ pub async fn redeem(
         keys: pair,
         purpose: link.purpose,
         old_keys_expire_at,
+        key: None,
     }))
 }

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum ReplayPurpose {
     Regeneration,
+    CreateKey,
     SingleUse,
 }
 
@@ -17,6 +18,7 @@ pub(crate) enum ReplayPurpose {
 pub(crate) fn replay_digest(purpose: ReplayPurpose, key_id: &str, body: &SignedBody) -> [u8; 32] {
     let label = match purpose {
         ReplayPurpose::Regeneration => "keyward/replay/regeneration/v1",
+        ReplayPurpose::CreateKey => "keyward/replay/create-key/v1",
         ReplayPurpose::SingleUse => "keyward/replay/single-use/v1",
     };
     let mut hash = Sha256::new();

@@ -18,6 +18,8 @@ pub struct VerifyInput<'a> {
     pub client: ClientAddress,
     /// Whether the same signed request may be accepted only once (a payout).
     pub single_use: bool,
+    /// Scopes the key must hold (SPEC §8.2), checked against the exchange's already.
+    pub required_scopes: &'a [String],
 }
 
 /// The answer the partner must get.
@@ -42,6 +44,10 @@ pub async fn verify(ctx: &Context, input: VerifyInput<'_>) -> Result<Verdict> {
         body.require_signature()?;
         let authorization = Authorization::relayed(input.authorization);
         let auth = authenticate(ctx, authorization.public_key()?, &body, input.client).await?;
+        ctx.settings.scopes.require(
+            &auth.class,
+            input.required_scopes.iter().map(String::as_str),
+        )?;
         if input.single_use {
             use_once(ctx, &auth, &body).await?;
         }

@@ -16,7 +16,7 @@ use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyward_core::wire::{wire_time, KEY_EXPIRES_HEADER};
-use keyward_core::ErrorCode;
+use keyward_core::{ErrorCode, KeyMode};
 
 /// Authenticates and forwards one request. Called for paths the gateway covers.
 pub async fn forward(state: AppState, gateway: &Gateway, request: Request) -> Response {
@@ -42,7 +42,7 @@ async fn try_forward(state: AppState, gateway: &Gateway, request: Request) -> Re
         return Err(ErrorCode::MethodNotAllowed.into());
     }
     // Refused before any work: a path that could leave the prefix is never forwarded.
-    let target = gateway.target(&original)?;
+    let mut target = gateway.target(&original)?;
     let headers = parts.headers.clone();
     let JsonBody { raw, body } =
         JsonBody::from_request(Request::from_parts(parts, body), &state).await?;
@@ -58,9 +58,18 @@ async fn try_forward(state: AppState, gateway: &Gateway, request: Request) -> Re
         ClientAddress::Known(ip),
     )
     .await?;
-    // Every answer to a request made with a retiring key says when it expires (SPEC §3.2).
+    // Every answer to a request made with a key that expires says when (SPEC §3.2, §8.4).
     let key_expires_at = auth.key_expires_at;
     let relayed: Result<Response> = async move {
+        // A test key goes to the sandbox, or nowhere (SPEC §8.3).
+        if auth.mode == KeyMode::Test {
+            target = gateway.sandbox_target(&original)?;
+        }
+        // The scope the path needs, by the path that is sent (SPEC §8.2).
+        let scopes = &state.settings.scopes;
+        if let Some(required) = scopes.required_for_path(original.path()) {
+            scopes.require(&auth.class, [required])?;
+        }
         if gateway.is_single_use(&method) {
             flows::use_once(&state, &auth, &body).await?;
         }
@@ -73,6 +82,8 @@ async fn try_forward(state: AppState, gateway: &Gateway, request: Request) -> Re
             ("keyward-partner-id", auth.partner.id.to_string()),
             ("keyward-partner-code", auth.partner.code.to_string()),
             ("keyward-key-id", auth.key_id.clone()),
+            ("keyward-key-scopes", scopes.granted(&auth.class).join(" ")),
+            ("keyward-key-mode", auth.mode.as_str().to_owned()),
             (
                 KEY_EXPIRES_HEADER,
                 auth.key_expires_at.map(wire_time).unwrap_or_default(),

@@ -90,7 +90,25 @@ pub(crate) async fn verify(
         "must be an IPv4 or IPv6 address such as 203.0.113.7",
     );
     let single_use = fields.flag("single_use");
-    let partner_body = fields.finish_with(partner_body)?;
+    let required_scopes = match body.get("required_scopes") {
+        None | Some(keyward_core::json::Value::Null) => Some(Vec::new()),
+        Some(_) => fields.string_list(
+            "required_scopes",
+            64,
+            |s| keyward_core::scopes::is_scope_name(s).then(|| s.to_owned()),
+            "must be a scope name such as payouts:write",
+        ),
+    };
+    let (partner_body, required_scopes) = fields.finish_with(partner_body.zip(required_scopes))?;
+    if let Some(known) = &state.settings.scopes.known {
+        if let Some(i) = required_scopes.iter().position(|s| !known.contains(s)) {
+            // The caller's mistake (a typo in its own code), told to it, not relayed.
+            return Err(Error::field(
+                &format!("required_scopes[{i}]"),
+                "is not a scope of this exchange (KEYWARD_SCOPES)",
+            ));
+        }
+    }
     let input = VerifyInput {
         authorization: authorization.as_deref(),
         body: &partner_body,
@@ -98,12 +116,16 @@ pub(crate) async fn verify(
             ClientAddress::Known(unmapped(ip))
         }),
         single_use,
+        required_scopes: &required_scopes,
     };
     let verdict = flows::verify(&state, input).await?;
     tracing::debug!(caller = %caller, valid = matches!(verdict, Verdict::Valid(_)), "verified");
     Ok(match verdict {
         Verdict::Valid(auth) => super::answer::with_key_expiry(
-            success("The partner's request is valid.", Some(verified(&auth))),
+            success(
+                "The partner's request is valid.",
+                Some(verified(&state.settings.scopes, &auth)),
+            ),
             auth.key_expires_at,
         ),
         Verdict::Invalid(error) => success(
@@ -113,7 +135,10 @@ pub(crate) async fn verify(
     })
 }
 
-pub(crate) fn verified(auth: &Authenticated) -> VerifiedPartner {
+pub(crate) fn verified(
+    scopes: &crate::flows::key_policy::ScopeSettings,
+    auth: &Authenticated,
+) -> VerifiedPartner {
     VerifiedPartner {
         valid: true,
         partner_id: auth.partner.id.to_string(),
@@ -121,6 +146,10 @@ pub(crate) fn verified(auth: &Authenticated) -> VerifiedPartner {
         key_id: auth.key_id.clone(),
         key_created_at: wire_time(auth.key_created_at),
         key_expires_at: auth.key_expires_at.map(wire_time),
+        kind: auth.class.kind().to_owned(),
+        name: auth.class.name().map(str::to_owned),
+        scopes: scopes.granted(&auth.class),
+        mode: auth.mode.as_str().to_owned(),
     }
 }
 

@@ -1,6 +1,7 @@
-//! Signed routes: `GenKeysForPartner` (and its aliases), `RetireOldKeys`, `WhoAmI` and
-//! `SetAllowedIps` (SPEC §3.2, §3.4, §3.4a). Every answer to a request made with a retiring
-//! key carries `Keyward-Key-Expires`.
+//! Signed routes: `GenKeysForPartner` (and its aliases), `RetireOldKeys`, `WhoAmI`,
+//! `SetAllowedIps` (SPEC §3.2, §3.4, §3.4a) and the restricted keys' `CreateKey`, `ListKeys`,
+//! `RevokeKey` (§8.1). Every answer to a request made with a key that expires carries
+//! `Keyward-Key-Expires`.
 
 use super::answer::with_key_expiry;
 use super::error::success;
@@ -14,8 +15,10 @@ use axum::routing::post;
 use axum::Router;
 use keyward_core::allow_list::parse_entry;
 use keyward_core::signature::SignedBody;
-use keyward_core::wire::{paths, wire_time, AllowedIpsData, RetiredKeys, WhoAmI};
-use keyward_core::{AllowedIps, Email, PartnerCode};
+use keyward_core::wire::{
+    paths, wire_time, AllowedIpsData, KeyList, RetiredKeys, RevokedKeys, WhoAmI,
+};
+use keyward_core::{AllowedIps, Email, KeyMode, PartnerCode};
 
 pub const REGENERATION_SENT: &str =
     "A link to regenerate your keys has been emailed to your registered address. Your current keys keep working until the link is used.";
@@ -37,6 +40,14 @@ pub fn signed_router() -> Router<AppState> {
         .route(paths::WHOAMI, post(whoami))
         .route(paths::RETIRE_OLD_KEYS, post(retire_old_keys))
         .route(paths::SET_ALLOWED_IPS, post(set_allowed_ips))
+        .route(paths::LIST_KEYS, post(list_keys))
+        .route(paths::REVOKE_KEY, post(revoke_key))
+}
+
+/// The signed routes that email a link without being a regeneration (no per-IP limit: the
+/// per-partner budget of emailed links applies).
+pub fn create_key_router() -> Router<AppState> {
+    Router::new().route(paths::CREATE_KEY, post(create_key))
 }
 
 /// The checks of SPEC §3.2 on a request from `ip`, once its body's fields are valid.
@@ -182,10 +193,16 @@ pub(crate) async fn whoami(
         key_created_at: wire_time(auth.key_created_at),
         key_expires_at: auth.key_expires_at.map(wire_time),
         allowed_ips: auth.partner.allowed_ips.to_strings(),
+        key_id: auth.key_id.clone(),
+        kind: auth.class.kind().to_owned(),
+        name: auth.class.name().map(str::to_owned),
+        scopes: state.settings.scopes.granted(&auth.class),
+        mode: auth.mode.as_str().to_owned(),
     };
-    let message = match auth.key_expires_at {
-        Some(_) => "Your request is signed correctly, with your retiring key pair: switch to the new one before key_expires_at.",
-        None => "Your request is signed correctly.",
+    let message = match (auth.retiring, auth.key_expires_at) {
+        (true, _) => "Your request is signed correctly, with your retiring key pair: switch to the new one before key_expires_at.",
+        (false, Some(_)) => "Your request is signed correctly. This key pair expires at key_expires_at.",
+        (false, None) => "Your request is signed correctly.",
     };
     Ok(answer(&auth, Ok(success(message, Some(data)))))
 }
@@ -273,6 +290,153 @@ pub(crate) async fn set_allowed_ips(
                 allowed_ips: allowed_ips.to_strings(),
             };
             success(message, Some(data))
+        });
+    Ok(answer(&auth, result))
+}
+
+/// Ask for a restricted or test key pair
+///
+/// Signed with the **primary** key pair: emails a one-time link to a new pair with a name,
+/// scopes, a mode (`live` or `test`) and an optional expiry; the page shows it once. Nothing
+/// else changes. At most 10 pairs per partner (409 `key_limit_reached`); the link counts
+/// toward the partner's emailed-link budget.
+#[utoipa::path(
+    post,
+    path = "/api/v1/PartnerP2P/CreateKey",
+    tag = "keys",
+    security(("partner_key" = [])),
+    request_body(content = super::schemas::CreateKeyRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Link emailed", body = super::schemas::MessageEnvelope),
+        super::schemas::AuthErrors,
+        (status = 409, description = "`key_limit_reached`", body = super::schemas::ErrorEnvelope),
+        super::schemas::RateLimited,
+        super::schemas::BodyErrors,
+    )
+)]
+pub(crate) async fn create_key(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    authorization: Authorization,
+    JsonBody { body, .. }: JsonBody,
+) -> Result<Response> {
+    let mut fields = Fields::new(&body);
+    fields.require_signature();
+    let name = fields.required(
+        "name",
+        |s| {
+            let ok = (1..=64).contains(&s.chars().count()) && !s.chars().any(char::is_control);
+            ok.then(|| s.to_owned())
+        },
+        "must be 1 to 64 printable characters",
+    );
+    let scopes = match body.get("scopes") {
+        None | Some(keyward_core::json::Value::Null) => Some(None),
+        Some(_) => fields
+            .string_list(
+                "scopes",
+                64,
+                |s| keyward_core::scopes::is_scope_name(s).then(|| s.to_owned()),
+                "must be a scope name such as payouts:write",
+            )
+            .map(Some),
+    };
+    let mode = fields
+        .optional("mode", KeyMode::parse, "must be live or test")
+        .unwrap_or_default();
+    let valid_days = fields.integer(
+        "expires_in_days",
+        1..=366,
+        "must be a whole number of days from 1 to 366",
+    );
+    let (name, scopes) = fields.finish_with(name.zip(scopes))?;
+    let auth = authenticated(&state, ip, &authorization, &body).await?;
+    let result = async {
+        let request = flows::KeyRequest {
+            name,
+            scopes,
+            mode,
+            valid_days,
+        };
+        let key = request.check(&state)?;
+        flows::create_key(&state, &auth, &key, &body, ip).await?;
+        Ok(success::<()>(
+            "A link to your new key pair has been emailed to your registered address. The pair is shown once, when the link is used.",
+            None,
+        ))
+    }
+    .await;
+    Ok(answer(&auth, result))
+}
+
+/// List the partner's key pairs
+///
+/// Signed with the primary key pair: every pair that works (or retires), with its kind,
+/// name, scopes, mode, expiry and last use. Never a secret, never a whole public key.
+#[utoipa::path(
+    post,
+    path = "/api/v1/PartnerP2P/ListKeys",
+    tag = "keys",
+    security(("partner_key" = [])),
+    request_body(content = super::schemas::SignedRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The pairs", body = super::schemas::KeyListEnvelope),
+        super::schemas::AuthErrors,
+        super::schemas::BodyErrors,
+    )
+)]
+pub(crate) async fn list_keys(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    authorization: Authorization,
+    JsonBody { body, .. }: JsonBody,
+) -> Result<Response> {
+    let auth = signed_only(&state, ip, &authorization, &body).await?;
+    let result = flows::list_keys(&state, &auth)
+        .await
+        .map(|keys| success("Your key pairs.", Some(KeyList { keys })));
+    Ok(answer(&auth, result))
+}
+
+/// Revoke one restricted key pair
+///
+/// Signed with the primary key pair: the pair `key_id` is revoked, on every node by the time
+/// this answers. The primary pair is replaced by regeneration instead.
+#[utoipa::path(
+    post,
+    path = "/api/v1/PartnerP2P/RevokeKey",
+    tag = "keys",
+    security(("partner_key" = [])),
+    request_body(content = super::schemas::RevokeKeyRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`revoked`: 1, or 0 if it was revoked already", body = super::schemas::RevokedKeysEnvelope),
+        super::schemas::AuthErrors,
+        super::schemas::BodyErrors,
+    )
+)]
+pub(crate) async fn revoke_key(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    authorization: Authorization,
+    JsonBody { body, .. }: JsonBody,
+) -> Result<Response> {
+    let mut fields = Fields::new(&body);
+    fields.require_signature();
+    let key_id = fields.required(
+        "key_id",
+        |s| uuid::Uuid::parse_str(s).ok().map(|id| id.to_string()),
+        "must be a key id as ListKeys shows it",
+    );
+    let key_id = fields.finish_with(key_id)?;
+    let auth = authenticated(&state, ip, &authorization, &body).await?;
+    let result = flows::revoke_key(&state, &auth, &key_id, ip)
+        .await
+        .map(|revoked| {
+            let message = match revoked {
+                0 => "This key pair was revoked already.",
+                _ => "The key pair is revoked: no node accepts it any more.",
+            };
+            success(message, Some(RevokedKeys { revoked }))
         });
     Ok(answer(&auth, result))
 }

@@ -173,6 +173,7 @@ fn credentials(redeemed: &Redeemed) -> Credentials {
         old_keys_expire_at: redeemed
             .old_keys_expire_at
             .map(|t| keyward_core::wire::wire_time(t.timestamp_millis())),
+        key: redeemed.key.clone(),
     }
 }
 

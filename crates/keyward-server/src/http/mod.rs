@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> Router {
     let emailing = Router::new()
         .merge(onboarding::router())
         .merge(keys::regenerate_router())
+        .merge(keys::create_key_router())
         .route_layer(middleware::from_fn_with_state(state.clone(), ip_rate_limit));
     let secret_scanning = match state.github_keys {
         Some(_) => secret_scanning::router(),

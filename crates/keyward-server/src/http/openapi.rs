@@ -36,6 +36,9 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
         super::keys::whoami,
         super::keys::retire_old_keys,
         super::keys::set_allowed_ips,
+        super::keys::create_key,
+        super::keys::list_keys,
+        super::keys::revoke_key,
         super::ops::time,
         super::secret_scanning::report,
         super::links::show,
@@ -49,6 +52,7 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
     tags(
         (name = "partners", description = "Onboarding and regeneration (emails a one-time link)"),
         (name = "signed", description = "Requests signed with the partner's keys"),
+        (name = "keys", description = "Restricted and test key pairs, managed with the primary pair (SPEC §8)"),
         (name = "links", description = "One-time links"),
         (name = "secret scanning", description = "Leaked tokens reported by GitHub (KEYWARD_GITHUB_SECRET_SCANNING=on)"),
         (name = "operations", description = "Health (metrics are on the internal listener)")

@@ -3,8 +3,8 @@
 //! derive their own schemas: nothing here mirrors them by hand.
 
 use keyward_core::wire::{
-    AllowedIpsData, Credentials, FieldProblem, RetiredKeys, ServerTime, VerifiedPartner,
-    VerifyRejection, WhoAmI,
+    AllowedIpsData, Credentials, FieldProblem, KeyList, RetiredKeys, RevokedKeys, ServerTime,
+    VerifiedPartner, VerifyRejection, WhoAmI,
 };
 use keyward_core::ErrorCode;
 use serde::Serialize;
@@ -62,6 +62,35 @@ pub struct SetAllowedIpsRequest {
     pub timestamp: Option<i64>,
 }
 
+/// `CreateKey` (SPEC §8.1).
+#[derive(ToSchema, Serialize)]
+pub struct CreateKeyRequest {
+    /// 1–64 printable characters.
+    #[schema(example = "reporting job", min_length = 1, max_length = 64)]
+    pub name: String,
+    /// Scopes of the exchange (`KEYWARD_SCOPES`); leave out when the exchange has none.
+    #[schema(example = json!(["reports:read"]))]
+    pub scopes: Option<Vec<String>>,
+    /// `live` (default) or `test`.
+    #[schema(example = "live", pattern = "^(live|test)$")]
+    pub mode: Option<String>,
+    #[schema(minimum = 1, maximum = 366)]
+    pub expires_in_days: Option<i64>,
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
+    pub signature: String,
+    pub timestamp: Option<i64>,
+}
+
+/// `RevokeKey` (SPEC §8.1).
+#[derive(ToSchema, Serialize)]
+pub struct RevokeKeyRequest {
+    #[schema(format = "uuid")]
+    pub key_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
+    pub signature: String,
+    pub timestamp: Option<i64>,
+}
+
 /// `RedeemKeyLink`.
 #[derive(ToSchema, Serialize)]
 pub struct RedeemRequest {
@@ -113,6 +142,22 @@ pub struct WhoAmIEnvelope {
     pub success: bool,
     pub message: String,
     pub data: WhoAmI,
+}
+
+/// `ListKeys`'s answer.
+#[derive(ToSchema, Serialize)]
+pub struct KeyListEnvelope {
+    pub success: bool,
+    pub message: String,
+    pub data: KeyList,
+}
+
+/// `RevokeKey`'s answer.
+#[derive(ToSchema, Serialize)]
+pub struct RevokedKeysEnvelope {
+    pub success: bool,
+    pub message: String,
+    pub data: RevokedKeys,
 }
 
 /// `RetireOldKeys`'s answer.

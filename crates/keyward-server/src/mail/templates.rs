@@ -20,6 +20,10 @@ pub enum EmailKind {
     /// The notice that a key was found in public (SPEC §9.2), with a regeneration link when
     /// the current pair was revoked.
     KeyLeaked,
+    /// The one-time link to a restricted (or test) key pair asked for with CreateKey.
+    RestrictedKey,
+    /// The reminder that a pair expires under the expiry policy or its own (SPEC §8.4).
+    KeyExpiryReminder,
 }
 
 impl EmailKind {
@@ -31,6 +35,8 @@ impl EmailKind {
             EmailKind::RetiringReminder => "retiring_reminder",
             EmailKind::AllowedIpsChanged => "allowed_ips_changed",
             EmailKind::KeyLeaked => "key_leaked",
+            EmailKind::RestrictedKey => "restricted_key",
+            EmailKind::KeyExpiryReminder => "key_expiry_reminder",
         }
     }
 }
@@ -68,7 +74,9 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "regenerated_notice",
     "retiring_reminder",
     "allowed_ips_changed",
-    "key_leaked"
+    "key_leaked",
+    "restricted_key",
+    "key_expiry_reminder"
 );
 
 fn environment() -> &'static Environment<'static> {
@@ -121,6 +129,9 @@ mod tests {
             overlap => "1 day", old_keys_expire_at => "tomorrow", allowed_ips => ["192.0.2.0/24"],
             changed_by => "the partner", what => "secret key", hint => "sk_partner_abcd…",
             found_at => "https://github.com/o/r/blob/x/.env", revoked => true,
+            key_name => "reports", key_scopes => "reports:read", mode => "test",
+            key_expiry => "never", key_expires_at => "tomorrow", key_label => "restricted key",
+            reason => "it was not used for 90 days", primary => false,
         };
         for kind in [
             EmailKind::Onboarding,
@@ -129,6 +140,8 @@ mod tests {
             EmailKind::RetiringReminder,
             EmailKind::AllowedIpsChanged,
             EmailKind::KeyLeaked,
+            EmailKind::RestrictedKey,
+            EmailKind::KeyExpiryReminder,
         ] {
             let email = render(kind, &context)?;
             assert!(email.subject.contains("A<CME"));

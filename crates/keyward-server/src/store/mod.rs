@@ -20,6 +20,8 @@ pub use operators::{
 pub use outbox::{Claim, ClaimedBatch, Delivery, OUTBOX_LEASE_MS};
 pub mod postgres;
 mod records;
+mod reminders;
+pub use reminders::{DueReminder, KeyTimesRow};
 mod rotation;
 mod service_tokens;
 pub use rotation::{Encrypted, EncryptedValue};
@@ -260,7 +262,8 @@ impl Store {
     /// `column` is one of the two fixed hash columns above, never input.
     async fn key_where(&self, column: &str, hash: &KeyHash) -> Result<Option<KeyRecord>> {
         let sql = format!(
-            "SELECT k.id AS key_id, k.created_at AS key_created_at, k.revoked_at, k.expires_at AS key_expires_at, k.secret_ciphertext, {PARTNER_COLUMNS} \
+            "SELECT k.id AS key_id, k.created_at AS key_created_at, k.revoked_at, k.expires_at AS key_expires_at, k.secret_ciphertext, \
+             k.kind, k.mode, k.name AS key_name, k.scopes, k.valid_until, k.last_used_at, {PARTNER_COLUMNS} \
              FROM partner_keys k JOIN partners p ON p.id = k.partner_id WHERE {column} = $1"
         );
         let Some(row) = sqlx::query(&sql)
@@ -277,6 +280,14 @@ impl Store {
             expires_at: row.try_get("key_expires_at")?,
             secret_ciphertext: row.try_get("secret_ciphertext")?,
             partner: PartnerRow::from_row(&row)?.try_into()?,
+            class: KeyClass::from_columns(
+                row.try_get("kind")?,
+                row.try_get("key_name")?,
+                row.try_get("scopes")?,
+                row.try_get("valid_until")?,
+            )?,
+            mode: records::parse_mode(row.try_get("mode")?)?,
+            last_used_at: row.try_get("last_used_at")?,
         }))
     }
 

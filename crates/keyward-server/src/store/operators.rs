@@ -36,7 +36,20 @@ pub struct KeyInfo {
     pub revoked_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub last_used_ip: Option<String>,
+    /// `primary` or `restricted` (SPEC §8.1).
+    pub kind: String,
+    /// `live` or `test`.
+    pub mode: String,
+    /// A restricted pair's name.
+    pub name: Option<String>,
+    /// A restricted pair's scopes, space-separated.
+    pub scopes: Option<String>,
+    /// A restricted pair's own expiry.
+    pub valid_until: Option<i64>,
 }
+
+/// The columns of [`KeyInfo`].
+const KEY_INFO_COLUMNS: &str = "id, public_key_hint, created_at, expires_at, revoked_at, last_used_at, last_used_ip, kind, mode, name, scopes, valid_until";
 
 impl KeyInfo {
     /// current, retiring, expired or revoked, at `now`.
@@ -175,13 +188,25 @@ impl Store {
 
     /// The partner's key pairs, newest first (at most 20).
     pub async fn partner_keys(&self, partner_id: &PartnerId) -> Result<Vec<KeyInfo>> {
-        Ok(sqlx::query_as(
-            "SELECT id, public_key_hint, created_at, expires_at, revoked_at, last_used_at, last_used_ip \
-             FROM partner_keys WHERE partner_id = $1 ORDER BY created_at DESC, id DESC LIMIT 20",
-        )
-        .bind(partner_id.as_str())
-        .fetch_all(&self.pool)
-        .await?)
+        let sql = format!(
+            "SELECT {KEY_INFO_COLUMNS} FROM partner_keys WHERE partner_id = $1 ORDER BY created_at DESC, id DESC LIMIT 20"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(partner_id.as_str())
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The partner's pairs that are not revoked (at most 11: the primary, a retiring one and
+    /// 9 restricted), oldest first.
+    pub async fn live_partner_keys(&self, partner_id: &PartnerId) -> Result<Vec<KeyInfo>> {
+        let sql = format!(
+            "SELECT {KEY_INFO_COLUMNS} FROM partner_keys WHERE partner_id = $1 AND revoked_at IS NULL ORDER BY created_at, id"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(partner_id.as_str())
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// The partner's links, newest first (at most 20): purpose, times and state, never tokens.

@@ -1,8 +1,10 @@
 //! What the store reads and writes: rows and their typed forms.
 
 use super::{Result, StoreError};
+use keyward_core::scopes::Scopes;
 use keyward_core::{
-    AllowedIps, Email, KeyHash, LinkPurpose, PartnerCode, PartnerId, PartnerStatus, TokenHash,
+    AllowedIps, Email, KeyHash, KeyMode, LinkPurpose, PartnerCode, PartnerId, PartnerStatus,
+    TokenHash,
 };
 use sqlx::FromRow;
 
@@ -64,10 +66,100 @@ pub struct KeyRecord {
     pub key_id: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
-    /// When a retiring pair stops working; `None` for the current pair.
+    /// When a retiring primary pair stops working; `None` for every other pair.
     pub expires_at: Option<i64>,
     pub secret_ciphertext: Vec<u8>,
     pub partner: Partner,
+    pub class: KeyClass,
+    pub mode: KeyMode,
+    /// Approximate: written in batches by each node.
+    pub last_used_at: Option<i64>,
+}
+
+/// Whether a pair is the partner's primary pair or a restricted one (SPEC §8.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClass {
+    /// Full power; rotated by regeneration.
+    Primary,
+    Restricted {
+        name: String,
+        scopes: Scopes,
+        /// Its own expiry (`expires_in_days`), ms.
+        valid_until: Option<i64>,
+    },
+}
+
+impl KeyClass {
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            KeyClass::Primary => "primary",
+            KeyClass::Restricted { .. } => "restricted",
+        }
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            KeyClass::Primary => None,
+            KeyClass::Restricted { name, .. } => Some(name),
+        }
+    }
+
+    pub fn valid_until(&self) -> Option<i64> {
+        match self {
+            KeyClass::Primary => None,
+            KeyClass::Restricted { valid_until, .. } => *valid_until,
+        }
+    }
+
+    /// From the stored columns as operators' listings read them (the database's checks
+    /// guarantee their shape).
+    pub fn from_stored(
+        kind: &str,
+        name: Option<String>,
+        scopes: Option<String>,
+        valid_until: Option<i64>,
+    ) -> Self {
+        match kind {
+            "restricted" => KeyClass::Restricted {
+                name: name.unwrap_or_default(),
+                scopes: Scopes::parse_stored(scopes.as_deref().unwrap_or("")),
+                valid_until,
+            },
+            _ => KeyClass::Primary,
+        }
+    }
+
+    /// From the stored columns `kind`, `name`, `scopes`, `valid_until`.
+    pub(super) fn from_columns(
+        kind: &str,
+        name: Option<String>,
+        scopes: Option<String>,
+        valid_until: Option<i64>,
+    ) -> Result<Self> {
+        match (kind, name, scopes) {
+            ("primary", _, _) => Ok(KeyClass::Primary),
+            ("restricted", Some(name), Some(scopes)) => Ok(KeyClass::Restricted {
+                name,
+                scopes: Scopes::parse_stored(&scopes),
+                valid_until,
+            }),
+            _ => Err(corrupt("key kind", kind)),
+        }
+    }
+}
+
+/// A restricted pair as asked for with `CreateKey`, carried by its link until it is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpec {
+    pub name: String,
+    pub scopes: Scopes,
+    pub mode: KeyMode,
+    /// How many days the pair works once made (`expires_in_days`).
+    pub valid_days: Option<i64>,
+}
+
+pub(super) fn parse_mode(text: &str) -> Result<KeyMode> {
+    KeyMode::parse(text).ok_or_else(|| corrupt("key mode", text))
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +173,10 @@ pub struct Link {
     pub superseded_at: Option<i64>,
     /// How long the old pair keeps working once this (regeneration) link is used.
     pub overlap_seconds: i64,
+    /// Asked for with the partner's keys (not the lost-keys path).
+    pub signed: bool,
+    /// For a `restricted_key` link: the pair to make.
+    pub key: Option<KeySpec>,
 }
 
 #[derive(FromRow)]
@@ -93,6 +189,11 @@ pub(super) struct LinkRow {
     used_at: Option<i64>,
     superseded_at: Option<i64>,
     overlap_seconds: i64,
+    signed: i64,
+    key_name: Option<String>,
+    key_scopes: Option<String>,
+    key_mode: Option<String>,
+    key_valid_days: Option<i64>,
 }
 
 impl TryFrom<LinkRow> for Link {
@@ -109,12 +210,21 @@ impl TryFrom<LinkRow> for Link {
             used_at: row.used_at,
             superseded_at: row.superseded_at,
             overlap_seconds: row.overlap_seconds,
+            signed: row.signed != 0,
+            key: match (row.key_name, row.key_scopes, row.key_mode) {
+                (Some(name), Some(scopes), Some(mode)) => Some(KeySpec {
+                    name,
+                    scopes: Scopes::parse_stored(&scopes),
+                    mode: parse_mode(&mode)?,
+                    valid_days: row.key_valid_days,
+                }),
+                _ => None,
+            },
         })
     }
 }
 
-pub(super) const LINK_COLUMNS: &str =
-    "id, partner_id, purpose, created_at, expires_at, used_at, superseded_at, overlap_seconds";
+pub(super) const LINK_COLUMNS: &str = "id, partner_id, purpose, created_at, expires_at, used_at, superseded_at, overlap_seconds, signed, key_name, key_scopes, key_mode, key_valid_days";
 
 pub struct NewLink<'a> {
     pub id: &'a str,
@@ -129,6 +239,8 @@ pub struct NewLink<'a> {
     pub created_at: i64,
     pub expires_at: i64,
     pub requested_ip: Option<std::net::IpAddr>,
+    /// For a `restricted_key` link: the pair to make.
+    pub key: Option<&'a KeySpec>,
 }
 
 /// A key's latest use as one node saw it (written in batches, SPEC §3.5's `last used`).
@@ -149,6 +261,10 @@ pub struct NewKey<'a> {
     /// SHA-256 of the secret key, to find the pair when the secret leaks (SPEC §9.2).
     pub secret_key_hash: &'a KeyHash,
     pub created_at: i64,
+    pub class: &'a KeyClass,
+    pub mode: KeyMode,
+    /// A restricted pair's place among the partner's 9 (see migration 0009).
+    pub slot: Option<i64>,
 }
 
 pub struct NewEmail<'a> {
@@ -273,6 +389,8 @@ pub enum AuditKind {
     KeysRevoked,
     /// The retiring pair revoked by the partner (`RetireOldKeys`).
     RetiringKeysRevoked,
+    /// One restricted pair revoked by the partner (`RevokeKey`, SPEC §8.1).
+    KeyRevoked,
     AllowedIpsChanged,
     ServiceTokenCreated,
     ServiceTokenRevoked,
@@ -287,7 +405,7 @@ impl AuditKind {
     /// The lifecycle event (SPEC §9.3) this change is announced as to webhook endpoints, if
     /// any. The names are part of the webhooks' contract: never rename one.
     pub fn event_type(self) -> Option<&'static str> {
-        use keyward_core::LinkPurpose::{Onboarding, Regeneration};
+        use keyward_core::LinkPurpose::{Onboarding, Regeneration, RestrictedKey};
         Some(match self {
             Self::PartnerCreated | Self::PartnerInvited => "partner.onboarded",
             Self::LinkRedeemed(Onboarding) => "partner.activated",
@@ -295,7 +413,8 @@ impl AuditKind {
             Self::PartnerActivated => "partner.reactivated",
             Self::LinkRedeemed(Regeneration) => "key.regenerated",
             Self::RetiringKeysRevoked => "key.retired",
-            Self::KeysRevoked => "key.revoked",
+            Self::LinkRedeemed(RestrictedKey) => "key.created",
+            Self::KeysRevoked | Self::KeyRevoked => "key.revoked",
             Self::KeyLeaked => "key.leaked",
             Self::AllowedIpsChanged => "allowlist.changed",
             Self::ServiceTokenCreated => "service_token.created",
@@ -308,7 +427,7 @@ impl AuditKind {
     }
 
     pub fn name(self) -> &'static str {
-        use keyward_core::LinkPurpose::{Onboarding, Regeneration};
+        use keyward_core::LinkPurpose::{Onboarding, Regeneration, RestrictedKey};
         match self {
             Self::PartnerCreated => "partner_created",
             Self::PartnerInvited => "partner_invited",
@@ -319,6 +438,9 @@ impl AuditKind {
             Self::LinkIssued(Regeneration) => "regeneration_link_issued",
             Self::LinkRedeemed(Onboarding) => "onboarding_link_redeemed",
             Self::LinkRedeemed(Regeneration) => "regeneration_link_redeemed",
+            Self::LinkIssued(RestrictedKey) => "restricted_key_link_issued",
+            Self::LinkRedeemed(RestrictedKey) => "restricted_key_created",
+            Self::KeyRevoked => "key_revoked",
             Self::KeysRevoked => "keys_revoked",
             Self::RetiringKeysRevoked => "retiring_keys_revoked",
             Self::AllowedIpsChanged => "allowed_ips_changed",

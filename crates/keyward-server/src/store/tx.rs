@@ -1,6 +1,6 @@
 //! One write transaction and what can be done in it.
 
-use super::records::{Audit, NewEmail, NewKey, NewLink, Partner, Supersede};
+use super::records::{Audit, KeyClass, NewEmail, NewKey, NewLink, Partner, Supersede};
 use super::{link_with_partner, partner_where, Backend, Link, Result};
 use crate::clock::millis;
 use chrono::{DateTime, Utc};
@@ -195,7 +195,7 @@ impl Tx {
 
     pub async fn insert_link(&mut self, link: &NewLink<'_>) -> Result<()> {
         sqlx::query(
-            "INSERT INTO links (id, partner_id, purpose, token_hash, created_at, expires_at, requested_ip, signed, overlap_seconds) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO links (id, partner_id, purpose, token_hash, created_at, expires_at, requested_ip, signed, overlap_seconds, key_name, key_scopes, key_mode, key_valid_days) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(link.id)
         .bind(link.partner_id.as_str())
@@ -206,6 +206,10 @@ impl Tx {
         .bind(link.requested_ip.map(|ip| ip.to_string()))
         .bind(i64::from(link.signed))
         .bind(link.overlap_seconds)
+        .bind(link.key.map(|k| k.name.clone()))
+        .bind(link.key.map(|k| k.scopes.to_stored()))
+        .bind(link.key.map(|k| k.mode.as_str()))
+        .bind(link.key.and_then(|k| k.valid_days))
         .execute(&mut *self.tx)
         .await?;
         self.written.links.push(link.purpose);
@@ -226,11 +230,67 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Revokes every unrevoked key of the partner (current and retiring); returns how many.
-    /// Emails about them that were not sent yet are cancelled.
+    /// Revokes every unrevoked key of the partner (primary, retiring and restricted); returns
+    /// how many. Emails about them that were not sent yet are cancelled.
     pub async fn revoke_keys(&mut self, partner_id: &PartnerId, now: DateTime<Utc>) -> Result<u64> {
         let now = millis(now);
         self.revoke_where(partner_id, "", now).await
+    }
+
+    /// Revokes the partner's primary pairs (current and retiring), leaving its restricted
+    /// ones: a signed regeneration replaces only the primary pair (SPEC §8.1).
+    pub async fn revoke_primary_keys(
+        &mut self,
+        partner_id: &PartnerId,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let now = millis(now);
+        self.revoke_where(partner_id, " AND kind = 'primary'", now)
+            .await
+    }
+
+    /// A pair of the partner: its kind and when it was revoked; `None` if the partner has no
+    /// pair with this id.
+    pub async fn key_state(
+        &mut self,
+        partner_id: &PartnerId,
+        key_id: &str,
+    ) -> Result<Option<(String, Option<i64>)>> {
+        let row = sqlx::query(
+            "SELECT kind, revoked_at FROM partner_keys WHERE partner_id = $1 AND id = $2",
+        )
+        .bind(partner_id.as_str())
+        .bind(key_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|row| Ok((row.try_get("kind")?, row.try_get("revoked_at")?)))
+            .transpose()
+    }
+
+    /// The places (1–9) the partner's live restricted pairs hold.
+    pub async fn restricted_slots(&mut self, partner_id: &PartnerId) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT slot FROM partner_keys WHERE partner_id = $1 AND revoked_at IS NULL AND slot IS NOT NULL",
+        )
+        .bind(partner_id.as_str())
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    /// Revokes the partner's restricted pairs whose own expiry has passed (they can never work
+    /// again), freeing their places; returns how many.
+    pub async fn revoke_lapsed_restricted_keys(
+        &mut self,
+        partner_id: &PartnerId,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let now = millis(now);
+        self.revoke_where(
+            partner_id,
+            " AND kind = 'restricted' AND valid_until IS NOT NULL AND valid_until <= $1",
+            now,
+        )
+        .await
     }
 
     /// Revokes one pair of the partner, if it is not revoked yet; returns whether it was.
@@ -267,8 +327,12 @@ impl Tx {
         now: DateTime<Utc>,
     ) -> Result<u64> {
         let now = millis(now);
-        self.revoke_where(partner_id, " AND expires_at IS NOT NULL", now)
-            .await
+        self.revoke_where(
+            partner_id,
+            " AND kind = 'primary' AND expires_at IS NOT NULL",
+            now,
+        )
+        .await
     }
 
     async fn revoke_where(&mut self, partner_id: &PartnerId, which: &str, now: i64) -> Result<u64> {
@@ -309,7 +373,7 @@ impl Tx {
         let expires_at = millis(expires_at);
         Ok(sqlx::query_scalar(
             "UPDATE partner_keys SET expires_at = $1 WHERE partner_id = $2 \
-             AND revoked_at IS NULL AND expires_at IS NULL RETURNING id",
+             AND revoked_at IS NULL AND expires_at IS NULL AND kind = 'primary' RETURNING id",
         )
         .bind(expires_at)
         .bind(partner_id.as_str())
@@ -319,7 +383,7 @@ impl Tx {
 
     pub async fn insert_key(&mut self, key: &NewKey<'_>) -> Result<()> {
         sqlx::query(
-            "INSERT INTO partner_keys (id, partner_id, public_key_hash, public_key_hint, secret_ciphertext, created_at, secret_key_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO partner_keys (id, partner_id, public_key_hash, public_key_hint, secret_ciphertext, created_at, secret_key_hash, kind, mode, name, scopes, valid_until, slot) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(key.id)
         .bind(key.partner_id.as_str())
@@ -328,6 +392,15 @@ impl Tx {
         .bind(key.secret_ciphertext.to_vec())
         .bind(key.created_at)
         .bind(key.secret_key_hash.as_bytes().to_vec())
+        .bind(key.class.kind())
+        .bind(key.mode.as_str())
+        .bind(key.class.name().map(str::to_owned))
+        .bind(match key.class {
+            KeyClass::Primary => None,
+            KeyClass::Restricted { scopes, .. } => Some(scopes.to_stored()),
+        })
+        .bind(key.class.valid_until())
+        .bind(key.slot)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

@@ -6,9 +6,8 @@ use super::records::Audit;
 use super::{Backend, Result, Store, Tx};
 use sqlx::{FromRow, Row};
 
-/// Every event type an endpoint may subscribe to. `key.created` belongs to restricted keys
-/// (SPEC §8), which this version does not have yet; `key.expired` is sent when a retiring
-/// pair's overlap ends.
+/// Every event type an endpoint may subscribe to. `key.created` is a restricted pair made
+/// (SPEC §8.1); `key.expired` is sent when a retiring pair's overlap ends.
 pub const EVENT_TYPES: &[&str] = &[
     "partner.onboarded",
     "partner.activated",

@@ -93,6 +93,7 @@ fn upstream_at(url: &str, timeout: Duration, single_use: bool) -> Upstream {
         prefixes: vec!["/api/v1/PartnerP2P/".into()],
         timeout,
         single_use,
+        sandbox_url: None,
     }
 }
 

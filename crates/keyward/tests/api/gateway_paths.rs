@@ -82,6 +82,7 @@ async fn gateway() -> (TestApp, Seen) {
         prefixes: vec![PREFIX.into()],
         timeout: Duration::from_secs(5),
         single_use: false,
+        sandbox_url: None,
     };
     (
         spawn_app_with(move |s| s.upstream = Some(upstream)).await,

@@ -183,6 +183,9 @@ async fn a_second_regeneration_revokes_the_retiring_pair_at_once() {
             secret_ciphertext: b"x",
             secret_key_hash: &pair.secret.hash(),
             created_at: 0,
+            class: &keyward_server::store::KeyClass::Primary,
+            mode: keyward_core::KeyMode::Live,
+            slot: None,
         })
         .await;
     assert!(inserted.is_err(), "a second current pair was accepted");

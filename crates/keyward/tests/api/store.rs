@@ -161,6 +161,7 @@ async fn a_link_is_consumed_once_and_not_after_it_expired_or_was_superseded() {
                 requested_ip: None,
                 signed: false,
                 overlap_seconds: 0,
+                key: None,
             })
             .await
             .unwrap();
@@ -217,6 +218,9 @@ async fn keys_are_found_by_hash_and_revoked_all_at_once() {
             secret_ciphertext: b"ciphertext",
             secret_key_hash: &pair.secret.hash(),
             created_at: 40,
+            class: &keyward_server::store::KeyClass::Primary,
+            mode: keyward_core::KeyMode::Live,
+            slot: None,
         })
         .await
         .unwrap();
