@@ -59,6 +59,9 @@ pub enum PartnerCommand {
     },
     /// End the retiring key pair's overlap now (signed with the current pair).
     RetireOldKeys(SavedCredentials),
+    /// Restricted and test keys (signed with the primary pair): create, list, revoke.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Set the IP allow-list: requests are accepted only from these addresses or CIDR blocks.
     AllowIps {
         #[command(flatten)]
@@ -72,6 +75,43 @@ pub enum PartnerCommand {
         /// Apply a list that leaves out this machine's own address.
         #[arg(long)]
         confirm_lock_out: bool,
+    },
+}
+
+/// `keyward key …`: the partner's own key pairs (SPEC §8.1).
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Ask for a new restricted (or test) pair: a one-time link to it is emailed to the
+    /// partner's registered address; redeem it with `keyward redeem`.
+    Create {
+        #[command(flatten)]
+        saved: SavedCredentials,
+        /// What the key is for (1-64 characters), e.g. "reporting job".
+        #[arg(long)]
+        name: String,
+        /// A scope the key may use (repeat, or comma-separate), among the exchange's.
+        #[arg(long = "scope", value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// A test key (pk_test_partner_…): never reaches the live service.
+        #[arg(long)]
+        test: bool,
+        /// The key stops working this many days after it is made (1-366).
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u16).range(1..=366))]
+        expires_in_days: Option<u16>,
+    },
+    /// List every key pair that works, with its kind, scopes, mode and expiry.
+    List {
+        #[command(flatten)]
+        saved: SavedCredentials,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one restricted pair by its id (as `keyward key list` shows it).
+    Revoke {
+        #[command(flatten)]
+        saved: SavedCredentials,
+        key_id: String,
     },
 }
 
@@ -108,6 +148,73 @@ struct SavedFile {
     credentials: Credentials,
 }
 
+async fn key_command(command: KeyCommand) -> Result<(), String> {
+    match command {
+        KeyCommand::Create {
+            saved,
+            name,
+            scopes,
+            test,
+            expires_in_days,
+        } => {
+            let (client, _) = load(&saved)?;
+            let scopes: Vec<&str> = scopes.iter().map(|s| s.trim()).collect();
+            let mode = if test {
+                keyward_core::KeyMode::Test
+            } else {
+                keyward_core::KeyMode::Live
+            };
+            let message = client
+                .create_key(&name, &scopes, mode, expires_in_days)
+                .await
+                .map_err(explain)?;
+            println!("{message}");
+            println!("Then: keyward redeem LINK --partner-code CODE --out FILE");
+            Ok(())
+        }
+        KeyCommand::List { saved, json } => {
+            let (client, _) = load(&saved)?;
+            let keys = client.list_keys().await.map_err(explain)?;
+            if json {
+                let text = serde_json::to_string_pretty(&keys).map_err(|e| e.to_string())?;
+                println!("{text}");
+                return Ok(());
+            }
+            println!(
+                "{:<36}  {:<10}  {:<4}  {:<8}  {:<24}  {:<24}  name / scopes",
+                "key_id", "kind", "mode", "state", "expires_at", "last_used_at"
+            );
+            for key in keys {
+                println!(
+                    "{:<36}  {:<10}  {:<4}  {:<8}  {:<24}  {:<24}  {}{}  ({})",
+                    key.key_id,
+                    key.kind,
+                    key.mode,
+                    key.state,
+                    key.expires_at.as_deref().unwrap_or("never"),
+                    key.last_used_at.as_deref().unwrap_or("never"),
+                    key.name.map(|n| format!("\"{n}\" ")).unwrap_or_default(),
+                    if key.scopes.is_empty() {
+                        "all power".to_owned()
+                    } else {
+                        key.scopes.join(" ")
+                    },
+                    key.hint,
+                );
+            }
+            Ok(())
+        }
+        KeyCommand::Revoke { saved, key_id } => {
+            let (client, _) = load(&saved)?;
+            match client.revoke_key(key_id.trim()).await.map_err(explain)? {
+                0 => println!("That key pair was revoked already."),
+                _ => println!("Revoked: no node accepts that key pair any more."),
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Runs a partner command; the error is what the user reads.
 pub async fn run(command: PartnerCommand) -> Result<(), String> {
     match command {
@@ -129,9 +236,20 @@ pub async fn run(command: PartnerCommand) -> Result<(), String> {
                 "partner_id      {}\npartner_code    {}\nkey_created_at  {}",
                 me.partner_id, me.partner_code, me.key_created_at
             );
+            println!("key_id          {}", me.key_id);
+            match &me.name {
+                Some(name) => println!("kind            {} \"{name}\"", me.kind),
+                None => println!("kind            {}", me.kind),
+            }
+            println!("mode            {}", me.mode);
+            if me.scopes.is_empty() {
+                println!("scopes          (the exchange has none: every key may do everything)");
+            } else {
+                println!("scopes          {}", me.scopes.join(" "));
+            }
             match &me.key_expires_at {
-                Some(at) => println!("key_expires_at  {at}  (this is your retiring pair: switch to the new one before then)"),
-                None => println!("key_expires_at  never (this is your current pair)"),
+                Some(at) => println!("key_expires_at  {at}  (switch to another pair before then)"),
+                None => println!("key_expires_at  never"),
             }
             if me.allowed_ips.is_empty() {
                 println!("allowed_ips     any address");
@@ -140,6 +258,7 @@ pub async fn run(command: PartnerCommand) -> Result<(), String> {
             }
             Ok(())
         }
+        PartnerCommand::Key(command) => key_command(command).await,
         PartnerCommand::RetireOldKeys(saved) => {
             let (client, _) = load(&saved)?;
             match client.retire_old_keys().await.map_err(explain)? {

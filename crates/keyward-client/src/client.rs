@@ -2,12 +2,14 @@
 
 use keyward_core::signature::{sign_body, MessageForm};
 use keyward_core::wire::paths::{
-    ONBOARD, REDEEM, REGENERATE, RETIRE_OLD_KEYS, SET_ALLOWED_IPS, TIME, WHOAMI,
+    CREATE_KEY, LIST_KEYS, ONBOARD, REDEEM, REGENERATE, RETIRE_OLD_KEYS, REVOKE_KEY,
+    SET_ALLOWED_IPS, TIME, WHOAMI,
 };
 use keyward_core::wire::{
-    AllowedIpsData, Credentials, Envelope, FieldProblem, RetiredKeys, ServerTime, WhoAmI,
+    AllowedIpsData, Credentials, Envelope, FieldProblem, KeyInfo, KeyList, RetiredKeys,
+    RevokedKeys, ServerTime, WhoAmI,
 };
-use keyward_core::{ErrorCode, PublicKey, SecretKey};
+use keyward_core::{ErrorCode, KeyMode, PublicKey, SecretKey};
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -405,6 +407,46 @@ impl PartnerClient {
         }
         let (_, data) = self.signed::<AllowedIpsData>(SET_ALLOWED_IPS, body).await?;
         data.map(|d| d.allowed_ips)
+            .ok_or_else(|| ClientError::Invalid("the server answered without data".into()))
+    }
+
+    /// `CreateKey` (signed with the primary pair): a one-time link to a new restricted pair is
+    /// emailed to the registered address (SPEC §8.1). `scopes`: empty when the exchange has
+    /// none; `expires_in_days`: 1 to 366, or none.
+    pub async fn create_key(
+        &self,
+        name: &str,
+        scopes: &[&str],
+        mode: KeyMode,
+        expires_in_days: Option<u16>,
+    ) -> Result<String, ClientError> {
+        let mut body = json!({"name": name, "mode": mode.as_str()});
+        if !scopes.is_empty() {
+            body["scopes"] = json!(scopes);
+        }
+        if let Some(days) = expires_in_days {
+            body["expires_in_days"] = json!(days);
+        }
+        self.signed::<Value>(CREATE_KEY, body)
+            .await
+            .map(|(message, _)| message)
+    }
+
+    /// `ListKeys` (signed with the primary pair): every pair that works, with its kind, name,
+    /// scopes, mode and expiry; never a secret.
+    pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, ClientError> {
+        let (_, data) = self.signed::<KeyList>(LIST_KEYS, json!({})).await?;
+        data.map(|d| d.keys)
+            .ok_or_else(|| ClientError::Invalid("the server answered without data".into()))
+    }
+
+    /// `RevokeKey` (signed with the primary pair): the restricted pair `key_id` stops working
+    /// on every node by the time this returns. Returns 1, or 0 if it was revoked already.
+    pub async fn revoke_key(&self, key_id: &str) -> Result<u64, ClientError> {
+        let (_, data) = self
+            .signed::<RevokedKeys>(REVOKE_KEY, json!({"key_id": key_id}))
+            .await?;
+        data.map(|d| d.revoked)
             .ok_or_else(|| ClientError::Invalid("the server answered without data".into()))
     }
 

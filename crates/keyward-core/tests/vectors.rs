@@ -96,3 +96,50 @@ fn every_key_format_case_is_judged_as_node_did() {
         assert_eq!(valid, case.valid, "key {}", case.key);
     }
 }
+
+/// `testdata/test-keys.json`: the test-key formats of SPEC §8.3, made with Node.js.
+#[derive(Deserialize)]
+struct TestKeyVectors {
+    key_format_cases: Vec<TestKeyCase>,
+    signature_cases: Vec<TestKeySignature>,
+}
+
+#[derive(Deserialize)]
+struct TestKeyCase {
+    key: String,
+    valid: bool,
+    mode: Option<String>,
+    about: String,
+}
+
+#[derive(Deserialize)]
+struct TestKeySignature {
+    name: String,
+    secret_key: String,
+    message: String,
+    body: String,
+}
+
+#[test]
+fn the_test_key_vectors_parse_as_node_made_them() {
+    let raw = include_str!("../../../testdata/test-keys.json");
+    let vectors: TestKeyVectors = serde_json::from_str(raw).unwrap();
+    assert!(vectors.key_format_cases.len() >= 8);
+    for case in &vectors.key_format_cases {
+        let mode = if case.key.starts_with("pk") {
+            PublicKey::parse(&case.key).ok().map(|k| k.mode())
+        } else {
+            SecretKey::parse(&case.key).ok().map(|k| k.mode())
+        };
+        assert_eq!(mode.is_some(), case.valid, "{}: {}", case.about, case.key);
+        if let (Some(mode), Some(expected)) = (mode, &case.mode) {
+            assert_eq!(mode.as_str(), expected, "{}", case.about);
+        }
+    }
+    for case in &vectors.signature_cases {
+        let secret = SecretKey::parse(&case.secret_key).unwrap();
+        let body = SignedBody::parse(case.body.as_bytes()).unwrap();
+        assert!(body.verify(&secret), "{}", case.name);
+        assert_eq!(body.message(MessageForm::AsSent), case.message, "{}", case.name);
+    }
+}

@@ -38,7 +38,7 @@ pub use reminders::send_due_reminders;
 pub use rotation::retire_old_keys;
 pub use verify::{verify, Verdict, VerifyInput};
 
-pub(crate) use issue::{issue_key_link, issue_link, LinkRequest};
+pub(crate) use issue::{describe_scopes, describe_validity, issue_key_link, issue_link, LinkRequest};
 pub(crate) use limits::{
     enforce_partner_limit, enforce_recipient_limit, within_anyones_limits, Requester,
 };

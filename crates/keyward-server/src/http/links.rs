@@ -74,6 +74,7 @@ pub(crate) async fn show(
             now: state.clock.now(),
             error: None,
             typed_code: "",
+            key: link.key.as_ref(),
         })
         .into_response(),
         Err(error) => PageError { error, request_id }.into_response(),
@@ -151,6 +152,7 @@ pub(crate) async fn redeem_form(
                 now: state.clock.now(),
                 error: Some(message),
                 typed_code: typed,
+                key: link.key.as_ref(),
             });
             let mut response = (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
             // Counted like the JSON answer: 422 partner_code_mismatch, not ok.

@@ -24,6 +24,8 @@ pub struct PartnerSummary {
     pub key_hint: Option<String>,
     pub key_created_at: Option<i64>,
     pub key_last_used_at: Option<i64>,
+    /// Every pair that is not revoked: the primary (and a retiring one) and the restricted.
+    pub pairs: Vec<KeyInfo>,
 }
 
 /// A key pair as operators see it: never the key, only its hint.
@@ -147,7 +149,7 @@ impl Store {
             "SELECT {PARTNER_COLUMNS}, k.public_key_hint AS key_hint, k.created_at AS key_created_at, \
                     k.last_used_at AS key_last_used_at \
              FROM partners p LEFT JOIN partner_keys k \
-               ON k.partner_id = p.id AND k.revoked_at IS NULL AND k.expires_at IS NULL \
+               ON k.partner_id = p.id AND k.revoked_at IS NULL AND k.expires_at IS NULL AND k.kind = 'primary' \
              WHERE ($1 = '' OR p.status = $1) \
                AND ($2 = '' OR p.code_folded LIKE $2 ESCAPE '\\') \
                AND ($3 = '' OR lower(p.email) LIKE $3 ESCAPE '\\') \
@@ -174,16 +176,39 @@ impl Store {
             .bind(filter.limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
+        let mut partners = rows
+            .iter()
             .map(|row| {
                 Ok(PartnerSummary {
                     partner: PartnerRow::from_row(row)?.try_into()?,
                     key_hint: row.try_get("key_hint")?,
                     key_created_at: row.try_get("key_created_at")?,
                     key_last_used_at: row.try_get("key_last_used_at")?,
+                    pairs: Vec::new(),
                 })
             })
-            .collect::<Result<_>>()
+            .collect::<Result<Vec<_>>>()?;
+        // Their live pairs, 500 partners per query (one indexed lookup each).
+        for chunk in partners.chunks_mut(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT partner_id, {KEY_INFO_COLUMNS} FROM partner_keys \
+                 WHERE revoked_at IS NULL AND partner_id IN ({}) ORDER BY created_at, id",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for summary in chunk.iter() {
+                query = query.bind(summary.partner.id.as_str().to_owned());
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let partner_id: String = row.try_get("partner_id")?;
+                let key = KeyInfo::from_row(&row)?;
+                if let Some(summary) = chunk.iter_mut().find(|s| s.partner.id.as_str() == partner_id) {
+                    summary.pairs.push(key);
+                }
+            }
+        }
+        Ok(partners)
     }
 
     /// The partner's key pairs, newest first (at most 20).

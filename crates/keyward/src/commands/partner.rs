@@ -252,6 +252,7 @@ async fn list(
                 "key_hint": p.key_hint, "key_created_at": rfc3339(p.key_created_at),
                 "key_last_used_at": rfc3339(p.key_last_used_at),
                 "allowed_ips": p.partner.allowed_ips.len(),
+                "pairs": p.pairs.iter().map(|k| pair_json(k, now)).collect::<Vec<_>>(),
             });
             println!("{line}");
         }
@@ -276,6 +277,10 @@ async fn list(
             age(p.key_last_used_at, now),
             p.partner.allowed_ips.len(),
         );
+        // The restricted pairs (SPEC §8.1), under their partner.
+        for key in p.pairs.iter().filter(|k| k.kind != "primary") {
+            println!("    {}", pair_line(key, now));
+        }
     }
     if i64::try_from(partners.len()).is_ok_and(|n| n == filter.limit) {
         println!(
@@ -286,21 +291,50 @@ async fn list(
     Ok(())
 }
 
+/// One pair for `partner show --json` and `partner list --json`: kind, name, scopes, mode and
+/// expiry (the pair's own or a retiring pair's; the expiry policy's applies on top of it, as
+/// `keyward check-config` says).
+fn pair_json(k: &keyward_server::store::KeyInfo, now: i64) -> serde_json::Value {
+    json!({
+        "key_id": k.id, "hint": k.public_key_hint, "state": k.state(now),
+        "kind": k.kind, "name": k.name, "mode": k.mode,
+        "scopes": k.scopes.as_deref().map(|s| s.split_whitespace().collect::<Vec<_>>()),
+        "created_at": rfc3339(Some(k.created_at)),
+        "expires_at": rfc3339(k.expires_at.or(k.valid_until)),
+        "revoked_at": rfc3339(k.revoked_at), "last_used_at": rfc3339(k.last_used_at),
+        "last_used_ip": k.last_used_ip,
+    })
+}
+
+/// One pair on one line, for people.
+fn pair_line(key: &keyward_server::store::KeyInfo, now: i64) -> String {
+    let until = match (key.revoked_at, key.expires_at.or(key.valid_until)) {
+        (Some(at), _) => format!("revoked {}", time_text(Some(at))),
+        (None, Some(at)) => format!("expires {}", time_text(Some(at))),
+        (None, None) => String::new(),
+    };
+    let what = match (&key.name, &key.scopes) {
+        (Some(name), Some(scopes)) if !scopes.is_empty() => {
+            format!("restricted \"{name}\" [{scopes}]")
+        }
+        (Some(name), _) => format!("restricted \"{name}\" [no scopes]"),
+        _ => "primary".to_owned(),
+    };
+    format!(
+        "{:<8} {:<4} {:<25} {what}  created {}  last used {} from {}  {until}",
+        key.state(now),
+        key.mode,
+        key.public_key_hint,
+        time_text(Some(key.created_at)),
+        time_text(key.last_used_at),
+        key.last_used_ip.as_deref().unwrap_or("-"),
+    )
+}
+
 fn show(details: &admin::PartnerDetails, as_json: bool, now: i64) {
     let partner = &details.partner;
     if as_json {
-        let keys: Vec<_> = details
-            .keys
-            .iter()
-            .map(|k| {
-                json!({
-                    "key_id": k.id, "hint": k.public_key_hint, "state": k.state(now),
-                    "created_at": rfc3339(Some(k.created_at)), "expires_at": rfc3339(k.expires_at),
-                    "revoked_at": rfc3339(k.revoked_at), "last_used_at": rfc3339(k.last_used_at),
-                    "last_used_ip": k.last_used_ip,
-                })
-            })
-            .collect();
+        let keys: Vec<_> = details.keys.iter().map(|k| pair_json(k, now)).collect();
         let links: Vec<_> = details
             .links
             .iter()
@@ -343,19 +377,7 @@ fn show(details: &admin::PartnerDetails, as_json: bool, now: i64) {
         println!("  none");
     }
     for key in &details.keys {
-        let until = match (key.revoked_at, key.expires_at) {
-            (Some(at), _) => format!("revoked {}", time_text(Some(at))),
-            (None, Some(at)) => format!("expires {}", time_text(Some(at))),
-            (None, None) => String::new(),
-        };
-        println!(
-            "  {:<8} {:<20} created {}  last used {} from {}  {until}",
-            key.state(now),
-            key.public_key_hint,
-            time_text(Some(key.created_at)),
-            time_text(key.last_used_at),
-            key.last_used_ip.as_deref().unwrap_or("-"),
-        );
+        println!("  {}", pair_line(key, now));
     }
     println!("\nlinks (newest first; tokens are never stored):");
     if details.links.is_empty() {

@@ -31,6 +31,7 @@ mod operators;
 mod partner_side;
 mod postgres;
 mod process;
+mod restricted_keys;
 mod revocation;
 mod rotation;
 mod scan;

@@ -42,10 +42,18 @@ pub struct LinkPage<'a> {
     /// Set when a typed partner code did not match (the page is re-rendered with 422).
     pub error: Option<&'a str>,
     pub typed_code: &'a str,
+    /// For a `restricted_key` link: the pair it makes.
+    pub key: Option<&'a crate::store::KeySpec>,
 }
 
 pub fn link_page(page: &LinkPage<'_>) -> Markup {
-    let (title, what, button) = if page.regeneration {
+    let (title, what, button) = if page.key.is_some() {
+        (
+            "Get your new API key",
+            "This one-time link creates a new restricted key pair for your partner account. Your other keys keep working.",
+            "Show my new key",
+        )
+    } else if page.regeneration {
         (
             "Regenerate your API keys",
             "This one-time link creates a new key pair for your partner account; your partner ID stays the same.",
@@ -65,6 +73,17 @@ pub fn link_page(page: &LinkPage<'_>) -> Markup {
         html! {
             h1 { (title) }
             p { (what) }
+            @if let Some(key) = page.key {
+                dl class="facts" id="key-facts" {
+                    dt { "Name" } dd { (key.name) }
+                    dt { "Scopes" } dd { (crate::flows::describe_scopes(&key.scopes)) }
+                    dt { "Mode" } dd {
+                        (key.mode.as_str())
+                        @if key.mode == keyward_core::KeyMode::Test { " (never reaches the live service)" }
+                    }
+                    dt { "Expires" } dd { (crate::flows::describe_validity(key.valid_days)) }
+                }
+            }
             @if page.regeneration {
                 @if page.overlap.seconds() == 0 {
                     p class="notice" id="old-keys" { strong { "Your current keys stop working when you press the button." } " Have the new ones ready to install." }
@@ -97,7 +116,9 @@ pub fn reveal_page(
     regeneration: bool,
     old_keys_expire_at: Option<DateTime<Utc>>,
 ) -> Markup {
-    let title = if regeneration {
+    let title = if credentials.key.is_some() {
+        "Your new API key"
+    } else if regeneration {
         "Your new API keys"
     } else {
         "Your API keys"
@@ -124,6 +145,16 @@ pub fn reveal_page(
                 } @else {
                     p { "Your previous keys no longer work. Your partner ID is unchanged." }
                 }
+            }
+            @if let Some(key) = &credentials.key {
+                dl class="facts" id="key-facts" {
+                    dt { "Name" } dd { (key.name.as_deref().unwrap_or("")) }
+                    dt { "Scopes" } dd { @if key.scopes.is_empty() { "none" } @else { (key.scopes.join(", ")) } }
+                    dt { "Mode" } dd { (key.mode) }
+                    dt { "Expires" } dd { (key.expires_at.as_deref().unwrap_or("never")) }
+                    dt { "Key id" } dd { code { (key.key_id) } }
+                }
+                p { "Your other keys keep working." }
             }
             div class="warning" role="alert" {
                 strong { "Copy your secret key now. " }
