@@ -140,6 +140,11 @@ fn the_test_key_vectors_parse_as_node_made_them() {
         let secret = SecretKey::parse(&case.secret_key).unwrap();
         let body = SignedBody::parse(case.body.as_bytes()).unwrap();
         assert!(body.verify(&secret), "{}", case.name);
-        assert_eq!(body.message(MessageForm::AsSent), case.message, "{}", case.name);
+        assert_eq!(
+            body.message(MessageForm::AsSent),
+            case.message,
+            "{}",
+            case.name
+        );
     }
 }

@@ -821,7 +821,7 @@ fn scope_settings(
         mapped.push((prefix, scope.to_owned()));
     }
     // Longest prefix first: the first match is the one that applies.
-    mapped.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    mapped.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
     Ok(crate::flows::key_policy::ScopeSettings {
         known,
         upstream: mapped,
@@ -1000,6 +1000,89 @@ mod tests {
             let variable = format!("KEYWARD_{}", name.to_ascii_uppercase());
             let unknown = raw.apply_env([(variable.clone(), value.to_owned())])?;
             assert!(unknown.is_empty(), "{variable}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn scopes_and_the_expiry_policy_are_off_by_default_and_checked_when_set() -> anyhow::Result<()>
+    {
+        let settings = RawSettings::default().resolve()?;
+        assert!(!settings.scopes.is_on());
+        assert_eq!(
+            settings.expiry.expires_at(
+                &crate::flows::key_policy::KeyTimes {
+                    created_at: 0,
+                    last_used_at: None,
+                    retiring_until: None,
+                    valid_until: None,
+                },
+                false
+            ),
+            None
+        );
+        let resolve = |pairs: &[(&str, &str)]| -> anyhow::Result<Settings> {
+            let mut raw = RawSettings::default();
+            raw.apply_env(env(pairs))?;
+            raw.resolve()
+        };
+        let set = resolve(&[
+            ("KEYWARD_SCOPES", "payouts:write, reports:read"),
+            ("KEYWARD_UPSTREAM_URL", "http://127.0.0.1:9"),
+            ("KEYWARD_SANDBOX_UPSTREAM_URL", "http://127.0.0.1:10"),
+            (
+                "KEYWARD_UPSTREAM_SCOPES",
+                "/api/v1/PartnerP2P/Pay=payouts:write,/api/v1/PartnerP2P/PayReport=reports:read",
+            ),
+            ("KEYWARD_KEY_MAX_AGE", "90d"),
+            ("KEYWARD_KEY_MAX_IDLE", "12h"),
+            ("KEYWARD_KEY_EXPIRY_REMINDERS", "1d,7d"),
+        ])?;
+        assert_eq!(
+            set.scopes
+                .required_for_path("/api/v1/PartnerP2P/PayReport/x"),
+            Some("reports:read")
+        );
+        assert_eq!(
+            set.scopes.required_for_path("/api/v1/PartnerP2P/Pay"),
+            Some("payouts:write")
+        );
+        assert_eq!(set.expiry.max_age, Some(90 * 86_400_000));
+        assert_eq!(set.expiry.reminders, vec![7 * 86_400_000, 86_400_000]);
+        for (pairs, names) in [
+            (&[("KEYWARD_SCOPES", "Payouts")][..], "KEYWARD_SCOPES"),
+            (&[("KEYWARD_SCOPES", ",")][..], "KEYWARD_SCOPES"),
+            (&[("KEYWARD_UPSTREAM_SCOPES", "/x=a")][..], "KEYWARD_SCOPES"),
+            (
+                &[("KEYWARD_SCOPES", "a"), ("KEYWARD_UPSTREAM_SCOPES", "/x=b")][..],
+                "KEYWARD_UPSTREAM_SCOPES",
+            ),
+            (
+                &[("KEYWARD_SCOPES", "a"), ("KEYWARD_UPSTREAM_SCOPES", "/x")][..],
+                "KEYWARD_UPSTREAM_SCOPES",
+            ),
+            (
+                &[("KEYWARD_KEY_MAX_AGE", "30 days")][..],
+                "KEYWARD_KEY_MAX_AGE",
+            ),
+            (
+                &[("KEYWARD_KEY_MAX_IDLE", "0s")][..],
+                "KEYWARD_KEY_MAX_IDLE",
+            ),
+            (
+                &[("KEYWARD_KEY_EXPIRY_REMINDERS", "1w")][..],
+                "KEYWARD_KEY_EXPIRY_REMINDERS",
+            ),
+            (
+                &[("KEYWARD_SANDBOX_UPSTREAM_URL", "http://127.0.0.1:10")][..],
+                "KEYWARD_SANDBOX_UPSTREAM_URL",
+            ),
+        ] {
+            let err = resolve(pairs)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(names), "{pairs:?}: {err}");
         }
         Ok(())
     }

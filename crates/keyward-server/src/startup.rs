@@ -152,6 +152,15 @@ impl Application {
         if hashed > 0 {
             tracing::info!(pairs = hashed, "stored the secret-key hashes of older key pairs, so that their leaks are found (SPEC §9.2)");
         }
+        // In the background: a changed expiry policy re-plans every pair's reminders.
+        let ctx = state.ctx.clone();
+        tokio::spawn(async move {
+            match crate::flows::reschedule_after_policy_change(&ctx).await {
+                Ok(0) => {}
+                Ok(pairs) => tracing::info!(pairs, "the expiry policy changed: the reminders of every key pair were planned again (SPEC §8.4)"),
+                Err(e) => tracing::warn!(error = %e, "could not plan the reminders of the new expiry policy; they are planned again at the next start"),
+            }
+        });
         Ok(Self {
             listener,
             port,

@@ -55,7 +55,7 @@ impl LinkView {
 /// What using a link gave.
 #[derive(Debug)]
 pub enum Redemption {
-    Redeemed(Redeemed),
+    Redeemed(Box<Redeemed>),
     /// The partner code did not match: nothing was used, and the page can ask again.
     Mismatch(LinkView),
 }
@@ -136,7 +136,7 @@ pub async fn redeem(
         // A new pair beside the others: nothing is revoked, no other link is spent.
         return super::keys::make_restricted_pair(ctx, tx, &link, partner, ip, now)
             .await
-            .map(Redemption::Redeemed);
+            .map(|redeemed| Redemption::Redeemed(Box::new(redeemed)));
     }
     // Any other unused link of the same kind is spent too (a signed one and one asked for
     // without keys can both be open).
@@ -249,12 +249,12 @@ pub async fn redeem(
     }
     ctx.metrics.link_redeemed(link.purpose);
     tracing::info!(partner_id = %partner.id, key = %pair.public.redacted(), purpose = link.purpose.as_str(), "link redeemed");
-    Ok(Redemption::Redeemed(Redeemed {
+    Ok(Redemption::Redeemed(Box::new(Redeemed {
         partner_id: partner.id,
         partner_code: partner.code,
         keys: pair,
         purpose: link.purpose,
         old_keys_expire_at,
         key: None,
-    }))
+    })))
 }

@@ -34,11 +34,13 @@ pub use keyward_core::overlap::{describe_duration, Overlap};
 pub use links::{redeem, view_link, LinkView, Redeemed, Redemption};
 pub use onboarding::{onboard, onboard_invited};
 pub use regeneration::{request_regeneration, request_regeneration_without_keys};
-pub use reminders::send_due_reminders;
+pub use reminders::{reschedule_after_policy_change, send_due_reminders};
 pub use rotation::retire_old_keys;
 pub use verify::{verify, Verdict, VerifyInput};
 
-pub(crate) use issue::{describe_scopes, describe_validity, issue_key_link, issue_link, LinkRequest};
+pub(crate) use issue::{
+    describe_scopes, describe_validity, issue_key_link, issue_link, LinkRequest,
+};
 pub(crate) use limits::{
     enforce_partner_limit, enforce_recipient_limit, within_anyones_limits, Requester,
 };

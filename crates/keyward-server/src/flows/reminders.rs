@@ -66,6 +66,52 @@ pub(crate) async fn reschedule_partner(
     Ok(())
 }
 
+/// Where the policy the reminders were last stored from is kept.
+const POLICY_META: &str = "expiry_policy";
+
+/// When the expiry policy differs from the one the stored reminders were computed from (an
+/// operator turned `KEYWARD_KEY_MAX_AGE` on, or changed the reminders), stores every live
+/// pair's reminders again, 1,000 pairs per transaction; returns how many pairs. Idempotent:
+/// two nodes starting together store the same rows.
+pub async fn reschedule_after_policy_change(ctx: &Context) -> Result<u64> {
+    let policy = &ctx.settings.expiry;
+    let fingerprint = format!(
+        "v1 {:?} {:?} {:?} {:?}",
+        policy.max_age, policy.max_age_without_allowlist, policy.max_idle, policy.reminders
+    );
+    if ctx.store.meta(POLICY_META).await?.as_deref() == Some(fingerprint.as_bytes()) {
+        return Ok(0);
+    }
+    let mut after = String::new();
+    let mut done = 0;
+    loop {
+        let batch = ctx.store.live_keys_after(&after, 1_000).await?;
+        let Some((last, _)) = batch.last() else { break };
+        after.clone_from(&last.id);
+        let now = millis(ctx.clock.now());
+        let mut tx = ctx.store.begin().await?;
+        for (key, has_allow_list) in &batch {
+            let times = KeyTimes {
+                created_at: key.created_at,
+                last_used_at: key.last_used_at,
+                retiring_until: key.expires_at,
+                valid_until: key.valid_until,
+            };
+            tx.drop_key_reminders(&key.id).await?;
+            let dues = policy.reminders_due(&times, *has_allow_list, now);
+            if !dues.is_empty() {
+                tx.schedule_reminders(&key.id, &dues).await?;
+            }
+        }
+        tx.commit().await?;
+        done += batch.len() as u64;
+    }
+    let mut tx = ctx.store.begin().await?;
+    tx.set_meta(POLICY_META, fingerprint.as_bytes()).await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
 #[derive(Serialize)]
 struct ReminderContext<'a> {
     partner_code: &'a str,

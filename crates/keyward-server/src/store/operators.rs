@@ -203,7 +203,10 @@ impl Store {
             for row in query.fetch_all(&self.pool).await? {
                 let partner_id: String = row.try_get("partner_id")?;
                 let key = KeyInfo::from_row(&row)?;
-                if let Some(summary) = chunk.iter_mut().find(|s| s.partner.id.as_str() == partner_id) {
+                if let Some(summary) = chunk
+                    .iter_mut()
+                    .find(|s| s.partner.id.as_str() == partner_id)
+                {
                     summary.pairs.push(key);
                 }
             }

@@ -148,6 +148,27 @@ impl Tx {
         Ok(())
     }
 
+    /// Forgets the unsent reminders of one pair.
+    pub async fn drop_key_reminders(&mut self, key_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM key_reminders WHERE key_id = $1 AND sent_at IS NULL")
+            .bind(key_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets a meta value, replacing an older one.
+    pub async fn set_meta(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value.to_vec())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     pub async fn drop_reminder(&mut self, key_id: &str, before_secs: i64) -> Result<()> {
         sqlx::query(
             "DELETE FROM key_reminders WHERE key_id = $1 AND before_secs = $2 AND sent_at IS NULL",
@@ -169,4 +190,31 @@ pub struct KeyTimesRow {
     /// A retiring primary pair's end of overlap.
     pub expires_at: Option<i64>,
     pub valid_until: Option<i64>,
+}
+
+impl super::Store {
+    /// Up to `limit` live pairs with ids after `after`, in id order, with whether their partner
+    /// has an allow-list: for storing every pair's reminders again after the policy changed.
+    pub async fn live_keys_after(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(KeyTimesRow, bool)>> {
+        let rows = sqlx::query(
+            "SELECT k.id, k.created_at, k.last_used_at, k.expires_at, k.valid_until, \
+             COALESCE(p.allowed_ips, '') AS allowed_ips \
+             FROM partner_keys k JOIN partners p ON p.id = k.partner_id \
+             WHERE k.revoked_at IS NULL AND k.id > $1 ORDER BY k.id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let allowed: String = row.try_get("allowed_ips")?;
+                Ok((KeyTimesRow::from_row(row)?, !allowed.is_empty()))
+            })
+            .collect()
+    }
 }
