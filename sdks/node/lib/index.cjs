@@ -12,6 +12,9 @@ const PATHS = {
   whoAmI: "/api/v1/PartnerP2P/WhoAmI",
   retireOldKeys: "/api/v1/PartnerP2P/RetireOldKeys",
   setAllowedIps: "/api/v1/PartnerP2P/SetAllowedIps",
+  createKey: "/api/v1/PartnerP2P/CreateKey",
+  listKeys: "/api/v1/PartnerP2P/ListKeys",
+  revokeKey: "/api/v1/PartnerP2P/RevokeKey",
   time: "/api/v1/time",
   verify: "/internal/v1/verify",
 };
@@ -189,11 +192,15 @@ class PartnerClient {
    *   server's and try once more, default true); now (milliseconds since the epoch, for tests).
    */
   constructor({ baseUrl, publicKey, secretKey, timestamp = true, clockSync = true, now = Date.now }) {
-    if (!isWellFormedKey(publicKey, "pk_partner_")) {
-      throw new TypeError("publicKey is not a well-formed public key (pk_partner_…): check for a typo or a truncated key");
+    // A live pair, or a test pair (SPEC §8.3): both halves of the same mode.
+    const live = isWellFormedKey(publicKey, "pk_partner_");
+    if (!live && !isWellFormedKey(publicKey, "pk_test_partner_")) {
+      throw new TypeError("publicKey is not a well-formed public key (pk_partner_… or pk_test_partner_…): check for a typo or a truncated key");
     }
-    if (!isWellFormedKey(secretKey, "sk_partner_")) {
-      throw new TypeError("secretKey is not a well-formed secret key (sk_partner_…): check for a typo or a truncated key");
+    if (!isWellFormedKey(secretKey, live ? "sk_partner_" : "sk_test_partner_")) {
+      throw new TypeError(
+        `secretKey is not a well-formed secret key (${live ? "sk_partner_" : "sk_test_partner_"}…) of the public key's mode: check for a typo, a truncated key, or a live and a test key mixed`,
+      );
     }
     this.baseUrl = trimBase(baseUrl);
     this.publicKey = publicKey;
@@ -241,7 +248,8 @@ class PartnerClient {
     return envelopeData(await this.#signedRequest(path, body));
   }
 
-  /** WhoAmI: `{partner_id, partner_code, key_created_at, key_expires_at, allowed_ips}`. */
+  /** WhoAmI: `{partner_id, partner_code, key_created_at, key_expires_at, allowed_ips, key_id,
+   * kind, name, scopes, mode}`. */
   whoAmI() {
     return this.#data(PATHS.whoAmI, {});
   }
@@ -266,6 +274,32 @@ class PartnerClient {
     const body = { allowed_ips: list };
     if (confirmLockOut) body.confirm_lock_out = true;
     return this.#data(PATHS.setAllowedIps, body);
+  }
+
+  /**
+   * Asks for a restricted or test pair (SPEC §8.1), signed with the primary pair: a one-time
+   * link to it is emailed to the registered address (redeem it with `PartnerClient.redeem`).
+   * `scopes` among the exchange's; `mode` "live" (default) or "test"; `expiresInDays` 1–366.
+   * Returns the server's message.
+   */
+  async createKey({ name, scopes = [], mode, expiresInDays } = {}) {
+    const body = { name, scopes };
+    if (mode !== undefined) body.mode = mode;
+    if (expiresInDays !== undefined) body.expires_in_days = expiresInDays;
+    const answer = await this.#signedRequest(PATHS.createKey, body);
+    envelopeData(answer);
+    return answer.json?.message;
+  }
+
+  /** Every pair that works: `[{key_id, kind, name, hint, scopes, mode, created_at,
+   * expires_at, last_used_at, state}]` (never a secret, never a whole public key). */
+  async listKeys() {
+    return (await this.#data(PATHS.listKeys, {})).keys;
+  }
+
+  /** Revokes one restricted pair by its `key_id`, on every node when it returns: `{revoked}`. */
+  revokeKey(keyId) {
+    return this.#data(PATHS.revokeKey, { key_id: keyId });
   }
 
   /** The server's clock: `{server_time_ms, server_time}`. */

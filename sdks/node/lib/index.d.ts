@@ -12,7 +12,7 @@ export declare function signCanonical(body: Body, secretKey: string): string;
 export declare function message(body: Body): string;
 /** The RFC 8785 message the server computes. */
 export declare function messageCanonical(body: Body): string;
-/** Whether `key` is well-formed for `prefix` (pk_partner_, sk_partner_, kw_service_): prefix, 30 base62 characters, CRC-32 checksum. */
+/** Whether `key` is well-formed for `prefix` (pk_partner_, sk_partner_, pk_test_partner_, sk_test_partner_, kw_service_): prefix, 30 base62 characters, CRC-32 checksum. */
 export declare function isWellFormedKey(key: string, prefix: string): boolean;
 
 /** An error answer of keyward (SPEC §4). */
@@ -42,6 +42,41 @@ export interface WhoAmI {
   key_created_at: string;
   key_expires_at: string | null;
   allowed_ips: string[];
+  key_id: string;
+  kind: "primary" | "restricted";
+  /** The restricted pair's name; null for the primary pair. */
+  name: string | null;
+  /** The scopes this pair holds (every scope of the exchange for the primary pair). */
+  scopes: string[];
+  mode: KeyMode;
+}
+
+/** "live" keys reach the payment API; "test" keys (pk_test_partner_…) only its sandbox. */
+export type KeyMode = "live" | "test";
+
+/** One pair as ListKeys describes it (SPEC §8.1): never a secret, never a whole public key. */
+export interface KeyInfo {
+  key_id: string;
+  kind: "primary" | "restricted";
+  name: string | null;
+  /** The public key's start, to tell pairs apart. */
+  hint: string;
+  scopes: string[];
+  mode: KeyMode;
+  created_at: string;
+  expires_at: string | null;
+  last_used_at: string | null;
+  state: "current" | "retiring";
+}
+
+export interface CreateKeyOptions {
+  /** What the key is for (1–64 printable characters). */
+  name: string;
+  /** Scopes among the exchange's (KEYWARD_SCOPES); [] when it has none. */
+  scopes?: string[];
+  mode?: KeyMode;
+  /** The pair stops working this many days after it is made (1–366). */
+  expiresInDays?: number;
 }
 
 export interface Credentials {
@@ -67,6 +102,10 @@ export declare class PartnerClient {
   regenerate(options: { email: string; partnerCode: string; overlapSeconds?: number }): Promise<string>;
   retireOldKeys(): Promise<{ revoked: number }>;
   setAllowedIps(list: string[], options?: { confirmLockOut?: boolean }): Promise<{ allowed_ips: string[] }>;
+  /** Emails a one-time link to a new restricted or test pair; resolves to the server's message. */
+  createKey(options: CreateKeyOptions): Promise<string>;
+  listKeys(): Promise<KeyInfo[]>;
+  revokeKey(keyId: string): Promise<{ revoked: number }>;
   time(): Promise<ServerTime>;
   static time(baseUrl: string): Promise<ServerTime>;
   static onboard(baseUrl: string, options: { partnerCode: string; email: string }): Promise<string>;
@@ -147,6 +186,9 @@ export declare const PATHS: {
   readonly whoAmI: string;
   readonly retireOldKeys: string;
   readonly setAllowedIps: string;
+  readonly createKey: string;
+  readonly listKeys: string;
+  readonly revokeKey: string;
   readonly time: string;
   readonly verify: string;
 };

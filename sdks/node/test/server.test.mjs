@@ -132,6 +132,36 @@ test("the gateway forwards a signed request to the payment API", async () => {
   assert.deepEqual(answer, { paid_to: credentials.partnerId, path: "/api/v1/PartnerP2P/Payout?ref=1" });
 });
 
+test("a test pair: createKey, redeem, listKeys, the gateway refuses it without a sandbox, revokeKey", async () => {
+  const { code, email, client } = await onboarded();
+  const message = await client.createKey({ name: "laptop", mode: "test", expiresInDays: 30 });
+  assert.match(message, /email/i);
+  const test = await PartnerClient.redeem(keyward.url, await keyward.link(email, 2), code);
+  assert.match(test.publicKey, /^pk_test_partner_/);
+  assert.match(test.secretKey, /^sk_test_partner_/);
+  const laptop = new PartnerClient({ baseUrl: keyward.url, ...test });
+  const me = await laptop.whoAmI();
+  assert.equal(me.kind, "restricted");
+  assert.equal(me.name, "laptop");
+  assert.equal(me.mode, "test");
+  assert.ok(me.key_expires_at, "a 30-day key says when it expires");
+  // Never forwarded to the live payment API.
+  const refused = await rejection(laptop.request("/api/v1/PartnerP2P/Payout", { amount: "1" }));
+  assert.equal(refused.status, 403);
+  assert.equal(refused.code, "test_key_not_accepted");
+  // Only the primary pair manages keys.
+  assert.equal((await rejection(laptop.listKeys())).code, "insufficient_scope");
+
+  const keys = await client.listKeys();
+  assert.deepEqual(keys.map((k) => k.kind).sort(), ["primary", "restricted"]);
+  const entry = keys.find((k) => k.kind === "restricted");
+  assert.ok(!JSON.stringify(keys).includes(test.publicKey), "never a whole public key");
+  assert.deepEqual(await client.revokeKey(entry.key_id), { revoked: 1 });
+  assert.equal((await rejection(laptop.whoAmI())).code, "revoked_key");
+  // A live client refuses a live public key with a test secret key before sending anything.
+  assert.throws(() => new PartnerClient({ baseUrl: keyward.url, publicKey: client.publicKey, secretKey: test.secretKey }), TypeError);
+});
+
 test("the verify API and its middleware, behind node:http and Express", async () => {
   const { client, credentials } = await onboarded();
   const token = keyward.operator(["service-token", "create", `node-${process.pid}`]);

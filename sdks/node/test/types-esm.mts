@@ -1,6 +1,6 @@
 // Compiled by `npm test` (tsc --noEmit): the ESM types describe the API as documented.
 import keyward, { PartnerClient, Verifier, KeywardError, sign, signCanonical, verifyMiddleware } from "keyward-partner";
-import type { Credentials, WhoAmI, Verification } from "keyward-partner";
+import type { Credentials, KeyInfo, KeyMode, WhoAmI, Verification } from "keyward-partner";
 import http from "node:http";
 
 const signature: string = sign({ amount: "1.50" }, "sk_partner_x");
@@ -11,6 +11,11 @@ async function use(): Promise<void> {
   const message: string = await client.regenerate({ email: "a@b.c", partnerCode: "ACME", overlapSeconds: 3600 });
   const retired: { revoked: number } = await client.retireOldKeys();
   await client.setAllowedIps(["203.0.113.7"], { confirmLockOut: true });
+  const asked: string = await client.createKey({ name: "reports", scopes: ["reports:read"], mode: "test", expiresInDays: 30 });
+  const keys: KeyInfo[] = await client.listKeys();
+  const revoked: { revoked: number } = await client.revokeKey(keys[0].key_id);
+  const mode: KeyMode = me.mode;
+  console.log(asked, revoked.revoked, mode, me.scopes, keys[0].expires_at);
   const credentials: Credentials = await PartnerClient.redeem("http://x", "token", "ACME");
   await PartnerClient.lostKeys("http://x", { email: "a@b.c", partnerCode: "ACME" });
   const verifier = new Verifier({ url: "http://127.0.0.1:8081", token: "kw_service_x" });

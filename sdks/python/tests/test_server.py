@@ -4,6 +4,7 @@ clock, the verify API and its ASGI middleware (Starlette), and the gateway; sync
 
 import asyncio
 import itertools
+import json
 import os
 import time
 
@@ -101,6 +102,36 @@ def test_the_gateway_forwards_signed_requests_as_dicts_and_as_exact_text(keyward
     # The exact text is sent as it is, with its signature (sign_raw) added.
     raw = '{ "amount" : 1.50, "note": "caf\\u00e9" }'
     assert client.request("/api/v1/PartnerP2P/Payout", raw)["paid_to"] == credentials.partner_id
+
+
+def test_a_test_pair_made_listed_refused_by_the_gateway_and_revoked(keyward):
+    code, email, credentials, client = onboarded(keyward)
+    assert "emailed" in client.create_key(name="laptop", mode="test", expires_in_days=30)
+    test = PartnerClient.redeem(keyward.url, keyward.link(email, 2), code)
+    assert test.public_key.startswith("pk_test_partner_") and test.partner_id == credentials.partner_id
+    laptop = PartnerClient(keyward.url, test.public_key, test.secret_key)
+    me = laptop.who_am_i()
+    assert (me["kind"], me["name"], me["mode"]) == ("restricted", "laptop", "test")
+    assert me["key_expires_at"], "a 30-day key says when it expires"
+    # Never forwarded to the live payment API; only the primary pair manages keys.
+    with pytest.raises(KeywardError) as refused:
+        laptop.request("/api/v1/PartnerP2P/Payout", {"amount": "1"})
+    assert (refused.value.status, refused.value.code) == (403, "test_key_not_accepted")
+    with pytest.raises(KeywardError) as managed:
+        laptop.list_keys()
+    assert managed.value.code == "insufficient_scope"
+
+    keys = client.list_keys()
+    assert sorted(k["kind"] for k in keys) == ["primary", "restricted"]
+    assert test.public_key not in json.dumps(keys), "never a whole public key"
+    restricted = next(k for k in keys if k["kind"] == "restricted")
+    assert client.revoke_key(restricted["key_id"]) == {"revoked": 1}
+    with pytest.raises(KeywardError) as revoked:
+        laptop.who_am_i()
+    assert revoked.value.code == "revoked_key"
+    # A live public key with a test secret key is refused before anything is sent.
+    with pytest.raises(ValueError):
+        PartnerClient(keyward.url, credentials.public_key, test.secret_key)
 
 
 def test_the_async_client(keyward):

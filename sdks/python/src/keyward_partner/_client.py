@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time as _time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import httpx
 
@@ -20,6 +20,9 @@ PATHS = {
     "who_am_i": "/api/v1/PartnerP2P/WhoAmI",
     "retire_old_keys": "/api/v1/PartnerP2P/RetireOldKeys",
     "set_allowed_ips": "/api/v1/PartnerP2P/SetAllowedIps",
+    "create_key": "/api/v1/PartnerP2P/CreateKey",
+    "list_keys": "/api/v1/PartnerP2P/ListKeys",
+    "revoke_key": "/api/v1/PartnerP2P/RevokeKey",
     "time": "/api/v1/time",
     "verify": "/internal/v1/verify",
 }
@@ -97,6 +100,16 @@ def _token(link_or_token: str) -> str:
     return [part for part in link_or_token.split("/") if part][-1]
 
 
+def _create_key_body(name: str, scopes: Sequence[str], mode: Optional[str],
+                     expires_in_days: Optional[int]) -> Dict[str, Any]:
+    body: Dict[str, Any] = {"name": name, "scopes": list(scopes)}
+    if mode is not None:
+        body["mode"] = mode
+    if expires_in_days is not None:
+        body["expires_in_days"] = expires_in_days
+    return body
+
+
 def _credentials(data: Dict[str, Any]) -> Credentials:
     return Credentials(data["partner_id"], data["partner_code"], data["public_key"], data["secret_key"])
 
@@ -106,10 +119,15 @@ class _Signer:
 
     def __init__(self, base_url: str, public_key: str, secret_key: str, timestamp: bool,
                  clock_sync: bool, now: Optional[Callable[[], float]]) -> None:
-        if not is_well_formed_key(public_key, "pk_partner_"):
-            raise ValueError("public_key is not a well-formed public key (pk_partner_…): check for a typo or a truncated key")
-        if not is_well_formed_key(secret_key, "sk_partner_"):
-            raise ValueError("secret_key is not a well-formed secret key (sk_partner_…): check for a typo or a truncated key")
+        # A live pair, or a test pair (SPEC §8.3): both halves of the same mode.
+        live = is_well_formed_key(public_key, "pk_partner_")
+        if not live and not is_well_formed_key(public_key, "pk_test_partner_"):
+            raise ValueError("public_key is not a well-formed public key (pk_partner_… or pk_test_partner_…): "
+                             "check for a typo or a truncated key")
+        secret_prefix = "sk_partner_" if live else "sk_test_partner_"
+        if not is_well_formed_key(secret_key, secret_prefix):
+            raise ValueError(f"secret_key is not a well-formed secret key ({secret_prefix}…) of the public key's mode: "
+                             "check for a typo, a truncated key, or a live and a test key mixed")
         self.base_url = _base(base_url)
         self.public_key = public_key
         self._secret_key = secret_key
@@ -222,6 +240,23 @@ class PartnerClient(_Signer):
             body["confirm_lock_out"] = True
         return _data(self._post(PATHS["set_allowed_ips"], body))
 
+    def create_key(self, *, name: str, scopes: Sequence[str] = (), mode: Optional[str] = None,
+                   expires_in_days: Optional[int] = None) -> str:
+        """Asks for a restricted or test pair (SPEC §8.1), signed with the primary pair: a
+        one-time link to it is emailed to the registered address (redeem it with
+        :meth:`redeem`). ``scopes`` among the exchange's; ``mode`` ``"live"`` (default) or
+        ``"test"``; ``expires_in_days`` 1–366. Returns the server's message."""
+        return _message(self._post(PATHS["create_key"], _create_key_body(name, scopes, mode, expires_in_days)))
+
+    def list_keys(self) -> List[Dict[str, Any]]:
+        """Every pair that works (``key_id``, ``kind``, ``name``, ``hint``, ``scopes``, ``mode``,
+        ``created_at``, ``expires_at``, ``last_used_at``, ``state``): never a secret."""
+        return _data(self._post(PATHS["list_keys"], {}))["keys"]
+
+    def revoke_key(self, key_id: str) -> Dict[str, Any]:
+        """Revokes one restricted pair, on every node when it returns: ``{"revoked": n}``."""
+        return _data(self._post(PATHS["revoke_key"], {"key_id": key_id}))
+
     def time(self) -> Dict[str, Any]:
         return _data(_send(self._http, "GET", f"{self.base_url}{PATHS['time']}"))
 
@@ -333,6 +368,16 @@ class AsyncPartnerClient(_Signer):
         if confirm_lock_out:
             body["confirm_lock_out"] = True
         return _data(await self._post(PATHS["set_allowed_ips"], body))
+
+    async def create_key(self, *, name: str, scopes: Sequence[str] = (), mode: Optional[str] = None,
+                         expires_in_days: Optional[int] = None) -> str:
+        return _message(await self._post(PATHS["create_key"], _create_key_body(name, scopes, mode, expires_in_days)))
+
+    async def list_keys(self) -> List[Dict[str, Any]]:
+        return _data(await self._post(PATHS["list_keys"], {}))["keys"]
+
+    async def revoke_key(self, key_id: str) -> Dict[str, Any]:
+        return _data(await self._post(PATHS["revoke_key"], {"key_id": key_id}))
 
     async def time(self) -> Dict[str, Any]:
         return _data(await _send_async(self._http, "GET", f"{self.base_url}{PATHS['time']}"))
