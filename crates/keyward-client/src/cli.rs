@@ -248,6 +248,9 @@ pub async fn run(command: PartnerCommand) -> Result<(), String> {
                 println!("scopes          {}", me.scopes.join(" "));
             }
             match &me.key_expires_at {
+                Some(at) if me.state == "retiring" => println!(
+                    "key_expires_at  {at}  (this is your retiring pair: switch to the new one before then)"
+                ),
                 Some(at) => println!("key_expires_at  {at}  (switch to another pair before then)"),
                 None => println!("key_expires_at  never"),
             }

@@ -223,6 +223,10 @@ pub struct WhoAmI {
     /// `live` or `test`.
     #[serde(default)]
     pub mode: String,
+    /// `current`, or `retiring` for the old pair of a regeneration with an overlap (as in
+    /// `ListKeys`).
+    #[serde(default)]
+    pub state: String,
 }
 
 /// Data of `SetAllowedIps`: the allow-list now in force, normalised.

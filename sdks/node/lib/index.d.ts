@@ -49,6 +49,8 @@ export interface WhoAmI {
   /** The scopes this pair holds (every scope of the exchange for the primary pair). */
   scopes: string[];
   mode: KeyMode;
+  /** "retiring": the old pair of a regeneration with an overlap; it stops at key_expires_at. */
+  state: "current" | "retiring";
 }
 
 /** "live" keys reach the payment API; "test" keys (pk_test_partner_…) only its sandbox. */

@@ -198,6 +198,7 @@ pub(crate) async fn whoami(
         name: auth.class.name().map(str::to_owned),
         scopes: state.settings.scopes.granted(&auth.class),
         mode: auth.mode.as_str().to_owned(),
+        state: if auth.retiring { "retiring" } else { "current" }.to_owned(),
     };
     let message = match (auth.retiring, auth.key_expires_at) {
         (true, _) => "Your request is signed correctly, with your retiring key pair: switch to the new one before key_expires_at.",

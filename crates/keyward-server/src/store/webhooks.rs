@@ -7,7 +7,8 @@ use super::{Backend, Result, Store, Tx};
 use sqlx::{FromRow, Row};
 
 /// Every event type an endpoint may subscribe to. `key.created` is a restricted pair made
-/// (SPEC §8.1); `key.expired` is sent when a retiring pair's overlap ends.
+/// (SPEC §8.1); `key.revoked` is every pair revoked (operators) or one (`RevokeKey`);
+/// `key.expired` is sent when a retiring pair's overlap ends.
 pub const EVENT_TYPES: &[&str] = &[
     "partner.onboarded",
     "partner.activated",
@@ -148,8 +149,14 @@ impl Tx {
                     "actor": actor,
                 });
                 if let Some(key_id) = event.key_id {
+                    // Which pair: the primary, or one of the restricted pairs of SPEC §8.1.
+                    let kind: Option<String> =
+                        sqlx::query_scalar("SELECT kind FROM partner_keys WHERE id = $1")
+                            .bind(key_id)
+                            .fetch_optional(&mut *self.tx)
+                            .await?;
                     data["key_id"] = key_id.into();
-                    data["kind"] = "primary".into();
+                    data["kind"] = kind.unwrap_or_else(|| "primary".to_owned()).into();
                 }
                 data
             }

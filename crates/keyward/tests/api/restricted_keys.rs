@@ -796,8 +796,13 @@ async fn two_nodes_revoke_a_restricted_pair_everywhere_and_send_each_reminder_on
         create_key(a, &primary, json!({"name": "n"})).await.status(),
         200
     );
-    let link = link_in_text(&wait_for(&nodes, email, before + 1).await[before].text);
-    let pair = b.redeem(&link, "TWOSCOPED").await;
+    // The nodes' mailboxes are not in order with each other: pick the new key's email.
+    let emails = wait_for(&nodes, email, before + 1).await;
+    let made = emails
+        .iter()
+        .find(|e| e.subject.contains("API key \"n\""))
+        .expect("the new key's email");
+    let pair = b.redeem(&link_in_text(&made.text), "TWOSCOPED").await;
     // Usable on both nodes at once, then revoked on one and refused by the other at once.
     assert_eq!(a.whoami(&pair).await.status(), 200);
     assert_eq!(b.whoami(&pair).await.status(), 200);

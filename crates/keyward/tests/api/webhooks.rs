@@ -262,6 +262,65 @@ async fn an_endpoint_gets_only_the_events_it_subscribed_to() {
 }
 
 #[tokio::test]
+async fn a_restricted_pair_made_and_revoked_is_announced_as_restricted() {
+    use keyward_core::wire::paths::{CREATE_KEY, REDEEM, REVOKE_KEY};
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    webhooks::add(
+        &app.state,
+        &receiver.url,
+        &["key.created".to_owned(), "key.revoked".to_owned()],
+    )
+    .await
+    .unwrap();
+    let email = "ops@narrow.example";
+    let primary = app.onboarded_partner("NARROW", email).await;
+    let asked = app
+        .signed(
+            CREATE_KEY,
+            &json!({"name": "reports", "scopes": []}),
+            &primary.public_key,
+            &primary.secret_key,
+        )
+        .await;
+    assert_eq!(asked.status(), 200);
+    let link = app.link_in_email(email, 2).await;
+    let redeemed = app
+        .post_json(
+            REDEEM,
+            &json!({"token": token_of(&link), "partner_code": "NARROW"}),
+        )
+        .await;
+    let key_id = redeemed.json::<Value>().await.unwrap()["data"]["key"]["key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoked = app
+        .signed(
+            REVOKE_KEY,
+            &json!({"key_id": key_id}),
+            &primary.public_key,
+            &primary.secret_key,
+        )
+        .await;
+    assert_eq!(revoked.status(), 200);
+    let deliveries = receiver.wait_for(2).await;
+    let events: Vec<Value> = deliveries.iter().map(Received::event).collect();
+    for (event, kind) in events.iter().zip(["key.created", "key.revoked"]) {
+        assert_eq!(event["type"], kind, "{events:?}");
+        assert_eq!(
+            (
+                &event["data"]["key_id"],
+                &event["data"]["kind"],
+                &event["data"]["actor"]
+            ),
+            (&json!(key_id), &json!("restricted"), &json!("partner")),
+            "{event}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_failed_delivery_is_retried_with_its_webhook_id_and_410_disables_the_endpoint() {
     let app = spawn_app().await;
     let flaky = Receiver::start().await;
