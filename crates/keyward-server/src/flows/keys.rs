@@ -6,7 +6,7 @@ use super::key_policy::KeyTimes;
 use super::links::Redeemed;
 use super::reminders::schedule_for_new_key;
 use super::{
-    commit_and_wake, enforce_partner_limit, issue_key_link, replay_digest, Authenticated, Context,
+    commit_and_wake, enforce_partner_limit, first_use, issue_key_link, Authenticated, Context,
     LinkRequest, Overlap, ReplayPurpose, Requester,
 };
 use crate::clock::millis;
@@ -84,12 +84,7 @@ pub async fn create_key(
     auth.require_current_pair()?;
     let now = ctx.clock.now();
     let mut tx = ctx.store.begin().await?;
-    let digest = replay_digest(ReplayPurpose::CreateKey, &auth.key_id, body);
-    if !tx
-        .record_replay(&digest, now, now + ctx.settings.replay_window)
-        .await?
-    {
-        tracing::info!("identical signed request within the replay window: not acted on again");
+    if !first_use(ctx, &mut tx, ReplayPurpose::CreateKey, &auth.key_id, body).await? {
         return Ok(());
     }
     let partner = tx

@@ -45,4 +45,4 @@ pub(crate) use limits::{
     enforce_partner_limit, enforce_recipient_limit, within_anyones_limits, Requester,
 };
 pub(crate) use outgoing::{commit_and_wake, human_time, queue_email, Outgoing};
-pub(crate) use replay::{replay_digest, ReplayPurpose};
+pub(crate) use replay::{first_use, replay_digest, ReplayPurpose};

@@ -2,7 +2,7 @@
 
 use super::Context;
 use super::{
-    commit_and_wake, enforce_partner_limit, issue_link, replay_digest, within_anyones_limits,
+    commit_and_wake, enforce_partner_limit, first_use, issue_link, within_anyones_limits,
     Authenticated, LinkRequest, Overlap, ReplayPurpose, Requester,
 };
 use crate::error::{Error, Result};
@@ -34,12 +34,15 @@ pub async fn request_regeneration(
     }
     let now = ctx.clock.now();
     let mut tx = ctx.store.begin().await?;
-    let digest = replay_digest(ReplayPurpose::Regeneration, &auth.key_id, body);
-    if !tx
-        .record_replay(&digest, now, now + ctx.settings.replay_window)
-        .await?
+    if !first_use(
+        ctx,
+        &mut tx,
+        ReplayPurpose::Regeneration,
+        &auth.key_id,
+        body,
+    )
+    .await?
     {
-        tracing::info!("identical signed request within the replay window: not acted on again");
         return Ok(());
     }
     let partner = tx

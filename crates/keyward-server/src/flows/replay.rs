@@ -1,5 +1,8 @@
 //! What identifies a signed request for the replay guards (SPEC §2).
 
+use super::Context;
+use crate::error::Result;
+use crate::store::Tx;
 use keyward_core::signature::{MessageForm, SignedBody};
 use sha2::{Digest, Sha256};
 
@@ -27,4 +30,25 @@ pub(crate) fn replay_digest(purpose: ReplayPurpose, key_id: &str, body: &SignedB
         hash.update(part.as_bytes());
     }
     hash.finalize().into()
+}
+
+/// Records the signed request in the caller's transaction; `false` when the same key signed
+/// the same message for `purpose` within the replay window (on any node): the caller then
+/// does not act on it again.
+pub(crate) async fn first_use(
+    ctx: &Context,
+    tx: &mut Tx,
+    purpose: ReplayPurpose,
+    key_id: &str,
+    body: &SignedBody,
+) -> Result<bool> {
+    let now = ctx.clock.now();
+    let digest = replay_digest(purpose, key_id, body);
+    let first = tx
+        .record_replay(&digest, now, now + ctx.settings.replay_window)
+        .await?;
+    if !first {
+        tracing::info!("identical signed request within the replay window: not acted on again");
+    }
+    Ok(first)
 }
