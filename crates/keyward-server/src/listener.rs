@@ -85,7 +85,9 @@ pub async fn serve(
                 let (mut parts, body) = request.into_parts();
                 parts.extensions.insert(ConnectInfo(peer));
                 let body = Deadline::new(Body::new(body), body_deadline);
-                Request::from_parts(parts, Body::new(body))
+                let mut request = Request::from_parts(parts, Body::new(body));
+                crate::http::before_routing(&mut request);
+                request
             });
         let builder = builder.clone();
         let stop = stop.clone();

@@ -52,7 +52,9 @@ fn request(uri: &str, signed: Option<&Signed>) -> Request<Body> {
 }
 
 /// Sends one request through the router and reads its whole answer, which must be a 200.
-async fn send(app: &axum::Router, request: Request<Body>) {
+async fn send(app: &axum::Router, mut request: Request<Body>) {
+    // What the listener does to every request before the router (and the deadline body).
+    keyward_server::http::before_routing(&mut request);
     let response = app.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), 200);
     let _ = axum::body::to_bytes(response.into_body(), 1 << 16)

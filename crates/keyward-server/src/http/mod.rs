@@ -27,11 +27,7 @@ use axum::Router;
 use extract::ClientIp;
 use keyward_core::ErrorCode;
 use std::borrow::Cow;
-use tower::Layer;
-use tower_http::normalize_path::NormalizePathLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 /// The strictest policy the pages allow: our own stylesheet and copy script, forms posting
 /// back to us, no framing, nothing else.
@@ -39,37 +35,46 @@ const CONTENT_SECURITY_POLICY: &str =
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The whole public service, with trailing slashes accepted on every route.
+/// The whole public service. Requests reach it through [`before_routing`] (the listener
+/// calls it), which keeps the URI as received and accepts trailing slashes.
 pub fn app(state: AppState) -> Router {
-    normalized(router(state))
+    router(state)
 }
 
-/// Accepts trailing slashes by trimming them before routing. The URI as received is kept in
-/// `OriginalUri` first: the gateway forwards the path unchanged.
-fn normalized(router: Router) -> Router {
-    let normalized = NormalizePathLayer::trim_trailing_slash().layer(router);
-    Router::new()
-        .fallback_service(normalized)
-        .layer(middleware::map_request(|mut request: Request| async move {
-            let uri = request.uri().clone();
-            request.extensions_mut().insert(OriginalUri(uri));
-            request
-        }))
+/// What every request gets before routing, on either listener: the URI as received is kept
+/// in `OriginalUri` (the gateway forwards that path unchanged), then trailing (and doubled
+/// leading) slashes are trimmed, so `/healthz/` is `/healthz`. Done here, on the request, and
+/// not by a second router around the first: that would cost a routing and a boxed service per
+/// request.
+pub fn before_routing(request: &mut Request) {
+    let uri = request.uri().clone();
+    let path = uri.path();
+    if path.ends_with('/') && path != "/" || path.starts_with("//") {
+        let trimmed = format!("/{}", path.trim_matches('/'));
+        let path_and_query = match uri.query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed,
+        };
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query =
+            axum::http::uri::PathAndQuery::from_maybe_shared(path_and_query).ok();
+        if let Ok(normalized) = axum::http::Uri::from_parts(parts) {
+            *request.uri_mut() = normalized;
+        }
+    }
+    request.extensions_mut().insert(OriginalUri(uri));
 }
 
 /// The internal listener (SPEC §7.1): the verify API, `/metrics` and their OpenAPI document.
 /// A router of its own: nothing here is reachable through the public listener.
 pub fn internal_app(state: AppState) -> Router {
-    let router = internal::router()
+    internal::router()
         .fallback(|| async { Error::from(ErrorCode::NotFound) })
         .method_not_allowed_fallback(|| async { Error::from(ErrorCode::MethodNotAllowed) })
         // A relayed body of 64 KiB may grow when written as a JSON string.
         .layer(DefaultBodyLimit::max(8 * extract::BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            record_metrics,
-        ));
-    normalized(common_layers(router, &state).with_state(state))
+        .layer(middleware::from_fn_with_state(state.clone(), edge))
+        .with_state(state)
 }
 
 pub fn router(state: AppState) -> Router {
@@ -83,7 +88,7 @@ pub fn router(state: AppState) -> Router {
         Some(_) => secret_scanning::router(),
         None => Router::new(),
     };
-    let router = Router::new()
+    Router::new()
         .merge(emailing)
         .merge(secret_scanning)
         .merge(keys::signed_router())
@@ -93,83 +98,92 @@ pub fn router(state: AppState) -> Router {
         .fallback(fallback)
         .method_not_allowed_fallback(|| async { Error::from(ErrorCode::MethodNotAllowed) })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            record_metrics,
-        ));
-    common_layers(router, &state).with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), edge))
+        .with_state(state)
 }
 
-/// What every response of either listener gets: the security headers (where the handler, or
-/// the upstream behind the gateway, set none), the request id, and a span per request.
-fn common_layers(mut router: Router<AppState>, state: &AppState) -> Router<AppState> {
-    let request_id = HeaderName::from_static("x-request-id");
-    let security_headers = [
-        (header::CACHE_CONTROL, "no-store"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-    ];
-    for (name, value) in security_headers {
-        router = router.layer(SetResponseHeaderLayer::if_not_present(
-            name,
-            HeaderValue::from_static(value),
-        ));
+/// The security headers of every answer of either listener, where the handler (or the
+/// upstream behind the gateway) set none.
+const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
+    (header::CACHE_CONTROL, "no-store"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+];
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every request of either listener goes through, in one step rather than a layer each
+/// (each layer is a service cloned and a future boxed or moved per request): keyward's own
+/// request id (SPEC §3), a span naming the route template and that id, the metrics, the
+/// security headers and the request id on the answer, and an error logged for a 5xx.
+async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let (request_id, client_request_id) = own_request_id(&state.settings, &mut request);
+    // The route template, never the path: a link's path holds its token.
+    let matched = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| route_label(m.as_str()));
+    // Display, not Debug: both are plain ASCII (a route template; an id keyward made or took
+    // only as visible ASCII), so there is nothing to escape.
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route = %matched.as_deref().unwrap_or("unmatched"),
+        request_id = %request_id.to_str().unwrap_or("-"),
+        client_request_id = tracing::field::Empty,
+    );
+    if let Some(theirs) = &client_request_id {
+        span.record("client_request_id", theirs.as_str());
     }
-    router
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                // The span names the route template, never the path: a link's path holds its token.
-                let route = request
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map_or("unmatched", MatchedPath::as_str);
-                let id = request
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                // Display, not Debug: both are plain ASCII (a route template; an id keyward
-                // made or took only as visible ASCII), so there is nothing to escape.
-                let span = tracing::info_span!(
-                    "request",
-                    method = %request.method(),
-                    route = %route,
-                    request_id = %id,
-                    client_request_id = tracing::field::Empty,
-                );
-                if let Some(ClientRequestId(theirs)) = request.extensions().get() {
-                    span.record("client_request_id", theirs.as_str());
-                }
-                span
-            }),
-        )
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .layer(middleware::from_fn_with_state(
-            state.settings.clone(),
-            own_request_id,
-        ))
+    let mut response = next.run(request).instrument(span.clone()).await;
+
+    let route = matched
+        .or_else(|| {
+            response
+                .extensions()
+                .get::<RouteLabel>()
+                .map(|r| Cow::Borrowed(r.0))
+        })
+        .unwrap_or(Cow::Borrowed("unmatched"));
+    let status = response.status();
+    let code = response.extensions().get::<ErrorCode>().map(|c| c.as_str());
+    state.metrics.record(route, status.as_u16(), code);
+    if status.is_server_error() {
+        let _entered = span.enter();
+        tracing::error!(
+            status = status.as_u16(),
+            latency_ms = started.elapsed().as_millis() as u64,
+            "response failed"
+        );
+    }
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    if !headers.contains_key(REQUEST_ID) {
+        headers.insert(REQUEST_ID, request_id);
+    }
+    response
 }
 
 /// The longest `X-Request-Id` keyward takes from a trusted proxy (SPEC §3).
 const MAX_REQUEST_ID: usize = 128;
 
-/// A request id the client chose and keyward did not take: logged beside keyward's own, cut
-/// short, never echoed or forwarded.
-#[derive(Clone)]
-struct ClientRequestId(String);
-
 /// keyward chooses its request ids (SPEC §3): a client's `X-Request-Id` is kept only from a
-/// trusted proxy and only when it is 1 to 128 visible ASCII characters; otherwise it is
-/// removed before the request-id layer, which then makes a new one.
-async fn own_request_id(
-    State(settings): State<std::sync::Arc<crate::config::Settings>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    if let Some(value) = request.headers().get("x-request-id") {
+/// trusted proxy and only when it is 1 to 128 visible ASCII characters; otherwise keyward
+/// makes a new one (a UUID), and the client's, cut short, is returned to be logged beside it
+/// (never echoed or forwarded). The request carries the id keyward chose.
+fn own_request_id(
+    settings: &crate::config::Settings,
+    request: &mut Request,
+) -> (HeaderValue, Option<String>) {
+    let mut theirs = None;
+    if let Some(value) = request.headers().get(REQUEST_ID) {
         let well_formed = (1..=MAX_REQUEST_ID).contains(&value.len())
             && value.as_bytes().iter().all(u8::is_ascii_graphic);
         let from_trusted_proxy = request
@@ -178,17 +192,23 @@ async fn own_request_id(
             .is_some_and(|axum::extract::ConnectInfo(peer)| {
                 forwarded::is_trusted_proxy(peer.ip(), &settings.trusted_proxies)
             });
-        if !(well_formed && from_trusted_proxy) {
-            let theirs: String = String::from_utf8_lossy(value.as_bytes())
+        if well_formed && from_trusted_proxy {
+            return (value.clone(), None);
+        }
+        theirs = Some(
+            String::from_utf8_lossy(value.as_bytes())
                 .chars()
                 .filter(|c| c.is_ascii_graphic())
                 .take(64)
-                .collect();
-            request.headers_mut().remove("x-request-id");
-            request.extensions_mut().insert(ClientRequestId(theirs));
-        }
+                .collect(),
+        );
     }
-    next.run(request).await
+    // A v4 UUID from a thread-local generator (uuid's `fast-rng`): no system call per request.
+    let mut text = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    let id = HeaderValue::from_str(id).expect("a UUID is a valid header value");
+    request.headers_mut().insert(REQUEST_ID, id.clone());
+    (id, theirs)
 }
 
 /// A path that is not one of keyward's routes: the gateway's when it covers it (SPEC §7.2),
@@ -241,25 +261,4 @@ fn route_label(template: &str) -> Cow<'static, str> {
         .chain([paths::VERIFY, paths::METRICS, paths::INTERNAL_OPENAPI])
         .find(|path| *path == template)
         .map_or_else(|| Cow::Owned(template.to_owned()), Cow::Borrowed)
-}
-
-async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let matched = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| route_label(m.as_str()));
-    let response = next.run(request).await;
-    let route = matched
-        .or_else(|| {
-            response
-                .extensions()
-                .get::<RouteLabel>()
-                .map(|r| Cow::Borrowed(r.0))
-        })
-        .unwrap_or(Cow::Borrowed("unmatched"));
-    let code = response.extensions().get::<ErrorCode>().map(|c| c.as_str());
-    state
-        .metrics
-        .record(route, response.status().as_u16(), code);
-    response
 }
