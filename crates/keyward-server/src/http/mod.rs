@@ -206,7 +206,7 @@ fn own_request_id(
     // A v4 UUID from a thread-local generator (uuid's `fast-rng`): no system call per request.
     let mut text = uuid::Uuid::encode_buffer();
     let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-    let id = HeaderValue::from_str(id).expect("a UUID is a valid header value");
+    let id = HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"));
     request.headers_mut().insert(REQUEST_ID, id.clone());
     (id, theirs)
 }
