@@ -305,7 +305,9 @@ async fn a_restricted_pair_made_and_revoked_is_announced_as_restricted() {
         .await;
     assert_eq!(revoked.status(), 200);
     let deliveries = receiver.wait_for(2).await;
-    let events: Vec<Value> = deliveries.iter().map(Received::event).collect();
+    // Deliveries are sent concurrently: in no particular order.
+    let mut events: Vec<Value> = deliveries.iter().map(Received::event).collect();
+    events.sort_by_key(|e| e["type"].as_str().unwrap_or_default().to_owned());
     for (event, kind) in events.iter().zip(["key.created", "key.revoked"]) {
         assert_eq!(event["type"], kind, "{events:?}");
         assert_eq!(
