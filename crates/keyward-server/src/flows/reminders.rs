@@ -9,7 +9,7 @@ use super::{commit_and_wake, human_time, queue_email, Context, Outgoing};
 use crate::clock::{from_millis, millis};
 use crate::error::Result;
 use crate::mail::EmailKind;
-use crate::store::{DueReminder, KeyClass, Partner, Tx};
+use crate::store::{DueReminder, KeyClass, KeyTimesRow, Partner, Tx};
 use chrono::{DateTime, Utc};
 use keyward_core::PartnerStatus;
 use serde::Serialize;
@@ -26,14 +26,37 @@ pub(crate) async fn schedule_for_new_key(
     partner: &Partner,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let dues =
-        ctx.settings
-            .expiry
-            .reminders_due(times, !partner.allowed_ips.is_empty(), millis(now));
+    let has_allow_list = !partner.allowed_ips.is_empty();
+    plan(ctx, tx, key_id, times, has_allow_list, millis(now)).await
+}
+
+/// Stores the reminders the policy gives one pair (those still ahead of `now`, ms).
+async fn plan(
+    ctx: &Context,
+    tx: &mut Tx,
+    key_id: &str,
+    times: &KeyTimes,
+    has_allow_list: bool,
+    now: i64,
+) -> Result<()> {
+    let dues = ctx
+        .settings
+        .expiry
+        .reminders_due(times, has_allow_list, now);
     if !dues.is_empty() {
         tx.schedule_reminders(key_id, &dues).await?;
     }
     Ok(())
+}
+
+/// A stored live pair's times, as the policy reads them.
+fn times_of(key: &KeyTimesRow) -> KeyTimes {
+    KeyTimes {
+        created_at: key.created_at,
+        last_used_at: key.last_used_at,
+        retiring_until: key.expires_at,
+        valid_until: key.valid_until,
+    }
 }
 
 /// Stores the reminders of every live pair of the partner again, after a change of what its
@@ -46,22 +69,20 @@ pub(crate) async fn reschedule_partner(
     has_allow_list: bool,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let policy = &ctx.settings.expiry;
-    if policy.max_age_without_allowlist.is_none() {
+    if ctx.settings.expiry.max_age_without_allowlist.is_none() {
         return Ok(());
     }
     tx.drop_partner_reminders(&partner.id).await?;
     for key in tx.live_key_times(&partner.id).await? {
-        let times = KeyTimes {
-            created_at: key.created_at,
-            last_used_at: key.last_used_at,
-            retiring_until: key.expires_at,
-            valid_until: key.valid_until,
-        };
-        let dues = policy.reminders_due(&times, has_allow_list, millis(now));
-        if !dues.is_empty() {
-            tx.schedule_reminders(&key.id, &dues).await?;
-        }
+        plan(
+            ctx,
+            tx,
+            &key.id,
+            &times_of(&key),
+            has_allow_list,
+            millis(now),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -91,17 +112,8 @@ pub async fn reschedule_after_policy_change(ctx: &Context) -> Result<u64> {
         let now = millis(ctx.clock.now());
         let mut tx = ctx.store.begin().await?;
         for (key, has_allow_list) in &batch {
-            let times = KeyTimes {
-                created_at: key.created_at,
-                last_used_at: key.last_used_at,
-                retiring_until: key.expires_at,
-                valid_until: key.valid_until,
-            };
             tx.drop_key_reminders(&key.id).await?;
-            let dues = policy.reminders_due(&times, *has_allow_list, now);
-            if !dues.is_empty() {
-                tx.schedule_reminders(&key.id, &dues).await?;
-            }
+            plan(ctx, &mut tx, &key.id, &times_of(key), *has_allow_list, now).await?;
         }
         tx.commit().await?;
         done += batch.len() as u64;
