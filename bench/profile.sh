@@ -13,10 +13,22 @@ binary=target/release/keyward
 data=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
+# The gateway's upstream: nginx answering a constant.
+upstream_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$data/nginx.conf" <<NGINX
+worker_processes 1; daemon off; pid $data/nginx.pid; error_log $data/nginx.err;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $data; proxy_temp_path $data; fastcgi_temp_path $data;
+  uwsgi_temp_path $data; scgi_temp_path $data;
+  server { listen 127.0.0.1:$upstream_port; location / { default_type application/json; return 200 '{"ok":true}'; } } }
+NGINX
+nginx -c "$data/nginx.conf" &
+upstream=$!
 KEYWARD_LISTEN="127.0.0.1:$port" KEYWARD_INTERNAL_LISTEN=off KEYWARD_DATA_DIR="$data" KEYWARD_LOG=warn \
+  KEYWARD_UPSTREAM_URL="http://127.0.0.1:$upstream_port" KEYWARD_IP_RATE_LIMIT_PER_MINUTE=100000000 \
   "$binary" serve &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
+trap 'kill $server $upstream 2>/dev/null; wait $server $upstream 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 1 50); do curl -sf "$url/healthz" >/dev/null && break; sleep 0.2; done
 curl -sf "$url/api/v1/no-auth/PartnerP2P/OnboardPartner" -H 'Content-Type: application/json' \
   -d '{"partner_code":"PROFILE","email":"profile@example.com"}' >/dev/null
@@ -71,3 +83,5 @@ PY
 profile healthz wrk -t1 -c"$connections" -d"${seconds}s" "$url/healthz"
 profile whoami env KEYWARD_PUBLIC_KEY="$public" KEYWARD_BODY="$body" \
   wrk -t1 -c"$connections" -d"${seconds}s" -s bench/whoami.lua "$url/api/v1/PartnerP2P/WhoAmI"
+profile gateway env KEYWARD_PUBLIC_KEY="$public" KEYWARD_BODY="$body" KEYWARD_METHOD=GET \
+  wrk -t1 -c"$connections" -d"${seconds}s" -s bench/whoami.lua "$url/api/v1/PartnerP2P/Bench"

@@ -1,6 +1,6 @@
 -- wrk script: the same signed WhoAmI over and over (WhoAmI changes nothing, so a repeated
 -- body is fine; the key, the signature and the database lookup are checked every time).
-wrk.method = "POST"
+wrk.method = os.getenv("KEYWARD_METHOD") or "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("KEYWARD_PUBLIC_KEY")
 wrk.body = os.getenv("KEYWARD_BODY")

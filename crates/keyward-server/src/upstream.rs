@@ -10,14 +10,48 @@
 
 use crate::config::Upstream;
 use crate::error::{Error, Result};
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::uri::{Authority, PathAndQuery, Scheme};
+use axum::http::{HeaderMap, Method, Request, Response, Uri};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use keyward_core::forward_path;
 use keyward_core::ErrorCode;
+use std::time::Duration;
 
-/// The upstream and a pooled keep-alive client to reach it, built once at start.
+/// The upstream and a pooled keep-alive client to reach it, built once at start. The client
+/// is hyper's own pooled client (the layer reqwest is built on): a forwarded request costs a
+/// pooled connection and the bytes, no URL parsing and no body adapter.
 pub struct Gateway {
     upstream: Upstream,
-    client: reqwest::Client,
+    live: Base,
+    sandbox: Option<Base>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+/// An upstream URL taken apart once: the request's path and query are appended to `path`.
+struct Base {
+    scheme: Scheme,
+    authority: Authority,
+    /// The base path without its trailing slash (often empty).
+    path: String,
+}
+
+impl Base {
+    fn of(url: &url::Url) -> anyhow::Result<Self> {
+        let uri: Uri = url.as_str().parse()?;
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            anyhow::bail!("an upstream URL needs a scheme and a host");
+        };
+        Ok(Self {
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+            path: url.path().trim_end_matches('/').to_owned(),
+        })
+    }
 }
 
 /// Headers that describe one connection, not the request (RFC 9110 §7.6.1), plus those
@@ -49,12 +83,25 @@ const SET_BY_KEYWARD: &[&str] = &[
 
 impl Gateway {
     pub fn new(upstream: Upstream) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(upstream.timeout.min(std::time::Duration::from_secs(5)))
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(Self { upstream, client })
+        let mut http = HttpConnector::new();
+        http.enforce_http(false); // https is the TLS layer's, below
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(upstream.timeout.min(Duration::from_secs(5))));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
+        Ok(Self {
+            live: Base::of(&upstream.url)?,
+            sandbox: upstream.sandbox_url.as_ref().map(Base::of).transpose()?,
+            upstream,
+            client,
+        })
     }
 
     /// Whether a path goes to the upstream (when it is not one of keyward's own routes).
@@ -62,39 +109,46 @@ impl Gateway {
         self.upstream.prefixes.iter().any(|p| path.starts_with(p))
     }
 
-    /// The URL the request goes to: the upstream's base URL followed by the path and query as
+    /// The URI the request goes to: the upstream's base URL followed by the path and query as
     /// received. One decision on the final path (SPEC §7.2): the path must pass
-    /// [`forward_path::check`], and the URL that is sent must hold that path byte for byte
-    /// under the base path (a URL parser that would re-encode or resolve anything refuses it
-    /// here, instead of sending something other than what was checked).
-    pub fn target(&self, uri: &Uri) -> Result<url::Url> {
-        Self::target_under(&self.upstream.url, uri)
+    /// [`forward_path::check`], and the URI that is sent holds that path byte for byte under
+    /// the base path (hyper sends the URI as it is: nothing re-encodes or resolves it).
+    pub fn target(&self, uri: &Uri) -> Result<Uri> {
+        Self::target_under(&self.live, uri)
     }
 
-    /// The URL a request made with a test key goes to: the same path and query under the
+    /// The URI a request made with a test key goes to: the same path and query under the
     /// sandbox (SPEC §8.3). Without a sandbox, 403 `test_key_not_accepted`: a test key never
     /// reaches the live upstream.
-    pub fn sandbox_target(&self, uri: &Uri) -> Result<url::Url> {
-        match &self.upstream.sandbox_url {
+    pub fn sandbox_target(&self, uri: &Uri) -> Result<Uri> {
+        match &self.sandbox {
             Some(sandbox) => Self::target_under(sandbox, uri),
             None => Err(ErrorCode::TestKeyNotAccepted.into()),
         }
     }
 
-    fn target_under(upstream: &url::Url, uri: &Uri) -> Result<url::Url> {
+    fn target_under(base: &Base, uri: &Uri) -> Result<Uri> {
         let path = uri.path();
         forward_path::check(path).map_err(|refusal| Error::field("path", refusal.problem()))?;
-        let base = upstream.as_str().trim_end_matches('/');
-        let base_path = upstream.path().trim_end_matches('/');
         let query = uri.query();
         let text = match query {
-            Some(query) => format!("{base}{path}?{query}"),
-            None => format!("{base}{path}"),
+            Some(query) => format!("{}{path}?{query}", base.path),
+            None => format!("{}{path}", base.path),
         };
-        let url = url::Url::parse(&text)
+        let sent = PathAndQuery::try_from(text)
             .ok()
-            .filter(|url| url.path().strip_prefix(base_path) == Some(path) && url.query() == query);
-        url.ok_or_else(|| {
+            .filter(|sent| {
+                sent.path().strip_prefix(base.path.as_str()) == Some(path) && sent.query() == query
+            })
+            .and_then(|sent| {
+                Uri::builder()
+                    .scheme(base.scheme.clone())
+                    .authority(base.authority.clone())
+                    .path_and_query(sent)
+                    .build()
+                    .ok()
+            });
+        sent.ok_or_else(|| {
             Error::field(
                 "path",
                 "must be sent as it would be forwarded: percent-encode characters such as spaces, quotes and braces",
@@ -109,33 +163,59 @@ impl Gateway {
         self.upstream.single_use && !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
     }
 
-    /// Sends one request; the answer's headers are left for [`returned_headers`] to filter.
-    /// An unreachable upstream is 502 `upstream_unavailable`, one that does not start
-    /// answering in time 504 `upstream_timeout`.
+    /// Sends one request; the answer's headers are left for [`returned_headers`] to filter,
+    /// its body is streamed back as it arrives. An unreachable upstream is 502
+    /// `upstream_unavailable`, one that does not start answering in time 504
+    /// `upstream_timeout`.
     pub async fn send(
         &self,
         method: Method,
-        target: url::Url,
+        target: Uri,
         headers: HeaderMap,
-        body: bytes::Bytes,
-    ) -> Result<reqwest::Response> {
-        let sent = self
-            .client
-            .request(method, target)
-            .headers(headers)
-            .body(body)
-            .send();
-        match tokio::time::timeout(self.upstream.timeout, sent).await {
+        body: Bytes,
+    ) -> Result<Response<Incoming>> {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = target;
+        *request.headers_mut() = headers;
+        match tokio::time::timeout(self.upstream.timeout, self.client.request(request)).await {
             Err(_) => Err(ErrorCode::UpstreamTimeout.into()),
-            Ok(Err(e)) if e.is_timeout() => Err(ErrorCode::UpstreamTimeout.into()),
+            Ok(Err(e)) if timed_out(&e) => Err(ErrorCode::UpstreamTimeout.into()),
             Ok(Err(e)) => {
-                // Without the URL: it may carry credentials, and the partner's query.
-                tracing::warn!(error = %e.without_url(), "the upstream could not be reached");
+                // The error's chain names no URL: nothing of the partner's path or query.
+                tracing::warn!(error = %error_chain(&e), "the upstream could not be reached");
                 Err(ErrorCode::UpstreamUnavailable.into())
             }
             Ok(Ok(answer)) => Ok(answer),
         }
     }
+}
+
+/// Whether the connection attempt ran out of time (the connect timeout), as opposed to
+/// being refused.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// "client error (Connect): tcp connect error: Connection refused", for the log.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// The client's headers the upstream may see.
@@ -157,7 +237,7 @@ pub fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
 }
 
 /// The upstream's headers the client may see.
-pub fn returned_headers(headers: &reqwest::header::HeaderMap) -> HeaderMap {
+pub fn returned_headers(headers: &HeaderMap) -> HeaderMap {
     let named_in_connection = connection_tokens(headers);
     let mut out = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {

@@ -13,7 +13,7 @@ use crate::state::AppState;
 use crate::upstream::{forwarded_headers, returned_headers, Gateway};
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use keyward_core::wire::{wire_time, KEY_EXPIRES_HEADER};
 use keyward_core::{ErrorCode, KeyMode};
@@ -43,7 +43,7 @@ async fn try_forward(state: AppState, gateway: &Gateway, request: Request) -> Re
     }
     // Refused before any work: a path that could leave the prefix is never forwarded.
     let mut target = gateway.target(&original)?;
-    let headers = parts.headers.clone();
+    let mut upstream_headers = forwarded_headers(&parts.headers);
     let JsonBody { raw, body } =
         JsonBody::from_request(Request::from_parts(parts, body), &state).await?;
 
@@ -74,7 +74,6 @@ async fn try_forward(state: AppState, gateway: &Gateway, request: Request) -> Re
             flows::use_once(&state, &auth, &body).await?;
         }
 
-        let mut upstream_headers = forwarded_headers(&headers);
         for (name, value) in [
             ("x-forwarded-for", ip.to_string()),
             ("x-forwarded-proto", proto.to_owned()),
@@ -97,13 +96,10 @@ async fn try_forward(state: AppState, gateway: &Gateway, request: Request) -> Re
             }
         }
         let answer = gateway.send(method, target, upstream_headers, raw).await?;
-        let status =
-            StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
         let headers = returned_headers(answer.headers());
-        let mut response = Response::new(Body::from_stream(answer.bytes_stream()));
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        Ok(response)
+        let (mut head, body) = answer.into_parts();
+        head.headers = headers;
+        Ok(Response::from_parts(head, Body::new(body)))
     }
     .await;
     Ok(with_key_expiry(
