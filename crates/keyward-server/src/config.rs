@@ -879,6 +879,11 @@ fn upstream_url(variable: &str, text: &str) -> anyhow::Result<url::Url> {
     if url.query().is_some() || url.fragment().is_some() {
         bail!("{variable} must not have a query or fragment: the request's own are forwarded");
     }
+    // The partner's own `Authorization` travels to the upstream; credentials in the URL would
+    // have nowhere to go, so they are refused rather than silently dropped.
+    if !url.username().is_empty() || url.password().is_some() {
+        bail!("{variable} must not carry a user name or password: the partner's Authorization header is forwarded");
+    }
     Ok(url)
 }
 
@@ -1076,6 +1081,10 @@ mod tests {
             (
                 &[("KEYWARD_SANDBOX_UPSTREAM_URL", "http://127.0.0.1:10")][..],
                 "KEYWARD_SANDBOX_UPSTREAM_URL",
+            ),
+            (
+                &[("KEYWARD_UPSTREAM_URL", "http://api:secret@127.0.0.1:9")][..],
+                "KEYWARD_UPSTREAM_URL must not carry a user name or password",
             ),
         ] {
             let err = resolve(pairs)
