@@ -352,7 +352,7 @@ fn sign(secret_key_file: Option<&Path>, canonical: bool, explain: bool) -> Resul
         }
     }
     let secret_text = secret_text.ok_or("give --secret-key-file FILE or set KEYWARD_SECRET_KEY")?;
-    let secret = SecretKey::parse(secret_text.trim())
+    let secret = SecretKey::parse_or_legacy(secret_text.trim())
         .map_err(|e| format!("the secret key is not valid: {e}"))?;
     let form = if canonical {
         MessageForm::Canonical

@@ -126,13 +126,33 @@ impl Client {
             .map_err(|e| ClientError::Invalid(format!("public key: {e}")))?;
         let secret = SecretKey::parse(secret_key)
             .map_err(|e| ClientError::Invalid(format!("secret key: {e}")))?;
-        Ok(PartnerClient {
+        Ok(self.signing_with(public, secret))
+    }
+
+    /// The same server, signing with a pair moved in from the exchange's previous system
+    /// (SPEC §10.2): keys of §1's format, or `pk_partner_`/`sk_partner_` + 8–128 letters and
+    /// digits. Without a checksum, a mistyped key is caught by the server, not here: use
+    /// [`with_credentials`](Self::with_credentials) for keys keyward issued.
+    pub fn with_legacy_credentials(
+        &self,
+        public_key: &str,
+        secret_key: &str,
+    ) -> Result<PartnerClient, ClientError> {
+        let public = PublicKey::parse_or_legacy(public_key)
+            .map_err(|e| ClientError::Invalid(format!("public key: {e}")))?;
+        let secret = SecretKey::parse_or_legacy(secret_key)
+            .map_err(|e| ClientError::Invalid(format!("secret key: {e}")))?;
+        Ok(self.signing_with(public, secret))
+    }
+
+    fn signing_with(&self, public: PublicKey, secret: SecretKey) -> PartnerClient {
+        PartnerClient {
             client: self.clone(),
             public,
             secret,
             form: MessageForm::AsSent,
             clock: Arc::default(),
-        })
+        }
     }
 
     /// `GET /api/v1/time`: the server's clock.

@@ -64,6 +64,27 @@ pub enum KeyFormatError {
     Alphabet,
     #[error("the key's checksum does not match: it was probably mistyped or truncated")]
     Checksum,
+    #[error("the key must have 8 to 128 letters and digits after its prefix")]
+    LegacyLength,
+}
+
+/// The shortest and longest run of letters and digits a legacy key (SPEC §10.2) has after its
+/// prefix.
+const LEGACY_LEN: std::ops::RangeInclusive<usize> = 8..=128;
+
+/// Checks the shape of `s` as a legacy key of `kind` (only live keys have one): the prefix
+/// and 8–128 letters and digits, no checksum. A key of §1's format has this shape too.
+fn check_legacy_format(kind: KeyKind, s: &str) -> Result<(), KeyFormatError> {
+    let body = s
+        .strip_prefix(kind.prefix())
+        .ok_or(KeyFormatError::Prefix(kind.prefix()))?;
+    if !LEGACY_LEN.contains(&body.len()) {
+        return Err(KeyFormatError::LegacyLength);
+    }
+    if !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(KeyFormatError::Alphabet);
+    }
+    Ok(())
 }
 
 /// Checks the shape of `s` as a key of `kind`, without looking anything up.
@@ -195,32 +216,57 @@ impl fmt::Debug for KeyHash {
 
 /// A well-formed public key. Not secret on its own, but it is only ever stored hashed.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct PublicKey(String);
+pub struct PublicKey {
+    text: String,
+    /// Only of the legacy shape, not of §1's format (SPEC §10.2).
+    legacy: bool,
+}
 
 impl PublicKey {
     /// A live (`pk_partner_`) or test (`pk_test_partner_`) public key.
     pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
         check_format(claimed_mode(s).public_kind(), s)?;
-        Ok(Self(s.to_owned()))
+        Ok(Self {
+            text: s.to_owned(),
+            legacy: false,
+        })
+    }
+
+    /// A key of §1's format as [`parse`](Self::parse) takes it, or else a live key of the
+    /// legacy shape (`pk_partner_` + 8–128 letters and digits, SPEC §10.2), marked as such.
+    /// When the text fits neither, the error is §1's.
+    pub fn parse_or_legacy(s: &str) -> Result<Self, KeyFormatError> {
+        Self::parse(s).or_else(|strict| {
+            check_legacy_format(KeyKind::Public, s).map_err(|_| strict)?;
+            Ok(Self {
+                text: s.to_owned(),
+                legacy: true,
+            })
+        })
+    }
+
+    /// Whether the key is only of the legacy shape, not of §1's format.
+    pub fn is_legacy(&self) -> bool {
+        self.legacy
     }
 
     pub fn mode(&self) -> KeyMode {
-        claimed_mode(&self.0)
+        claimed_mode(&self.text)
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     pub fn hash(&self) -> KeyHash {
-        KeyHash::of(&self.0)
+        KeyHash::of(&self.text)
     }
 
     /// A short, non-secret label for logs: the prefix and the first four random characters.
     pub fn redacted(&self) -> String {
         format!(
             "{}…",
-            &self.0[..self.mode().public_kind().prefix().len() + 4]
+            &self.text[..self.mode().public_kind().prefix().len() + 4]
         )
     }
 }
@@ -233,7 +279,7 @@ impl fmt::Debug for PublicKey {
 
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -246,6 +292,20 @@ impl SecretKey {
     pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
         check_format(claimed_mode(s).secret_kind(), s)?;
         Ok(Self(SecretString::from(s.to_owned())))
+    }
+
+    /// A key of §1's format, or else a live key of the legacy shape (`sk_partner_` + 8–128
+    /// letters and digits, SPEC §10.2). When the text fits neither, the error is §1's.
+    pub fn parse_or_legacy(s: &str) -> Result<Self, KeyFormatError> {
+        Self::parse(s).or_else(|strict| {
+            check_legacy_format(KeyKind::Secret, s).map_err(|_| strict)?;
+            Ok(Self(SecretString::from(s.to_owned())))
+        })
+    }
+
+    /// Whether the key is only of the legacy shape, not of §1's format.
+    pub fn is_legacy(&self) -> bool {
+        check_format(self.mode().secret_kind(), self.0.expose_secret()).is_err()
     }
 
     pub fn mode(&self) -> KeyMode {
@@ -286,7 +346,10 @@ impl KeyPair {
     /// A pair of `mode`: test pairs carry the `_test_` prefixes.
     pub fn generate_in(mode: KeyMode, rng: &mut (impl RngCore + CryptoRng)) -> Self {
         Self {
-            public: PublicKey(generate(mode.public_kind(), rng)),
+            public: PublicKey {
+                text: generate(mode.public_kind(), rng),
+                legacy: false,
+            },
             secret: SecretKey(SecretString::from(generate(mode.secret_kind(), rng))),
         }
     }
@@ -416,6 +479,49 @@ mod tests {
         assert_eq!(encode_checksum("a").as_bytes(), &expect[..]);
     }
 
+    #[test]
+    fn legacy_keys_have_the_published_shape_and_are_marked() {
+        let native = KeyPair::generate(&mut rand::rngs::OsRng);
+        let parsed = PublicKey::parse_or_legacy(native.public.as_str()).unwrap();
+        assert!(!parsed.is_legacy(), "a key of §1's format is not legacy");
+        assert!(!SecretKey::parse_or_legacy(native.secret.expose_secret())
+            .unwrap()
+            .is_legacy());
+
+        for body in ["abcd1234", &"Z9".repeat(64)] {
+            let public = PublicKey::parse_or_legacy(&format!("pk_partner_{body}")).unwrap();
+            assert!(public.is_legacy());
+            assert!(
+                PublicKey::parse(public.as_str()).is_err(),
+                "§1 alone still refuses it"
+            );
+            assert_eq!(public.mode(), KeyMode::Live);
+            let secret = SecretKey::parse_or_legacy(&format!("sk_partner_{body}")).unwrap();
+            assert!(secret.is_legacy());
+        }
+        // A mistyped key of §1's length has the legacy shape: whether it is looked up is the
+        // server's decision (only while legacy keys are held).
+        let mut typo = native.public.as_str().to_owned();
+        typo.replace_range(20..21, if &typo[20..21] == "a" { "b" } else { "a" });
+        assert!(PublicKey::parse_or_legacy(&typo).unwrap().is_legacy());
+
+        for refused in [
+            "pk_partner_abc1234".to_owned(),           // 7 characters
+            format!("pk_partner_{}", "a".repeat(129)), // 129
+            "pk_partner_abcd-1234".to_owned(),         // not a letter or digit
+            "pk_test_partner_abcd1234".to_owned(),     // test keys have no legacy shape
+            "sk_partner_abcd1234".to_owned(),          // a secret key where a public one belongs
+        ] {
+            let error = PublicKey::parse_or_legacy(&refused).unwrap_err();
+            assert_eq!(
+                error,
+                PublicKey::parse(&refused).unwrap_err(),
+                "{refused}: §1's error"
+            );
+        }
+        assert!(SecretKey::parse_or_legacy("pk_partner_abcd1234").is_err());
+    }
+
     proptest! {
         #[test]
         fn any_single_character_change_is_caught(index in 11usize..47, replacement in "[0-9A-Za-z]") {
@@ -432,6 +538,8 @@ mod tests {
             let _ = PublicKey::parse(&s);
             let _ = SecretKey::parse(&s);
             let _ = PublicKey::parse(&format!("pk_test_partner_{s}"));
+            let _ = PublicKey::parse_or_legacy(&format!("pk_partner_{s}"));
+            let _ = SecretKey::parse_or_legacy(&format!("sk_partner_{s}"));
         }
     }
 }

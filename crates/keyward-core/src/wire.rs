@@ -176,6 +176,10 @@ pub struct KeyInfo {
     pub last_used_at: Option<String>,
     /// `current` or `retiring` (a primary pair in its overlap).
     pub state: String,
+    /// A key moved in from the exchange's previous system, not of §1's format (SPEC §10.2):
+    /// it works until regenerated, or until the exchange's end date for such keys.
+    #[serde(default)]
+    pub legacy: bool,
 }
 
 /// Data of `ListKeys`.

@@ -252,6 +252,8 @@ settings! {
     key_max_idle: String,
     /// When the partner is reminded before a pair expires.
     key_expiry_reminders: Vec<String> = vec!["14d".into(), "3d".into(), "1d".into()],
+    /// When imported keys of another format stop working (RFC 3339, SPEC §10.2).
+    legacy_keys_until: String,
 }
 
 /// `KEYWARD_GITHUB_KEYS_URL` when unset: GitHub's published secret-scanning keys.
@@ -664,6 +666,10 @@ impl RawSettings {
             f.key_max_idle.as_deref(),
             &f.key_expiry_reminders,
         )?;
+        let expiry = crate::flows::key_policy::ExpiryPolicy {
+            legacy_keys_until: legacy_keys_until(f.legacy_keys_until.as_deref())?,
+            ..expiry
+        };
         let dkim = match (f.dkim_key_file, f.dkim_selector) {
             (None, None) => None,
             (Some(key_file), Some(selector)) => {
@@ -865,7 +871,21 @@ fn expiry_policy(
         )?,
         max_idle: duration("KEYWARD_KEY_MAX_IDLE", max_idle)?,
         reminders: before,
+        legacy_keys_until: None,
     })
+}
+
+/// `KEYWARD_LEGACY_KEYS_UNTIL`: an RFC 3339 date-time, in ms.
+fn legacy_keys_until(text: Option<&str>) -> anyhow::Result<Option<i64>> {
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let at = chrono::DateTime::parse_from_rfc3339(text).map_err(|_| {
+        anyhow::anyhow!(
+            "KEYWARD_LEGACY_KEYS_UNTIL must be an RFC 3339 date-time such as 2027-06-30T00:00:00Z, not {text:?}"
+        )
+    })?;
+    Ok(Some(at.timestamp_millis()))
 }
 
 /// An upstream URL setting: absolute, http(s), with a host, no query or fragment.
@@ -1021,6 +1041,7 @@ mod tests {
                     last_used_at: None,
                     retiring_until: None,
                     valid_until: None,
+                    legacy: false,
                 },
                 false
             ),
@@ -1042,7 +1063,9 @@ mod tests {
             ("KEYWARD_KEY_MAX_AGE", "90d"),
             ("KEYWARD_KEY_MAX_IDLE", "12h"),
             ("KEYWARD_KEY_EXPIRY_REMINDERS", "1d,7d"),
+            ("KEYWARD_LEGACY_KEYS_UNTIL", "2027-06-30T12:00:00+02:00"),
         ])?;
+        assert_eq!(set.expiry.legacy_keys_until, Some(1_814_349_600_000));
         assert_eq!(
             set.scopes
                 .required_for_path("/api/v1/PartnerP2P/PayReport/x"),
@@ -1081,6 +1104,10 @@ mod tests {
             (
                 &[("KEYWARD_SANDBOX_UPSTREAM_URL", "http://127.0.0.1:10")][..],
                 "KEYWARD_SANDBOX_UPSTREAM_URL",
+            ),
+            (
+                &[("KEYWARD_LEGACY_KEYS_UNTIL", "2027-06-30")][..],
+                "KEYWARD_LEGACY_KEYS_UNTIL",
             ),
             (
                 &[("KEYWARD_UPSTREAM_URL", "http://api:secret@127.0.0.1:9")][..],

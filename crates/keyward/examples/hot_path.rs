@@ -114,6 +114,8 @@ fn main() {
                 public_key_hint: keys.public.redacted(),
                 secret_key_hash: keys.secret.hash(),
                 created_at: chrono::Utc::now().timestamp_millis(),
+                allowed_ips: None,
+                legacy: false,
                 key_id,
                 id,
             });

@@ -114,6 +114,15 @@ function isWellFormedKey(key, prefix) {
   return key.slice(prefix.length + 30) === base62(crc32(prefix + body), 6);
 }
 
+/**
+ * Whether `key` has the shape of a key moved in from an exchange's previous system (SPEC §10.2):
+ * `pk_partner_` or `sk_partner_` and 8 to 128 letters and digits, no checksum.
+ */
+function isLegacyKey(key, prefix) {
+  return typeof key === "string" && (prefix === "pk_partner_" || prefix === "sk_partner_")
+    && key.startsWith(prefix) && /^[A-Za-z0-9]{8,128}$/.test(key.slice(prefix.length));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Errors and HTTP
 
@@ -185,22 +194,31 @@ function envelopeData(answer) {
 // ---------------------------------------------------------------------------------------------
 // The partner's client
 
+/** Throws unless the pair is of SPEC §1's format, both halves of the same mode. */
+function checkKeys(publicKey, secretKey) {
+  // A live pair, or a test pair (SPEC §8.3): both halves of the same mode.
+  const live = isWellFormedKey(publicKey, "pk_partner_");
+  if (!live && !isWellFormedKey(publicKey, "pk_test_partner_")) {
+    throw new TypeError("publicKey is not a well-formed public key (pk_partner_… or pk_test_partner_…): check for a typo or a truncated key");
+  }
+  if (!isWellFormedKey(secretKey, live ? "sk_partner_" : "sk_test_partner_")) {
+    throw new TypeError(
+      `secretKey is not a well-formed secret key (${live ? "sk_partner_" : "sk_test_partner_"}…) of the public key's mode: check for a typo, a truncated key, or a live and a test key mixed`,
+    );
+  }
+}
+
 class PartnerClient {
   /**
    * @param {object} options baseUrl, publicKey, secretKey; timestamp (add a `timestamp` to
    *   each body, default true); clockSync (on `stale_request`, correct the clock by the
-   *   server's and try once more, default true); now (milliseconds since the epoch, for tests).
+   *   server's and try once more, default true); now (milliseconds since the epoch, for tests);
+   *   legacyKeys (accept a live pair moved in from the exchange's previous system, SPEC §10.2,
+   *   which has no checksum to catch a typo here: default false).
    */
-  constructor({ baseUrl, publicKey, secretKey, timestamp = true, clockSync = true, now = Date.now }) {
-    // A live pair, or a test pair (SPEC §8.3): both halves of the same mode.
-    const live = isWellFormedKey(publicKey, "pk_partner_");
-    if (!live && !isWellFormedKey(publicKey, "pk_test_partner_")) {
-      throw new TypeError("publicKey is not a well-formed public key (pk_partner_… or pk_test_partner_…): check for a typo or a truncated key");
-    }
-    if (!isWellFormedKey(secretKey, live ? "sk_partner_" : "sk_test_partner_")) {
-      throw new TypeError(
-        `secretKey is not a well-formed secret key (${live ? "sk_partner_" : "sk_test_partner_"}…) of the public key's mode: check for a typo, a truncated key, or a live and a test key mixed`,
-      );
+  constructor({ baseUrl, publicKey, secretKey, timestamp = true, clockSync = true, now = Date.now, legacyKeys = false }) {
+    if (!(legacyKeys && isLegacyKey(publicKey, "pk_partner_") && isLegacyKey(secretKey, "sk_partner_"))) {
+      checkKeys(publicKey, secretKey);
     }
     this.baseUrl = trimBase(baseUrl);
     this.publicKey = publicKey;

@@ -34,6 +34,12 @@ export interface PartnerClientOptions {
   clockSync?: boolean;
   /** The local clock, in ms since the epoch (tests). Default Date.now. */
   now?: () => number;
+  /**
+   * Accept a live pair moved in from the exchange's previous system (SPEC §10.2):
+   * `pk_partner_`/`sk_partner_` + 8–128 letters and digits, with no checksum to catch a typo
+   * here. Default false: keys keyward issued are checked against SPEC §1.
+   */
+  legacyKeys?: boolean;
 }
 
 export interface WhoAmI {
@@ -51,6 +57,8 @@ export interface WhoAmI {
   mode: KeyMode;
   /** "retiring": the old pair of a regeneration with an overlap; it stops at key_expires_at. */
   state: "current" | "retiring";
+  /** A key moved in from the exchange's previous system (SPEC §10.2): works until regenerated. */
+  legacy?: boolean;
 }
 
 /** "live" keys reach the payment API; "test" keys (pk_test_partner_…) only its sandbox. */
@@ -69,6 +77,8 @@ export interface KeyInfo {
   expires_at: string | null;
   last_used_at: string | null;
   state: "current" | "retiring";
+  /** A key moved in from the exchange's previous system (SPEC §10.2): works until regenerated. */
+  legacy?: boolean;
 }
 
 export interface CreateKeyOptions {

@@ -2,7 +2,9 @@
 // regeneration with an overlap, lost keys, the allow-list lock-out, stale_request with a skewed
 // clock, the verify API and its middleware (node:http and Express), and the gateway.
 import assert from "node:assert/strict";
+import fs from "node:fs";
 import http from "node:http";
+import path from "node:path";
 import { after, before, test } from "node:test";
 import express from "express";
 import { KeywardError, PartnerClient, Verifier, verifyMiddleware } from "keyward-partner";
@@ -240,4 +242,21 @@ test("the payout service example (examples/payout_service.mjs) on the middleware
     child.kill();
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("a partner moved in with legacy keys signs with them when legacyKeys is set", async () => {
+  const code = `LEGACY-${process.pid}`;
+  const publicKey = `pk_partner_Legacy${process.pid}Node`;
+  const secretKey = `sk_partner_Legacy${process.pid}Secret`;
+  const file = path.join(keyward.dataDir, "import.jsonl");
+  fs.writeFileSync(file, JSON.stringify({ partner_code: code, email: `${code}@node.example`, public_key: publicKey, secret_key: secretKey }) + "\n");
+  const report = keyward.operator(["partner", "import", file]);
+  assert.match(report, /1 imported \(1 with legacy keys\)/);
+  assert.ok(!report.includes(secretKey), "the import printed a key");
+  assert.throws(() => new PartnerClient({ baseUrl: keyward.url, publicKey, secretKey }), /publicKey/);
+  const client = new PartnerClient({ baseUrl: keyward.url, publicKey, secretKey, legacyKeys: true });
+  const me = await client.whoAmI();
+  assert.equal(me.partner_code, code);
+  const [key] = await client.listKeys();
+  assert.equal(key.legacy, true);
 });

@@ -217,3 +217,25 @@ def test_the_payout_service_example(keyward):
     finally:
         example.terminate()
         example.wait(timeout=10)
+
+
+def test_a_partner_moved_in_with_legacy_keys_signs_with_them_when_asked(keyward, tmp_path):
+    code = f"PYLEGACY-{os.getpid()}"
+    public_key, secret_key = f"pk_partner_PyLegacy{os.getpid()}", f"sk_partner_PyLegacy{os.getpid()}S"
+    rows = tmp_path / "import.jsonl"
+    rows.write_text(json.dumps({"partner_code": code, "email": f"{code.lower()}@py.example",
+                                "public_key": public_key, "secret_key": secret_key}) + "\n")
+    report = keyward.operator("partner", "import", str(rows))
+    assert "1 imported (1 with legacy keys)" in report
+    assert secret_key not in report
+    with pytest.raises(ValueError, match="public_key"):
+        PartnerClient(keyward.url, public_key, secret_key)
+    with PartnerClient(keyward.url, public_key, secret_key, legacy_keys=True) as client:
+        assert client.who_am_i()["partner_code"] == code
+        assert client.list_keys()[0]["legacy"] is True
+
+    async def run():
+        async with AsyncPartnerClient(keyward.url, public_key, secret_key, legacy_keys=True) as client:
+            return await client.who_am_i()
+
+    assert asyncio.run(run())["partner_code"] == code

@@ -20,6 +20,8 @@ pub enum Authorization {
     Absent,
     /// Not `Bearer ` + a well-formed public key, not visible ASCII, or sent twice.
     Malformed,
+    /// A key of §1's format, or of the legacy shape (SPEC §10.2): whether the latter is
+    /// looked up is [`authenticate`]'s decision.
     Bearer(PublicKey),
 }
 
@@ -29,7 +31,7 @@ impl Authorization {
         let parsed = std::str::from_utf8(value)
             .ok()
             .and_then(keyward_core::wire::bearer)
-            .and_then(|key| PublicKey::parse(key).ok());
+            .and_then(|key| PublicKey::parse_or_legacy(key).ok());
         parsed.map_or(Authorization::Malformed, Authorization::Bearer)
     }
 
@@ -105,6 +107,11 @@ pub async fn authenticate(
     body: &SignedBody,
     client: ClientAddress,
 ) -> Result<Authenticated> {
+    // A key that fails §1's checks is looked up only while legacy keys are held (SPEC §10.2);
+    // otherwise it is malformed, as it always was, and costs no read.
+    if public.is_legacy() && !ctx.key_cache.legacy_keys_held(&ctx.store).await? {
+        return Err(ErrorCode::MalformedAuthorization.into());
+    }
     if ctx.settings.exact_numbers {
         if let Some(path) = &body.inexact_number {
             return Err(Error::field(
@@ -166,6 +173,7 @@ fn expires_at(ctx: &Context, key: &AuthKey) -> Option<i64> {
         last_used_at,
         retiring_until: key.expires_at,
         valid_until: key.class.valid_until(),
+        legacy: key.legacy,
     };
     ctx.settings
         .expiry

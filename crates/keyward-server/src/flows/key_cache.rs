@@ -40,6 +40,8 @@ pub struct AuthKey {
     /// Primary or restricted, with a restricted pair's name, scopes and own expiry (SPEC §8).
     pub class: Arc<KeyClass>,
     pub mode: KeyMode,
+    /// Moved in with keys not of §1's format (SPEC §10.2): `KEYWARD_LEGACY_KEYS_UNTIL` applies.
+    pub legacy: bool,
     /// The last use the database knew of when this entry was read (the expiry policy's idle
     /// limit also counts this node's uses since, from `last_noted`).
     pub last_used_at: Option<i64>,
@@ -62,6 +64,9 @@ pub struct Lookup {
 pub struct KeyCache {
     bound: Duration,
     cache: Option<Cache<KeyHash, Arc<Lookup>>>,
+    /// Whether any legacy key is held (SPEC §10.2), and when the read that said so began:
+    /// under the same bound as the entries, so an import is in force everywhere when it returns.
+    legacy_held: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 /// Entries expire `bound` after the read that filled them began, not after they were stored.
@@ -89,7 +94,28 @@ impl KeyCache {
                 .expire_after(FromReadStart(bound))
                 .build()
         });
-        Self { bound, cache }
+        Self {
+            bound,
+            cache,
+            legacy_held: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether any usable legacy key is held, at most `bound` ago (SPEC §10.2). A key of the
+    /// legacy shape that fails §1's checks is looked up only while one is: otherwise it is
+    /// refused without a read, as §1 says. One read per bound per node, whatever the flood;
+    /// concurrent askers wait for the one read.
+    pub async fn legacy_keys_held(&self, store: &Store) -> Result<bool> {
+        let mut held = self.legacy_held.lock().await;
+        if let Some((loaded_at, answer)) = *held {
+            if loaded_at.elapsed() < self.bound {
+                return Ok(answer);
+            }
+        }
+        let loaded_at = Instant::now();
+        let answer = store.legacy_keys_held().await?;
+        *held = Some((loaded_at, answer));
+        Ok(answer)
     }
 
     /// How stale an entry may be; every change that must hold everywhere waits this long.
@@ -165,6 +191,7 @@ async fn load(store: &Store, cipher: &Cipher, hash: &KeyHash) -> Result<Lookup> 
             expires_at: record.expires_at,
             class: Arc::new(record.class),
             mode: record.mode,
+            legacy: record.legacy,
             last_used_at: record.last_used_at,
             partner: record.partner,
             secret,
@@ -187,7 +214,7 @@ fn decrypt_secret(
     let text = String::from_utf8(plain).map_err(|_| {
         Error::Unexpected(anyhow::anyhow!("secret key of key {key_id} is not text"))
     })?;
-    SecretKey::parse(&text)
+    SecretKey::parse_or_legacy(&text)
         .map_err(|_| Error::Unexpected(anyhow::anyhow!("secret key of key {key_id} is malformed")))
 }
 

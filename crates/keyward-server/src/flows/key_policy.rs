@@ -112,6 +112,9 @@ pub struct ExpiryPolicy {
     pub max_idle: Option<i64>,
     /// How long before an expiry the partner is reminded, longest first.
     pub reminders: Vec<i64>,
+    /// `KEYWARD_LEGACY_KEYS_UNTIL`: when keys moved in with another format stop working
+    /// (SPEC §10.2), ms.
+    pub legacy_keys_until: Option<i64>,
 }
 
 impl Default for ExpiryPolicy {
@@ -121,6 +124,7 @@ impl Default for ExpiryPolicy {
             max_age_without_allowlist: None,
             max_idle: None,
             reminders: vec![14 * DAY_MS, 3 * DAY_MS, DAY_MS],
+            legacy_keys_until: None,
         }
     }
 }
@@ -148,6 +152,8 @@ pub struct KeyTimes {
     pub retiring_until: Option<i64>,
     /// A restricted pair's own expiry.
     pub valid_until: Option<i64>,
+    /// Moved in with keys not of §1's format (SPEC §10.2).
+    pub legacy: bool,
 }
 
 impl ExpiryPolicy {
@@ -163,6 +169,13 @@ impl ExpiryPolicy {
         ]
         .into_iter()
         .filter_map(|(what, ms)| ms.map(|ms| format!("{what} {}", short_duration(ms))))
+        .chain(self.legacy_keys_until.map(|ms| {
+            let until = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+            format!(
+                "legacy keys until {}",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        }))
         .collect();
         if parts.is_empty() {
             return "off (keys live until revoked)".to_owned();
@@ -194,6 +207,7 @@ impl ExpiryPolicy {
             without_allowlist.map(|age| key.created_at.saturating_add(age)),
             self.max_idle.map(|idle| idle_from.saturating_add(idle)),
             key.valid_until,
+            self.legacy_keys_until.filter(|_| key.legacy),
         ]
         .into_iter()
         .flatten()
@@ -237,6 +251,7 @@ mod tests {
             last_used_at: None,
             retiring_until: None,
             valid_until: None,
+            legacy: false,
         }
     }
 
@@ -247,8 +262,19 @@ mod tests {
             max_age_without_allowlist: Some(10 * H),
             max_idle: Some(20 * H),
             reminders: vec![2 * H, H],
+            legacy_keys_until: Some(4 * H),
         };
         let key = times(0);
+        // The end date for legacy keys applies to legacy keys alone, and is reminded of.
+        let legacy = KeyTimes {
+            legacy: true,
+            ..key
+        };
+        assert_eq!(policy.expires_at(&legacy, true), Some(4 * H));
+        assert_eq!(
+            policy.reminders_due(&legacy, true, 0),
+            vec![(7200, 2 * H), (3600, 3 * H)]
+        );
         assert_eq!(policy.expires_at(&key, false), Some(10 * H));
         // An allow-list lifts the shorter age; idle counts from creation when never used.
         assert_eq!(policy.expires_at(&key, true), Some(20 * H));

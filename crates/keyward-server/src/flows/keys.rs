@@ -173,6 +173,7 @@ pub(super) async fn make_restricted_pair(
         last_used_at: None,
         retiring_until: None,
         valid_until,
+        legacy: false,
     };
     schedule_for_new_key(ctx, &mut tx, &key_id, &times, &partner, now).await?;
     let detail = format!(
@@ -215,6 +216,7 @@ pub(super) async fn make_restricted_pair(
         expires_at: expires_at.map(wire_time),
         last_used_at: None,
         state: "current".to_owned(),
+        legacy: false,
     };
     Ok(Redeemed {
         partner_id: partner.id,
@@ -249,6 +251,7 @@ pub fn describe(ctx: &Context, key: &KeyInfo, partner: &Partner) -> wire::KeyInf
         last_used_at: key.last_used_at,
         retiring_until: key.expires_at,
         valid_until: key.valid_until,
+        legacy: key.legacy.0,
     };
     wire::KeyInfo {
         key_id: key.id.clone(),
@@ -270,6 +273,7 @@ pub fn describe(ctx: &Context, key: &KeyInfo, partner: &Partner) -> wire::KeyInf
             "current"
         }
         .to_owned(),
+        legacy: key.legacy.0,
     }
 }
 

@@ -210,6 +210,7 @@ pub async fn redeem(
         last_used_at: None,
         retiring_until: None,
         valid_until: None,
+        legacy: false,
     };
     schedule_for_new_key(ctx, &mut tx, &key_id, &times, &partner, now).await?;
     let ip_text = ip.to_string();

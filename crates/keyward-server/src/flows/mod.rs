@@ -6,6 +6,7 @@ pub mod admin;
 mod allow_list;
 mod authenticate;
 mod context;
+pub mod import;
 mod issue;
 pub mod key_cache;
 pub mod key_policy;

@@ -56,6 +56,7 @@ fn times_of(key: &KeyTimesRow) -> KeyTimes {
         last_used_at: key.last_used_at,
         retiring_until: key.expires_at,
         valid_until: key.valid_until,
+        legacy: key.legacy.0,
     }
 }
 
@@ -97,8 +98,12 @@ const POLICY_META: &str = "expiry_policy";
 pub async fn reschedule_after_policy_change(ctx: &Context) -> Result<u64> {
     let policy = &ctx.settings.expiry;
     let fingerprint = format!(
-        "v1 {:?} {:?} {:?} {:?}",
-        policy.max_age, policy.max_age_without_allowlist, policy.max_idle, policy.reminders
+        "v1 {:?} {:?} {:?} {:?} {:?}",
+        policy.max_age,
+        policy.max_age_without_allowlist,
+        policy.max_idle,
+        policy.reminders,
+        policy.legacy_keys_until
     );
     if ctx.store.meta(POLICY_META).await?.as_deref() == Some(fingerprint.as_bytes()) {
         return Ok(0);
@@ -190,6 +195,7 @@ fn decide(ctx: &Context, reminder: &DueReminder, now: i64) -> Decision {
         last_used_at: reminder.last_used_at,
         retiring_until: None,
         valid_until: reminder.class.valid_until(),
+        legacy: reminder.legacy,
     };
     let has_allow_list = !reminder.partner.allowed_ips.is_empty();
     let Some(expires_at) = ctx.settings.expiry.lapses_at(&times, has_allow_list) else {
@@ -222,6 +228,8 @@ async fn queue_reminder(
     let by_age = age_limit.min().map(|age| reminder.created_at + age);
     let reason = if reminder.class.valid_until() == Some(expires_at) {
         "the expiry it was made with"
+    } else if reminder.legacy && policy.legacy_keys_until == Some(expires_at) {
+        "the exchange's end date for keys moved in from its previous system (regenerate your keys to get keys of the current format: your partner ID stays the same)"
     } else if by_age == Some(expires_at) {
         if has_allow_list || policy.max_age_without_allowlist.is_none() {
             "the exchange's maximum key age"

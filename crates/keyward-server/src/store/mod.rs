@@ -263,7 +263,7 @@ impl Store {
     async fn key_where(&self, column: &str, hash: &KeyHash) -> Result<Option<KeyRecord>> {
         let sql = format!(
             "SELECT k.id AS key_id, k.created_at AS key_created_at, k.revoked_at, k.expires_at AS key_expires_at, k.secret_ciphertext, \
-             k.kind, k.mode, k.name AS key_name, k.scopes, k.valid_until, k.last_used_at, {PARTNER_COLUMNS} \
+             k.kind, k.mode, k.name AS key_name, k.scopes, k.valid_until, k.legacy, k.last_used_at, {PARTNER_COLUMNS} \
              FROM partner_keys k JOIN partners p ON p.id = k.partner_id WHERE {column} = $1"
         );
         let Some(row) = sqlx::query(&sql)
@@ -287,8 +287,19 @@ impl Store {
                 row.try_get("valid_until")?,
             )?,
             mode: records::parse_mode(row.try_get("mode")?)?,
+            legacy: row.try_get::<i64, _>("legacy")? != 0,
             last_used_at: row.try_get("last_used_at")?,
         }))
+    }
+
+    /// Whether any usable legacy key is held (SPEC §10.2): one probe of a partial index.
+    pub async fn legacy_keys_held(&self) -> Result<bool> {
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM partner_keys WHERE legacy = 1 AND revoked_at IS NULL LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(held.is_some())
     }
 
     /// Reads a link without changing it (the page a mail scanner may fetch).

@@ -48,10 +48,13 @@ pub struct KeyInfo {
     pub scopes: Option<String>,
     /// A restricted pair's own expiry.
     pub valid_until: Option<i64>,
+    /// Moved in with keys not of §1's format (SPEC §10.2).
+    #[sqlx(try_from = "i64")]
+    pub legacy: super::Flag,
 }
 
 /// The columns of [`KeyInfo`].
-const KEY_INFO_COLUMNS: &str = "id, public_key_hint, created_at, expires_at, revoked_at, last_used_at, last_used_ip, kind, mode, name, scopes, valid_until";
+const KEY_INFO_COLUMNS: &str = "id, public_key_hint, created_at, expires_at, revoked_at, last_used_at, last_used_ip, kind, mode, name, scopes, valid_until, legacy";
 
 impl KeyInfo {
     /// current, retiring, expired or revoked, at `now`.

@@ -72,6 +72,8 @@ pub struct KeyRecord {
     pub partner: Partner,
     pub class: KeyClass,
     pub mode: KeyMode,
+    /// Moved in with keys not of §1's format (SPEC §10.2).
+    pub legacy: bool,
     /// Approximate: written in batches by each node.
     pub last_used_at: Option<i64>,
 }
@@ -399,6 +401,8 @@ pub enum AuditKind {
     KeyLeaked,
     /// A service token was reported as found in public.
     ServiceTokenLeaked,
+    /// An active partner moved in with its existing keys (`keyward partner import`, SPEC §10.2).
+    PartnerImported,
 }
 
 impl AuditKind {
@@ -422,7 +426,8 @@ impl AuditKind {
             Self::PartnerReleased
             | Self::LinkIssued(_)
             | Self::MasterKeyRotated
-            | Self::ServiceTokenLeaked => return None,
+            | Self::ServiceTokenLeaked
+            | Self::PartnerImported => return None,
         })
     }
 
@@ -449,6 +454,7 @@ impl AuditKind {
             Self::MasterKeyRotated => "master_key_rotated",
             Self::KeyLeaked => "key_leaked",
             Self::ServiceTokenLeaked => "service_token_leaked",
+            Self::PartnerImported => "partner_imported",
         }
     }
 }
@@ -489,4 +495,14 @@ pub struct AuditEvent {
     pub ip: Option<String>,
     pub detail: Option<String>,
     pub created_at: i64,
+}
+
+/// A 0/1 column (both backends store flags as integers), read as a `bool`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Flag(pub bool);
+
+impl From<i64> for Flag {
+    fn from(value: i64) -> Self {
+        Flag(value != 0)
+    }
 }

@@ -23,6 +23,8 @@ pub struct DueReminder {
     pub last_used_at: Option<i64>,
     pub class: KeyClass,
     pub mode: KeyMode,
+    /// Moved in with keys not of §1's format (SPEC §10.2).
+    pub legacy: bool,
     pub partner: super::Partner,
 }
 
@@ -62,7 +64,7 @@ impl Tx {
     /// whether retiring, and a restricted pair's own expiry.
     pub async fn live_key_times(&mut self, partner_id: &PartnerId) -> Result<Vec<KeyTimesRow>> {
         Ok(sqlx::query_as(
-            "SELECT id, created_at, last_used_at, expires_at, valid_until FROM partner_keys \
+            "SELECT id, created_at, last_used_at, expires_at, valid_until, legacy FROM partner_keys \
              WHERE partner_id = $1 AND revoked_at IS NULL",
         )
         .bind(partner_id.as_str())
@@ -84,7 +86,7 @@ impl Tx {
         let sql = format!(
             "SELECT r.key_id, r.before_secs, r.due_at, k.public_key_hint, k.created_at AS key_created_at, \
              k.revoked_at, k.expires_at AS key_expires_at, k.last_used_at, k.kind, k.mode, \
-             k.name AS key_name, k.scopes, k.valid_until, {PARTNER_COLUMNS} \
+             k.name AS key_name, k.scopes, k.valid_until, k.legacy, {PARTNER_COLUMNS} \
              FROM key_reminders r JOIN partner_keys k ON k.id = r.key_id \
              JOIN partners p ON p.id = k.partner_id \
              WHERE r.sent_at IS NULL AND r.due_at <= $1 ORDER BY r.due_at LIMIT $2{lock}"
@@ -112,6 +114,7 @@ impl Tx {
                         row.try_get("valid_until")?,
                     )?,
                     mode: records::parse_mode(row.try_get("mode")?)?,
+                    legacy: row.try_get::<i64, _>("legacy")? != 0,
                     partner: PartnerRow::from_row(row)?.try_into()?,
                 })
             })
@@ -190,6 +193,9 @@ pub struct KeyTimesRow {
     /// A retiring primary pair's end of overlap.
     pub expires_at: Option<i64>,
     pub valid_until: Option<i64>,
+    /// Moved in with keys not of §1's format (SPEC §10.2).
+    #[sqlx(try_from = "i64")]
+    pub legacy: super::Flag,
 }
 
 impl super::Store {
@@ -201,7 +207,7 @@ impl super::Store {
         limit: i64,
     ) -> Result<Vec<(KeyTimesRow, bool)>> {
         let rows = sqlx::query(
-            "SELECT k.id, k.created_at, k.last_used_at, k.expires_at, k.valid_until, \
+            "SELECT k.id, k.created_at, k.last_used_at, k.expires_at, k.valid_until, k.legacy, \
              COALESCE(p.allowed_ips, '') AS allowed_ips \
              FROM partner_keys k JOIN partners p ON p.id = k.partner_id \
              WHERE k.revoked_at IS NULL AND k.id > $1 ORDER BY k.id LIMIT $2",

@@ -48,6 +48,8 @@ pub async fn bench_fill(
             secret_ciphertext: ciphertext,
             secret_key_hash: keys.secret.hash(),
             created_at: now,
+            allowed_ips: None,
+            legacy: false,
         });
         if batch.len() == 5_000 || i + 1 == partners {
             store.import_active_partners(&batch).await?;

@@ -2,6 +2,7 @@
 
 mod audit;
 mod bench_fill;
+mod import;
 mod leak;
 mod master_key;
 mod outbox;

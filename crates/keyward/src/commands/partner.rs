@@ -70,6 +70,18 @@ pub enum PartnerAction {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Move partners in with the keys they hold (JSON lines: partner_code, email, public_key,
+    /// secret_key, and optionally created_at and allowed_ips; `-` reads stdin). Repeatable:
+    /// rows already imported are skipped.
+    Import {
+        file: std::path::PathBuf,
+        /// Check every row and report; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Exit with an error status when any row was refused (the others are still imported).
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 #[derive(Args)]
@@ -127,6 +139,14 @@ pub async fn partner(
         }
     }
     match action {
+        PartnerAction::Import {
+            file,
+            dry_run,
+            strict,
+        } => {
+            let options = super::import::ImportOptions { dry_run, strict };
+            super::import::import(context(), &file, operator, options).await?;
+        }
         PartnerAction::List(args) => list(&store, args, now_ms).await?,
         PartnerAction::Show { code: text, json } => {
             show(&admin::show(&store, &code(&text)?).await?, json, now_ms)
@@ -302,7 +322,7 @@ fn pair_json(k: &keyward_server::store::KeyInfo, now: i64) -> serde_json::Value 
         "created_at": rfc3339(Some(k.created_at)),
         "expires_at": rfc3339(k.expires_at.or(k.valid_until)),
         "revoked_at": rfc3339(k.revoked_at), "last_used_at": rfc3339(k.last_used_at),
-        "last_used_ip": k.last_used_ip,
+        "last_used_ip": k.last_used_ip, "legacy": k.legacy.0,
     })
 }
 
@@ -318,6 +338,8 @@ fn pair_line(key: &keyward_server::store::KeyInfo, now: i64) -> String {
             format!("restricted \"{name}\" [{scopes}]")
         }
         (Some(name), _) => format!("restricted \"{name}\" [no scopes]"),
+        // Moved in with a key of another format (SPEC §10.2): works until regenerated.
+        _ if key.legacy.0 => "primary (legacy key, moved in)".to_owned(),
         _ => "primary".to_owned(),
     };
     format!(

@@ -391,13 +391,13 @@ pub fn uuid_like() -> String {
 
 /// Signs a JSON object text as sent, adding `signature`.
 pub fn sign(raw: &str, secret: &str) -> String {
-    let secret = SecretKey::parse(secret).unwrap_or_else(|e| panic!("secret key: {e}"));
+    let secret = SecretKey::parse_or_legacy(secret).unwrap_or_else(|e| panic!("secret key: {e}"));
     keyward_core::signature::sign_body(raw.as_bytes(), &secret, MessageForm::AsSent)
         .unwrap_or_else(|e| panic!("sign: {e}"))
 }
 
 pub fn hmac_hex(secret: &str, message: &str) -> String {
-    let secret = SecretKey::parse(secret).unwrap_or_else(|e| panic!("secret key: {e}"));
+    let secret = SecretKey::parse_or_legacy(secret).unwrap_or_else(|e| panic!("secret key: {e}"));
     sign_message(&secret, message)
 }
 

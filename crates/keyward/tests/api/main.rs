@@ -17,6 +17,7 @@ mod gateway;
 mod gateway_paths;
 mod hardening;
 mod helpers;
+mod import;
 mod integration;
 mod layer;
 mod limits;

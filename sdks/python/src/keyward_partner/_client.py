@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import httpx
 
-from ._signing import append_member, is_well_formed_key, parse_as_javascript, sign, sign_raw, with_signature
+from ._signing import append_member, is_legacy_key, is_well_formed_key, parse_as_javascript, sign, sign_raw, with_signature
 
 __all__ = ["AsyncPartnerClient", "Credentials", "KeywardError", "PartnerClient", "PATHS"]
 
@@ -114,20 +114,27 @@ def _credentials(data: Dict[str, Any]) -> Credentials:
     return Credentials(data["partner_id"], data["partner_code"], data["public_key"], data["secret_key"])
 
 
+def _check_keys(public_key: str, secret_key: str) -> None:
+    """Raises unless the pair is of SPEC §1's format, both halves of the same mode."""
+    # A live pair, or a test pair (SPEC §8.3): both halves of the same mode.
+    live = is_well_formed_key(public_key, "pk_partner_")
+    if not live and not is_well_formed_key(public_key, "pk_test_partner_"):
+        raise ValueError("public_key is not a well-formed public key (pk_partner_… or pk_test_partner_…): "
+                         "check for a typo or a truncated key")
+    secret_prefix = "sk_partner_" if live else "sk_test_partner_"
+    if not is_well_formed_key(secret_key, secret_prefix):
+        raise ValueError(f"secret_key is not a well-formed secret key ({secret_prefix}…) of the public key's mode: "
+                         "check for a typo, a truncated key, or a live and a test key mixed")
+
+
 class _Signer:
     """What both clients share: the keys, the clock, and how a body is signed and sent."""
 
     def __init__(self, base_url: str, public_key: str, secret_key: str, timestamp: bool,
-                 clock_sync: bool, now: Optional[Callable[[], float]]) -> None:
-        # A live pair, or a test pair (SPEC §8.3): both halves of the same mode.
-        live = is_well_formed_key(public_key, "pk_partner_")
-        if not live and not is_well_formed_key(public_key, "pk_test_partner_"):
-            raise ValueError("public_key is not a well-formed public key (pk_partner_… or pk_test_partner_…): "
-                             "check for a typo or a truncated key")
-        secret_prefix = "sk_partner_" if live else "sk_test_partner_"
-        if not is_well_formed_key(secret_key, secret_prefix):
-            raise ValueError(f"secret_key is not a well-formed secret key ({secret_prefix}…) of the public key's mode: "
-                             "check for a typo, a truncated key, or a live and a test key mixed")
+                 clock_sync: bool, now: Optional[Callable[[], float]], legacy_keys: bool) -> None:
+        legacy = legacy_keys and is_legacy_key(public_key, "pk_partner_") and is_legacy_key(secret_key, "sk_partner_")
+        if not legacy:
+            _check_keys(public_key, secret_key)
         self.base_url = _base(base_url)
         self.public_key = public_key
         self._secret_key = secret_key
@@ -186,12 +193,14 @@ class PartnerClient(_Signer):
 
     ``timestamp`` adds a ``timestamp`` to each body (default on); ``clock_sync`` corrects the
     clock by the server's once on ``stale_request`` and tries again (default on); ``now`` is
-    the local clock in milliseconds (tests)."""
+    the local clock in milliseconds (tests). ``legacy_keys`` accepts a live pair moved in from
+    the exchange's previous system (SPEC §10.2: ``pk_partner_``/``sk_partner_`` + 8-128 letters
+    and digits), which has no checksum to catch a typo here (default off)."""
 
     def __init__(self, base_url: str, public_key: str, secret_key: str, timestamp: bool = True,
                  clock_sync: bool = True, now: Optional[Callable[[], float]] = None,
-                 http: Optional[httpx.Client] = None) -> None:
-        super().__init__(base_url, public_key, secret_key, timestamp, clock_sync, now)
+                 http: Optional[httpx.Client] = None, legacy_keys: bool = False) -> None:
+        super().__init__(base_url, public_key, secret_key, timestamp, clock_sync, now, legacy_keys)
         self._http = http or httpx.Client(timeout=30.0)
 
     def close(self) -> None:
@@ -322,8 +331,8 @@ class AsyncPartnerClient(_Signer):
 
     def __init__(self, base_url: str, public_key: str, secret_key: str, timestamp: bool = True,
                  clock_sync: bool = True, now: Optional[Callable[[], float]] = None,
-                 http: Optional[httpx.AsyncClient] = None) -> None:
-        super().__init__(base_url, public_key, secret_key, timestamp, clock_sync, now)
+                 http: Optional[httpx.AsyncClient] = None, legacy_keys: bool = False) -> None:
+        super().__init__(base_url, public_key, secret_key, timestamp, clock_sync, now, legacy_keys)
         self._http = http or httpx.AsyncClient(timeout=30.0)
 
     async def aclose(self) -> None:

@@ -232,6 +232,16 @@ def _base62(n: int, width: int) -> str:
     return out.rjust(width, "0")
 
 
+def is_legacy_key(key: str, prefix: str) -> bool:
+    """Whether ``key`` has the shape of a key moved in from an exchange's previous system
+    (SPEC §10.2): ``pk_partner_`` or ``sk_partner_`` and 8 to 128 letters and digits, no
+    checksum."""
+    if prefix not in ("pk_partner_", "sk_partner_") or not isinstance(key, str) or not key.startswith(prefix):
+        return False
+    rest = key[len(prefix):]
+    return 8 <= len(rest) <= 128 and all(c in _BASE62 for c in rest)
+
+
 def is_well_formed_key(key: str, prefix: str) -> bool:
     """Whether ``key`` is ``prefix`` + 30 base62 characters + their 6-character CRC-32
     checksum (SPEC §1): ``pk_partner_``, ``sk_partner_``, ``kw_service_``."""
