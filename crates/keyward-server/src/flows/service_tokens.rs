@@ -85,6 +85,7 @@ pub async fn revoke(
     store: &Store,
     name: &str,
     operator: &str,
+    reason: Option<&str>,
     now: chrono::DateTime<chrono::Utc>,
     bound: std::time::Duration,
 ) -> Result<(), ServiceTokenError> {
@@ -100,7 +101,11 @@ pub async fn revoke(
         Actor::Operator(operator),
         now,
     );
-    entry.detail = Some(name);
+    let detail = match reason {
+        Some(reason) => format!("{name}; reason: {reason}"),
+        None => name.to_owned(),
+    };
+    entry.detail = Some(&detail);
     tx.audit(&entry).await?;
     tx.commit().await?;
     super::key_cache::wait_out(bound).await;

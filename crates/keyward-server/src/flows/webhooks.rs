@@ -6,7 +6,7 @@ use super::Context;
 use crate::clock::millis;
 use crate::crypto::webhook_secret_aad;
 use crate::error::{Error, Result};
-use crate::store::{DeadDelivery, WebhookEndpoint, EVENT_TYPES};
+use crate::store::{Actor, Audit, AuditKind, DeadDelivery, WebhookEndpoint, EVENT_TYPES};
 use crate::webhooks::{self, Answer};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +35,12 @@ pub struct Added {
 
 /// Subscribes `url` to `events` (empty: every event). In force for every change committed
 /// after this returns, on every node (they read the endpoints in each change's transaction).
-pub async fn add(ctx: &Context, url: &str, events: &[String]) -> Result<Added, WebhookError> {
+pub async fn add(
+    ctx: &Context,
+    url: &str,
+    events: &[String],
+    operator: &str,
+) -> Result<Added, WebhookError> {
     let parsed = url::Url::parse(url.trim()).map_err(|_| WebhookError::BadUrl(url.into()))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(WebhookError::BadUrl(url.into()));
@@ -57,6 +62,7 @@ pub async fn add(ctx: &Context, url: &str, events: &[String]) -> Result<Added, W
         .encrypt(&key, &webhook_secret_aad(&endpoint.id))
         .map_err(Error::from)?;
     ctx.store.add_webhook(&endpoint, &ciphertext).await?;
+    audit(ctx, AuditKind::WebhookAdded, operator, &endpoint).await?;
     Ok(Added { endpoint, secret })
 }
 
@@ -77,14 +83,48 @@ pub async fn list(ctx: &Context) -> Result<Vec<(WebhookEndpoint, i64)>, WebhookE
 }
 
 /// Removes an endpoint (by id or URL) and drops what it had not been sent.
-pub async fn remove(ctx: &Context, id_or_url: &str) -> Result<WebhookEndpoint, WebhookError> {
+pub async fn remove(
+    ctx: &Context,
+    id_or_url: &str,
+    operator: &str,
+    reason: Option<&str>,
+) -> Result<WebhookEndpoint, WebhookError> {
     let (endpoint, _) = ctx
         .store
         .webhook(id_or_url)
         .await?
         .ok_or_else(|| WebhookError::NoSuchEndpoint(id_or_url.into()))?;
     ctx.store.remove_webhook(&endpoint.id).await?;
+    let mut noted = endpoint.clone();
+    if let Some(reason) = reason {
+        noted.url = format!("{}; reason: {reason}", endpoint.url);
+    }
+    audit(ctx, AuditKind::WebhookRemoved, operator, &noted).await?;
     Ok(endpoint)
+}
+
+/// Who added or removed an endpoint, in the audit log (the URL without its credentials).
+async fn audit(
+    ctx: &Context,
+    kind: AuditKind,
+    operator: &str,
+    endpoint: &WebhookEndpoint,
+) -> Result<(), WebhookError> {
+    let shown = match url::Url::parse(&endpoint.url) {
+        Ok(mut url) if url.password().is_some() || !url.username().is_empty() => {
+            let _ = url.set_password(None);
+            let _ = url.set_username("");
+            url.to_string()
+        }
+        _ => endpoint.url.clone(),
+    };
+    let detail = format!("{} {shown}", endpoint.id);
+    let mut tx = ctx.store.begin().await?;
+    let mut entry = Audit::new(kind, Actor::Operator(operator), ctx.clock.now());
+    entry.detail = Some(&detail);
+    tx.audit(&entry).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Sends a `webhook.test` event to an endpoint now, signed like every event, and returns what

@@ -102,6 +102,8 @@ pub struct AuditFilter {
     pub since: Option<i64>,
     pub until: Option<i64>,
     pub limit: i64,
+    /// The latest `limit` events, newest first (the console); otherwise oldest first.
+    pub newest_first: bool,
 }
 
 /// One audit event, with the partner's code when the partner still exists.
@@ -253,13 +255,16 @@ impl Store {
 
     /// Audit events matching `filter`, oldest first (for shipping as JSON lines).
     pub async fn audit_log(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
-        Ok(sqlx::query_as(
+        // One of two fixed words, never input.
+        let order = if filter.newest_first { "DESC" } else { "ASC" };
+        let sql = format!(
             "SELECT a.id, a.created_at, a.event, a.partner_id, p.code AS partner_code, a.actor, a.ip, a.detail \
              FROM audit_events a LEFT JOIN partners p ON p.id = a.partner_id \
              WHERE ($1 = '' OR a.partner_id = $1) AND ($2 = '' OR a.event = $2) \
                AND a.created_at >= $3 AND a.created_at <= $4 \
-             ORDER BY a.created_at, a.id LIMIT $5",
-        )
+             ORDER BY a.created_at {order}, a.id {order} LIMIT $5"
+        );
+        Ok(sqlx::query_as(&sql)
         .bind(filter.partner_id.as_ref().map_or("", PartnerId::as_str))
         .bind(filter.event.as_deref().unwrap_or(""))
         .bind(filter.since.unwrap_or(i64::MIN))

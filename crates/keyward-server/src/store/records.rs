@@ -403,6 +403,8 @@ pub enum AuditKind {
     ServiceTokenLeaked,
     /// An active partner moved in with its existing keys (`keyward partner import`, SPEC §10.2).
     PartnerImported,
+    WebhookAdded,
+    WebhookRemoved,
 }
 
 impl AuditKind {
@@ -427,7 +429,9 @@ impl AuditKind {
             | Self::LinkIssued(_)
             | Self::MasterKeyRotated
             | Self::ServiceTokenLeaked
-            | Self::PartnerImported => return None,
+            | Self::PartnerImported
+            | Self::WebhookAdded
+            | Self::WebhookRemoved => return None,
         })
     }
 
@@ -455,6 +459,8 @@ impl AuditKind {
             Self::KeyLeaked => "key_leaked",
             Self::ServiceTokenLeaked => "service_token_leaked",
             Self::PartnerImported => "partner_imported",
+            Self::WebhookAdded => "webhook_added",
+            Self::WebhookRemoved => "webhook_removed",
         }
     }
 }

@@ -44,6 +44,7 @@ pub async fn audit(settings: &Settings, args: AuditArgs) -> anyhow::Result<()> {
         since: args.since,
         until: args.until,
         limit: args.limit.clamp(1, 1_000_000),
+        newest_first: false,
     };
     let events = admin::audit(&store, partner.as_ref(), filter).await?;
     for e in &events {

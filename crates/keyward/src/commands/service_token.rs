@@ -17,7 +17,12 @@ pub enum ServiceTokenAction {
     /// List the tokens: name, created, last used (approximate), hint. Never the tokens.
     List,
     /// Revoke a service's token; it is refused on every node when this returns.
-    Revoke { name: String },
+    Revoke {
+        name: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 pub async fn service_token(settings: &Settings, action: ServiceTokenAction) -> anyhow::Result<()> {
@@ -62,9 +67,16 @@ pub async fn service_token(settings: &Settings, action: ServiceTokenAction) -> a
                 );
             }
         }
-        ServiceTokenAction::Revoke { name } => {
-            service_tokens::revoke(&store, &name, &operator_name(None), now, settings.key_cache)
-                .await?;
+        ServiceTokenAction::Revoke { name, reason } => {
+            service_tokens::revoke(
+                &store,
+                &name,
+                &operator_name(None),
+                reason.as_deref(),
+                now,
+                settings.key_cache,
+            )
+            .await?;
             println!("{name}'s service token is revoked: every node refuses it from now on");
         }
     }

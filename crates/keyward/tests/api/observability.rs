@@ -25,7 +25,7 @@ fn named_in(text: &str) -> BTreeSet<String> {
 async fn the_dashboard_and_the_alerts_use_only_metrics_the_server_exports() {
     let app = spawn_app_with(|s| s.ip_rate_limit_per_minute = 3).await;
     // An endpoint that refuses connections: its deliveries fail.
-    keyward_server::flows::webhooks::add(&app.state, "http://127.0.0.1:9/hooks", &[])
+    keyward_server::flows::webhooks::add(&app.state, "http://127.0.0.1:9/hooks", &[], "tests")
         .await
         .unwrap();
     // Traffic that makes every family appear: a link issued and redeemed, emails sent, a good

@@ -162,6 +162,7 @@ async fn a_missing_unknown_malformed_or_revoked_service_token_is_refused() {
         &app.state.store,
         "payments",
         "tests",
+        None,
         app.state.clock.now(),
         app.state.settings.key_cache,
     )
@@ -383,6 +384,7 @@ async fn a_revoked_service_token_is_refused_on_every_node_once_revoke_returns() 
         store,
         "payments",
         "tests",
+        None,
         chrono::Utc::now(),
         bound,
     )
