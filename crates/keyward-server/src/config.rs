@@ -254,6 +254,21 @@ settings! {
     key_expiry_reminders: Vec<String> = vec!["14d".into(), "3d".into(), "1d".into()],
     /// When imported keys of another format stop working (RFC 3339, SPEC §10.2).
     legacy_keys_until: String,
+    /// The operators' console on the internal listener (SPEC §10.1); needs OpenID Connect.
+    console: bool = false,
+    /// The console's external base URL: the redirect URI is `{console_url}/console/callback`.
+    console_url: String,
+    oidc_issuer: String,
+    oidc_client_id: String,
+    oidc_client_secret: String,
+    /// A file holding the client secret.
+    oidc_client_secret_file: PathBuf,
+    /// The ID token claim that lists the user's groups.
+    oidc_roles_claim: String = "groups".into(),
+    /// The groups whose members are admins, operators and viewers of the console.
+    console_admins: Vec<String> = Vec::new(),
+    console_operators: Vec<String> = Vec::new(),
+    console_viewers: Vec<String> = Vec::new(),
 }
 
 /// `KEYWARD_GITHUB_KEYS_URL` when unset: GitHub's published secret-scanning keys.
@@ -328,6 +343,8 @@ pub struct Settings {
     /// GitHub's secret scanning endpoint (SPEC §9.2): where its signing keys are published,
     /// when `KEYWARD_GITHUB_SECRET_SCANNING` is on.
     pub github_keys_url: Option<url::Url>,
+    /// The operators' console (SPEC §10.1), when `KEYWARD_CONSOLE` is on.
+    pub console: Option<ConsoleSettings>,
     /// What a reported leak of a partner's key does (`KEYWARD_LEAK_ACTION`).
     pub leak_action: LeakAction,
     /// `KEYWARD_SCOPES` and `KEYWARD_UPSTREAM_SCOPES` (SPEC §8.2).
@@ -666,6 +683,24 @@ impl RawSettings {
             f.key_max_idle.as_deref(),
             &f.key_expiry_reminders,
         )?;
+        let console = if f.console {
+            Some(console_settings(
+                f.console_url,
+                f.oidc_issuer,
+                f.oidc_client_id,
+                match (f.oidc_client_secret, f.oidc_client_secret_file) {
+                    (Some(secret), _) => Some(secret),
+                    (None, Some(file)) => {
+                        Some(read_secret_file("KEYWARD_OIDC_CLIENT_SECRET_FILE", &file)?)
+                    }
+                    (None, None) => None,
+                },
+                f.oidc_roles_claim,
+                [f.console_admins, f.console_operators, f.console_viewers],
+            )?)
+        } else {
+            None
+        };
         let expiry = crate::flows::key_policy::ExpiryPolicy {
             legacy_keys_until: legacy_keys_until(f.legacy_keys_until.as_deref())?,
             ..expiry
@@ -739,6 +774,7 @@ impl RawSettings {
             scopes,
             expiry,
             github_keys_url,
+            console,
             leak_action,
             exact_numbers: f.exact_numbers,
             onboarding,
@@ -872,6 +908,95 @@ fn expiry_policy(
         max_idle: duration("KEYWARD_KEY_MAX_IDLE", max_idle)?,
         reminders: before,
         legacy_keys_until: None,
+    })
+}
+
+/// The console's settings (SPEC §10.1): OpenID Connect and the groups of each role.
+#[derive(Clone)]
+pub struct ConsoleSettings {
+    /// Its external base, without a trailing slash (`https://ops.example.com`).
+    pub url: url::Url,
+    pub issuer: url::Url,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub roles_claim: String,
+    /// The groups of admins, operators and viewers, in that order.
+    pub groups: [Vec<String>; 3],
+}
+
+impl ConsoleSettings {
+    /// Whether cookies must be `Secure`: the console is reached over https.
+    pub fn https(&self) -> bool {
+        self.url.scheme() == "https"
+    }
+}
+
+impl std::fmt::Debug for ConsoleSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleSettings")
+            .field("url", &self.url.as_str())
+            .field("issuer", &self.issuer.as_str())
+            .field("client_id", &self.client_id)
+            .field("roles_claim", &self.roles_claim)
+            .field("groups", &self.groups)
+            .finish_non_exhaustive()
+    }
+}
+
+fn console_settings(
+    url: Option<String>,
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    roles_claim: String,
+    groups: [Vec<String>; 3],
+) -> anyhow::Result<ConsoleSettings> {
+    let required = |name: &str, value: Option<String>| -> anyhow::Result<String> {
+        value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "KEYWARD_CONSOLE=on needs {name}: the console only runs behind an OpenID Connect login (docs/deployment.md, \"The operators' console\")"
+            )
+        })
+    };
+    let url = upstream_url(
+        "KEYWARD_CONSOLE_URL",
+        &required("KEYWARD_CONSOLE_URL", url)?,
+    )?;
+    if url.path() != "/" {
+        bail!("KEYWARD_CONSOLE_URL must be the console's origin (such as https://ops.example.com): the console lives under /console/");
+    }
+    let issuer = url::Url::parse(&required("KEYWARD_OIDC_ISSUER", issuer)?)
+        .context("KEYWARD_OIDC_ISSUER must be the identity provider's issuer URL")?;
+    let loopback = match issuer.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    if !(issuer.scheme() == "https" || issuer.scheme() == "http" && loopback) {
+        bail!(
+            "KEYWARD_OIDC_ISSUER must be https:// (http:// only on a loopback address, for tests)"
+        );
+    }
+    let groups = groups.map(|list| {
+        list.into_iter()
+            .map(|g| g.trim().to_owned())
+            .filter(|g| !g.is_empty())
+            .collect::<Vec<_>>()
+    });
+    if groups.iter().all(Vec::is_empty) {
+        bail!("KEYWARD_CONSOLE=on needs at least one of KEYWARD_CONSOLE_ADMINS, KEYWARD_CONSOLE_OPERATORS, KEYWARD_CONSOLE_VIEWERS: the groups that may use the console");
+    }
+    Ok(ConsoleSettings {
+        url,
+        issuer,
+        client_id: required("KEYWARD_OIDC_CLIENT_ID", client_id)?,
+        client_secret: SecretString::from(required(
+            "KEYWARD_OIDC_CLIENT_SECRET or KEYWARD_OIDC_CLIENT_SECRET_FILE",
+            client_secret,
+        )?),
+        roles_claim: roles_claim.trim().to_owned(),
+        groups,
     })
 }
 

@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod error;
 pub mod flows;

@@ -141,10 +141,18 @@ impl Application {
             )?)),
             None => None,
         };
+        let console = match &settings.console {
+            Some(console) => Some(Arc::new(
+                crate::console::oidc::Oidc::new(console.clone())
+                    .context("could not set up the console's OpenID Connect client")?,
+            )),
+            None => None,
+        };
         let state = AppState::new(
             Context::new(Arc::new(settings), store, cipher, clock),
             gateway,
             github_keys,
+            console,
         );
         let hashed = crate::flows::leaks::backfill_secret_hashes(&state)
             .await

@@ -26,6 +26,8 @@ pub struct WebState {
     pub gateway: Option<Arc<Gateway>>,
     /// GitHub's secret-scanning keys, when `KEYWARD_GITHUB_SECRET_SCANNING` is on.
     pub github_keys: Option<Arc<GitHubKeys>>,
+    /// The console's OpenID Connect client, when `KEYWARD_CONSOLE` is on (SPEC §10.1).
+    pub console: Option<Arc<crate::console::oidc::Oidc>>,
 }
 
 impl AppState {
@@ -33,12 +35,14 @@ impl AppState {
         ctx: Context,
         gateway: Option<Arc<Gateway>>,
         github_keys: Option<Arc<GitHubKeys>>,
+        console: Option<Arc<crate::console::oidc::Oidc>>,
     ) -> Self {
         Self(Arc::new(WebState {
             ip_limiter: Arc::new(IpRateLimiter::new(ctx.settings.ip_rate_limit_per_minute)),
             lost_keys_slots: Arc::new(tokio::sync::Semaphore::new(LOST_KEYS_SLOTS)),
             gateway,
             github_keys,
+            console,
             ctx,
         }))
     }

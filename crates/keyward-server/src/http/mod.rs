@@ -68,7 +68,13 @@ pub fn before_routing(request: &mut Request) {
 /// The internal listener (SPEC §7.1): the verify API, `/metrics` and their OpenAPI document.
 /// A router of its own: nothing here is reachable through the public listener.
 pub fn internal_app(state: AppState) -> Router {
+    // The operators' console, only when it is on (SPEC §10.1): never on the public listener.
+    let console = match state.console {
+        Some(_) => crate::console::router(),
+        None => Router::new(),
+    };
     internal::router()
+        .merge(console)
         .fallback(|| async { Error::from(ErrorCode::NotFound) })
         .method_not_allowed_fallback(|| async { Error::from(ErrorCode::MethodNotAllowed) })
         // A relayed body of 64 KiB may grow when written as a JSON string.

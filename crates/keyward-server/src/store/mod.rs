@@ -9,10 +9,12 @@
 //! hashes, secret keys and email bodies as AES-256-GCM ciphertexts.
 
 mod bulk;
+mod console;
 mod leaks;
 mod operators;
 mod outbox;
 pub use bulk::ImportedPartner;
+pub use console::{ConsoleLogin, ConsoleSession, LOGIN_TTL_MS};
 pub use leaks::UnhashedKey;
 pub use operators::{
     AuditFilter, AuditRecord, KeyInfo, LinkInfo, PartnerFilter, PartnerSummary, UnusedKeys,

@@ -265,13 +265,13 @@ impl Store {
              ORDER BY a.created_at {order}, a.id {order} LIMIT $5"
         );
         Ok(sqlx::query_as(&sql)
-        .bind(filter.partner_id.as_ref().map_or("", PartnerId::as_str))
-        .bind(filter.event.as_deref().unwrap_or(""))
-        .bind(filter.since.unwrap_or(i64::MIN))
-        .bind(filter.until.unwrap_or(i64::MAX))
-        .bind(filter.limit)
-        .fetch_all(&self.pool)
-        .await?)
+            .bind(filter.partner_id.as_ref().map_or("", PartnerId::as_str))
+            .bind(filter.event.as_deref().unwrap_or(""))
+            .bind(filter.since.unwrap_or(i64::MIN))
+            .bind(filter.until.unwrap_or(i64::MAX))
+            .bind(filter.limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Records when keys were last used and from where (each node flushes in batches).

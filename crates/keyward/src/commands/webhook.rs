@@ -43,7 +43,8 @@ pub async fn webhook(settings: &Settings, action: WebhookAction) -> anyhow::Resu
     let ctx = super::flows_context(settings).await?;
     match action {
         WebhookAction::Add { url, events } => {
-            let added = webhooks::add(&ctx, &url, &events, &super::output::operator_name(None)).await?;
+            let added =
+                webhooks::add(&ctx, &url, &events, &super::output::operator_name(None)).await?;
             eprintln!(
                 "Endpoint {} added for {}. Its signing secret is shown once: store it where the endpoint verifies deliveries (Standard Webhooks).",
                 added.endpoint.id,
@@ -81,7 +82,9 @@ pub async fn webhook(settings: &Settings, action: WebhookAction) -> anyhow::Resu
             }
         }
         WebhookAction::Remove { endpoint } => {
-            let removed = webhooks::remove(&ctx, &endpoint, &super::output::operator_name(None), None).await?;
+            let removed =
+                webhooks::remove(&ctx, &endpoint, &super::output::operator_name(None), None)
+                    .await?;
             println!("{} ({}) removed", removed.id, removed.url);
         }
         WebhookAction::Test { endpoint, operator } => {

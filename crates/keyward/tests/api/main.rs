@@ -6,6 +6,7 @@ mod abuse;
 mod allow_list;
 mod cluster;
 mod connections;
+mod console;
 mod crash;
 mod database;
 mod docs;

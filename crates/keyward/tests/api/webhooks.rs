@@ -150,7 +150,9 @@ fn code(text: &str) -> PartnerCode {
 async fn every_change_reaches_the_endpoint_signed_as_standard_webhooks_say() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
-    let added = webhooks::add(&app.state, &receiver.url, &[], "tests").await.unwrap();
+    let added = webhooks::add(&app.state, &receiver.url, &[], "tests")
+        .await
+        .unwrap();
     assert!(added.secret.starts_with("whsec_"));
     let email = "ops@hooked.example";
     let partner = app.onboarded_partner("HOOKED", email).await;
@@ -241,14 +243,22 @@ async fn every_change_reaches_the_endpoint_signed_as_standard_webhooks_say() {
 async fn an_endpoint_gets_only_the_events_it_subscribed_to() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
-    webhooks::add(&app.state, &receiver.url, &["partner.suspended".to_owned()], "tests")
-        .await
-        .unwrap();
-    assert!(
-        webhooks::add(&app.state, &receiver.url, &["key.exploded".to_owned()], "tests")
-            .await
-            .is_err()
-    );
+    webhooks::add(
+        &app.state,
+        &receiver.url,
+        &["partner.suspended".to_owned()],
+        "tests",
+    )
+    .await
+    .unwrap();
+    assert!(webhooks::add(
+        &app.state,
+        &receiver.url,
+        &["key.exploded".to_owned()],
+        "tests"
+    )
+    .await
+    .is_err());
     app.onboarded_partner("PICKY", "ops@picky.example").await;
     admin::suspend(&app.state, &code("PICKY"), by("ana"))
         .await
@@ -269,7 +279,9 @@ async fn a_restricted_pair_made_and_revoked_is_announced_as_restricted() {
     webhooks::add(
         &app.state,
         &receiver.url,
-        &["key.created".to_owned(), "key.revoked".to_owned()], "tests")
+        &["key.created".to_owned(), "key.revoked".to_owned()],
+        "tests",
+    )
     .await
     .unwrap();
     let email = "ops@narrow.example";
@@ -328,8 +340,12 @@ async fn a_failed_delivery_is_retried_with_its_webhook_id_and_410_disables_the_e
     flaky.answers.lock().unwrap().extend([500, 302]);
     let gone = Receiver::start().await;
     *gone.otherwise.lock().unwrap() = 410;
-    webhooks::add(&app.state, &flaky.url, &[], "tests").await.unwrap();
-    let added_gone = webhooks::add(&app.state, &gone.url, &[], "tests").await.unwrap();
+    webhooks::add(&app.state, &flaky.url, &[], "tests")
+        .await
+        .unwrap();
+    let added_gone = webhooks::add(&app.state, &gone.url, &[], "tests")
+        .await
+        .unwrap();
     app.onboard("RETRIED", "ops@retried.example").await;
 
     let first = flaky.wait_for(1).await;
@@ -366,7 +382,9 @@ async fn after_the_retry_schedule_a_delivery_is_dead_lettered() {
     let app = spawn_app().await;
     let down = Receiver::start().await;
     *down.otherwise.lock().unwrap() = 503;
-    webhooks::add(&app.state, &down.url, &[], "tests").await.unwrap();
+    webhooks::add(&app.state, &down.url, &[], "tests")
+        .await
+        .unwrap();
     app.onboard("DOOMED", "ops@doomed.example").await;
     for attempt in 1..=10 {
         down.wait_for(attempt).await;
