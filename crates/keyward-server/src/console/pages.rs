@@ -59,6 +59,11 @@ pub fn page(title: &str, signed: &Signed, body: Markup) -> Markup {
 
 /// A page without a session: the login's outcomes.
 pub fn bare(title: &str, body: Markup) -> Markup {
+    bare_with(title, None, body)
+}
+
+/// The same, optionally going on by itself to `next` (a same-site navigation).
+fn bare_with(title: &str, next: Option<&str>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -68,6 +73,7 @@ pub fn bare(title: &str, body: Markup) -> Markup {
                 meta name="robots" content="noindex, nofollow";
                 title { (title) " · keyward console" }
                 link rel="stylesheet" href=(STYLESHEET_PATH);
+                @if let Some(next) = next { meta http-equiv="refresh" content={ "0; url=" (next) }; }
             }
             body { main class="narrow" { p class="brand" { "keyward" } h1 { (title) } (body) } }
         }
@@ -195,6 +201,7 @@ pub fn partner(signed: &Signed, details: &PartnerDetails, now: i64, flash_: Mark
                 div class="actions" {
                     @if p.status.as_str() == "suspended" {
                         form method="post" action=(action("activate")) {
+                            h3 { "Lift the suspension" }
                             (csrf(signed))
                             label for="activate-reason" { "Reason (optional)" }
                             input id="activate-reason" type="text" name="reason";
@@ -202,6 +209,8 @@ pub fn partner(signed: &Signed, details: &PartnerDetails, now: i64, flash_: Mark
                         }
                     } @else if p.status.as_str() == "active" {
                         form method="post" action=(action("suspend")) {
+                            h3 { "Suspend" }
+                            p class="muted" { "Every request of the partner is refused until it is activated." }
                             (csrf(signed))
                             label for="suspend-reason" { "Reason (required)" }
                             input id="suspend-reason" type="text" name="reason" required;
@@ -209,6 +218,8 @@ pub fn partner(signed: &Signed, details: &PartnerDetails, now: i64, flash_: Mark
                         }
                     }
                     form method="post" action=(action("revoke-keys")) {
+                        h3 { "Revoke every key" }
+                        p class="muted" { "For a leak: refused on every node when this answers." }
                         (csrf(signed))
                         label for="revoke-reason" { "Reason (required)" }
                         input id="revoke-reason" type="text" name="reason" required;
@@ -216,6 +227,7 @@ pub fn partner(signed: &Signed, details: &PartnerDetails, now: i64, flash_: Mark
                         button class="danger" type="submit" { "Revoke every key now" }
                     }
                     form method="post" action=(action("allow-ips")) {
+                        h3 { "IP allow-list" }
                         (csrf(signed))
                         label for="allow-ips" { "Allowed IPs (comma-separated; empty: any address)" }
                         input id="allow-ips" type="text" name="cidrs" value=(p.allowed_ips.to_strings().join(", "));
@@ -225,11 +237,14 @@ pub fn partner(signed: &Signed, details: &PartnerDetails, now: i64, flash_: Mark
                     }
                     @if p.status.as_str() == "pending" {
                         form method="post" action=(action("resend-link")) {
+                            h3 { "Onboarding link" }
                             (csrf(signed))
                             input type="hidden" name="reason" value="";
                             button type="submit" { "Email a fresh onboarding link" }
                         }
                         form method="post" action=(action("release")) {
+                            h3 { "Release the code" }
+                            p class="muted" { "Deletes this pending partner; the code is free again." }
                             (csrf(signed))
                             label for="release-reason" { "Reason (required)" }
                             input id="release-reason" type="text" name="reason" required;
@@ -408,8 +423,9 @@ pub fn webhooks(
 /// The callback's answer: the session cookie is `SameSite=Strict`, so it is not sent on the
 /// redirect chain that began at the identity provider; this page, same-site, continues.
 pub fn continue_page() -> Markup {
-    bare(
+    bare_with(
         "Signed in",
+        Some("/console/partners"),
         html! {
             p { "You are signed in." }
             p { a id="continue" class="button" href="/console/partners" { "Continue to the console" } }

@@ -2,7 +2,7 @@
 // Node.js implementation) with its development login form, one confidential client, and users
 // whose `groups` claim puts them in the console's roles.
 //
-//   node provider.mjs PORT CLIENT_ID CLIENT_SECRET REDIRECT_URI
+//   node oidc-provider.mjs PORT CLIENT_ID CLIENT_SECRET REDIRECT_URI
 //
 // Any password is accepted; the login name is the user's email. Prints "ready ISSUER" when it
 // listens.
@@ -10,7 +10,7 @@ import Provider from "oidc-provider";
 
 const [port, clientId, clientSecret, redirectUri] = process.argv.slice(2);
 if (!redirectUri) {
-  console.error("usage: node provider.mjs PORT CLIENT_ID CLIENT_SECRET REDIRECT_URI");
+  console.error("usage: node oidc-provider.mjs PORT CLIENT_ID CLIENT_SECRET REDIRECT_URI");
   process.exit(2);
 }
 
