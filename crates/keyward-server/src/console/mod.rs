@@ -49,6 +49,8 @@ pub fn router() -> Router<AppState> {
         .route("/console/callback", get(callback))
         .route("/console/logout", post(logout))
         .route("/console/partners", get(partners))
+        .route("/console/partners/invite", post(invite))
+        .route("/console/leaks", post(report_leak))
         .route("/console/partners/{code}", get(partner))
         .route("/console/partners/{code}/{action}", post(partner_action))
         .route("/console/audit", get(audit))
@@ -400,6 +402,7 @@ fn done_text(key: Option<&String>) -> Option<&'static str> {
         "retried" => "The dead letters are queued again.",
         "token-revoked" => "The service token is revoked, on every node.",
         "webhook-removed" => "The endpoint is removed.",
+        "invited" => "Invited: the onboarding link was emailed.",
         _ => return None,
     })
 }
@@ -408,6 +411,17 @@ async fn partners(
     State(state): State<AppState>,
     signed: Signed,
     Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let done = done_text(params.get("done"));
+    partners_page(&state, &signed, &params, done, None).await
+}
+
+async fn partners_page(
+    state: &AppState,
+    signed: &Signed,
+    params: &HashMap<String, String>,
+    done: Option<&str>,
+    error: Option<&str>,
 ) -> Response {
     let q = params.get("q").map(|s| s.trim()).unwrap_or_default();
     let status_text = params.get("status").map(String::as_str).unwrap_or_default();
@@ -447,11 +461,81 @@ async fn partners(
     let mut seen = std::collections::HashSet::new();
     found.retain(|p| seen.insert(p.partner.id.clone()));
     found.truncate(LIST_LIMIT);
-    let flash = pages::flash(done_text(params.get("done")), None);
+    let status = if error.is_some() {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::OK
+    };
     html(
-        StatusCode::OK,
-        pages::partners(&signed, q, status_text, &found, flash),
+        status,
+        pages::partners(signed, q, status_text, &found, pages::flash(done, error)),
     )
+}
+
+/// Creates a pending partner and emails its onboarding link (`keyward partner invite`).
+async fn invite(State(state): State<AppState>, signed: Signed, form: RawForm) -> Response {
+    let fields = match signed.checked_form(&form, Role::Operator) {
+        Ok(fields) => fields,
+        Err(refusal) => return *refusal,
+    };
+    let none = HashMap::new();
+    let code = field(&fields, "code").and_then(PartnerCode::parse);
+    let email = field(&fields, "email").and_then(keyward_core::Email::parse);
+    let (Some(code), Some(email)) = (code, email) else {
+        let why = "Give a partner code (1 to 64 of A-Z a-z 0-9 . _ -) and a valid email address.";
+        return partners_page(&state, &signed, &none, None, Some(why)).await;
+    };
+    let by = signed.operator(field(&fields, "reason"));
+    match admin::invite(&state.ctx, &code, &email, by).await {
+        Ok(_) => Redirect::to(&format!("/console/partners/{code}?done=invited")).into_response(),
+        Err(e @ admin::AdminError::Store(_)) => unavailable(e),
+        Err(e) => partners_page(&state, &signed, &none, None, Some(&e.to_string())).await,
+    }
+}
+
+/// A key found in public (`keyward leak report`): revoked on every node when this answers
+/// (or only emailed, with `KEYWARD_LEAK_ACTION=notify`).
+async fn report_leak(State(state): State<AppState>, signed: Signed, form: RawForm) -> Response {
+    use crate::flows::leaks::{self, Leak, Outcome, Reporter};
+    let fields = match signed.checked_form(&form, Role::Operator) {
+        Ok(fields) => fields,
+        Err(refusal) => return *refusal,
+    };
+    let none = HashMap::new();
+    let token = field(&fields, "token").unwrap_or_default();
+    if keyward_core::scan::TokenKind::of(token).is_none() {
+        let why = "That is not a keyward token (a prefix, 30 letters and digits, a checksum): nothing was reported.";
+        return partners_page(&state, &signed, &none, None, Some(why)).await;
+    }
+    let leak = Leak {
+        token,
+        url: field(&fields, "url"),
+        source: None,
+    };
+    let reporter = Reporter::Operator(&signed.session.email);
+    let verdict = match leaks::report(&state.ctx, &[leak], reporter).await {
+        Ok(mut verdicts) => verdicts.pop(),
+        Err(e) => return unavailable(e),
+    };
+    let text = match verdict.map(|v| v.outcome) {
+        Some(Outcome::Revoked { partner, link }) => format!(
+            "Revoked on every node; {partner} was emailed{}.",
+            if link { " a link to new keys" } else { "" }
+        ),
+        Some(Outcome::Notified { partner }) => {
+            format!("{partner} was emailed; its key still works (KEYWARD_LEAK_ACTION=notify).")
+        }
+        Some(Outcome::AlreadyRevoked { partner }) => {
+            format!("That key of {partner} was revoked already; the report is in the audit log.")
+        }
+        Some(Outcome::ServiceToken { name }) => {
+            format!("That is the service token {name}: revoke it on the Service tokens page.")
+        }
+        Some(Outcome::NotOurs) | None => {
+            "Not a token this keyward issued: nothing to do.".to_owned()
+        }
+    };
+    partners_page(&state, &signed, &none, Some(&text), None).await
 }
 
 async fn partner_page(

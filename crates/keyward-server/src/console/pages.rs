@@ -135,6 +135,33 @@ pub fn partners(
                 }
                 @if found.len() >= super::LIST_LIMIT { p class="muted" { "The first " (super::LIST_LIMIT) "; narrow the search." } }
             }
+            @if signed.role >= Role::Operator {
+                h2 { "More" }
+                div class="actions" {
+                    form method="post" action="/console/partners/invite" {
+                        h3 { "Invite a partner" }
+                        p class="muted" { "Creates it pending and emails its onboarding link." }
+                        (csrf(signed))
+                        label for="invite-code" { "Partner code" }
+                        input id="invite-code" type="text" name="code" required;
+                        label for="invite-email" { "Email" }
+                        input id="invite-email" type="text" name="email" required;
+                        label for="invite-reason" { "Reason (optional)" }
+                        input id="invite-reason" type="text" name="reason";
+                        button type="submit" { "Invite" }
+                    }
+                    form method="post" action="/console/leaks" {
+                        h3 { "Report a key found in public" }
+                        p class="muted" { "A partner's pair is revoked on every node and the partner told where it was found." }
+                        (csrf(signed))
+                        label for="leak-token" { "The key" }
+                        input id="leak-token" type="text" name="token" required autocomplete="off";
+                        label for="leak-url" { "Where it was found (optional)" }
+                        input id="leak-url" type="text" name="url";
+                        button class="danger" type="submit" { "Report" }
+                    }
+                }
+            }
         },
     )
 }

@@ -79,24 +79,28 @@ pub async fn console_app() -> Option<(TestApp, IdentityProvider)> {
     let port = free_port();
     let console_url = format!("http://127.0.0.1:{port}");
     let provider = start_provider(&console_url)?;
-    let issuer = provider.issuer.clone();
+    let settings = console_settings(&console_url, &provider.issuer);
     let app = spawn_app_with(|s| {
         s.internal_listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
-        s.console = Some(keyward_server::config::ConsoleSettings {
-            url: url::Url::parse(&console_url).unwrap(),
-            issuer: url::Url::parse(&issuer).unwrap(),
-            client_id: CLIENT_ID.to_owned(),
-            client_secret: secrecy::SecretString::from(CLIENT_SECRET.to_owned()),
-            roles_claim: "groups".to_owned(),
-            groups: [
-                vec!["keyward-admins".to_owned()],
-                vec!["keyward-operators".to_owned()],
-                vec!["keyward-viewers".to_owned()],
-            ],
-        });
+        s.console = Some(settings);
     })
     .await;
     Some((app, provider))
+}
+
+fn console_settings(console_url: &str, issuer: &str) -> keyward_server::config::ConsoleSettings {
+    keyward_server::config::ConsoleSettings {
+        url: url::Url::parse(console_url).unwrap(),
+        issuer: url::Url::parse(issuer).unwrap(),
+        client_id: CLIENT_ID.to_owned(),
+        client_secret: secrecy::SecretString::from(CLIENT_SECRET.to_owned()),
+        roles_claim: "groups".to_owned(),
+        groups: [
+            vec!["keyward-admins".to_owned()],
+            vec!["keyward-operators".to_owned()],
+            vec!["keyward-viewers".to_owned()],
+        ],
+    }
 }
 
 /// A cookie-keeping client that follows nothing by itself.
@@ -371,6 +375,67 @@ async fn each_role_signs_in_and_does_what_it_may_audited_as_its_email() {
         audit.body
     );
     assert!(audit.body.contains("chargeback fraud"));
+
+    // The CLI's other partner actions: an invitation, and a key found in public.
+    let page = ops
+        .submit(
+            &format!("{}/console/partners/invite", app.internal_address),
+            &[
+                ("csrf", &csrf),
+                ("code", "INVITED1"),
+                ("email", "ops@invited1.example"),
+                ("reason", "new deal"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page
+        .body
+        .contains("Invited: the onboarding link was emailed"));
+    assert_eq!(status_of(&app, "INVITED1").await, "pending");
+    app.wait_for_emails("ops@invited1.example", 1).await;
+    let leaked = app
+        .onboarded_partner("LEAKED1", "ops@leaked1.example")
+        .await;
+    let page = ops
+        .submit(
+            &format!("{}/console/leaks", app.internal_address),
+            &[
+                ("csrf", &csrf),
+                ("token", &leaked.secret_key),
+                ("url", "https://gist.example/x"),
+            ],
+        )
+        .await;
+    assert!(
+        page.body
+            .contains("Revoked on every node; LEAKED1 was emailed"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains(&leaked.secret_key),
+        "the key is not shown back"
+    );
+    let (_, code, _) = error_of(app.whoami(&leaked).await).await;
+    assert_eq!(code, "revoked_key");
+    // A partner moved in with a legacy key is marked as such.
+    let rows = r#"{"partner_code":"OLDKEYS1","email":"ops@oldkeys1.example","public_key":"pk_partner_OldKeys0001","secret_key":"sk_partner_OldKeys0002"}"#;
+    let file = app.dir.path().join("console-import.jsonl");
+    std::fs::write(&file, rows).unwrap();
+    let imported = app.cli(&["partner", "import", file.to_str().unwrap()]);
+    assert!(imported.status.success(), "{imported:?}");
+    let page = ops
+        .follow(&format!(
+            "{}/console/partners/OLDKEYS1",
+            app.internal_address
+        ))
+        .await;
+    assert!(
+        page.body.contains(r#"class="tag""#) && page.body.contains("legacy"),
+        "{}",
+        page.body
+    );
 
     // A viewer sees, and its POST (with a valid token) is refused and changes nothing.
     let (mut viewer, page) = signed_in(&app, "viewer@example.com").await;
@@ -673,4 +738,51 @@ async fn the_browser_journey_of_each_role_in_chromium() {
         assert!(audit.contains(event), "{audit}");
     }
     assert!(audit.contains("operator:ops@example.com") && audit.contains("e2e: suspected fraud"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn any_node_serves_any_session_and_logout_ends_it_everywhere() {
+    let port = free_port();
+    let console_url = format!("http://127.0.0.1:{port}");
+    let Some(provider) = start_provider(&console_url) else {
+        return;
+    };
+    let settings = console_settings(&console_url, &provider.issuer);
+    // The first node listens where the console's URL points (where a load balancer would).
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let nodes = crate::cluster::spawn_nodes(2, |s| {
+        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            s.internal_listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+        }
+        s.console = Some(settings.clone());
+    })
+    .await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (mut browser, _) = signed_in(a, "ops@example.com").await;
+    // The session made on node a opens node b.
+    let page = browser
+        .follow(&format!("{}/console/partners", b.internal_address))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("ops@example.com · operator"));
+    // Logged out on node b, it opens neither.
+    let session = browser.jar["keyward_console"].clone();
+    let page = browser
+        .submit(
+            &format!("{}/console/logout", b.internal_address),
+            &[("csrf", &csrf_of(&page))],
+        )
+        .await;
+    assert!(page.body.contains("Signed out"));
+    for node in [a, b] {
+        let mut old = Browser::new();
+        old.jar.insert("keyward_console".into(), session.clone());
+        let response = old
+            .send(
+                old.http
+                    .get(format!("{}/console/partners", node.internal_address)),
+            )
+            .await;
+        assert_eq!(response.status(), 303);
+    }
 }
