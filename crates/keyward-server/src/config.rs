@@ -423,6 +423,24 @@ impl Settings {
                     .map_or_else(|| "off".to_owned(), |d| format!("selector {}", d.selector)),
             ),
             ("key cache", format!("{} ms", self.key_cache.as_millis())),
+            (
+                "console",
+                self.console.as_ref().map_or_else(
+                    || "off".to_owned(),
+                    |c| {
+                        let [admins, operators, viewers] = &c.groups;
+                        format!(
+                            "{}/console/ (issuer {}; roles from `{}`: admins {:?}, operators {:?}, viewers {:?})",
+                            c.url.as_str().trim_end_matches('/'),
+                            c.issuer,
+                            c.roles_claim,
+                            admins,
+                            operators,
+                            viewers
+                        )
+                    },
+                ),
+            ),
             ("trusted proxies", proxies),
             ("exact numbers", on_off(self.exact_numbers)),
             (
