@@ -1158,6 +1158,7 @@ mod tests {
                 || name.ends_with("single_use")
                 || name == &"exact_numbers"
                 || name == &"github_secret_scanning"
+                || name == &"console"
             {
                 "on"
             } else if name.ends_with("_ms") {

@@ -157,15 +157,31 @@ pub async fn import_batch(
     rows: &[ImportRow],
     operator: &str,
 ) -> Result<Vec<(u64, Outcome)>> {
-    if let Some(outcomes) = import_once(ctx, rows, operator).await? {
-        return Ok(outcomes);
+    // A batch is idempotent (it checks again what is there), so it may be tried again: after a
+    // conflict with a concurrent writer, and while the database is busy (on SQLite the serving
+    // nodes' own writes hold the one write lock for moments at a time).
+    let mut conflicts = 0;
+    let mut busy = 0;
+    loop {
+        match import_once(ctx, rows, operator).await {
+            Ok(Some(outcomes)) => return Ok(outcomes),
+            Ok(None) if conflicts == 0 => conflicts += 1,
+            Ok(None) => {
+                return Err(crate::error::Error::Unavailable(anyhow::anyhow!(
+                    "other writers kept taking this batch's codes or keys: run the import again"
+                )))
+            }
+            Err(crate::error::Error::Unavailable(_)) if busy < BUSY_RETRIES => {
+                busy += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(250 * busy)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
-    import_once(ctx, rows, operator).await?.ok_or_else(|| {
-        crate::error::Error::Unavailable(anyhow::anyhow!(
-            "other writers kept taking this batch's codes or keys: run the import again"
-        ))
-    })
 }
+
+/// How often a batch is tried again while the database is busy (about 15 s in all).
+const BUSY_RETRIES: u64 = 10;
 
 /// One attempt; `None` when a concurrent writer took a code or key after the checks (the
 /// transaction is rolled back).

@@ -12,10 +12,12 @@ use serde_json::{json, Value};
 const DAY: i64 = 86_400_000;
 
 /// Runs `keyward partner import FILE ARGS…` on the app's store and master key, with `env`.
-fn import(app: &TestApp, rows: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+/// Awaited, not blocking: the app runs on this test's runtime, and a write it began must be
+/// able to finish while the command waits for the database.
+async fn import(app: &TestApp, rows: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let file = app.dir.path().join(format!("import-{}.jsonl", uuid_like()));
     std::fs::write(&file, rows).unwrap();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
     command
         .args(["partner", "import"])
         .arg(&file)
@@ -32,7 +34,7 @@ fn import(app: &TestApp, rows: &str, args: &[&str], env: &[(&str, &str)]) -> (bo
     for (name, value) in env {
         command.env(name, value);
     }
-    let output = command.output().unwrap();
+    let output = command.output().await.unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -89,7 +91,7 @@ async fn imported_partners_keep_their_keys_and_a_legacy_key_works_until_regenera
         "{\"partner_code\": \"X\"".to_owned(),
     ]
     .join("\n");
-    let (ok, out) = import(&app, &rows, &[], &[]);
+    let (ok, out) = import(&app, &rows, &[], &[]).await;
     assert!(ok, "{out}");
     assert!(out.contains("line 3: public_key"), "{out}");
     assert!(
@@ -156,13 +158,13 @@ async fn imported_partners_keep_their_keys_and_a_legacy_key_works_until_regenera
     assert_eq!(code, "invalid_signature");
 
     // Idempotent: the same file again changes nothing.
-    let (ok, again) = import(&app, &rows, &[], &[]);
+    let (ok, again) = import(&app, &rows, &[], &[]).await;
     assert!(ok, "{again}");
     assert!(
         again.contains("0 imported (0 with legacy keys), 2 already there, 3 refused"),
         "{again}"
     );
-    let (ok, strict) = import(&app, &rows, &["--strict"], &[]);
+    let (ok, strict) = import(&app, &rows, &["--strict"], &[]).await;
     assert!(!ok && strict.contains("3 rows were refused"), "{strict}");
     // The same code with other keys is reported, and the partner left as it was.
     let other = row(
@@ -170,7 +172,7 @@ async fn imported_partners_keep_their_keys_and_a_legacy_key_works_until_regenera
         "pk_partner_SomeoneElse1",
         "sk_partner_SomeoneElse2",
     );
-    let (_, out) = import(&app, &other, &[], &[]);
+    let (_, out) = import(&app, &other, &[], &[]).await;
     assert!(
         out.contains("line 1: a partner with this code exists with other keys"),
         "{out}"
@@ -206,12 +208,12 @@ async fn imported_partners_keep_their_keys_and_a_legacy_key_works_until_regenera
 async fn a_dry_run_writes_nothing_and_bad_files_are_explained() {
     let app = spawn_app().await;
     let rows = row("DRY", "pk_partner_DryRun0001", "sk_partner_DryRun0002");
-    let (ok, out) = import(&app, &rows, &["--dry-run"], &[]);
+    let (ok, out) = import(&app, &rows, &["--dry-run"], &[]).await;
     assert!(ok && out.contains("1 would be imported"), "{out}");
     let partner = held("DRY", "pk_partner_DryRun0001", "sk_partner_DryRun0002");
     let (_, code, _) = error_of(app.whoami(&partner).await).await;
     assert_eq!(code, "malformed_authorization");
-    let (ok, out) = import(&app, "", &[], &[]);
+    let (ok, out) = import(&app, "", &[], &[]).await;
     assert!(ok && out.contains("0 rows read"), "{out}");
 }
 
@@ -246,7 +248,8 @@ async fn legacy_keys_expire_at_the_exchanges_end_date_after_reminders() {
         &rows,
         &[],
         &[("KEYWARD_LEGACY_KEYS_UNTIL", &until_text)],
-    );
+    )
+    .await;
     assert!(ok, "{out}");
     assert!(out.contains("KEYWARD_LEGACY_KEYS_UNTIL"), "{out}");
 
@@ -306,7 +309,8 @@ async fn imported_keys_work_on_every_node_when_the_import_returns() {
         &row("TWOCO", &legacy.public_key, &legacy.secret_key),
         &[],
         &[],
-    );
+    )
+    .await;
     assert!(ok, "{out}");
     // No waiting here: the command returned, so every node takes the key.
     assert_eq!(b.whoami(&legacy).await.status(), 200);
