@@ -701,6 +701,9 @@ impl RawSettings {
             f.key_max_idle.as_deref(),
             &f.key_expiry_reminders,
         )?;
+        if f.console && internal_listen.is_none() {
+            bail!("KEYWARD_CONSOLE=on needs the internal listener (KEYWARD_INTERNAL_LISTEN is off): the console is served there, never on the public listener");
+        }
         let console = if f.console {
             Some(console_settings(
                 f.console_url,
@@ -1264,6 +1267,66 @@ mod tests {
                 .unwrap_or_default();
             assert!(err.contains(names), "{pairs:?}: {err}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn the_console_needs_a_complete_single_sign_on_and_the_internal_listener() -> anyhow::Result<()>
+    {
+        let resolve = |pairs: &[(&str, &str)]| -> anyhow::Result<Settings> {
+            let mut raw = RawSettings::default();
+            raw.apply_env(env(pairs))?;
+            raw.resolve()
+        };
+        let complete = [
+            ("KEYWARD_CONSOLE", "on"),
+            ("KEYWARD_CONSOLE_URL", "https://ops.example.com"),
+            ("KEYWARD_OIDC_ISSUER", "https://sso.example.com/realms/x"),
+            ("KEYWARD_OIDC_CLIENT_ID", "keyward"),
+            ("KEYWARD_OIDC_CLIENT_SECRET", "s3cret-value"),
+            ("KEYWARD_CONSOLE_OPERATORS", "ops, support"),
+        ];
+        let console = resolve(&complete)?.console.expect("on");
+        assert!(console.https());
+        assert_eq!(console.groups[1], ["ops", "support"]);
+        assert_eq!(console.roles_claim, "groups");
+        assert!(!format!("{console:?}").contains("s3cret-value"));
+        assert!(resolve(&[])?.console.is_none());
+        for (change, expected) in [
+            (("KEYWARD_OIDC_ISSUER", ""), "KEYWARD_OIDC_ISSUER"),
+            (
+                ("KEYWARD_OIDC_ISSUER", "http://sso.example.com"),
+                "https://",
+            ),
+            (
+                ("KEYWARD_OIDC_CLIENT_SECRET", ""),
+                "KEYWARD_OIDC_CLIENT_SECRET",
+            ),
+            (("KEYWARD_CONSOLE_OPERATORS", ""), "KEYWARD_CONSOLE_ADMINS"),
+            (
+                ("KEYWARD_CONSOLE_URL", "https://ops.example.com/keyward"),
+                "origin",
+            ),
+            (("KEYWARD_INTERNAL_LISTEN", "off"), "internal listener"),
+        ] {
+            let mut pairs: Vec<(&str, &str)> = complete
+                .iter()
+                .filter(|(k, _)| *k != change.0)
+                .copied()
+                .collect();
+            pairs.push(change);
+            let err = resolve(&pairs)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(expected), "{change:?}: {err}");
+            assert!(!err.contains("s3cret-value"), "{err}");
+        }
+        // http is for a loopback issuer only (tests, a local provider).
+        let mut local = complete.to_vec();
+        local.retain(|(k, _)| *k != "KEYWARD_OIDC_ISSUER");
+        local.push(("KEYWARD_OIDC_ISSUER", "http://127.0.0.1:9000"));
+        assert!(resolve(&local)?.console.is_some());
         Ok(())
     }
 

@@ -786,3 +786,37 @@ async fn any_node_serves_any_session_and_logout_ends_it_everywhere() {
         assert_eq!(response.status(), 303);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_ends_after_30_idle_minutes_and_after_8_hours_whatever_its_use() {
+    let Some((app, _provider)) = console_app().await else {
+        return;
+    };
+    let partners = format!("{}/console/partners", app.internal_address);
+    let opens = |browser: &mut Browser| {
+        let request = browser.http.get(&partners);
+        let cookie = browser.cookie_header();
+        async move {
+            request
+                .header(COOKIE, cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // Used every 25 minutes, a session lives on; idle 31 minutes, it is over.
+    let (mut idle, _) = signed_in(&app, "viewer@example.com").await;
+    app.clock.advance(chrono::TimeDelta::minutes(25));
+    assert_eq!(opens(&mut idle).await, 200);
+    app.clock.advance(chrono::TimeDelta::minutes(31));
+    assert_eq!(opens(&mut idle).await, 303, "idle for 31 minutes");
+    // However busy, 8 hours after the login it is over.
+    let (mut busy, _) = signed_in(&app, "ops@example.com").await;
+    for _ in 0..19 {
+        app.clock.advance(chrono::TimeDelta::minutes(25));
+        assert_eq!(opens(&mut busy).await, 200);
+    }
+    app.clock.advance(chrono::TimeDelta::minutes(25));
+    assert_eq!(opens(&mut busy).await, 303, "8 hours after the login");
+}
