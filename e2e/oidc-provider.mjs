@@ -5,7 +5,8 @@
 //   node oidc-provider.mjs PORT CLIENT_ID CLIENT_SECRET REDIRECT_URI
 //
 // Any password is accepted; the login name is the user's email. Prints "ready ISSUER" when it
-// listens.
+// listens. CLAIMS_IN_USERINFO=1 keeps the claims out of the ID token (oidc-provider's default
+// for the code flow); AUTH_METHOD=client_secret_post registers the client for that method.
 import Provider from "oidc-provider";
 
 const [port, clientId, clientSecret, redirectUri] = process.argv.slice(2);
@@ -31,7 +32,7 @@ const provider = new Provider(issuer, {
       redirect_uris: [redirectUri],
       response_types: ["code"],
       grant_types: ["authorization_code"],
-      token_endpoint_auth_method: "client_secret_basic",
+      token_endpoint_auth_method: process.env.AUTH_METHOD ?? "client_secret_basic",
     },
   ],
   claims: {
@@ -39,8 +40,8 @@ const provider = new Provider(issuer, {
     email: ["email", "email_verified"],
     profile: ["name", "groups"],
   },
-  // The claims of the requested scopes go into the ID token, where keyward reads them.
-  conformIdTokenClaims: false,
+  // The claims of the requested scopes go into the ID token (unless CLAIMS_IN_USERINFO).
+  conformIdTokenClaims: process.env.CLAIMS_IN_USERINFO === "1",
   pkce: { required: () => true },
   features: { devInteractions: { enabled: true } },
   cookies: { keys: ["keyward-tests-only"] },

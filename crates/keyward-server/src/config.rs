@@ -937,7 +937,9 @@ fn expiry_policy(
 pub struct ConsoleSettings {
     /// Its external base, without a trailing slash (`https://ops.example.com`).
     pub url: url::Url,
-    pub issuer: url::Url,
+    /// The issuer exactly as configured: discovery must find this very string (some providers'
+    /// issuers end with a slash, most do not).
+    pub issuer: String,
     pub client_id: String,
     pub client_secret: SecretString,
     pub roles_claim: String,
@@ -956,7 +958,7 @@ impl std::fmt::Debug for ConsoleSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsoleSettings")
             .field("url", &self.url.as_str())
-            .field("issuer", &self.issuer.as_str())
+            .field("issuer", &self.issuer)
             .field("client_id", &self.client_id)
             .field("roles_claim", &self.roles_claim)
             .field("groups", &self.groups)
@@ -986,7 +988,8 @@ fn console_settings(
     if url.path() != "/" {
         bail!("KEYWARD_CONSOLE_URL must be the console's origin (such as https://ops.example.com): the console lives under /console/");
     }
-    let issuer = url::Url::parse(&required("KEYWARD_OIDC_ISSUER", issuer)?)
+    let issuer_text = required("KEYWARD_OIDC_ISSUER", issuer)?;
+    let issuer = url::Url::parse(&issuer_text)
         .context("KEYWARD_OIDC_ISSUER must be the identity provider's issuer URL")?;
     let loopback = match issuer.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -1010,7 +1013,7 @@ fn console_settings(
     }
     Ok(ConsoleSettings {
         url,
-        issuer,
+        issuer: issuer_text,
         client_id: required("KEYWARD_OIDC_CLIENT_ID", client_id)?,
         client_secret: SecretString::from(required(
             "KEYWARD_OIDC_CLIENT_SECRET or KEYWARD_OIDC_CLIENT_SECRET_FILE",

@@ -6,10 +6,13 @@
 
 use crate::config::ConsoleSettings;
 use base64::Engine as _;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreProviderMetadata,
+};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError,
+    Scope, TokenResponse,
 };
 use secrecy::ExposeSecret;
 use std::time::{Duration, Instant};
@@ -119,14 +122,8 @@ impl Oidc {
                 return Ok(metadata.clone());
             }
         }
-        let issuer = IssuerUrl::new(
-            self.settings
-                .issuer
-                .as_str()
-                .trim_end_matches('/')
-                .to_owned(),
-        )
-        .map_err(|e| LoginError::Provider(e.to_string()))?;
+        let issuer = IssuerUrl::new(self.settings.issuer.clone())
+            .map_err(|e| LoginError::Provider(e.to_string()))?;
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
             .map_err(|e| LoginError::Provider(error_chain(&e)))?;
@@ -194,70 +191,149 @@ impl Oidc {
     /// Exchanges the code (with the PKCE verifier) and checks the ID token: signature by the
     /// provider's published keys, issuer, audience, expiry and nonce. A token signed by a key
     /// the kept JWKS does not have is checked once more after a fresh discovery (the provider
-    /// rotated its keys).
+    /// rotated its keys). The email and the roles come from the verified ID token; a provider
+    /// that puts them in its userinfo answer only (oidc-provider's default for the code flow)
+    /// is asked there, for the same subject.
     pub async fn finish(
         &self,
         code: String,
         nonce: &str,
         pkce_verifier: String,
     ) -> Result<Identity, LoginError> {
-        let client = self.client(self.metadata(false).await?)?;
-        let response = client
-            .exchange_code(AuthorizationCode::new(code))
-            .map_err(|e| LoginError::Provider(e.to_string()))?
-            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier))
-            .request_async(&self.http)
-            .await
-            .map_err(|e| LoginError::Token(error_chain(&e)))?;
+        let metadata = self.metadata(false).await?;
+        let userinfo = metadata.userinfo_endpoint().cloned();
+        let client = self.client(metadata)?;
+        let exchange = |auth: AuthType| {
+            let client = client.clone().set_auth_type(auth);
+            let (code, verifier, http) = (code.clone(), pkce_verifier.clone(), &self.http);
+            async move {
+                let request = client
+                    .exchange_code(AuthorizationCode::new(code))
+                    .map_err(|e| LoginError::Provider(e.to_string()))?;
+                Ok::<_, LoginError>(
+                    request
+                        .set_pkce_verifier(PkceCodeVerifier::new(verifier))
+                        .request_async(http)
+                        .await,
+                )
+            }
+        };
+        // A client registered for `client_secret_post`: the provider refused the client before
+        // looking at the code, which may be sent again in the body.
+        let response = match exchange(AuthType::BasicAuth).await? {
+            Err(RequestTokenError::ServerResponse(e))
+                if *e.error() == CoreErrorResponseType::InvalidClient =>
+            {
+                exchange(AuthType::RequestBody).await?
+            }
+            other => other,
+        }
+        .map_err(|e| LoginError::Token(error_chain(&e)))?;
         let id_token = response
             .id_token()
             .ok_or_else(|| LoginError::Token("the provider sent no ID token".to_owned()))?;
         let nonce = Nonce::new(nonce.to_owned());
-        let email_of = |claims: &openidconnect::core::CoreIdTokenClaims| {
-            claims.email().map(|e| e.as_str().to_owned())
+        let facts = |claims: &openidconnect::core::CoreIdTokenClaims| {
+            (
+                claims.email().map(|e| e.as_str().to_owned()),
+                claims.subject().as_str().to_owned(),
+            )
         };
         let verifier = client.id_token_verifier();
-        let email = match id_token.claims(&verifier, &nonce) {
-            Ok(claims) => email_of(claims),
+        let (email, subject) = match id_token.claims(&verifier, &nonce) {
+            Ok(claims) => facts(claims),
             Err(first) => {
                 let fresh = self.client(self.metadata(true).await?)?;
                 let verifier = fresh.id_token_verifier();
                 let claims = id_token
                     .claims(&verifier, &nonce)
                     .map_err(|_| LoginError::Token(first.to_string()))?;
-                email_of(claims)
+                facts(claims)
             }
         };
-        let email = email.filter(|e| !e.is_empty()).ok_or(LoginError::NoEmail)?;
         // The token is verified above; its payload is read again for the roles claim, which
         // the standard claims do not name.
-        let groups = claim_values(&id_token.to_string(), &self.settings.roles_claim);
+        let payload = jwt_payload(&id_token.to_string());
+        let mut email = email.filter(|e| !e.is_empty());
+        let mut groups = claim_values(&payload, &self.settings.roles_claim);
+        if email.is_none() || groups.is_empty() {
+            if let Some(url) = userinfo {
+                let answer = self
+                    .userinfo(url.url().clone(), response.access_token().secret())
+                    .await?;
+                if answer.get("sub").and_then(|s| s.as_str()) != Some(subject.as_str()) {
+                    return Err(LoginError::Token(
+                        "the userinfo answer is about another subject".to_owned(),
+                    ));
+                }
+                if email.is_none() {
+                    email = answer
+                        .get("email")
+                        .and_then(|e| e.as_str())
+                        .filter(|e| !e.is_empty())
+                        .map(str::to_owned);
+                }
+                if groups.is_empty() {
+                    groups = claim_values(&answer, &self.settings.roles_claim);
+                }
+            }
+        }
+        let email = email.ok_or(LoginError::NoEmail)?;
         Ok(Identity { email, groups })
+    }
+
+    /// The provider's userinfo answer for this access token (a JSON object).
+    async fn userinfo(
+        &self,
+        url: url::Url,
+        access_token: &str,
+    ) -> Result<serde_json::Value, LoginError> {
+        let answer = self
+            .http
+            .get(url)
+            .bearer_auth(access_token)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .and_then(openidconnect::reqwest::Response::error_for_status)
+            .map_err(|e| LoginError::Provider(format!("userinfo: {}", error_chain(&e))))?;
+        let bytes = answer
+            .bytes()
+            .await
+            .map_err(|e| LoginError::Provider(format!("userinfo: {e}")))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|_| LoginError::Provider("userinfo: not a JSON object".to_owned()))
     }
 }
 
-/// The strings of `claim` in a JWT's payload: an array of strings or one string. A dotted name
-/// (`realm_access.roles`, as Keycloak writes roles) walks into objects.
-fn claim_values(jwt: &str, claim: &str) -> Vec<String> {
-    let Some(payload) = jwt.split('.').nth(1) else {
-        return Vec::new();
-    };
-    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
-        return Vec::new();
-    };
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return Vec::new();
-    };
+/// A JWT's payload as JSON (`Null` when it is not one).
+fn jwt_payload(jwt: &str) -> serde_json::Value {
+    jwt.split('.')
+        .nth(1)
+        .and_then(|payload| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// The strings of `claim` in a JSON object (an ID token's payload, a userinfo answer): an array
+/// of strings or one string. A dotted name (`realm_access.roles`, as Keycloak writes roles)
+/// walks into objects.
+fn claim_values(claims: &serde_json::Value, claim: &str) -> Vec<String> {
+    let mut value = claims;
     for part in claim.split('.') {
-        value = match value.get(part) {
-            Some(inner) => inner.clone(),
+        match value.get(part) {
+            Some(inner) => value = inner,
             None => return Vec::new(),
-        };
+        }
     }
     match value {
-        serde_json::Value::String(one) => vec![one],
+        serde_json::Value::String(one) => vec![one.clone()],
         serde_json::Value::Array(items) => items
-            .into_iter()
+            .iter()
             .filter_map(|item| item.as_str().map(str::to_owned))
             .collect(),
         _ => Vec::new(),
@@ -293,18 +369,19 @@ mod tests {
         let token = jwt(&serde_json::json!({
             "groups": ["a", "b", 3], "role": "ops", "realm_access": {"roles": ["x"]}
         }));
-        assert_eq!(claim_values(&token, "groups"), ["a", "b"]);
-        assert_eq!(claim_values(&token, "role"), ["ops"]);
-        assert_eq!(claim_values(&token, "realm_access.roles"), ["x"]);
-        assert!(claim_values(&token, "missing").is_empty());
-        assert!(claim_values("not a jwt", "groups").is_empty());
+        let payload = jwt_payload(&token);
+        assert_eq!(claim_values(&payload, "groups"), ["a", "b"]);
+        assert_eq!(claim_values(&payload, "role"), ["ops"]);
+        assert_eq!(claim_values(&payload, "realm_access.roles"), ["x"]);
+        assert!(claim_values(&payload, "missing").is_empty());
+        assert!(claim_values(&jwt_payload("not a jwt"), "groups").is_empty());
     }
 
     #[test]
     fn the_highest_role_of_any_group_wins() {
         let settings = ConsoleSettings {
             url: url::Url::parse("https://ops.example.com").unwrap(),
-            issuer: url::Url::parse("https://id.example.com").unwrap(),
+            issuer: "https://id.example.com".into(),
             client_id: "keyward".into(),
             client_secret: secrecy::SecretString::from("s".to_owned()),
             roles_claim: "groups".into(),

@@ -37,6 +37,11 @@ fn free_port() -> u16 {
 /// Starts `oidc-provider` with keyward's client registered for `console_url`'s callback;
 /// `None` (a recorded skip, a failure in CI) when it is not installed.
 pub fn start_provider(console_url: &str) -> Option<IdentityProvider> {
+    start_provider_with(console_url, &[])
+}
+
+/// The same, with the provider's own settings (`CLAIMS_IN_USERINFO`, `AUTH_METHOD`).
+pub fn start_provider_with(console_url: &str, env: &[(&str, &str)]) -> Option<IdentityProvider> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e");
     if !dir.join("node_modules/oidc-provider").exists() {
         skip(&format!(
@@ -54,6 +59,7 @@ pub fn start_provider(console_url: &str) -> Option<IdentityProvider> {
             CLIENT_SECRET,
             &format!("{console_url}/console/callback"),
         ])
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -91,7 +97,7 @@ pub async fn console_app() -> Option<(TestApp, IdentityProvider)> {
 fn console_settings(console_url: &str, issuer: &str) -> keyward_server::config::ConsoleSettings {
     keyward_server::config::ConsoleSettings {
         url: url::Url::parse(console_url).unwrap(),
-        issuer: url::Url::parse(issuer).unwrap(),
+        issuer: issuer.to_owned(),
         client_id: CLIENT_ID.to_owned(),
         client_secret: secrecy::SecretString::from(CLIENT_SECRET.to_owned()),
         roles_claim: "groups".to_owned(),
@@ -819,4 +825,32 @@ async fn a_session_ends_after_30_idle_minutes_and_after_8_hours_whatever_its_use
     }
     app.clock.advance(chrono::TimeDelta::minutes(25));
     assert_eq!(opens(&mut busy).await, 303, "8 hours after the login");
+}
+
+/// A provider that keeps the email and groups out of the ID token (they are in its userinfo
+/// answer), with keyward's client registered for `client_secret_post`: the login still works.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_with_the_claims_in_userinfo_and_a_post_client_signs_in_too() {
+    let port = free_port();
+    let console_url = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("CLAIMS_IN_USERINFO", "1"),
+        ("AUTH_METHOD", "client_secret_post"),
+    ];
+    let Some(provider) = start_provider_with(&console_url, &env) else {
+        return;
+    };
+    let settings = console_settings(&console_url, &provider.issuer);
+    let app = spawn_app_with(|s| {
+        s.internal_listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+        s.console = Some(settings);
+    })
+    .await;
+    let (_, page) = signed_in(&app, "ops@example.com").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("ops@example.com · operator"),
+        "{}",
+        page.body
+    );
 }
