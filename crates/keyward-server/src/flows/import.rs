@@ -26,6 +26,8 @@ pub struct ImportRow {
     /// When the partner was made, ms (now when the row does not say).
     pub created_at: Option<i64>,
     pub allowed_ips: AllowedIps,
+    /// Members of the row that are not of the format, left aside (the command names them once).
+    pub ignored: Vec<String>,
 }
 
 impl ImportRow {
@@ -54,10 +56,12 @@ const FIELDS: [&str; 6] = [
     "allowed_ips",
 ];
 
-/// Checks one line of the file on its own: JSON object (no member twice, none unknown), a
-/// valid code and email, a public and a secret key of §1's format or of the legacy shape, an
-/// optional RFC 3339 `created_at` not in the future, an optional allow-list. The error says
-/// what is wrong without quoting a key.
+/// Checks one line of the file on its own: a JSON object (no member twice), a valid code and
+/// email, a public and a secret key of §1's format or of the legacy shape, an optional
+/// `created_at` not in the future (RFC 3339, or Unix time in seconds or milliseconds), an
+/// optional allow-list (an array, or one comma-separated string). Other members an export may
+/// carry are left aside and named in [`ImportRow::ignored`]. The error says what is wrong
+/// without quoting a key.
 pub fn parse_row(line: u64, text: &str, now: i64) -> std::result::Result<ImportRow, String> {
     let members = parse_object(text.as_bytes()).map_err(|e| match e {
         keyward_core::json::ParseError::DuplicateMember => {
@@ -65,16 +69,11 @@ pub fn parse_row(line: u64, text: &str, now: i64) -> std::result::Result<ImportR
         }
         _ => "not a JSON object".to_owned(),
     })?;
-    if let Some((name, _)) = members
+    let ignored: Vec<String> = members
         .iter()
-        .find(|(name, _)| !FIELDS.contains(&name.as_str()))
-    {
-        let shown: String = name.chars().take(40).collect();
-        return Err(format!(
-            "unknown member {shown:?} (expected: {})",
-            FIELDS.join(", ")
-        ));
-    }
+        .filter(|(name, _)| !FIELDS.contains(&name.as_str()))
+        .map(|(name, _)| name.chars().take(40).collect())
+        .collect();
     let get = |name: &str| members.iter().find(|(n, _)| n == name).map(|(_, v)| v);
     let text_of = |name: &str| -> std::result::Result<&str, String> {
         match get(name) {
@@ -102,28 +101,45 @@ pub fn parse_row(line: u64, text: &str, now: i64) -> std::result::Result<ImportR
     }
     let created_at = match get("created_at") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => {
-            let at = chrono::DateTime::parse_from_rfc3339(s)
+        Some(Value::String(s)) => Some(
+            chrono::DateTime::parse_from_rfc3339(s)
                 .map_err(|_| {
-                    "created_at must be an RFC 3339 date-time such as 2024-01-31T09:00:00Z"
+                    "created_at must be an RFC 3339 date-time such as 2024-01-31T09:00:00Z, or Unix time"
                 })?
-                .timestamp_millis();
-            if at > now {
-                return Err("created_at is in the future".to_owned());
-            }
-            Some(at)
+                .timestamp_millis(),
+        ),
+        // Unix time: seconds, or milliseconds when larger than any date in seconds before 5138.
+        Some(Value::Number(n)) if n.fract() == 0.0 && *n >= 0.0 && *n < 1e15 => {
+            let n = *n as i64;
+            Some(if n < 100_000_000_000 { n * 1000 } else { n })
         }
-        Some(_) => return Err("created_at must be a string (RFC 3339)".to_owned()),
+        Some(_) => {
+            return Err(
+                "created_at must be an RFC 3339 date-time (a string) or Unix time (a number)"
+                    .to_owned(),
+            )
+        }
     };
+    if created_at.is_some_and(|at| at > now) {
+        return Err("created_at is in the future".to_owned());
+    }
     let allowed_ips = match get("allowed_ips") {
         None | Some(Value::Null) => AllowedIps::default(),
-        Some(Value::Array(items)) => {
-            let mut entries = Vec::with_capacity(items.len());
-            for item in items {
-                match item {
-                    Value::String(s) => entries.push(s.as_str()),
-                    _ => return Err("allowed_ips must be an array of strings".to_owned()),
+        Some(value @ (Value::Array(_) | Value::String(_))) => {
+            let mut entries = Vec::new();
+            match value {
+                Value::Array(items) => {
+                    for item in items {
+                        match item {
+                            Value::String(s) => entries.push(s.as_str()),
+                            _ => return Err("allowed_ips must be an array of strings".to_owned()),
+                        }
+                    }
                 }
+                Value::String(list) => {
+                    entries.extend(list.split(',').map(str::trim).filter(|e| !e.is_empty()));
+                }
+                _ => {}
             }
             let list = AllowedIps::parse(entries).map_err(|e| format!("allowed_ips: {e}"))?;
             if list.len() > AllowedIps::MAX_ENTRIES {
@@ -144,6 +160,7 @@ pub fn parse_row(line: u64, text: &str, now: i64) -> std::result::Result<ImportR
         secret,
         created_at,
         allowed_ips,
+        ignored,
     })
 }
 
@@ -327,10 +344,19 @@ mod tests {
         .unwrap();
         assert_eq!(with_extras.created_at, Some(1_706_691_600_000));
         assert_eq!(with_extras.allowed_ips.len(), 2);
+        // What an export may look like otherwise: Unix time, a comma-separated list, extras.
+        let other = row(&format!(
+            r#"{BASE},"created_at":1706691600,"allowed_ips":"203.0.113.7, 198.51.100.0/24","partner_id":"x","name":"Acme""#
+        ))
+        .unwrap();
+        assert_eq!(other.created_at, Some(1_706_691_600_000));
+        assert_eq!(other.allowed_ips.len(), 2);
+        assert_eq!(other.ignored, ["partner_id", "name"]);
+        let millis = row(&format!(r#"{BASE},"created_at":1706691600000"#)).unwrap();
+        assert_eq!(millis.created_at, Some(1_706_691_600_000));
 
         for (members, expected) in [
             (format!("{BASE},{BASE}"), "twice"),
-            (format!(r#"{BASE},"partnercode":"x""#), "unknown member"),
             (BASE.replace("ACME", "AC ME"), "partner_code"),
             (BASE.replace("ops@acme.example", "ops"), "email"),
             (BASE.replace("Legacy123", "Leg"), "public_key"),
@@ -351,10 +377,8 @@ mod tests {
                 format!(r#"{BASE},"allowed_ips":["not an address"]"#),
                 "allowed_ips",
             ),
-            (
-                format!(r#"{BASE},"allowed_ips":"203.0.113.7""#),
-                "allowed_ips",
-            ),
+            (format!(r#"{BASE},"allowed_ips":[7]"#), "allowed_ips"),
+            (format!(r#"{BASE},"created_at":-5"#), "created_at"),
         ] {
             let error = row(&members).err().unwrap_or_default();
             assert!(error.contains(expected), "{members}: {error}");

@@ -55,6 +55,7 @@ pub async fn import(
     let mut seen = SeenInFile::default();
     let mut batch: Vec<ImportRow> = Vec::with_capacity(BATCH);
     let mut progress = Progress::new();
+    let mut ignored = std::collections::BTreeSet::new();
     for (index, line) in reader.lines().enumerate() {
         let number = index as u64 + 1;
         let line = line.with_context(|| format!("could not read line {number}"))?;
@@ -64,7 +65,10 @@ pub async fn import(
         tally.lines += 1;
         let checked = parse_row(number, &line, now).and_then(|row| seen.check(&row).map(|()| row));
         match checked {
-            Ok(row) => batch.push(row),
+            Ok(row) => {
+                ignored.extend(row.ignored.iter().cloned());
+                batch.push(row);
+            }
             Err(problem) => tally.refuse(&mut progress, number, &problem),
         }
         if batch.len() == BATCH {
@@ -93,6 +97,13 @@ pub async fn import(
             // Imported keys work on every node once this returns (as with every credential).
             wait_out(context.key_cache.bound()).await;
         }
+    }
+    if !ignored.is_empty() {
+        let names: Vec<String> = ignored.iter().map(|n| format!("{n:?}")).collect();
+        println!(
+            "Left aside, not of the format: {} (taken: partner_code, email, public_key, secret_key, created_at, allowed_ips).",
+            names.join(", ")
+        );
     }
     let seconds = started.elapsed().as_secs_f64();
     let verb = if options.dry_run {
