@@ -10,6 +10,8 @@ CREATE TABLE console_logins (
     pkce_verifier  TEXT NOT NULL,
     created_at     INTEGER NOT NULL
 );
+-- Logins never finished are dropped by age as new ones begin.
+CREATE INDEX console_logins_by_age ON console_logins (created_at);
 
 -- A signed-in person. The cookie holds the session's token; only its SHA-256 is stored.
 CREATE TABLE console_sessions (

@@ -38,14 +38,21 @@ pub const LIST_LIMIT: usize = 50;
 /// Audit events a page shows.
 const AUDIT_LIMIT: i64 = 200;
 
-pub fn router() -> Router<AppState> {
+pub fn router(state: AppState) -> Router<AppState> {
+    // Each login writes a row: the per-IP limit of the public routes that do work for anyone.
+    let login = Router::new()
+        .route("/console/login", get(login))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::http::ip_rate_limit,
+        ));
     Router::new()
+        .merge(login)
         .route(
             "/console",
             get(|| async { Redirect::to("/console/partners") }),
         )
         .route(pages::STYLESHEET_PATH, get(stylesheet))
-        .route("/console/login", get(login))
         .route("/console/callback", get(callback))
         .route("/console/logout", post(logout))
         .route("/console/partners", get(partners))

@@ -70,7 +70,7 @@ pub fn before_routing(request: &mut Request) {
 pub fn internal_app(state: AppState) -> Router {
     // The operators' console, only when it is on (SPEC §10.1): never on the public listener.
     let console = match state.console {
-        Some(_) => crate::console::router(),
+        Some(_) => crate::console::router(state.clone()),
         None => Router::new(),
     };
     internal::router()
@@ -234,7 +234,7 @@ async fn fallback(State(state): State<AppState>, request: Request) -> Response {
     }
 }
 
-async fn ip_rate_limit(
+pub(crate) async fn ip_rate_limit(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     request: Request,
