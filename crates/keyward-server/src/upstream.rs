@@ -183,7 +183,7 @@ impl Gateway {
             Ok(Err(e)) if timed_out(&e) => Err(ErrorCode::UpstreamTimeout.into()),
             Ok(Err(e)) => {
                 // The error's chain names no URL: nothing of the partner's path or query.
-                tracing::warn!(error = %error_chain(&e), "the upstream could not be reached");
+                tracing::warn!(error = %crate::error::chain(&e), "the upstream could not be reached");
                 Err(ErrorCode::UpstreamUnavailable.into())
             }
             Ok(Ok(answer)) => Ok(answer),
@@ -204,18 +204,6 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
         cause = e.source();
     }
     false
-}
-
-/// "client error (Connect): tcp connect error: Connection refused", for the log.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
 }
 
 /// The client's headers the upstream may see.

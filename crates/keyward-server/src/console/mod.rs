@@ -80,6 +80,15 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
+/// 409 for a page that says an action could not be done, else 200.
+fn page_status(error: Option<&str>) -> StatusCode {
+    if error.is_some() {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::OK
+    }
+}
+
 /// An HTML page with a status.
 fn html(status: StatusCode, markup: maud::Markup) -> Response {
     (status, Html(markup.into_string())).into_response()
@@ -468,11 +477,7 @@ async fn partners_page(
     let mut seen = std::collections::HashSet::new();
     found.retain(|p| seen.insert(p.partner.id.clone()));
     found.truncate(LIST_LIMIT);
-    let status = if error.is_some() {
-        StatusCode::CONFLICT
-    } else {
-        StatusCode::OK
-    };
+    let status = page_status(error);
     html(
         status,
         pages::partners(signed, q, status_text, &found, pages::flash(done, error)),
@@ -561,11 +566,7 @@ async fn partner_page(
     };
     match admin::show(&state.store, &code).await {
         Ok(details) => {
-            let status = if error.is_some() {
-                StatusCode::CONFLICT
-            } else {
-                StatusCode::OK
-            };
+            let status = page_status(error);
             let now = millis(state.clock.now());
             html(
                 status,
@@ -773,11 +774,7 @@ async fn tokens_page(
 ) -> Response {
     match service_tokens::list(&state.store).await {
         Ok(tokens) => html(
-            if error.is_some() {
-                StatusCode::CONFLICT
-            } else {
-                StatusCode::OK
-            },
+            page_status(error),
             pages::service_tokens(signed, &tokens, created, pages::flash(done, error)),
         ),
         Err(e) => unavailable(e),
@@ -855,11 +852,7 @@ async fn hooks_page(
 ) -> Response {
     match webhooks::list(&state.ctx).await {
         Ok(endpoints) => html(
-            if error.is_some() {
-                StatusCode::CONFLICT
-            } else {
-                StatusCode::OK
-            },
+            page_status(error),
             pages::webhooks(signed, &endpoints, added, pages::flash(done, error)),
         ),
         Err(e) => unavailable(e),

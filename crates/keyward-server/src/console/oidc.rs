@@ -126,7 +126,7 @@ impl Oidc {
             .map_err(|e| LoginError::Provider(e.to_string()))?;
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
-            .map_err(|e| LoginError::Provider(error_chain(&e)))?;
+            .map_err(|e| LoginError::Provider(crate::error::chain(&e)))?;
         *discovered = Some((Instant::now(), metadata.clone()));
         Ok(metadata)
     }
@@ -228,7 +228,7 @@ impl Oidc {
             }
             other => other,
         }
-        .map_err(|e| LoginError::Token(error_chain(&e)))?;
+        .map_err(|e| LoginError::Token(crate::error::chain(&e)))?;
         let id_token = response
             .id_token()
             .ok_or_else(|| LoginError::Token("the provider sent no ID token".to_owned()))?;
@@ -296,7 +296,7 @@ impl Oidc {
             .send()
             .await
             .and_then(openidconnect::reqwest::Response::error_for_status)
-            .map_err(|e| LoginError::Provider(format!("userinfo: {}", error_chain(&e))))?;
+            .map_err(|e| LoginError::Provider(format!("userinfo: {}", crate::error::chain(&e))))?;
         let bytes = answer
             .bytes()
             .await
@@ -338,17 +338,6 @@ fn claim_values(claims: &serde_json::Value, claim: &str) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
 }
 
 #[cfg(test)]
