@@ -122,13 +122,27 @@ impl Oidc {
                 return Ok(metadata.clone());
             }
         }
-        let issuer = IssuerUrl::new(self.settings.issuer.clone())
-            .map_err(|e| LoginError::Provider(e.to_string()))?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
-            .await
-            .map_err(|e| LoginError::Provider(crate::error::chain(&e)))?;
-        *discovered = Some((Instant::now(), metadata.clone()));
-        Ok(metadata)
+        // Discovery compares the issuer character for character. As configured first; then
+        // with its trailing slash the other way, the one difference people do not see.
+        let configured = self.settings.issuer.clone();
+        let other = match configured.strip_suffix('/') {
+            Some(without) => without.to_owned(),
+            None => format!("{configured}/"),
+        };
+        let mut first_error = None;
+        for issuer in [configured, other] {
+            let issuer = IssuerUrl::new(issuer).map_err(|e| LoginError::Provider(e.to_string()))?;
+            match CoreProviderMetadata::discover_async(issuer, &self.http).await {
+                Ok(metadata) => {
+                    *discovered = Some((Instant::now(), metadata.clone()));
+                    return Ok(metadata);
+                }
+                Err(e) => {
+                    first_error.get_or_insert_with(|| crate::error::chain(&e));
+                }
+            }
+        }
+        Err(LoginError::Provider(first_error.unwrap_or_default()))
     }
 
     fn redirect_uri(&self) -> String {
