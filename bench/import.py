@@ -10,8 +10,11 @@ imported key authenticates at the same speed as a native one.
 Knobs: BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_POSTGRES_URL. Needs wrk (apt-get install wrk).
 Prints a Markdown table for docs/benchmarks.md.
 """
-import json, os, random, re, secrets, shutil, signal, socket, statistics, string, subprocess, sys, tempfile, time, zlib
+import json, os, random, re, secrets, shutil, signal, statistics, string, subprocess, sys, tempfile, time, zlib
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import free_port, wait_http  # noqa: E402  (the same helpers as the side-by-side run)
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = ROOT / "target/release/keyward"
@@ -35,23 +38,6 @@ def native_key(prefix):
 
 def legacy_key(prefix):
     return prefix + "".join(secrets.choice(BASE62) for _ in range(random.randint(24, 40)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url):
-    import urllib.request
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except Exception:
-            time.sleep(0.1)
-    sys.exit(f"{url} did not come up")
 
 
 def sign(env, secret_file, body):

@@ -1,5 +1,6 @@
 //! A typed async client for every route of the spec.
 
+use keyward_core::keys::KeyFormatError;
 use keyward_core::signature::{sign_body, MessageForm};
 use keyward_core::wire::paths::{
     CREATE_KEY, LIST_KEYS, ONBOARD, REDEEM, REGENERATE, RETIRE_OLD_KEYS, REVOKE_KEY,
@@ -122,11 +123,7 @@ impl Client {
         public_key: &str,
         secret_key: &str,
     ) -> Result<PartnerClient, ClientError> {
-        let public = PublicKey::parse(public_key)
-            .map_err(|e| ClientError::Invalid(format!("public key: {e}")))?;
-        let secret = SecretKey::parse(secret_key)
-            .map_err(|e| ClientError::Invalid(format!("secret key: {e}")))?;
-        Ok(self.signing_with(public, secret))
+        self.signing_with(PublicKey::parse(public_key), SecretKey::parse(secret_key))
     }
 
     /// The same server, signing with a pair moved in from the exchange's previous system
@@ -138,21 +135,24 @@ impl Client {
         public_key: &str,
         secret_key: &str,
     ) -> Result<PartnerClient, ClientError> {
-        let public = PublicKey::parse_or_legacy(public_key)
-            .map_err(|e| ClientError::Invalid(format!("public key: {e}")))?;
-        let secret = SecretKey::parse_or_legacy(secret_key)
-            .map_err(|e| ClientError::Invalid(format!("secret key: {e}")))?;
-        Ok(self.signing_with(public, secret))
+        self.signing_with(
+            PublicKey::parse_or_legacy(public_key),
+            SecretKey::parse_or_legacy(secret_key),
+        )
     }
 
-    fn signing_with(&self, public: PublicKey, secret: SecretKey) -> PartnerClient {
-        PartnerClient {
+    fn signing_with(
+        &self,
+        public: Result<PublicKey, KeyFormatError>,
+        secret: Result<SecretKey, KeyFormatError>,
+    ) -> Result<PartnerClient, ClientError> {
+        Ok(PartnerClient {
             client: self.clone(),
-            public,
-            secret,
+            public: public.map_err(|e| ClientError::Invalid(format!("public key: {e}")))?,
+            secret: secret.map_err(|e| ClientError::Invalid(format!("secret key: {e}")))?,
             form: MessageForm::AsSent,
             clock: Arc::default(),
-        }
+        })
     }
 
     /// `GET /api/v1/time`: the server's clock.

@@ -39,9 +39,11 @@ pub const LIST_LIMIT: usize = 50;
 const AUDIT_LIMIT: i64 = 200;
 
 pub fn router(state: AppState) -> Router<AppState> {
-    // Each login writes a row: the per-IP limit of the public routes that do work for anyone.
+    // A login writes a row and its callback asks the provider: the per-IP limit of the
+    // public routes that do work for anyone.
     let login = Router::new()
         .route("/console/login", get(login))
+        .route("/console/callback", get(callback))
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             crate::http::ip_rate_limit,
@@ -53,7 +55,6 @@ pub fn router(state: AppState) -> Router<AppState> {
             get(|| async { Redirect::to("/console/partners") }),
         )
         .route(pages::STYLESHEET_PATH, get(stylesheet))
-        .route("/console/callback", get(callback))
         .route("/console/logout", post(logout))
         .route("/console/partners", get(partners))
         .route("/console/partners/invite", post(invite))

@@ -21,18 +21,26 @@ fn time(ms: Option<i64>) -> String {
         )
 }
 
+/// Every page's head; with `next`, the page goes on by itself there (a same-site navigation).
+fn head(title: &str, next: Option<&str>) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            meta name="robots" content="noindex, nofollow";
+            title { (title) " · keyward console" }
+            link rel="stylesheet" href=(STYLESHEET_PATH);
+            @if let Some(next) = next { meta http-equiv="refresh" content={ "0; url=" (next) }; }
+        }
+    }
+}
+
 /// A page for a signed-in person: the navigation, who they are, and a logout button.
 pub fn page(title: &str, signed: &Signed, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="robots" content="noindex, nofollow";
-                title { (title) " · keyward console" }
-                link rel="stylesheet" href=(STYLESHEET_PATH);
-            }
+            (head(title, None))
             body {
                 header class="top" {
                     a class="brand" href="/console/partners" { "keyward" }
@@ -67,14 +75,7 @@ fn bare_with(title: &str, next: Option<&str>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="robots" content="noindex, nofollow";
-                title { (title) " · keyward console" }
-                link rel="stylesheet" href=(STYLESHEET_PATH);
-                @if let Some(next) = next { meta http-equiv="refresh" content={ "0; url=" (next) }; }
-            }
+            (head(title, next))
             body { main class="narrow" { p class="brand" { "keyward" } h1 { (title) } (body) } }
         }
     }

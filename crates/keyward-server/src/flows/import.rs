@@ -219,7 +219,6 @@ async fn import_once(
 
     let mut outcomes = Vec::with_capacity(rows.len());
     let mut new = Vec::with_capacity(rows.len());
-    let mut times = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
         let holder = public_holders.get(&publics[i]);
         let outcome = match (codes_taken.get(&folded[i]), holder) {
@@ -248,13 +247,6 @@ async fn import_once(
             )
             .map_err(|e| crate::error::Error::Unexpected(anyhow::Error::new(e)))?;
         let created_at = row.created_at.unwrap_or_else(|| millis(now));
-        times.push(KeyTimes {
-            created_at,
-            last_used_at: None,
-            retiring_until: None,
-            valid_until: None,
-            legacy: row.legacy(),
-        });
         new.push(ImportedPartner {
             id,
             code: row.code.clone(),
@@ -278,9 +270,16 @@ async fn import_once(
         tx.audit_imported(&new, Actor::Operator(operator), now)
             .await?;
         let policy = &ctx.settings.expiry;
-        for (partner, times) in new.iter().zip(&times) {
+        for partner in &new {
+            let times = KeyTimes {
+                created_at: partner.created_at,
+                last_used_at: None,
+                retiring_until: None,
+                valid_until: None,
+                legacy: partner.legacy,
+            };
             let has_allow_list = partner.allowed_ips.is_some();
-            let dues = policy.reminders_due(times, has_allow_list, millis(now));
+            let dues = policy.reminders_due(&times, has_allow_list, millis(now));
             if !dues.is_empty() {
                 tx.schedule_reminders(&partner.key_id, &dues).await?;
             }

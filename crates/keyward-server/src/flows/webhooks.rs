@@ -61,8 +61,18 @@ pub async fn add(
         .cipher()?
         .encrypt(&key, &webhook_secret_aad(&endpoint.id))
         .map_err(Error::from)?;
-    ctx.store.add_webhook(&endpoint, &ciphertext).await?;
-    audit(ctx, AuditKind::WebhookAdded, operator, &endpoint).await?;
+    let mut tx = ctx.store.begin().await?;
+    tx.add_webhook(&endpoint, &ciphertext).await?;
+    audit(
+        ctx,
+        &mut tx,
+        AuditKind::WebhookAdded,
+        operator,
+        &endpoint,
+        None,
+    )
+    .await?;
+    tx.commit().await?;
     Ok(Added { endpoint, secret })
 }
 
@@ -94,21 +104,30 @@ pub async fn remove(
         .webhook(id_or_url)
         .await?
         .ok_or_else(|| WebhookError::NoSuchEndpoint(id_or_url.into()))?;
-    ctx.store.remove_webhook(&endpoint.id).await?;
-    let mut noted = endpoint.clone();
-    if let Some(reason) = reason {
-        noted.url = format!("{}; reason: {reason}", endpoint.url);
-    }
-    audit(ctx, AuditKind::WebhookRemoved, operator, &noted).await?;
+    let mut tx = ctx.store.begin().await?;
+    tx.remove_webhook(&endpoint.id).await?;
+    audit(
+        ctx,
+        &mut tx,
+        AuditKind::WebhookRemoved,
+        operator,
+        &endpoint,
+        reason,
+    )
+    .await?;
+    tx.commit().await?;
     Ok(endpoint)
 }
 
-/// Who added or removed an endpoint, in the audit log (the URL without its credentials).
+/// Who added or removed an endpoint, and why, in the change's transaction (the URL without
+/// its credentials).
 async fn audit(
     ctx: &Context,
+    tx: &mut crate::store::Tx,
     kind: AuditKind,
     operator: &str,
     endpoint: &WebhookEndpoint,
+    reason: Option<&str>,
 ) -> Result<(), WebhookError> {
     let shown = match url::Url::parse(&endpoint.url) {
         Ok(mut url) if url.password().is_some() || !url.username().is_empty() => {
@@ -118,12 +137,13 @@ async fn audit(
         }
         _ => endpoint.url.clone(),
     };
-    let detail = format!("{} {shown}", endpoint.id);
-    let mut tx = ctx.store.begin().await?;
+    let detail = match reason {
+        Some(reason) => format!("{} {shown}; reason: {reason}", endpoint.id),
+        None => format!("{} {shown}", endpoint.id),
+    };
     let mut entry = Audit::new(kind, Actor::Operator(operator), ctx.clock.now());
     entry.detail = Some(&detail);
     tx.audit(&entry).await?;
-    tx.commit().await?;
     Ok(())
 }
 

@@ -206,25 +206,6 @@ impl Tx {
 }
 
 impl Store {
-    pub async fn add_webhook(
-        &self,
-        endpoint: &WebhookEndpoint,
-        secret_ciphertext: &[u8],
-    ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO webhook_endpoints (id, url, secret_ciphertext, events, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&endpoint.id)
-        .bind(&endpoint.url)
-        .bind(secret_ciphertext.to_vec())
-        .bind(endpoint.events.as_deref())
-        .bind(endpoint.created_at)
-        .execute(&mut *tx.tx)
-        .await?;
-        tx.commit().await
-    }
-
     pub async fn webhooks(&self) -> Result<Vec<WebhookEndpoint>> {
         Ok(sqlx::query_as(
             "SELECT id, url, events, created_at, disabled_at, disabled_reason FROM webhook_endpoints ORDER BY created_at, id",
@@ -252,20 +233,6 @@ impl Store {
     }
 
     /// Deletes an endpoint and its undelivered events; returns whether it existed.
-    pub async fn remove_webhook(&self, id: &str) -> Result<bool> {
-        let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1")
-            .bind(id)
-            .execute(&mut *tx.tx)
-            .await?;
-        let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx.tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
-    }
-
     /// Claims up to `limit` due deliveries of enabled endpoints for `holder`, until `now` +
     /// the lease. Of several nodes, one claims each; a dead holder's claims are taken over once
     /// its lease ran out.
@@ -397,5 +364,39 @@ impl Store {
         rows.iter()
             .map(|r| Ok((r.try_get("endpoint_id")?, r.try_get("n")?)))
             .collect()
+    }
+}
+
+impl super::Tx {
+    /// A new endpoint, in the caller's transaction (with its audit event).
+    pub async fn add_webhook(
+        &mut self,
+        endpoint: &WebhookEndpoint,
+        secret_ciphertext: &[u8],
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (id, url, secret_ciphertext, events, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&endpoint.id)
+        .bind(&endpoint.url)
+        .bind(secret_ciphertext.to_vec())
+        .bind(endpoint.events.as_deref())
+        .bind(endpoint.created_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes an endpoint and what it had not been sent, in the caller's transaction.
+    pub async fn remove_webhook(&mut self, id: &str) -> Result<bool> {
+        sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 }

@@ -489,6 +489,45 @@ async fn each_role_signs_in_and_does_what_it_may_audited_as_its_email() {
         )
         .await;
     assert_ne!(verify.status(), 401, "the new token is taken");
+    // An endpoint added, then removed with a reason: both audited, in one change each.
+    let hooks_url = format!("{}/console/webhooks", app.internal_address);
+    let hooks = admin.follow(&hooks_url).await;
+    let page = admin
+        .submit(
+            &hooks_url,
+            &[
+                ("csrf", &csrf_of(&hooks)),
+                ("url", "http://127.0.0.1:9/hooks"),
+                ("events", ""),
+            ],
+        )
+        .await;
+    assert!(page.body.contains(r#"id="new-secret""#), "{}", page.body);
+    let id = Regex::new(r#"name="id" value="(ep_[0-9a-f]+)""#)
+        .unwrap()
+        .captures(&page.body)
+        .unwrap()[1]
+        .to_owned();
+    let page = admin
+        .submit(
+            &format!("{hooks_url}/remove"),
+            &[
+                ("csrf", &csrf_of(&page)),
+                ("id", &id),
+                ("reason", "retired system"),
+            ],
+        )
+        .await;
+    assert!(
+        page.body.contains("The endpoint is removed"),
+        "{}",
+        page.body
+    );
+    let audit = String::from_utf8_lossy(&app.cli(&["audit", "--json"]).stdout).into_owned();
+    assert!(audit.contains("webhook_added") && audit.contains("webhook_removed"));
+    assert!(
+        audit.contains("reason: retired system") && audit.contains("operator:admin@example.com")
+    );
     // An operator may not.
     let tokens = ops
         .follow(&format!("{}/console/service-tokens", app.internal_address))
