@@ -23,21 +23,26 @@ It writes the table between the markers in docs/benchmarks.md and a chart, bench
   bench/compare.py                                # SQLite and PostgreSQL; 1k, 100k, 1M
   BENCH_SIZES=1000,100000 BENCH_BACKENDS=sqlite bench/compare.py
 Knobs: BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_CONNECTIONS (64), BENCH_POSTGRES_URL
-(postgres://postgres@127.0.0.1:5432/postgres), BENCH_NO_WRITE=1 to print only.
+(postgres://postgres@127.0.0.1:5432/postgres), BENCH_NO_WRITE=1 to print only; for a quick look at
+a change, BENCH_TARGETS (a comma-separated subset of the targets below) and BENCH_BINARY (another
+keyward binary than target/release/keyward).
 Needs wrk and nginx (apt-get install wrk nginx) and, for PostgreSQL, psql.
 """
 import json, os, random, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BINARY = ROOT / "target/release/keyward"
+BINARY = Path(os.environ.get("BENCH_BINARY", ROOT / "target/release/keyward"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 SIZES = [int(s) for s in os.environ.get("BENCH_SIZES", "1000,100000,1000000").split(",")]
 BACKENDS = os.environ.get("BENCH_BACKENDS", "sqlite,postgres").split(",")
 PG = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-TARGETS = ["healthz", "whoami", "verify", "gateway", "upstream", "bare", "nginx_proxy", "unknown_key", "bad_signature"]
+ALL_TARGETS = ["healthz", "whoami", "verify", "gateway", "upstream", "bare", "nginx_proxy", "unknown_key", "bad_signature",
+               "onboard"]
+TARGETS_WANTED = os.environ.get("BENCH_TARGETS", ",".join(ALL_TARGETS)).split(",")
+TARGETS = [t for t in ALL_TARGETS if t in TARGETS_WANTED and t != "onboard"]
 BARE = ROOT / "bench/bare-hyper/target/release/bare-hyper"
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -172,7 +177,7 @@ def run_size(backend, size, upstream_url, proxy_url, bare_url):
                 for target in order:
                     rounds[target].append(wrk(urls[target], target, samples, token, SECONDS))
             onboard = None
-            if size == min(SIZES):
+            if size == min(SIZES) and "onboard" in TARGETS_WANTED:
                 onboard = [wrk(public + "/api/v1/no-auth/PartnerP2P/OnboardPartner", "onboard", samples, token, SECONDS)
                            for _ in range(ROUNDS)]
             rss = peak_rss_mib(server.pid)
@@ -197,11 +202,13 @@ def table(results):
         for name, m in t.items():
             if name in ("bare", "upstream", "onboard"):
                 ratio = ""
-            elif name in ("gateway", "nginx_proxy"):
+            elif name in ("gateway", "nginx_proxy") and "upstream" in t:
                 ratio = f"{m['rps'] / t['upstream']['rps']:.2f}× of direct"
                 if name == "gateway" and "nginx_proxy" in t:
                     nginx = t["nginx_proxy"]["rps"] / t["upstream"]["rps"]
                     ratio += f" = {m['rps'] / t['upstream']['rps'] / nginx:.2f}× nginx's"
+            elif name in ("gateway", "nginx_proxy"):
+                ratio = ""
             elif "bare" in t:
                 ratio = f"{m['rps'] / t['bare']['rps']:.2f}× of bare hyper"
             else:

@@ -65,7 +65,7 @@ pub use keyward_core::{ErrorCode, PublicKey, SecretKey};
 pub use layer::{ClientIpFn, SingleUse, VerifyLayer, VerifyService};
 pub use verifier::{Verification, Verifier};
 
-use keyward_core::signature::{sign_body, SignedBody};
+use keyward_core::signature::{sign_body, SignatureKey, SignedBody};
 
 /// Signs a JSON object body as sent (`JSON.stringify` form): returns the body, re-serialised
 /// in that form, with `signature` added last.
@@ -80,5 +80,5 @@ pub fn sign_canonical(body: &str, secret: &SecretKey) -> Result<String, BodyErro
 
 /// Whether the body's `signature` matches it (either form), as the server would judge it.
 pub fn verify(body: &str, secret: &SecretKey) -> bool {
-    SignedBody::parse(body.as_bytes()).is_ok_and(|b| b.verify(secret))
+    SignedBody::parse(body.as_bytes()).is_ok_and(|b| b.verify(&SignatureKey::new(secret)))
 }

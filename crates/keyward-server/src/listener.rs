@@ -84,7 +84,7 @@ pub async fn serve(
             .map_request(move |request: Request<hyper::body::Incoming>| {
                 let (mut parts, body) = request.into_parts();
                 parts.extensions.insert(ConnectInfo(peer));
-                let body = Deadline::new(Body::new(body), body_deadline);
+                let body = Deadline::new(body, body_deadline);
                 let mut request = Request::from_parts(parts, Body::new(body));
                 crate::http::before_routing(&mut request);
                 request
@@ -127,14 +127,14 @@ pin_project_lite::pin_project! {
     /// A request body that must arrive whole before a deadline, set when the headers were read.
     struct Deadline {
         #[pin]
-        body: Body,
+        body: hyper::body::Incoming,
         #[pin]
         deadline: tokio::time::Sleep,
     }
 }
 
 impl Deadline {
-    fn new(body: Body, within: Duration) -> Self {
+    fn new(body: hyper::body::Incoming, within: Duration) -> Self {
         Self {
             body,
             deadline: tokio::time::sleep(within),

@@ -24,6 +24,11 @@ use secrecy::ExposeSecret;
 use std::net::SocketAddr;
 use tower::ServiceExt;
 
+/// The allocator the binary serves with (`src/main.rs`), so allocations cost here what they
+/// cost there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ROUNDS: usize = 500;
 const PARTNERS: usize = 16;
 

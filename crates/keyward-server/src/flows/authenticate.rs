@@ -78,7 +78,7 @@ pub struct Authenticated {
     /// Primary or restricted, and what a restricted pair may do.
     pub class: Arc<KeyClass>,
     pub mode: KeyMode,
-    pub partner: Partner,
+    pub partner: Arc<Partner>,
 }
 
 impl Authenticated {
@@ -99,8 +99,8 @@ impl Authenticated {
 /// the `Authorization` header: key known, not revoked, not expired (a retiring pair past its
 /// overlap, or past the expiry policy or its own expiry), partner not suspended, client IP allowed, signature, freshness. What the store says of the key comes through the node's
 /// key cache, at most `KEYWARD_KEY_CACHE_MS` old (see `key_cache.rs` for why revocation
-/// stays instant).
-#[tracing::instrument(skip_all)]
+/// stays instant). No span of its own: it runs on every signed request, inside the request's
+/// span, which already names the route and the request id.
 pub async fn authenticate(
     ctx: &Context,
     public: &PublicKey,
@@ -188,8 +188,8 @@ fn check_key(
     client: ClientAddress,
     now: i64,
 ) -> Result<()> {
-    let secret = match (&key.secret, key.revoked_at) {
-        (Some(secret), None) => secret,
+    let signature_key = match (&key.signature_key, key.revoked_at) {
+        (Some(signature_key), None) => signature_key,
         _ => return Err(ErrorCode::RevokedKey.into()),
     };
     if expires_at(ctx, key).is_some_and(|expires_at| expires_at <= now) {
@@ -205,7 +205,7 @@ fn check_key(
             ClientAddress::NotGiven => return Err(Error::ClientIpRequired),
         }
     }
-    if !body.verify(secret) {
+    if !body.verify(signature_key) {
         return Err(Error::InvalidSignature(body.message_hashes()));
     }
     check_freshness(body, now, ctx.settings.freshness_window)

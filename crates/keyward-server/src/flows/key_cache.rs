@@ -17,6 +17,7 @@ use crate::crypto::{secret_key_aad, Cipher};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::{KeyClass, Partner, Store};
+use keyward_core::signature::SignatureKey;
 use keyward_core::{KeyHash, KeyMode, SecretKey};
 use moka::future::Cache;
 use moka::Expiry;
@@ -28,7 +29,8 @@ use std::time::{Duration, Instant};
 const MAX_ENTRIES: u64 = 20_000;
 
 /// A key as authentication needs it: its record, its partner (status, parsed allow-list) and
-/// its secret, decrypted once (a `SecretKey`: zeroised when dropped, redacted in `Debug`).
+/// its secret, decrypted once and kept only as the keyed HMAC that checks signatures (the
+/// plaintext `SecretKey` is zeroised as soon as the key is derived from it).
 #[derive(Debug)]
 pub struct AuthKey {
     pub key_id: String,
@@ -45,9 +47,10 @@ pub struct AuthKey {
     /// The last use the database knew of when this entry was read (the expiry policy's idle
     /// limit also counts this node's uses since, from `last_noted`).
     pub last_used_at: Option<i64>,
-    pub partner: Partner,
+    /// Shared with every request authenticated by the key: a clone is a reference count.
+    pub partner: Arc<Partner>,
     /// `None` for a revoked key: it will never be used to verify anything.
-    pub secret: Option<SecretKey>,
+    pub signature_key: Option<SignatureKey>,
     /// When this node last noted a use of the key (ms), so that a hot key is noted once a
     /// second rather than on every request.
     pub last_noted: std::sync::atomic::AtomicI64,
@@ -173,14 +176,14 @@ async fn load(store: &Store, cipher: &Cipher, hash: &KeyHash) -> Result<Lookup> 
             key: None,
         });
     };
-    let secret = match record.revoked_at {
+    let signature_key = match record.revoked_at {
         Some(_) => None,
-        None => Some(decrypt_secret(
+        None => Some(SignatureKey::new(&decrypt_secret(
             cipher,
             record.partner.id.as_str(),
             &record.key_id,
             &record.secret_ciphertext,
-        )?),
+        )?)),
     };
     Ok(Lookup {
         loaded_at,
@@ -193,8 +196,8 @@ async fn load(store: &Store, cipher: &Cipher, hash: &KeyHash) -> Result<Lookup> 
             mode: record.mode,
             legacy: record.legacy,
             last_used_at: record.last_used_at,
-            partner: record.partner,
-            secret,
+            partner: Arc::new(record.partner),
+            signature_key,
             last_noted: std::sync::atomic::AtomicI64::new(i64::MIN),
         }),
     })

@@ -30,12 +30,14 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<mime::Mime>().ok())
-            .is_some_and(|m| m.essence_str() == "application/json");
+        let is_json = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+            // The common case without parsing; parameters and other spellings through `mime`.
+            v.as_bytes().eq_ignore_ascii_case(b"application/json")
+                || v.to_str()
+                    .ok()
+                    .and_then(|v| v.parse::<mime::Mime>().ok())
+                    .is_some_and(|m| m.essence_str() == "application/json")
+        });
         if !is_json {
             return Err(ErrorCode::UnsupportedMediaType.into());
         }

@@ -91,7 +91,8 @@ async fn try_forward(state: AppState, gateway: &Gateway, request: Request) -> Re
             if value.is_empty() {
                 continue;
             }
-            if let Ok(value) = HeaderValue::from_str(&value) {
+            // Taken as it is: `TryFrom<String>` checks the bytes without copying them.
+            if let Ok(value) = HeaderValue::try_from(value) {
                 upstream_headers.insert(HeaderName::from_static(name), value);
             }
         }

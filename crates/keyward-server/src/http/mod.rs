@@ -166,6 +166,8 @@ async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -
         );
     }
     let headers = response.headers_mut();
+    // Room for what is added below at once, rather than growing the map twice.
+    headers.reserve(SECURITY_HEADERS.len() + 1);
     for (name, value) in SECURITY_HEADERS {
         if !headers.contains_key(&name) {
             headers.insert(name, HeaderValue::from_static(value));
