@@ -172,7 +172,12 @@ pub fn message_sha256(message: &str) -> String {
 
 /// Lower-case hex HMAC-SHA512 of `message` under `secret`.
 pub fn sign_message(secret: &SecretKey, message: &str) -> String {
-    hex::encode(SignatureKey::new(secret).mac(message).finalize().into_bytes())
+    hex::encode(
+        SignatureKey::new(secret)
+            .mac(message)
+            .finalize()
+            .into_bytes(),
+    )
 }
 
 /// Signs a JSON object body: returns it serialised in `form` with a `signature` member added
@@ -205,7 +210,8 @@ mod tests {
             let signed = sign_body(br#"{"b":1,"a":{"d":2,"c":3}}"#, &key(), form).unwrap();
             let body = SignedBody::parse(signed.as_bytes());
             assert!(
-                body.as_ref().is_ok_and(|b| b.verify(&SignatureKey::new(&key()))),
+                body.as_ref()
+                    .is_ok_and(|b| b.verify(&SignatureKey::new(&key()))),
                 "{form:?}: {signed}"
             );
         }
@@ -215,7 +221,8 @@ mod tests {
     fn sign_body_of_an_empty_object_adds_only_the_signature() {
         let signed = sign_body(b"{}", &key(), MessageForm::AsSent).unwrap();
         assert!(signed.starts_with("{\"signature\":\""), "{signed}");
-        assert!(SignedBody::parse(signed.as_bytes()).is_ok_and(|b| b.verify(&SignatureKey::new(&key()))));
+        assert!(SignedBody::parse(signed.as_bytes())
+            .is_ok_and(|b| b.verify(&SignatureKey::new(&key()))));
     }
 
     #[test]
@@ -230,7 +237,10 @@ mod tests {
         ] {
             let raw = format!("{{\"signature\":{}}}", serde_json::Value::from(sig));
             let body = SignedBody::parse(raw.as_bytes());
-            assert!(body.is_ok_and(|b| !b.verify(&SignatureKey::new(&key()))), "{sig}");
+            assert!(
+                body.is_ok_and(|b| !b.verify(&SignatureKey::new(&key()))),
+                "{sig}"
+            );
         }
     }
 

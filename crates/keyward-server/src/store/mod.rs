@@ -235,6 +235,7 @@ impl Store {
         Ok(Tx {
             _writer: writer,
             written: tx::Written::default(),
+            created_partner: None,
             tx: self.pool.begin_with(self.backend.begin_write()).await?,
             backend: self.backend,
         })

@@ -18,6 +18,9 @@ pub struct Tx {
     pub(super) _writer: Option<tokio::sync::OwnedSemaphorePermit>,
     /// What this transaction queued, for the metrics once it commits.
     pub(super) written: Written,
+    /// The partner this transaction created, if any: it has no links yet to supersede, which
+    /// spares an onboarding one statement while it holds the write lock.
+    pub(super) created_partner: Option<PartnerId>,
 }
 
 /// Emails and links a transaction wrote: counted by the metrics only once it commits.
@@ -75,6 +78,7 @@ impl Tx {
         .bind(now)
         .execute(&mut *self.tx)
         .await?;
+        self.created_partner = Some(id.clone());
         Ok(())
     }
 
@@ -176,6 +180,9 @@ impl Tx {
         which: Supersede,
         now: DateTime<Utc>,
     ) -> Result<u64> {
+        if self.created_partner.as_ref() == Some(partner_id) {
+            return Ok(0);
+        }
         let now = millis(now);
         let only_unsigned = match which {
             Supersede::All => "",

@@ -458,7 +458,8 @@ pub async fn error_of(response: reqwest::Response) -> (u16, String, Value) {
 #[allow(dead_code)]
 pub fn body_verifies(raw: &str, secret: &str) -> bool {
     let secret = SecretKey::parse(secret).unwrap_or_else(|e| panic!("{e}"));
-    SignedBody::parse(raw.as_bytes()).is_ok_and(|b| b.verify(&keyward_core::signature::SignatureKey::new(&secret)))
+    SignedBody::parse(raw.as_bytes())
+        .is_ok_and(|b| b.verify(&keyward_core::signature::SignatureKey::new(&secret)))
 }
 
 /// How many times each status occurs: `tally(&statuses) == [(200, 1), (410, 19)].into()`.
