@@ -2,7 +2,7 @@
 //! (The server's test suite sends the same cases over HTTP.)
 
 use keyward_core::json::ParseError;
-use keyward_core::signature::{BodyError, MessageForm, SignedBody};
+use keyward_core::signature::{BodyError, MessageForm, SignatureKey, SignedBody};
 use keyward_core::{PublicKey, SecretKey};
 use serde::Deserialize;
 
@@ -39,9 +39,7 @@ fn outcome(case: &SignatureCase) -> String {
         body.require_signature()?;
         Ok(body)
     }) {
-        Ok(body) if body.verify(&keyward_core::signature::SignatureKey::new(&secret)) => {
-            "valid".into()
-        }
+        Ok(body) if body.verify(&SignatureKey::new(&secret)) => "valid".into(),
         Ok(_) => "invalid_signature".into(),
         Err(BodyError::Parse(ParseError::InvalidJson)) => "invalid_json".into(),
         Err(BodyError::Parse(ParseError::NotAnObject)) => "not_an_object".into(),
@@ -141,11 +139,7 @@ fn the_test_key_vectors_parse_as_node_made_them() {
     for case in &vectors.signature_cases {
         let secret = SecretKey::parse(&case.secret_key).unwrap();
         let body = SignedBody::parse(case.body.as_bytes()).unwrap();
-        assert!(
-            body.verify(&keyward_core::signature::SignatureKey::new(&secret)),
-            "{}",
-            case.name
-        );
+        assert!(body.verify(&SignatureKey::new(&secret)), "{}", case.name);
         assert_eq!(
             body.message(MessageForm::AsSent),
             case.message,

@@ -214,10 +214,12 @@ fn decrypt_secret(
         .map_err(|e| {
             Error::Unexpected(anyhow::Error::new(e).context(format!("secret key of key {key_id}")))
         })?;
-    let text = String::from_utf8(plain).map_err(|_| {
+    // The plaintext is wiped when dropped, whichever way this returns.
+    let plain = secrecy::zeroize::Zeroizing::new(plain);
+    let text = std::str::from_utf8(&plain).map_err(|_| {
         Error::Unexpected(anyhow::anyhow!("secret key of key {key_id} is not text"))
     })?;
-    SecretKey::parse_or_legacy(&text)
+    SecretKey::parse_or_legacy(text)
         .map_err(|_| Error::Unexpected(anyhow::anyhow!("secret key of key {key_id} is malformed")))
 }
 

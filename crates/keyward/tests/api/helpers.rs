@@ -2,7 +2,7 @@
 //! a temporary folder (cleaned up afterwards), emails caught in memory, and a clock tests can
 //! move.
 
-use keyward_core::signature::{sign_message, MessageForm, SignedBody};
+use keyward_core::signature::{sign_message, MessageForm, SignatureKey, SignedBody};
 use keyward_core::SecretKey;
 use keyward_server::clock::ManualClock;
 use keyward_server::config::Settings;
@@ -458,8 +458,7 @@ pub async fn error_of(response: reqwest::Response) -> (u16, String, Value) {
 #[allow(dead_code)]
 pub fn body_verifies(raw: &str, secret: &str) -> bool {
     let secret = SecretKey::parse(secret).unwrap_or_else(|e| panic!("{e}"));
-    SignedBody::parse(raw.as_bytes())
-        .is_ok_and(|b| b.verify(&keyward_core::signature::SignatureKey::new(&secret)))
+    SignedBody::parse(raw.as_bytes()).is_ok_and(|b| b.verify(&SignatureKey::new(&secret)))
 }
 
 /// How many times each status occurs: `tally(&statuses) == [(200, 1), (410, 19)].into()`.
