@@ -109,7 +109,16 @@ def start_bare():
     return bare, f"http://127.0.0.1:{port}"
 
 
-def wrk(url, mode, samples, token, seconds):
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url, mode, samples, token, seconds, pid=None):
+    """One wrk run; with `pid`, also that server's CPU time per request (µs), which the shared
+    cores' noise moves far less than req/s."""
+    before = cpu_seconds(pid) if pid else None
     env = dict(os.environ, BENCH_MODE=mode, BENCH_SAMPLES=str(samples), BENCH_TOKEN=token)
     out = subprocess.run(
         ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(ROOT / "bench/targets.lua"), url],
@@ -122,7 +131,10 @@ def wrk(url, mode, samples, token, seconds):
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     failed = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, errors.groups())) if errors else 0)
-    return {"rps": rps, "p50": ms(lat["50"]), "p99": ms(lat["99"]), "requests": total, "errors": failed}
+    result = {"rps": rps, "p50": ms(lat["50"]), "p99": ms(lat["99"]), "requests": total, "errors": failed}
+    if pid:
+        result["cpu_us"] = (cpu_seconds(pid) - before) * 1e6 / max(total, 1)
+    return result
 
 
 def peak_rss_mib(pid):
@@ -132,7 +144,7 @@ def peak_rss_mib(pid):
     return 0.0
 
 
-def run_size(backend, size, upstream_url, proxy_url, bare_url):
+def run_size(backend, size, upstream_url, proxy_url, bare_url, bare_pid):
     work = Path(tempfile.mkdtemp(prefix="keyward-bench-"))
     env = dict(os.environ, KEYWARD_DATA_DIR=str(work), KEYWARD_LOG="warn")
     db = None
@@ -175,10 +187,12 @@ def run_size(backend, size, upstream_url, proxy_url, bare_url):
             for r in range(ROUNDS):
                 order = TARGETS if r % 2 == 0 else list(reversed(TARGETS))
                 for target in order:
-                    rounds[target].append(wrk(urls[target], target, samples, token, SECONDS))
+                    pid = {"bare": bare_pid, "upstream": None, "nginx_proxy": None}.get(target, server.pid)
+                    rounds[target].append(wrk(urls[target], target, samples, token, SECONDS, pid))
             onboard = None
             if size == min(SIZES) and "onboard" in TARGETS_WANTED:
-                onboard = [wrk(public + "/api/v1/no-auth/PartnerP2P/OnboardPartner", "onboard", samples, token, SECONDS)
+                onboard = [wrk(public + "/api/v1/no-auth/PartnerP2P/OnboardPartner", "onboard", samples, token, SECONDS,
+                               server.pid)
                            for _ in range(ROUNDS)]
             rss = peak_rss_mib(server.pid)
         finally:
@@ -195,8 +209,8 @@ def run_size(backend, size, upstream_url, proxy_url, bare_url):
 
 
 def table(results):
-    rows = ["| backend | partners | target | req/s | ratio | p50 ms | p99 ms | errors | peak RSS |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| backend | partners | target | req/s | ratio | server CPU µs/req | p50 ms | p99 ms | errors | peak RSS |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         t = r["targets"]
         for name, m in t.items():
@@ -215,7 +229,8 @@ def table(results):
                 ratio = f"{m['rps'] / t['healthz']['rps']:.2f}× of healthz"
             expected = name in ("unknown_key", "bad_signature")
             errors = f"{m['errors']:.0f} (401 expected)" if expected else f"{m['errors']:.0f}"
-            rows.append(f"| {r['backend']} | {r['size']:,} | {name} | {m['rps']:,.0f} | {ratio} | {m['p50']:.2f} | "
+            cpu = f"{m['cpu_us']:.1f}" if "cpu_us" in m else ""
+            rows.append(f"| {r['backend']} | {r['size']:,} | {name} | {m['rps']:,.0f} | {ratio} | {cpu} | {m['p50']:.2f} | "
                         f"{m['p99']:.2f} | {errors} | {r['peak_rss_mib']:.0f} MiB |")
     return "\n".join(rows)
 
@@ -271,7 +286,7 @@ def main():
         for backend in BACKENDS:
             for size in SIZES:
                 print(f"{backend}, {size:,} partners …", file=sys.stderr, flush=True)
-                result = run_size(backend, size, upstream, proxy, bare_url)
+                result = run_size(backend, size, upstream, proxy, bare_url, bare.pid)
                 results.append(result)
                 print(json.dumps(result), flush=True)
     finally:
