@@ -29,9 +29,9 @@ pub fn success<T: Serialize>(message: &str, data: Option<T>) -> Response {
 
 /// An envelope as a JSON answer. Written into a buffer sized for the common answers at once
 /// (axum's `Json` starts at 128 bytes and grows a WhoAmI's answer three times).
-fn envelope<T: Serialize>(status: StatusCode, envelope: &Envelope<T>) -> Response {
+fn envelope<T: Serialize>(status: StatusCode, body: &Envelope<T>) -> Response {
     let mut buffer = Vec::with_capacity(1024);
-    match serde_json::to_writer(&mut buffer, envelope) {
+    match serde_json::to_writer(&mut buffer, body) {
         Ok(()) => {
             let mut response = Response::new(axum::body::Body::from(buffer));
             *response.status_mut() = status;
