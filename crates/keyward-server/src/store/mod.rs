@@ -173,6 +173,11 @@ impl Store {
             // While the database is away a request waits this long for a connection, then is
             // answered 503 unavailable (a client retries sooner than a proxy times out).
             .acquire_timeout(Duration::from_secs(3))
+            // A SQLite connection is a thread of this process: it cannot be lost the way a
+            // network connection to PostgreSQL can (a restart, a dropped link), so it is not
+            // pinged before each use. That ping was a round trip to the connection's thread
+            // before every query, and under the write lock before every write transaction.
+            .test_before_acquire(backend != Backend::Sqlite)
             // A SQLite connection whose COMMIT failed (the disk full) can be left thinking it
             // is still in a transaction (SQLite rolled it back; sqlx's depth did not follow),
             // and every `BEGIN` on it then fails. Such a connection is closed rather than
