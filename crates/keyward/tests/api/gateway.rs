@@ -660,3 +660,145 @@ async fn gateway_traffic_and_refused_link_pages_are_counted_under_their_own_labe
         "{metrics}"
     );
 }
+
+/// A hand-written HTTP/1.1 upstream that shows how keyward uses its connections: it counts
+/// the connections it accepts, reports each request's head, answers `200 ok`, and either
+/// keeps each connection open or closes it after one answer without saying so (no
+/// `Connection: close`), as an upstream's idle timeout looks from keyward's side.
+struct RawUpstream {
+    url: String,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    heads: tokio::sync::mpsc::UnboundedReceiver<String>,
+    closed: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+async fn spawn_raw_upstream(close_after_one: bool) -> RawUpstream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (head_tx, heads) = tokio::sync::mpsc::unbounded_channel();
+    let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (head_tx, closed_tx) = (head_tx.clone(), closed_tx.clone());
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                loop {
+                    // One request: its head, then as many body bytes as it announces.
+                    let head_end = loop {
+                        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
+                    let length: usize = head
+                        .lines()
+                        .filter_map(|l| l.split_once(':'))
+                        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                        .map_or(0, |(_, v)| v.trim().parse().unwrap());
+                    while buffer.len() < head_end + length {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buffer.drain(..head_end + length);
+                    head_tx.send(head).unwrap();
+                    stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .unwrap();
+                    if close_after_one {
+                        drop(stream);
+                        closed_tx.send(()).unwrap();
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    RawUpstream {
+        url,
+        accepted,
+        heads,
+        closed,
+    }
+}
+
+#[tokio::test]
+async fn the_upstream_is_asked_in_origin_form_with_its_host_on_one_kept_alive_connection() {
+    let mut upstream = spawn_raw_upstream(false).await;
+    let app = gateway_to(&upstream.url, 5_000).await;
+    let partner = app.onboarded_partner("KEEP", "ops@keep.example").await;
+    let auth = format!("Bearer {}", partner.public_key);
+    let read = sign(r#"{"q":"balance"}"#, &partner.secret_key);
+    let host = upstream.url.trim_start_matches("http://").to_owned();
+
+    for _ in 0..3 {
+        let response = app
+            .through(
+                Method::GET,
+                "/api/v1/PartnerP2P/Balance?currency=USDT",
+                &read,
+                &[("authorization", &auth)],
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "ok");
+        let head = upstream.heads.recv().await.unwrap();
+        assert!(
+            head.starts_with("GET /api/v1/PartnerP2P/Balance?currency=USDT HTTP/1.1\r\n"),
+            "{head}"
+        );
+        let hosts: Vec<&str> = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(name, _)| name.eq_ignore_ascii_case("host"))
+            .map(|(_, value)| value.trim())
+            .collect();
+        assert_eq!(hosts, [host.as_str()]);
+    }
+    // Each answer was read to its end, so its connection served the next request.
+    assert_eq!(
+        upstream.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_replaced_not_reported() {
+    let mut upstream = spawn_raw_upstream(true).await;
+    let app = gateway_to(&upstream.url, 5_000).await;
+    let partner = app.onboarded_partner("IDLE", "ops@idle.example").await;
+    let auth = format!("Bearer {}", partner.public_key);
+    let read = sign(r#"{"q":"balance"}"#, &partner.secret_key);
+
+    for round in 1..=3 {
+        let response = app
+            .through(
+                Method::GET,
+                "/api/v1/PartnerP2P/Balance",
+                &read,
+                &[("authorization", &auth)],
+            )
+            .await;
+        assert_eq!(response.status(), 200, "round {round}");
+        assert_eq!(response.text().await.unwrap(), "ok");
+        // The upstream has closed the connection keyward keeps for the next request.
+        upstream.closed.recv().await.unwrap();
+    }
+    assert_eq!(
+        upstream.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+}

@@ -8,50 +8,70 @@
 //! alone) and the forwarding headers, which keyward sets itself (`X-Forwarded-For` is the
 //! client address keyward determined, `X-Forwarded-Proto`, `X-Request-Id`).
 
+mod connections;
+
 use crate::config::Upstream;
 use crate::error::{Error, Result};
-use axum::http::uri::{Authority, PathAndQuery, Scheme};
-use axum::http::{HeaderMap, Method, Request, Response, Uri};
+use axum::http::uri::PathAndQuery;
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use bytes::Bytes;
+pub use connections::UpstreamBody;
+use connections::{Connections, SendError};
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use keyward_core::forward_path;
 use keyward_core::ErrorCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// The upstream and a pooled keep-alive client to reach it, built once at start. The client
-/// is hyper's own pooled client (the layer reqwest is built on): a forwarded request costs a
-/// pooled connection and the bytes, no URL parsing and no body adapter.
+/// The upstream and its keep-alive connections (a pool per base URL, see [`connections`]),
+/// built once at start: a forwarded request costs a pooled connection and the bytes, no URL
+/// parsing and no body adapter.
 pub struct Gateway {
     upstream: Upstream,
     live: Base,
     sandbox: Option<Base>,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 /// An upstream URL taken apart once: the request's path and query are appended to `path`.
 struct Base {
-    scheme: Scheme,
-    authority: Authority,
     /// The base path without its trailing slash (often empty).
     path: String,
+    /// Its host (and port, when not the scheme's default), as the `Host` header says it.
+    host: HeaderValue,
+    connections: Arc<Connections>,
 }
 
 impl Base {
-    fn of(url: &url::Url) -> anyhow::Result<Self> {
+    fn of(url: &url::Url, connector: &HttpsConnector<HttpConnector>) -> anyhow::Result<Self> {
         let uri: Uri = url.as_str().parse()?;
-        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+        let (Some(scheme), Some(host)) = (uri.scheme(), url.host_str()) else {
             anyhow::bail!("an upstream URL needs a scheme and a host");
         };
+        let host = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        // What the connector dials: the scheme, the host and the port, never the user info.
+        let address = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(host.as_str())
+            .path_and_query("/")
+            .build()?;
         Ok(Self {
-            scheme: scheme.clone(),
-            authority: authority.clone(),
             path: url.path().trim_end_matches('/').to_owned(),
+            host: HeaderValue::try_from(host)?,
+            connections: Connections::new(address, connector.clone()),
         })
     }
+}
+
+/// Where one request goes: a base URL's connections, and the path and query to ask for
+/// there (the request line's origin form).
+pub struct Target<'a> {
+    base: &'a Base,
+    path_and_query: Uri,
 }
 
 /// Headers that describe one connection, not the request (RFC 9110 §7.6.1), plus those
@@ -92,15 +112,14 @@ impl Gateway {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
         Ok(Self {
-            live: Base::of(&upstream.url)?,
-            sandbox: upstream.sandbox_url.as_ref().map(Base::of).transpose()?,
+            live: Base::of(&upstream.url, &connector)?,
+            sandbox: upstream
+                .sandbox_url
+                .as_ref()
+                .map(|url| Base::of(url, &connector))
+                .transpose()?,
             upstream,
-            client,
         })
     }
 
@@ -113,21 +132,21 @@ impl Gateway {
     /// received. One decision on the final path (SPEC §7.2): the path must pass
     /// [`forward_path::check`], and the URI that is sent holds that path byte for byte under
     /// the base path (hyper sends the URI as it is: nothing re-encodes or resolves it).
-    pub fn target(&self, uri: &Uri) -> Result<Uri> {
+    pub fn target(&self, uri: &Uri) -> Result<Target<'_>> {
         Self::target_under(&self.live, uri)
     }
 
     /// The URI a request made with a test key goes to: the same path and query under the
     /// sandbox (SPEC §8.3). Without a sandbox, 403 `test_key_not_accepted`: a test key never
     /// reaches the live upstream.
-    pub fn sandbox_target(&self, uri: &Uri) -> Result<Uri> {
+    pub fn sandbox_target(&self, uri: &Uri) -> Result<Target<'_>> {
         match &self.sandbox {
             Some(sandbox) => Self::target_under(sandbox, uri),
             None => Err(ErrorCode::TestKeyNotAccepted.into()),
         }
     }
 
-    fn target_under(base: &Base, uri: &Uri) -> Result<Uri> {
+    fn target_under<'a>(base: &'a Base, uri: &Uri) -> Result<Target<'a>> {
         let path = uri.path();
         forward_path::check(path).map_err(|refusal| Error::field("path", refusal.problem()))?;
         let query = uri.query();
@@ -140,13 +159,9 @@ impl Gateway {
             .filter(|sent| {
                 sent.path().strip_prefix(base.path.as_str()) == Some(path) && sent.query() == query
             })
-            .and_then(|sent| {
-                Uri::builder()
-                    .scheme(base.scheme.clone())
-                    .authority(base.authority.clone())
-                    .path_and_query(sent)
-                    .build()
-                    .ok()
+            .map(|sent| Target {
+                base,
+                path_and_query: Uri::from(sent),
             });
         sent.ok_or_else(|| {
             Error::field(
@@ -170,20 +185,33 @@ impl Gateway {
     pub async fn send(
         &self,
         method: Method,
-        target: Uri,
-        headers: HeaderMap,
+        target: Target<'_>,
+        mut headers: HeaderMap,
         body: Bytes,
-    ) -> Result<Response<Incoming>> {
+    ) -> Result<Response<UpstreamBody>> {
+        let Target {
+            base,
+            path_and_query,
+        } = target;
+        headers.insert(header::HOST, base.host.clone());
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = method;
-        *request.uri_mut() = target;
+        *request.uri_mut() = path_and_query;
         *request.headers_mut() = headers;
-        match tokio::time::timeout(self.upstream.timeout, self.client.request(request)).await {
+        let sent = base.connections.send(request);
+        match tokio::time::timeout(self.upstream.timeout, sent).await {
             Err(_) => Err(ErrorCode::UpstreamTimeout.into()),
-            Ok(Err(e)) if timed_out(&e) => Err(ErrorCode::UpstreamTimeout.into()),
+            Ok(Err(SendError::Connect(e))) if timed_out(&*e) => {
+                Err(ErrorCode::UpstreamTimeout.into())
+            }
             Ok(Err(e)) => {
                 // The error's chain names no URL: nothing of the partner's path or query.
-                tracing::warn!(error = %crate::error::chain(&e), "the upstream could not be reached");
+                let reason = match &e {
+                    SendError::Connect(e) => crate::error::chain(&**e),
+                    SendError::Exchange(e) => crate::error::chain(e),
+                    SendError::Closed => "the connection closed before the request".to_owned(),
+                };
+                tracing::warn!(error = %reason, "the upstream could not be reached");
                 Err(ErrorCode::UpstreamUnavailable.into())
             }
             Ok(Ok(answer)) => Ok(answer),
