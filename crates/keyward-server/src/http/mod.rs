@@ -27,7 +27,6 @@ use axum::Router;
 use extract::ClientIp;
 use keyward_core::ErrorCode;
 use std::borrow::Cow;
-use tracing::Instrument;
 
 /// The strictest policy the pages allow: our own stylesheet and copy script, forms posting
 /// back to us, no framing, nothing else.
@@ -122,8 +121,9 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What every request of either listener goes through, in one step rather than a layer each
 /// (each layer is a service cloned and a future boxed or moved per request): keyward's own
-/// request id (SPEC §3), a span naming the route template and that id, the metrics, the
-/// security headers and the request id on the answer, and an error logged for a 5xx.
+/// request id (SPEC §3), the request's context on every line it logs (`telemetry::scope`:
+/// the route template and that id), the metrics, the security headers and the request id on
+/// the answer, and an error logged for a 5xx.
 async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let (request_id, client_request_id) = own_request_id(&state.settings, &mut request);
@@ -132,19 +132,24 @@ async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -
         .extensions()
         .get::<MatchedPath>()
         .map(|m| route_label(m.as_str()));
-    // Display, not Debug: both are plain ASCII (a route template; an id keyward made or took
-    // only as visible ASCII), so there is nothing to escape.
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        route = %matched.as_deref().unwrap_or("unmatched"),
-        request_id = %request_id.to_str().unwrap_or("-"),
-        client_request_id = tracing::field::Empty,
-    );
-    if let Some(theirs) = &client_request_id {
-        span.record("client_request_id", theirs.as_str());
-    }
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let context = crate::telemetry::RequestContext {
+        method: request.method().clone(),
+        route: matched.clone().unwrap_or(Cow::Borrowed("unmatched")),
+        request_id: request_id.clone(),
+        client_request_id,
+    };
+    let mut response = crate::telemetry::scope(context, async {
+        let response = next.run(request).await;
+        if response.status().is_server_error() {
+            tracing::error!(
+                status = response.status().as_u16(),
+                latency_ms = started.elapsed().as_millis() as u64,
+                "response failed"
+            );
+        }
+        response
+    })
+    .await;
 
     let route = matched
         .or_else(|| {
@@ -157,14 +162,6 @@ async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -
     let status = response.status();
     let code = response.extensions().get::<ErrorCode>().map(|c| c.as_str());
     state.metrics.record(route, status.as_u16(), code);
-    if status.is_server_error() {
-        let _entered = span.enter();
-        tracing::error!(
-            status = status.as_u16(),
-            latency_ms = started.elapsed().as_millis() as u64,
-            "response failed"
-        );
-    }
     let headers = response.headers_mut();
     // Room for what is added below at once, rather than growing the map twice.
     headers.reserve(SECURITY_HEADERS.len() + 1);
