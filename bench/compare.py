@@ -23,7 +23,7 @@ It writes the table between the markers in docs/benchmarks.md and a chart, bench
   bench/compare.py                                # SQLite and PostgreSQL; 1k, 100k, 1M
   BENCH_SIZES=1000,100000 BENCH_BACKENDS=sqlite bench/compare.py
 Knobs: BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_CONNECTIONS (64), BENCH_POSTGRES_URL
-(postgres://postgres@127.0.0.1:5432/postgres), BENCH_NO_WRITE=1 to print only; for a quick look at
+(postgres://postgres@127.0.0.1:5432/postgres), BENCH_LOG (the log level, info as operators run it), BENCH_NO_WRITE=1 to print only; for a quick look at
 a change, BENCH_TARGETS (a comma-separated subset of the targets below) and BENCH_BINARY (another
 keyward binary than target/release/keyward).
 Needs wrk and nginx (apt-get install wrk nginx) and, for PostgreSQL, psql.
@@ -146,7 +146,7 @@ def peak_rss_mib(pid):
 
 def run_size(backend, size, upstream_url, proxy_url, bare_url, bare_pid):
     work = Path(tempfile.mkdtemp(prefix="keyward-bench-"))
-    env = dict(os.environ, KEYWARD_DATA_DIR=str(work), KEYWARD_LOG="warn")
+    env = dict(os.environ, KEYWARD_DATA_DIR=str(work), KEYWARD_LOG=os.environ.get("BENCH_LOG", "info"))
     db = None
     if backend == "postgres":
         db = f"keyward_bench_{os.getpid()}_{size}"
