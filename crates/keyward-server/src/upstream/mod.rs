@@ -25,7 +25,7 @@ use keyward_core::ErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The upstream and its keep-alive connections (a pool per base URL, see [`connections`]),
+/// The upstream and its keep-alive connections (a pool per base URL, `upstream/connections.rs`),
 /// built once at start: a forwarded request costs a pooled connection and the bytes, no URL
 /// parsing and no body adapter.
 pub struct Gateway {
