@@ -672,8 +672,21 @@ struct RawUpstream {
     closed: tokio::sync::mpsc::UnboundedReceiver<()>,
 }
 
+/// Reads what has arrived onto `buffer`; `false` when the connection has ended.
+async fn read_more(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    match stream.read(&mut chunk).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buffer.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
 async fn spawn_raw_upstream(close_after_one: bool) -> RawUpstream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -693,10 +706,8 @@ async fn spawn_raw_upstream(close_after_one: bool) -> RawUpstream {
                         if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
                             break end + 4;
                         }
-                        let mut chunk = [0u8; 4096];
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        if !read_more(&mut stream, &mut buffer).await {
+                            return;
                         }
                     };
                     let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
@@ -706,10 +717,8 @@ async fn spawn_raw_upstream(close_after_one: bool) -> RawUpstream {
                         .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
                         .map_or(0, |(_, v)| v.trim().parse().unwrap());
                     while buffer.len() < head_end + length {
-                        let mut chunk = [0u8; 4096];
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        if !read_more(&mut stream, &mut buffer).await {
+                            return;
                         }
                     }
                     buffer.drain(..head_end + length);
