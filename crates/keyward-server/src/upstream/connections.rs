@@ -145,12 +145,15 @@ impl Connections {
     fn take_idle(&self) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let connection = idle.pop()?;
-        if connection.idle_since.elapsed() > IDLE_TIMEOUT {
-            // This was the newest: every other one is older still.
-            idle.clear();
-            return None;
+        if connection.idle_since.elapsed() <= IDLE_TIMEOUT {
+            return Some(connection);
         }
-        Some(connection)
+        // This was the newest: every other one is older still. They are closed once the
+        // lock is released.
+        let stale = std::mem::take(&mut *idle);
+        drop(idle);
+        drop((connection, stale));
+        None
     }
 
     fn put_idle(&self, mut connection: Connection) {
