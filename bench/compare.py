@@ -23,9 +23,10 @@ It writes the table between the markers in docs/benchmarks.md and a chart, bench
   bench/compare.py                                # SQLite and PostgreSQL; 1k, 100k, 1M
   BENCH_SIZES=1000,100000 BENCH_BACKENDS=sqlite bench/compare.py
 Knobs: BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_CONNECTIONS (64), BENCH_POSTGRES_URL
-(postgres://postgres@127.0.0.1:5432/postgres), BENCH_LOG (the log level, info as operators run it), BENCH_NO_WRITE=1 to print only; for a quick look at
-a change, BENCH_TARGETS (a comma-separated subset of the targets below) and BENCH_BINARY (another
-keyward binary than target/release/keyward).
+(postgres://postgres@127.0.0.1:5432/postgres), BENCH_LOG (keyward's log level: info, as operators
+run it), BENCH_NO_WRITE=1 to print only; for a quick look at a change, BENCH_TARGETS (a
+comma-separated subset of the targets above) and BENCH_BINARY (another keyward binary than
+target/release/keyward).
 Needs wrk and nginx (apt-get install wrk nginx) and, for PostgreSQL, psql.
 """
 import json, os, random, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, zlib
@@ -225,8 +226,10 @@ def table(results):
                 ratio = ""
             elif "bare" in t:
                 ratio = f"{m['rps'] / t['bare']['rps']:.2f}× of bare hyper"
-            else:
+            elif "healthz" in t:
                 ratio = f"{m['rps'] / t['healthz']['rps']:.2f}× of healthz"
+            else:
+                ratio = ""
             expected = name in ("unknown_key", "bad_signature")
             errors = f"{m['errors']:.0f} (401 expected)" if expected else f"{m['errors']:.0f}"
             cpu = f"{m['cpu_us']:.1f}" if "cpu_us" in m else ""

@@ -99,8 +99,8 @@ impl Authenticated {
 /// the `Authorization` header: key known, not revoked, not expired (a retiring pair past its
 /// overlap, or past the expiry policy or its own expiry), partner not suspended, client IP allowed, signature, freshness. What the store says of the key comes through the node's
 /// key cache, at most `KEYWARD_KEY_CACHE_MS` old (see `key_cache.rs` for why revocation
-/// stays instant). No span of its own: it runs on every signed request, inside the request's
-/// span, which already names the route and the request id.
+/// stays instant). No span of its own: it runs on every signed request, whose log context
+/// (`telemetry::scope`) already names the route and the request id.
 pub async fn authenticate(
     ctx: &Context,
     public: &PublicKey,

@@ -51,8 +51,8 @@ fn envelope<T: Serialize>(status: StatusCode, body: &Envelope<T>) -> Response {
     }
 }
 
-/// Logs what the caller is not told: the cause of a 5xx, inside the request's span (which
-/// carries the request id).
+/// Logs what the caller is not told: the cause of a 5xx, on a line that names the request
+/// and its id (`telemetry::scope`).
 fn log(error: &Error) {
     match error {
         Error::Unexpected(cause) => {

@@ -236,30 +236,25 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
 
 /// The client's headers the upstream may see.
 pub fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
-    let named_in_connection = connection_tokens(headers);
-    let mut out = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let name_text = name.as_str();
-        if HOP_BY_HOP.contains(&name_text)
-            || SET_BY_KEYWARD.contains(&name_text)
-            || name_text.starts_with("keyward-")
-            || named_in_connection.iter().any(|n| n == name_text)
-        {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
-    }
-    out
+    without_hop_by_hop(headers, |name| {
+        SET_BY_KEYWARD.contains(&name) || name.starts_with("keyward-")
+    })
 }
 
 /// The upstream's headers the client may see.
 pub fn returned_headers(headers: &HeaderMap) -> HeaderMap {
+    without_hop_by_hop(headers, |name| name == "content-length")
+}
+
+/// `headers` without the hop-by-hop ones (by name, or named in `Connection`) and without
+/// those `also_dropped` names.
+fn without_hop_by_hop(headers: &HeaderMap, also_dropped: impl Fn(&str) -> bool) -> HeaderMap {
     let named_in_connection = connection_tokens(headers);
     let mut out = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
         let name_text = name.as_str();
         if HOP_BY_HOP.contains(&name_text)
-            || name_text == "content-length"
+            || also_dropped(name_text)
             || named_in_connection.iter().any(|n| n == name_text)
         {
             continue;
