@@ -33,10 +33,11 @@ impl Store {
         login: &ConsoleLogin,
         now: i64,
     ) -> Result<()> {
+        let mut writer = self.writer().await?;
         // Logins never finished are dropped as new ones begin: the table stays small.
         sqlx::query("DELETE FROM console_logins WHERE created_at < $1")
             .bind(now - LOGIN_TTL_MS)
-            .execute(&self.pool)
+            .execute(&mut *writer)
             .await?;
         sqlx::query(
             "INSERT INTO console_logins (state_hash, nonce, pkce_verifier, created_at) VALUES ($1, $2, $3, $4)",
@@ -45,7 +46,7 @@ impl Store {
         .bind(&login.nonce)
         .bind(&login.pkce_verifier)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *writer)
         .await?;
         Ok(())
     }
@@ -63,7 +64,7 @@ impl Store {
         )
         .bind(state.as_bytes().to_vec())
         .bind(now - LOGIN_TTL_MS)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.writer().await?)
         .await?)
     }
 
@@ -73,9 +74,10 @@ impl Store {
         session: &ConsoleSession,
         absolute_ms: i64,
     ) -> Result<()> {
+        let mut writer = self.writer().await?;
         sqlx::query("DELETE FROM console_sessions WHERE created_at < $1")
             .bind(session.created_at - absolute_ms)
-            .execute(&self.pool)
+            .execute(&mut *writer)
             .await?;
         sqlx::query(
             "INSERT INTO console_sessions (token_hash, email, role, csrf_token, created_at, last_seen_at) \
@@ -87,7 +89,7 @@ impl Store {
         .bind(&session.csrf_token)
         .bind(session.created_at)
         .bind(session.last_seen_at)
-        .execute(&self.pool)
+        .execute(&mut *writer)
         .await?;
         Ok(())
     }
@@ -119,7 +121,7 @@ impl Store {
             sqlx::query("UPDATE console_sessions SET last_seen_at = $1 WHERE token_hash = $2")
                 .bind(now)
                 .bind(token.as_bytes().to_vec())
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await?;
             session.last_seen_at = now;
         }
@@ -129,7 +131,7 @@ impl Store {
     pub async fn delete_console_session(&self, token: &KeyHash) -> Result<()> {
         sqlx::query("DELETE FROM console_sessions WHERE token_hash = $1")
             .bind(token.as_bytes().to_vec())
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }

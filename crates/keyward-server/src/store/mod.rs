@@ -128,9 +128,10 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite has one writer at a time: this node's write transactions wait their turn here,
-    /// for a bounded time, instead of each holding a pooled connection while SQLite makes it
-    /// wait. So writers queued behind a long write never take the connections readers need.
+    /// SQLite has one writer at a time: this node's write transactions, and its writes
+    /// outside one ([`Store::writer`]), wait their turn here, for a bounded time, instead of
+    /// each holding a pooled connection while SQLite makes it wait. So writers queued behind a
+    /// long write never take the connections readers need.
     writer: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
@@ -226,17 +227,34 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// This node's turn to write (SQLite), waited for at most [`sqlite::WRITE_WAIT`];
+    /// `None` on PostgreSQL, whose writers do not exclude each other.
+    async fn turn_to_write(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>> {
+        let Some(writer) = &self.writer else {
+            return Ok(None);
+        };
+        let permit = tokio::time::timeout(sqlite::WRITE_WAIT, writer.clone().acquire_owned())
+            .await
+            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))?
+            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?;
+        Ok(Some(permit))
+    }
+
+    /// A connection for writes outside a [`Tx`] (each statement its own transaction). On
+    /// SQLite it holds this node's turn to write, as a transaction does: a statement that met
+    /// another writer's lock would otherwise sleep in SQLite's busy handler (1 ms, then 2, 5,
+    /// 10 …) while the writers queued for their turn wait behind it.
+    pub(super) async fn writer(&self) -> Result<Writer> {
+        let turn = self.turn_to_write().await?;
+        Ok(Writer {
+            conn: self.pool.acquire().await?,
+            _turn: turn,
+        })
+    }
+
     /// Begins a write transaction. Dropping it without [`Tx::commit`] rolls it back.
     pub async fn begin(&self) -> Result<Tx> {
-        let writer = match &self.writer {
-            Some(writer) => Some(
-                tokio::time::timeout(sqlite::WRITE_WAIT, writer.clone().acquire_owned())
-                    .await
-                    .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))?
-                    .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?,
-            ),
-            None => None,
-        };
+        let writer = self.turn_to_write().await?;
         Ok(Tx {
             _writer: writer,
             written: tx::Written::default(),
@@ -357,9 +375,29 @@ impl Store {
     pub async fn purge_replays(&self, now: i64) -> Result<u64> {
         let done = sqlx::query("DELETE FROM replays WHERE expires_at <= $1")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(done.rows_affected())
+    }
+}
+
+/// A pooled connection that holds this node's turn to write until dropped; see
+/// [`Store::writer`].
+pub(super) struct Writer {
+    conn: sqlx::pool::PoolConnection<sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl std::ops::Deref for Writer {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
     }
 }
 

@@ -58,7 +58,7 @@ impl Store {
             .bind(now)
             .bind(limit)
             .bind(&holder)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.writer().await?)
             .await?;
         // RETURNING keeps no order: oldest first, as they were chosen.
         emails.sort_by_key(|e| e.created_at);
@@ -107,7 +107,7 @@ impl Store {
     pub async fn prune_sent_emails(&self, before: i64) -> Result<u64> {
         let done = sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
             .bind(before)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(done.rows_affected())
     }
@@ -140,7 +140,7 @@ impl Store {
     pub async fn retry_dead_emails(&self, now: i64) -> Result<u64> {
         let done = sqlx::query("UPDATE outbox SET dead_at = NULL, attempts = 0, next_attempt_at = $1 WHERE dead_at IS NOT NULL")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(done.rows_affected())
     }
@@ -155,7 +155,7 @@ impl Claim {
         )
         .bind(until)
         .bind(&self.holder)
-        .execute(&store.pool)
+        .execute(&mut *store.writer().await?)
         .await?;
         Ok(done.rows_affected())
     }

@@ -110,7 +110,7 @@ impl Store {
         sqlx::query("UPDATE meta SET value = $1 WHERE name = $2")
             .bind(value.to_vec())
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }

@@ -54,6 +54,7 @@ impl Store {
 
     /// Records when live tokens were last used (approximate: each node flushes in batches).
     pub async fn record_service_tokens_used(&self, used: &[(String, i64)]) -> Result<()> {
+        let mut writer = self.writer().await?;
         for (name, at) in used {
             sqlx::query(
                 "UPDATE service_tokens SET last_used_at = $1 WHERE name = $2 AND revoked_at IS NULL \
@@ -61,7 +62,7 @@ impl Store {
             )
             .bind(at)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *writer)
             .await?;
         }
         Ok(())

@@ -269,7 +269,7 @@ impl Store {
         .bind(now)
         .bind(limit)
         .bind(holder)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.writer().await?)
         .await?;
         let mut due = Vec::with_capacity(claimed.len());
         for id in claimed {

@@ -290,6 +290,28 @@ async fn claim_one(store: &Store, now: i64) -> Option<(String, Claim)> {
     Some((batch.emails[0].id.clone(), batch.claim))
 }
 
+/// SQLite: a write outside a transaction (here the outbox's claim) waits for this node's turn
+/// to write, however long the transaction ahead of it holds the database, instead of meeting
+/// SQLite's lock, sleeping in its busy handler and failing "database is locked" after its
+/// busy timeout (2 s).
+#[tokio::test]
+async fn a_write_outside_a_transaction_waits_its_turn_on_sqlite() {
+    let t = test_store().await;
+    if t.store.backend() != keyward_server::store::Backend::Sqlite {
+        return;
+    }
+    queue(&t.store, 1).await;
+    let tx = t.store.begin().await.unwrap();
+    let store = t.store.clone();
+    let claim = tokio::spawn(async move { store.claim_due_emails(10, 1).await });
+    // Longer than SQLite's busy timeout: a claim that met the lock would have failed by now.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(!claim.is_finished(), "the claim did not wait for its turn");
+    tx.commit().await.unwrap();
+    let batch = claim.await.unwrap().expect("the claim succeeds once the turn is free");
+    assert_eq!(batch.map(|b| b.emails.len()), Some(1));
+}
+
 #[tokio::test]
 async fn a_claimed_email_is_not_claimed_again_until_released() {
     let t = test_store().await;
