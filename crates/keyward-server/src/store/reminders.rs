@@ -151,12 +151,16 @@ impl Tx {
         Ok(())
     }
 
-    /// Forgets the unsent reminders of one pair.
-    pub async fn drop_key_reminders(&mut self, key_id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM key_reminders WHERE key_id = $1 AND sent_at IS NULL")
-            .bind(key_id)
-            .execute(&mut *self.tx)
-            .await?;
+    /// Forgets the unsent reminders of every pair whose ID is in `(after, last]`: one
+    /// statement for a batch of pairs taken in ID order (the table's key leads with it).
+    pub async fn drop_reminders_of_keys_in(&mut self, after: &str, last: &str) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM key_reminders WHERE key_id > $1 AND key_id <= $2 AND sent_at IS NULL",
+        )
+        .bind(after)
+        .bind(last)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
