@@ -58,6 +58,16 @@ pub async fn bench_fill(
         }
     }
     samples.flush()?;
+    // The store is left as a server leaves it: the reminders of the settings' expiry policy
+    // planned and the policy recorded, so that the first `serve` on it does not re-plan a
+    // million pairs in the background while it is measured.
+    let ctx = keyward_server::flows::Context::new(
+        std::sync::Arc::new(settings.clone()),
+        store,
+        cipher,
+        std::sync::Arc::new(keyward_server::clock::SystemClock),
+    );
+    keyward_server::flows::reschedule_after_policy_change(&ctx).await?;
     eprintln!(
         "\n{partners} partners in {:.1} s; {} signed samples in {}",
         started.elapsed().as_secs_f64(),

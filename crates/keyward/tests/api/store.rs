@@ -308,7 +308,10 @@ async fn a_write_outside_a_transaction_waits_its_turn_on_sqlite() {
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert!(!claim.is_finished(), "the claim did not wait for its turn");
     tx.commit().await.unwrap();
-    let batch = claim.await.unwrap().expect("the claim succeeds once the turn is free");
+    let batch = claim
+        .await
+        .unwrap()
+        .expect("the claim succeeds once the turn is free");
     assert_eq!(batch.map(|b| b.emails.len()), Some(1));
 }
 
