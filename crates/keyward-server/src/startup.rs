@@ -349,5 +349,6 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         settings.database_max_connections,
     )
     .await
+    .map(|store| store.with_endpoint_view(settings.key_cache))
     .context("could not open the database (check KEYWARD_DATABASE_URL)")
 }

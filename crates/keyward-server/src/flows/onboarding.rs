@@ -77,8 +77,11 @@ pub async fn onboard(ctx: &Context, code: &PartnerCode, email: &Email, ip: IpAdd
         }
         other => other,
     };
+    // The limits are checked before anything is written: the transaction's reads come first
+    // and its writes go to the database together (`store/later.rs`).
     let partner = match existing {
         None => {
+            enforce_recipient_limit(ctx, &mut tx, email, now).await?;
             let id = PartnerId::new_v7();
             match tx.insert_partner(&id, code, email, now).await {
                 Ok(()) => {}
@@ -104,11 +107,11 @@ pub async fn onboard(ctx: &Context, code: &PartnerCode, email: &Email, ip: IpAdd
         }
         Some(p) if p.status == PartnerStatus::Pending && email.matches(p.email.as_str()) => {
             enforce_partner_limit(ctx, &mut tx, &p, Requester::Anyone, now).await?;
+            enforce_recipient_limit(ctx, &mut tx, email, now).await?;
             p
         }
         Some(_) => return Err(ErrorCode::PartnerExists.into()),
     };
-    enforce_recipient_limit(ctx, &mut tx, email, now).await?;
     let link = LinkPurpose::Onboarding;
     let overlap = Overlap::default();
     issue_link(

@@ -33,8 +33,9 @@ pub struct Added {
     pub secret: String,
 }
 
-/// Subscribes `url` to `events` (empty: every event). In force for every change committed
-/// after this returns, on every node (they read the endpoints in each change's transaction).
+/// Subscribes `url` to `events` (empty: every event). In force for every change made after
+/// this returns, on every node: each node's view of the endpoints is at most
+/// `KEYWARD_KEY_CACHE_MS` old (`store/webhooks.rs`), and this waits that out.
 pub async fn add(
     ctx: &Context,
     url: &str,
@@ -73,6 +74,7 @@ pub async fn add(
     )
     .await?;
     tx.commit().await?;
+    super::key_cache::wait_out(ctx.settings.key_cache).await;
     Ok(Added { endpoint, secret })
 }
 

@@ -59,7 +59,7 @@ impl Tx {
                     .bind(p.created_at)
                     .bind(p.created_at);
             }
-            query.execute(&mut *self.tx).await?;
+            query.execute(self.conn().await?).await?;
             let sql = format!(
                 "INSERT INTO partner_keys (id, partner_id, public_key_hash, public_key_hint, secret_ciphertext, created_at, secret_key_hash, legacy) VALUES {}",
                 placeholders(chunk.len(), 8, None)
@@ -76,7 +76,7 @@ impl Tx {
                     .bind(p.secret_key_hash.as_bytes().to_vec())
                     .bind(i64::from(p.legacy));
             }
-            query.execute(&mut *self.tx).await?;
+            query.execute(self.conn().await?).await?;
         }
         Ok(())
     }
@@ -96,7 +96,7 @@ impl Tx {
             for code in chunk {
                 query = query.bind(code.as_str());
             }
-            for row in query.fetch_all(&mut *self.tx).await? {
+            for row in query.fetch_all(self.conn().await?).await? {
                 found.insert(row.try_get("code_folded")?, row.try_get("id")?);
             }
         }
@@ -126,7 +126,7 @@ impl Tx {
             for hash in chunk {
                 query = query.bind(hash.as_bytes().to_vec());
             }
-            for row in query.fetch_all(&mut *self.tx).await? {
+            for row in query.fetch_all(self.conn().await?).await? {
                 let hash: Vec<u8> = row.try_get("hash")?;
                 let Ok(hash) = <[u8; 32]>::try_from(hash) else {
                     continue;
@@ -170,7 +170,7 @@ impl Tx {
                     .bind(millis(at))
                     .bind(actor.clone());
             }
-            query.execute(&mut *self.tx).await?;
+            query.execute(self.conn().await?).await?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 
 mod bulk;
 mod console;
+mod later;
 mod leaks;
 mod operators;
 mod outbox;
@@ -133,6 +134,8 @@ pub struct Store {
     /// each holding a pooled connection while SQLite makes it wait. So writers queued behind a
     /// long write never take the connections readers need.
     writer: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// The enabled webhook endpoints as this node last read them (`webhooks.rs`).
+    endpoint_view: std::sync::Arc<webhooks::EndpointView>,
 }
 
 impl std::fmt::Debug for Store {
@@ -208,7 +211,19 @@ impl Store {
             pool,
             backend,
             writer,
+            endpoint_view: std::sync::Arc::default(),
         })
+    }
+
+    /// Lets this node's event transactions use a view of the webhook endpoints read at most
+    /// `bound` ago (`KEYWARD_KEY_CACHE_MS`, which adding an endpoint waits out) instead of
+    /// reading them every time. Without it (a zero bound) they read them every time.
+    #[must_use]
+    pub fn with_endpoint_view(self, bound: Duration) -> Self {
+        Self {
+            endpoint_view: std::sync::Arc::new(webhooks::EndpointView::new(bound)),
+            ..self
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -259,6 +274,9 @@ impl Store {
             _writer: writer,
             written: tx::Written::default(),
             created_partner: None,
+            batch: later::Batch::default(),
+            endpoint_view: self.endpoint_view.clone(),
+            changed_endpoints: false,
             tx: self.pool.begin_with(self.backend.begin_write()).await?,
             backend: self.backend,
         })

@@ -4,7 +4,7 @@ use super::records::{
     DeadEmail, FailedAttempt, OutboxBacklog, OutboxStats, QueuedEmail, QUEUED_EMAIL_COLUMNS,
 };
 use super::{Backend, Result, Store};
-use sqlx::{Any, Row};
+use sqlx::Row;
 
 /// How long a claim on emails holds without being renewed. Its sender renews it every third of
 /// that while it sends ([`Claim::renew`]); a claim whose lease ran out was left by a sender
@@ -166,43 +166,25 @@ impl Claim {
         let mut tx = store.begin().await?;
         for (id, delivery) in deliveries {
             match delivery {
-                Delivery::Sent { at } => mark_email_sent(&mut *tx.tx, id, *at).await?,
-                Delivery::Failed(attempt) => mark_email_failed(&mut *tx.tx, id, attempt).await?,
+                Delivery::Sent { at } => {
+                    tx.later("UPDATE outbox SET sent_at = $1, body_ciphertext = NULL, locked_until = NULL, locked_by = NULL, last_error = NULL WHERE id = $2")
+                        .bind(*at)
+                        .bind((*id).to_owned())
+                        .queue()
+                        .await?;
+                }
+                Delivery::Failed(attempt) => {
+                    tx.later("UPDATE outbox SET attempts = $1, next_attempt_at = $2, dead_at = $3, last_error = $4, locked_until = NULL, locked_by = NULL WHERE id = $5")
+                        .bind(attempt.attempts)
+                        .bind(attempt.next_attempt_at)
+                        .bind(attempt.dead_at)
+                        .bind(attempt.error.to_owned())
+                        .bind((*id).to_owned())
+                        .queue()
+                        .await?;
+                }
             }
         }
         tx.commit().await
     }
-}
-
-async fn mark_email_sent<'e, E: sqlx::Executor<'e, Database = Any>>(
-    executor: E,
-    id: &str,
-    now: i64,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE outbox SET sent_at = $1, body_ciphertext = NULL, locked_until = NULL, locked_by = NULL, last_error = NULL WHERE id = $2",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(executor)
-    .await?;
-    Ok(())
-}
-
-async fn mark_email_failed<'e, E: sqlx::Executor<'e, Database = Any>>(
-    executor: E,
-    id: &str,
-    attempt: &FailedAttempt<'_>,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE outbox SET attempts = $1, next_attempt_at = $2, dead_at = $3, last_error = $4, locked_until = NULL, locked_by = NULL WHERE id = $5",
-    )
-    .bind(attempt.attempts)
-    .bind(attempt.next_attempt_at)
-    .bind(attempt.dead_at)
-    .bind(attempt.error)
-    .bind(id)
-    .execute(executor)
-    .await?;
-    Ok(())
 }

@@ -41,7 +41,7 @@ impl Tx {
             .bind(key_id)
             .bind(before_secs)
             .bind(due_at)
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         }
         Ok(())
@@ -55,7 +55,7 @@ impl Tx {
              (SELECT id FROM partner_keys WHERE partner_id = $1)",
         )
         .bind(partner_id.as_str())
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         Ok(())
     }
@@ -68,7 +68,7 @@ impl Tx {
              WHERE partner_id = $1 AND revoked_at IS NULL",
         )
         .bind(partner_id.as_str())
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn().await?)
         .await?)
     }
 
@@ -94,7 +94,7 @@ impl Tx {
         let rows = sqlx::query(&sql)
             .bind(millis(now))
             .bind(limit)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
         rows.iter()
             .map(|row| {
@@ -131,7 +131,7 @@ impl Tx {
             .bind(millis(now))
             .bind(key_id)
             .bind(before_secs)
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -146,7 +146,7 @@ impl Tx {
             .bind(due_at)
             .bind(key_id)
             .bind(before_secs)
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -159,7 +159,7 @@ impl Tx {
         )
         .bind(after)
         .bind(last)
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         Ok(())
     }
@@ -171,7 +171,7 @@ impl Tx {
         )
         .bind(name)
         .bind(value.to_vec())
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         Ok(())
     }
@@ -182,7 +182,7 @@ impl Tx {
         )
         .bind(key_id)
         .bind(before_secs)
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         Ok(())
     }

@@ -86,7 +86,7 @@ impl Tx {
         .bind(hash.as_bytes().to_vec())
         .bind(hint)
         .bind(now)
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         Ok(())
     }
@@ -98,7 +98,7 @@ impl Tx {
         )
         .bind(now)
         .bind(name)
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }

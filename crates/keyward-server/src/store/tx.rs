@@ -21,6 +21,12 @@ pub struct Tx {
     /// The partner this transaction created, if any: it has no links yet to supersede, which
     /// spares an onboarding one statement while it holds the write lock.
     pub(super) created_partner: Option<PartnerId>,
+    /// Inserts queued to go with the next statement (see `later.rs`).
+    pub(super) batch: super::later::Batch,
+    /// The node's view of the webhook endpoints, shared by its transactions.
+    pub(super) endpoint_view: std::sync::Arc<super::webhooks::EndpointView>,
+    /// This transaction added or removed an endpoint: it reads them rather than the view.
+    pub(super) changed_endpoints: bool,
 }
 
 /// Emails and links a transaction wrote: counted by the metrics only once it commits.
@@ -32,12 +38,12 @@ pub struct Written {
 
 impl Tx {
     pub async fn commit(self) -> Result<()> {
-        self.tx.commit().await?;
-        Ok(())
+        self.commit_counted().await.map(drop)
     }
 
     /// Commits, and returns what the transaction wrote.
-    pub async fn commit_counted(self) -> Result<Written> {
+    pub async fn commit_counted(mut self) -> Result<Written> {
+        self.send_batch().await?;
         self.tx.commit().await?;
         Ok(self.written)
     }
@@ -49,13 +55,13 @@ impl Tx {
         code: &PartnerCode,
     ) -> Result<Option<Partner>> {
         let lock = self.backend.lock_row();
-        partner_where(&mut self.tx, "p.code_folded", &code.folded(), lock).await
+        partner_where(self.conn().await?, "p.code_folded", &code.folded(), lock).await
     }
 
     /// The partner with this ID, locked until the transaction ends.
     pub async fn partner_by_id_for_update(&mut self, id: &PartnerId) -> Result<Option<Partner>> {
         let lock = self.backend.lock_row();
-        partner_where(&mut self.tx, "p.id", id.as_str(), lock).await
+        partner_where(self.conn().await?, "p.id", id.as_str(), lock).await
     }
 
     /// A new pending partner. [`super::StoreError::Conflict`] if the code (in any letter case)
@@ -76,7 +82,7 @@ impl Tx {
         .bind(code.folded())
         .bind(email.as_str())
         .bind(now)
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         self.created_partner = Some(id.clone());
         Ok(())
@@ -86,7 +92,7 @@ impl Tx {
     pub async fn mark_invited(&mut self, partner_id: &PartnerId) -> Result<()> {
         sqlx::query("UPDATE partners SET invited = 1 WHERE id = $1")
             .bind(partner_id.as_str())
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -102,7 +108,7 @@ impl Tx {
             .bind(status.as_str())
             .bind(now)
             .bind(partner_id.as_str())
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -118,7 +124,7 @@ impl Tx {
             .bind(allowed_ips.to_stored())
             .bind(now)
             .bind(partner_id.as_str())
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -130,7 +136,7 @@ impl Tx {
         token_hash: &TokenHash,
     ) -> Result<Option<(Link, Partner)>> {
         let lock = self.backend.lock_row();
-        link_with_partner(&mut self.tx, token_hash, lock).await
+        link_with_partner(self.conn().await?, token_hash, lock).await
     }
 
     /// How many links were issued to the partner since `since`: all of them, or only the
@@ -149,7 +155,7 @@ impl Tx {
         .bind(partner_id.as_str())
         .bind(since)
         .bind(signed.map_or(-1, i64::from))
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn().await?)
         .await?)
     }
 
@@ -168,7 +174,7 @@ impl Tx {
         .bind(partner_id.as_str())
         .bind(since)
         .bind(signed.map_or(-1, i64::from))
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn().await?)
         .await?)
     }
 
@@ -195,17 +201,17 @@ impl Tx {
             .bind(now)
             .bind(partner_id.as_str())
             .bind(purpose.as_str())
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         Ok(done.rows_affected())
     }
 
     pub async fn insert_link(&mut self, link: &NewLink<'_>) -> Result<()> {
-        sqlx::query(
+        self.later(
             "INSERT INTO links (id, partner_id, purpose, token_hash, created_at, expires_at, requested_ip, signed, overlap_seconds, key_name, key_scopes, key_mode, key_valid_days) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
-        .bind(link.id)
-        .bind(link.partner_id.as_str())
+        .bind(link.id.to_owned())
+        .bind(link.partner_id.as_str().to_owned())
         .bind(link.purpose.as_str())
         .bind(link.token_hash.as_bytes().to_vec())
         .bind(link.created_at)
@@ -217,7 +223,7 @@ impl Tx {
         .bind(link.key.map(|k| k.scopes.to_stored()))
         .bind(link.key.map(|k| k.mode.as_str()))
         .bind(link.key.and_then(|k| k.valid_days))
-        .execute(&mut *self.tx)
+        .queue()
         .await?;
         self.written.links.push(link.purpose);
         Ok(())
@@ -232,7 +238,7 @@ impl Tx {
         )
         .bind(now)
         .bind(link_id)
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -268,7 +274,7 @@ impl Tx {
         )
         .bind(partner_id.as_str())
         .bind(key_id)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn().await?)
         .await?;
         row.map(|row| Ok((row.try_get("kind")?, row.try_get("revoked_at")?)))
             .transpose()
@@ -280,7 +286,7 @@ impl Tx {
             "SELECT slot FROM partner_keys WHERE partner_id = $1 AND revoked_at IS NULL AND slot IS NOT NULL",
         )
         .bind(partner_id.as_str())
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn().await?)
         .await?)
     }
 
@@ -315,12 +321,12 @@ impl Tx {
         .bind(now)
         .bind(partner_id.as_str())
         .bind(key_id)
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         if done.rows_affected() > 0 {
             sqlx::query("DELETE FROM outbox WHERE sent_at IS NULL AND about_key_id = $1")
                 .bind(key_id)
-                .execute(&mut *self.tx)
+                .execute(self.conn().await?)
                 .await?;
             self.cancel_scheduled_events("$2", key_id, now).await?;
         }
@@ -349,7 +355,7 @@ impl Tx {
         let done = sqlx::query(&sql)
             .bind(now)
             .bind(partner_id.as_str())
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         if done.rows_affected() > 0 {
             sqlx::query(
@@ -357,7 +363,7 @@ impl Tx {
                  (SELECT id FROM partner_keys WHERE partner_id = $1 AND revoked_at IS NOT NULL)",
             )
             .bind(partner_id.as_str())
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
             self.cancel_scheduled_events(
                 "SELECT id FROM partner_keys WHERE partner_id = $2 AND revoked_at IS NOT NULL",
@@ -384,7 +390,7 @@ impl Tx {
         )
         .bind(expires_at)
         .bind(partner_id.as_str())
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn().await?)
         .await?)
     }
 
@@ -408,26 +414,26 @@ impl Tx {
         })
         .bind(key.class.valid_until())
         .bind(key.slot)
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         Ok(())
     }
 
     /// Queues an email in this transaction (the transactional outbox).
     pub async fn enqueue_email(&mut self, email: &NewEmail<'_>) -> Result<()> {
-        sqlx::query(
+        self.later(
             "INSERT INTO outbox (id, recipient, kind, body_ciphertext, created_at, next_attempt_at, recipient_folded, unauthenticated, about_key_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
-        .bind(email.id)
-        .bind(email.recipient)
-        .bind(email.kind)
+        .bind(email.id.to_owned())
+        .bind(email.recipient.to_owned())
+        .bind(email.kind.to_owned())
         .bind(email.body_ciphertext.to_vec())
         .bind(email.created_at)
         .bind(email.send_after)
         .bind(email.recipient.to_lowercase())
         .bind(i64::from(email.unauthenticated))
-        .bind(email.about_key_id)
-        .execute(&mut *self.tx)
+        .bind(email.about_key_id.map(str::to_owned))
+        .queue()
         .await?;
         self.written.emails += 1;
         Ok(())
@@ -439,7 +445,7 @@ impl Tx {
         if let Some(sql) = self.backend.lock_recipient() {
             sqlx::query(sql)
                 .bind(recipient_folded)
-                .execute(&mut *self.tx)
+                .execute(self.conn().await?)
                 .await?;
         }
         Ok(())
@@ -459,7 +465,7 @@ impl Tx {
         )
         .bind(recipient_folded)
         .bind(since)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn().await?)
         .await?;
         Ok((row.try_get("n")?, row.try_get("oldest")?))
     }
@@ -481,7 +487,7 @@ impl Tx {
         .bind(recipient_folded)
         .bind(kind)
         .bind(since)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn().await?)
         .await?;
         row.map(|row| {
             let sent: Option<i64> = row.try_get("sent_at")?;
@@ -503,7 +509,7 @@ impl Tx {
         )
         .bind(id)
         .bind(now)
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         self.written.emails = self.written.emails.saturating_sub(done.rows_affected());
         Ok(done.rows_affected() == 1)
@@ -522,7 +528,7 @@ impl Tx {
         )
         .bind(partner_id.as_str())
         .bind(now)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn().await?)
         .await?;
         Ok(count > 0)
     }
@@ -537,9 +543,9 @@ impl Tx {
              (SELECT 1 FROM partners WHERE id = $1 AND status = 'pending')",
         )
         .bind(partner_id.as_str())
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
-        Ok(done.execute(&mut *self.tx).await?.rows_affected() == 1)
+        Ok(done.execute(self.conn().await?).await?.rows_affected() == 1)
     }
 
     /// Records a signed request's digest; `false` if it was already acted on in its window.
@@ -554,12 +560,12 @@ impl Tx {
         sqlx::query("DELETE FROM replays WHERE digest = $1 AND expires_at <= $2")
             .bind(digest.to_vec())
             .bind(now)
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         let done = sqlx::query("INSERT INTO replays (digest, expires_at) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
             .bind(digest.to_vec())
             .bind(expires_at)
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -568,15 +574,15 @@ impl Tx {
     /// Records the entry, and queues the lifecycle event it announces to webhook endpoints
     /// (SPEC §9.3), in this transaction.
     pub async fn audit(&mut self, entry: &Audit<'_>) -> Result<()> {
-        sqlx::query("INSERT INTO audit_events (id, partner_id, event, ip, detail, created_at, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        self.later("INSERT INTO audit_events (id, partner_id, event, ip, detail, created_at, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(uuid::Uuid::now_v7().to_string())
-            .bind(entry.partner.map(PartnerId::as_str))
+            .bind(entry.partner.map(|p| p.as_str().to_owned()))
             .bind(entry.kind.name())
             .bind(entry.ip.map(|ip| ip.to_string()))
-            .bind(entry.detail)
+            .bind(entry.detail.map(str::to_owned))
             .bind(millis(entry.at))
             .bind(entry.actor.to_stored())
-            .execute(&mut *self.tx)
+            .queue()
             .await?;
         if let Some(event) = super::Event::of(entry) {
             self.queue_event(&event).await?;
@@ -589,7 +595,7 @@ impl Tx {
         sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(value.to_vec())
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }

@@ -5,6 +5,7 @@
 use super::records::Audit;
 use super::{Backend, Result, Store, Tx};
 use sqlx::{FromRow, Row};
+use std::sync::Arc;
 
 /// Every event type an endpoint may subscribe to. `key.created` is a restricted pair made
 /// (SPEC §8.1); `key.revoked` is every pair revoked (operators) or one (`RevokeKey`);
@@ -119,17 +120,75 @@ impl<'a> Event<'a> {
     }
 }
 
+/// This node's view of the enabled endpoints, read at most `bound` (`KEYWARD_KEY_CACHE_MS`)
+/// ago, as the key cache is (`flows/key_cache.rs`): so an event's transaction does not read
+/// the endpoints every time (on SQLite a statement is a hand-off between threads, under the
+/// write lock). A view is stamped with the instant taken before the read that filled it, and
+/// adding an endpoint waits `bound` out before it returns, so every event queued after that
+/// finds it. A view may still name an endpoint since removed or disabled: each delivery is
+/// inserted only if its endpoint is still enabled in the event's own transaction.
+#[derive(Debug, Default)]
+pub(super) struct EndpointView {
+    bound: std::time::Duration,
+    latest: std::sync::Mutex<Option<(std::time::Instant, Arc<[WebhookEndpoint]>)>>,
+}
+
+impl EndpointView {
+    pub(super) fn new(bound: std::time::Duration) -> Self {
+        Self {
+            bound,
+            latest: std::sync::Mutex::default(),
+        }
+    }
+
+    fn fresh(&self) -> Option<Arc<[WebhookEndpoint]>> {
+        let latest = self.latest.lock().ok()?;
+        let (read_at, endpoints) = latest.as_ref()?;
+        (read_at.elapsed() < self.bound).then(|| endpoints.clone())
+    }
+
+    /// Keeps `endpoints`, read from `read_at` on, unless a later read is kept already.
+    fn offer(&self, read_at: std::time::Instant, endpoints: Arc<[WebhookEndpoint]>) {
+        if self.bound.is_zero() {
+            return;
+        }
+        if let Ok(mut latest) = self.latest.lock() {
+            if latest.as_ref().is_none_or(|(kept, _)| *kept < read_at) {
+                *latest = Some((read_at, endpoints));
+            }
+        }
+    }
+}
+
 impl Tx {
+    /// The enabled endpoints: this node's recent view, or read in this transaction (always,
+    /// once it changed an endpoint itself: it must see its own change, which no other
+    /// transaction may see before it commits).
+    async fn enabled_endpoints(&mut self) -> Result<Arc<[WebhookEndpoint]>> {
+        if !self.changed_endpoints {
+            if let Some(endpoints) = self.endpoint_view.fresh() {
+                return Ok(endpoints);
+            }
+        }
+        let read_at = std::time::Instant::now();
+        let endpoints: Vec<WebhookEndpoint> = sqlx::query_as(
+            "SELECT id, url, events, created_at, disabled_at, disabled_reason FROM webhook_endpoints WHERE disabled_at IS NULL",
+        )
+        .fetch_all(self.conn().await?)
+        .await?;
+        let endpoints: Arc<[WebhookEndpoint]> = endpoints.into();
+        if !self.changed_endpoints {
+            self.endpoint_view.offer(read_at, endpoints.clone());
+        }
+        Ok(endpoints)
+    }
+
     /// Queues `event`, one delivery per enabled endpoint that wants it, in this transaction:
     /// a rolled-back change sends nothing, a committed one is delivered even if the process
     /// dies right after.
     pub async fn queue_event(&mut self, event: &Event<'_>) -> Result<()> {
         let event_type = event.event_type;
-        let endpoints: Vec<WebhookEndpoint> = sqlx::query_as(
-            "SELECT id, url, events, created_at, disabled_at, disabled_reason FROM webhook_endpoints WHERE disabled_at IS NULL",
-        )
-        .fetch_all(&mut *self.tx)
-        .await?;
+        let endpoints = self.enabled_endpoints().await?;
         let endpoints: Vec<&WebhookEndpoint> =
             endpoints.iter().filter(|e| e.wants(event_type)).collect();
         if endpoints.is_empty() {
@@ -141,7 +200,7 @@ impl Tx {
                 let code: Option<String> =
                     sqlx::query_scalar("SELECT code FROM partners WHERE id = $1")
                         .bind(partner_id.as_str())
-                        .fetch_optional(&mut *self.tx)
+                        .fetch_optional(self.conn().await?)
                         .await?;
                 let mut data = serde_json::json!({
                     "partner_id": partner_id.as_str(),
@@ -153,7 +212,7 @@ impl Tx {
                     let kind: Option<String> =
                         sqlx::query_scalar("SELECT kind FROM partner_keys WHERE id = $1")
                             .bind(key_id)
-                            .fetch_optional(&mut *self.tx)
+                            .fetch_optional(self.conn().await?)
                             .await?;
                     data["key_id"] = key_id.into();
                     data["kind"] = kind.unwrap_or_else(|| "primary".to_owned()).into();
@@ -169,16 +228,17 @@ impl Tx {
         })
         .to_string();
         for endpoint in endpoints {
-            sqlx::query(
-                "INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, created_at, next_attempt_at, about_key_id) VALUES ($1, $2, $3, $4, $5, $5, $6)",
+            self.later(
+                "INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, created_at, next_attempt_at, about_key_id) \
+                 SELECT $1, id, $3, $4, $5, $5, $6 FROM webhook_endpoints WHERE id = $2 AND disabled_at IS NULL",
             )
             .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
-            .bind(&endpoint.id)
+            .bind(endpoint.id.clone())
             .bind(event_type)
-            .bind(&payload)
+            .bind(payload.clone())
             .bind(event.at.timestamp_millis())
-            .bind(event.about_key_id)
-            .execute(&mut *self.tx)
+            .bind(event.about_key_id.map(str::to_owned))
+            .queue()
             .await?;
         }
         Ok(())
@@ -199,7 +259,7 @@ impl Tx {
         sqlx::query(&sql)
             .bind(now)
             .bind(bind)
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -382,20 +442,22 @@ impl super::Tx {
         .bind(secret_ciphertext.to_vec())
         .bind(endpoint.events.as_deref())
         .bind(endpoint.created_at)
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
+        self.changed_endpoints = true;
         Ok(())
     }
 
     /// Removes an endpoint and what it had not been sent, in the caller's transaction.
     pub async fn remove_webhook(&mut self, id: &str) -> Result<bool> {
+        self.changed_endpoints = true;
         sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1")
             .bind(id)
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
             .bind(id)
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }

@@ -492,6 +492,53 @@ async fn two_nodes_deliver_each_event_once() {
     assert_eq!(received.len(), 12, "an event delivered twice");
 }
 
+/// Each node keeps a view of the endpoints for up to `KEYWARD_KEY_CACHE_MS` (here 3 s, so that
+/// the steps below fall well within it): an endpoint added on one node gets the events of the
+/// other node's changes made after the add returned, and an endpoint removed is sent nothing
+/// from a view that still names it.
+#[tokio::test]
+async fn each_nodes_view_of_the_endpoints_follows_an_add_and_a_remove() {
+    let nodes = spawn_nodes(2, |s| s.key_cache = Duration::from_secs(3)).await;
+    let receiver = Receiver::start().await;
+    let onboard = |i: usize| {
+        let node = &nodes[1];
+        async move {
+            let status = node
+                .onboard(&format!("VIEW{i}"), &format!("ops{i}@view.example"))
+                .await
+                .status();
+            assert_eq!(status, 200);
+        }
+    };
+    // Node 1's view is filled now, with no endpoint.
+    onboard(0).await;
+    let added = webhooks::add(
+        &nodes[0].state,
+        &receiver.url,
+        &["partner.onboarded".to_owned()],
+        "tests",
+    )
+    .await
+    .unwrap();
+    onboard(1).await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].event()["data"]["partner_code"], "VIEW1");
+
+    // Node 1's view is filled again (or still fresh), naming the endpoint; it is removed on
+    // node 0 and node 1 makes a change at once, within its view's bound.
+    onboard(2).await;
+    webhooks::remove(&nodes[0].state, &added.endpoint.id, "tests", None)
+        .await
+        .unwrap();
+    onboard(3).await;
+    // The change committed before its answer: had a delivery been queued, it would be here.
+    let pending = nodes[0].state.store.pending_webhooks().await.unwrap();
+    assert!(
+        pending.is_empty(),
+        "queued for a removed endpoint: {pending:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_event_committed_before_a_kill_9_is_still_delivered() {
     let dir = tempfile::tempdir().unwrap();
