@@ -61,6 +61,8 @@ pub struct AuthKey {
 pub struct Lookup {
     loaded_at: Instant,
     pub key: Option<AuthKey>,
+    /// A read to replace this entry has been started ([`KeyCache::lookup`]).
+    refreshing: AtomicBool,
 }
 
 /// The per-node key cache, or none when `KEYWARD_KEY_CACHE_MS` is 0.
@@ -86,6 +88,18 @@ impl Expiry<KeyHash, Arc<Lookup>> for FromReadStart {
             self.0
                 .saturating_sub(created_at.saturating_duration_since(lookup.loaded_at)),
         )
+    }
+
+    /// An entry read again ahead of its expiry ([`KeyCache::lookup`]) replaces the old one
+    /// and expires `bound` after its own read began (moka's default would keep the old time).
+    fn expire_after_update(
+        &self,
+        key: &KeyHash,
+        lookup: &Arc<Lookup>,
+        updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, lookup, updated_at)
     }
 }
 
@@ -162,8 +176,44 @@ impl KeyCache {
             metrics.key_cache(false);
             return load(store, cipher, hash).await.map(Arc::new);
         }
-        metrics.key_cache(!missed.load(Ordering::Relaxed));
+        let missed = missed.load(Ordering::Relaxed);
+        if !missed && lookup.loaded_at.elapsed() >= self.refresh_after(hash) {
+            self.refresh(cache, store, cipher, hash, &lookup);
+        }
+        metrics.key_cache(!missed);
         Ok(lookup)
+    }
+
+    /// When an entry in use is read again: between half and three quarters of the bound after
+    /// its read began, spread by the key's hash, so the keys filled together (at start, say)
+    /// are not all read again together.
+    fn refresh_after(&self, hash: &KeyHash) -> Duration {
+        let spread = self.bound / 4 * u32::from(hash.as_bytes()[0]) / 256;
+        self.bound / 2 + spread
+    }
+
+    /// Reads an entry in use again in the background, once, while it is still served: a hot
+    /// key's requests then never wait for a read when its entry expires. The new entry is
+    /// stamped before its read, like every entry, so it never outlives what it read by more
+    /// than the bound.
+    fn refresh(
+        &self,
+        cache: &Cache<KeyHash, Arc<Lookup>>,
+        store: &Store,
+        cipher: &Cipher,
+        hash: &KeyHash,
+        lookup: &Lookup,
+    ) {
+        if lookup.refreshing.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let (cache, store, cipher, hash) = (cache.clone(), store.clone(), cipher.clone(), *hash);
+        tokio::spawn(async move {
+            // On failure the entry simply expires, and the next request reads it itself.
+            if let Ok(fresh) = load(&store, &cipher, &hash).await {
+                cache.insert(hash, Arc::new(fresh)).await;
+            }
+        });
     }
 }
 
@@ -174,6 +224,7 @@ async fn load(store: &Store, cipher: &Cipher, hash: &KeyHash) -> Result<Lookup> 
         return Ok(Lookup {
             loaded_at,
             key: None,
+            refreshing: AtomicBool::new(false),
         });
     };
     let signature_key = match record.revoked_at {
@@ -200,6 +251,7 @@ async fn load(store: &Store, cipher: &Cipher, hash: &KeyHash) -> Result<Lookup> 
             signature_key,
             last_noted: std::sync::atomic::AtomicI64::new(i64::MIN),
         }),
+        refreshing: AtomicBool::new(false),
     })
 }
 

@@ -184,6 +184,26 @@ async fn a_cold_key_asked_for_64_times_at_once_is_read_once() {
     assert_eq!(metric(app, "keyward_key_cache_entries").await, 2.0);
 }
 
+/// A key in steady use is read again in the background before its entry expires: its requests
+/// do not wait for a read once per bound.
+#[tokio::test]
+async fn a_key_in_steady_use_is_read_again_before_its_entry_expires() {
+    let app = spawn_app_with(|s| s.key_cache = Duration::from_secs(1)).await;
+    let partner = app.onboarded_partner("STEADY", "ops@steady.example").await;
+    assert_eq!(app.whoami(&partner).await.status(), 200);
+    let miss = r#"keyward_key_cache_requests_total{result="miss"}"#;
+    let misses = metric(&app, miss).await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(3_500) {
+        assert_eq!(app.whoami(&partner).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    // Read only when it expired, the entry would have missed three times (at 1, 2 and 3 s);
+    // one is allowed for a machine that stalled for a quarter of the bound.
+    let more = metric(&app, miss).await - misses;
+    assert!(more <= 1.0, "{more} requests waited for a read");
+}
+
 #[tokio::test]
 async fn with_the_cache_off_every_request_reads_the_store() {
     let app = spawn_app_with(|s| s.key_cache = Duration::ZERO).await;
