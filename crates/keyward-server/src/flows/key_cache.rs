@@ -171,13 +171,14 @@ impl KeyCache {
             .await
             .map_err(|shared: Arc<Error>| Error::shared(&shared))?;
         // Belt and braces: moka expires entries on time, but never serve one past the bound.
-        if lookup.loaded_at.elapsed() >= self.bound {
+        let age = lookup.loaded_at.elapsed();
+        if age >= self.bound {
             cache.invalidate(hash).await;
             metrics.key_cache(false);
             return load(store, cipher, hash).await.map(Arc::new);
         }
         let missed = missed.load(Ordering::Relaxed);
-        if !missed && lookup.loaded_at.elapsed() >= self.refresh_after(hash) {
+        if !missed && age >= self.refresh_after(hash) {
             self.refresh(cache, store, cipher, hash, &lookup);
         }
         metrics.key_cache(!missed);
