@@ -277,6 +277,7 @@ impl Store {
             batch: later::Batch::default(),
             endpoint_view: self.endpoint_view.clone(),
             changed_endpoints: false,
+            code_known_free: None,
             tx: self.pool.begin_with(self.backend.begin_write()).await?,
             backend: self.backend,
         })

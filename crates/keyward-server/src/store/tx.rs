@@ -27,6 +27,9 @@ pub struct Tx {
     pub(super) endpoint_view: std::sync::Arc<super::webhooks::EndpointView>,
     /// This transaction added or removed an endpoint: it reads them rather than the view.
     pub(super) changed_endpoints: bool,
+    /// A partner code (folded) this SQLite transaction looked up and did not find: no other
+    /// writer can take it before the transaction ends, so its insert cannot conflict.
+    pub(super) code_known_free: Option<String>,
 }
 
 /// Emails and links a transaction wrote: counted by the metrics only once it commits.
@@ -55,7 +58,12 @@ impl Tx {
         code: &PartnerCode,
     ) -> Result<Option<Partner>> {
         let lock = self.backend.lock_row();
-        partner_where(self.conn().await?, "p.code_folded", &code.folded(), lock).await
+        let folded = code.folded();
+        let partner = partner_where(self.conn().await?, "p.code_folded", &folded, lock).await?;
+        if partner.is_none() && self.backend == Backend::Sqlite {
+            self.code_known_free = Some(folded);
+        }
+        Ok(partner)
     }
 
     /// The partner with this ID, locked until the transaction ends.
@@ -74,16 +82,29 @@ impl Tx {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let now = millis(now);
-        sqlx::query(
-            "INSERT INTO partners (id, code, code_folded, email, status, created_at, updated_at) VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
-        )
-        .bind(id.as_str())
-        .bind(code.as_str())
-        .bind(code.folded())
-        .bind(email.as_str())
-        .bind(now)
-        .execute(self.conn().await?)
-        .await?;
+        const INSERT: &str = "INSERT INTO partners (id, code, code_folded, email, status, created_at, updated_at) VALUES ($1, $2, $3, $4, 'pending', $5, $5)";
+        let folded = code.folded();
+        if self.code_known_free.take().as_ref() == Some(&folded) {
+            // Looked up and not found under SQLite's write lock, which this transaction holds
+            // from its start: no conflict can arise, so the insert goes with the next batch.
+            self.later(INSERT)
+                .bind(id.as_str().to_owned())
+                .bind(code.as_str().to_owned())
+                .bind(folded)
+                .bind(email.as_str().to_owned())
+                .bind(now)
+                .queue()
+                .await?;
+        } else {
+            sqlx::query(INSERT)
+                .bind(id.as_str())
+                .bind(code.as_str())
+                .bind(folded)
+                .bind(email.as_str())
+                .bind(now)
+                .execute(self.conn().await?)
+                .await?;
+        }
         self.created_partner = Some(id.clone());
         Ok(())
     }
