@@ -73,7 +73,8 @@ impl Tx {
     }
 
     /// A new pending partner. [`super::StoreError::Conflict`] if the code (in any letter case)
-    /// is taken.
+    /// is taken. On SQLite, after this transaction found the code free, the insert is queued
+    /// (`later.rs`): no conflict can arise then.
     pub async fn insert_partner(
         &mut self,
         id: &PartnerId,
