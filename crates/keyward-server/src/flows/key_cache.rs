@@ -179,7 +179,7 @@ impl KeyCache {
         }
         let missed = missed.load(Ordering::Relaxed);
         if !missed && age >= self.refresh_after(hash) {
-            self.refresh(cache, store, cipher, hash, &lookup);
+            read_ahead(cache, store, cipher, hash, &lookup);
         }
         metrics.key_cache(!missed);
         Ok(lookup)
@@ -192,30 +192,29 @@ impl KeyCache {
         let spread = self.bound / 4 * u32::from(hash.as_bytes()[0]) / 256;
         self.bound / 2 + spread
     }
+}
 
-    /// Reads an entry in use again in the background, once, while it is still served: a hot
-    /// key's requests then never wait for a read when its entry expires. The new entry is
-    /// stamped before its read, like every entry, so it never outlives what it read by more
-    /// than the bound.
-    fn refresh(
-        &self,
-        cache: &Cache<KeyHash, Arc<Lookup>>,
-        store: &Store,
-        cipher: &Cipher,
-        hash: &KeyHash,
-        lookup: &Lookup,
-    ) {
-        if lookup.refreshing.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let (cache, store, cipher, hash) = (cache.clone(), store.clone(), cipher.clone(), *hash);
-        tokio::spawn(async move {
-            // On failure the entry simply expires, and the next request reads it itself.
-            if let Ok(fresh) = load(&store, &cipher, &hash).await {
-                cache.insert(hash, Arc::new(fresh)).await;
-            }
-        });
+/// Reads an entry in use again in the background, once, while it is still served: a hot
+/// key's requests then never wait for a read when its entry expires. The new entry is
+/// stamped before its read, like every entry, so it never outlives what it read by more
+/// than the bound.
+fn read_ahead(
+    cache: &Cache<KeyHash, Arc<Lookup>>,
+    store: &Store,
+    cipher: &Cipher,
+    hash: &KeyHash,
+    lookup: &Lookup,
+) {
+    if lookup.refreshing.swap(true, Ordering::Relaxed) {
+        return;
     }
+    let (cache, store, cipher, hash) = (cache.clone(), store.clone(), cipher.clone(), *hash);
+    tokio::spawn(async move {
+        // On failure the entry simply expires, and the next request reads it itself.
+        if let Ok(fresh) = load(&store, &cipher, &hash).await {
+            cache.insert(hash, Arc::new(fresh)).await;
+        }
+    });
 }
 
 /// One read of the key and its partner; the instant is taken before the read starts.

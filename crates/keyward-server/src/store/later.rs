@@ -2,10 +2,9 @@
 //! (inserts of audit entries, links, queued emails and webhook deliveries; the outbox's marks
 //! of emails sent or failed). On SQLite each statement is a hand-off to the connection's
 //! thread and back, two context switches that cost more than the statement itself; so these
-//! writes wait in a [`Batch`] and go to that thread together,
-//! as one multi-statement query, just before the transaction's next statement or its commit.
-//! PostgreSQL takes one statement with parameters at a time: there a queued write is sent at
-//! once.
+//! writes wait in a [`Batch`] and go to that thread together, as one multi-statement query,
+//! just before the transaction's next statement or its commit. PostgreSQL takes one statement
+//! with parameters at a time: there a queued write is sent at once.
 //!
 //! The order of the statements is kept, and every other statement of the transaction goes
 //! through [`Tx::conn`], which sends the batch first: the transaction reads its own writes as

@@ -21,7 +21,7 @@ pub struct Tx {
     /// The partner this transaction created, if any: it has no links yet to supersede, which
     /// spares an onboarding one statement while it holds the write lock.
     pub(super) created_partner: Option<PartnerId>,
-    /// Inserts queued to go with the next statement (see `later.rs`).
+    /// Writes queued to go with the next statement (see `later.rs`).
     pub(super) batch: super::later::Batch,
     /// The node's view of the webhook endpoints, shared by its transactions.
     pub(super) endpoint_view: std::sync::Arc<super::webhooks::EndpointView>,

@@ -170,6 +170,9 @@ impl Tx {
                 return Ok(endpoints);
             }
         }
+        // Stamped before the read. Its snapshot is no older than the stamp: PostgreSQL takes
+        // one per statement, and on SQLite this transaction has held the write lock since it
+        // began, so nothing can have committed between its snapshot and now.
         let read_at = std::time::Instant::now();
         let endpoints: Vec<WebhookEndpoint> = sqlx::query_as(
             "SELECT id, url, events, created_at, disabled_at, disabled_reason FROM webhook_endpoints WHERE disabled_at IS NULL",
