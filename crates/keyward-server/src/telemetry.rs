@@ -48,9 +48,17 @@ tokio::task_local! {
     static REQUEST: RequestContext;
 }
 
-/// Runs `work` with `context` named on every line it logs.
-pub async fn scope<F: Future>(context: RequestContext, work: F) -> F::Output {
-    REQUEST.scope(context, work).await
+/// `work`, with `context` named on every line it logs.
+pub fn scope<F: Future>(
+    context: RequestContext,
+    work: F,
+) -> tokio::task::futures::TaskLocalFuture<RequestContext, F> {
+    REQUEST.scope(context, work)
+}
+
+/// Runs `log` with `context` named on every line it logs (after the request's work is done).
+pub fn within<R>(context: RequestContext, log: impl FnOnce() -> R) -> R {
+    REQUEST.sync_scope(context, log)
 }
 
 /// `name=value` pairs, the message bare: the default format's text without its styling,
