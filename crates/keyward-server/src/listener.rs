@@ -125,11 +125,15 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
 
 pin_project_lite::pin_project! {
     /// A request body that must arrive whole before a deadline, set when the headers were read.
+    /// The timer itself is made only if the body is not all there when first read: most
+    /// bodies arrive with their headers, and a timer made and dropped per request costs a
+    /// lookup of the runtime and a registration.
     struct Deadline {
         #[pin]
         body: hyper::body::Incoming,
+        due: tokio::time::Instant,
         #[pin]
-        deadline: tokio::time::Sleep,
+        timer: Option<tokio::time::Sleep>,
     }
 }
 
@@ -137,7 +141,8 @@ impl Deadline {
     fn new(body: hyper::body::Incoming, within: Duration) -> Self {
         Self {
             body,
-            deadline: tokio::time::sleep(within),
+            due: tokio::time::Instant::now() + within,
+            timer: None,
         }
     }
 }
@@ -154,12 +159,17 @@ impl HttpBody for Deadline {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
+        let mut this = self.project();
         if let Poll::Ready(frame) = this.body.poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        if this.deadline.poll(cx).is_ready() {
-            return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
+        if this.timer.is_none() {
+            this.timer.set(Some(tokio::time::sleep_until(*this.due)));
+        }
+        if let Some(timer) = this.timer.as_pin_mut() {
+            if timer.poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
+            }
         }
         Poll::Pending
     }

@@ -187,6 +187,9 @@ pub struct Metrics {
     outbox_backlog: Cached<crate::store::OutboxBacklog>,
     /// The same for the unused-keys gauge (a scan of the current keys: at most every minute).
     unused_keys: Cached<crate::store::UnusedKeys>,
+    /// The key cache's two series, looked up once: counted on every signed request.
+    key_cache_hits: Counter,
+    key_cache_misses: Counter,
 }
 
 /// A value read from the database, and when.
@@ -225,7 +228,15 @@ impl Metrics {
             "The running build",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        let key_cache = |result| {
+            instruments
+                .key_cache
+                .get_or_create(&ResultLabel { result })
+                .clone()
+        };
         Self {
+            key_cache_hits: key_cache("hit"),
+            key_cache_misses: key_cache("miss"),
             registry,
             instruments,
             outbox_backlog: Cached::default(),
@@ -319,11 +330,11 @@ impl Metrics {
     }
 
     pub fn key_cache(&self, hit: bool) {
-        let result = if hit { "hit" } else { "miss" };
-        self.instruments
-            .key_cache
-            .get_or_create(&ResultLabel { result })
-            .inc();
+        if hit {
+            self.key_cache_hits.inc();
+        } else {
+            self.key_cache_misses.inc();
+        }
     }
 
     /// A change was acknowledged only after waiting `waited` (SPEC §6).
