@@ -11,6 +11,9 @@ local json = "application/json"
 local counter = 0
 
 function setup(thread)
+  -- Seeded per run: unseeded, LuaJIT's generator gives every wrk process the same offset, so
+  -- each round of `onboard` re-sent the previous round's codes instead of fresh ones.
+  math.randomseed(os.time() + math.floor(os.clock() * 1000000))
   thread:set("offset", math.random(1, 1000000))
 end
 
