@@ -156,8 +156,8 @@ fn message(members: &[(String, Value)], form: MessageForm) -> String {
 }
 
 /// The 64 bytes of a signature of 128 hex digits (either case). Decoded without branches on
-/// the digits (`base16ct`): a table-free, branching decoder mispredicts on about every other
-/// digit of a random signature, which was a tenth of authentication's own time.
+/// the digits (`base16ct`): a decoder that branches on digit-or-letter mispredicts on about
+/// every other digit of a random signature, which was most of authentication's own time.
 fn decode_signature(signature: &str) -> Option<[u8; 64]> {
     if signature.len() != 128 {
         return None;

@@ -166,10 +166,12 @@ impl HttpBody for Deadline {
         if this.timer.is_none() {
             this.timer.set(Some(tokio::time::sleep_until(*this.due)));
         }
-        if let Some(timer) = this.timer.as_pin_mut() {
-            if timer.poll(cx).is_ready() {
-                return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
-            }
+        if this
+            .timer
+            .as_pin_mut()
+            .is_some_and(|timer| timer.poll(cx).is_ready())
+        {
+            return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
         }
         Poll::Pending
     }
