@@ -41,7 +41,7 @@ pub use tx::{Tx, Written};
 
 use keyward_core::{KeyHash, PartnerCode, PartnerId, TokenHash};
 use records::{PartnerRow, LINK_COLUMNS, PARTNER_COLUMNS};
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, FromRow, Row};
 use std::str::FromStr;
 use std::time::Duration;
@@ -304,37 +304,54 @@ impl Store {
         self.key_where("k.secret_key_hash", secret_key_hash).await
     }
 
+    /// The keys with these public-key hashes, with their partners, in one query: the key
+    /// cache reads ahead many keys at once this way (`flows/key_cache.rs`). A hash that
+    /// matches no key is absent from the answer. The list is padded to a power of two (its
+    /// last hash repeated), so each connection prepares a few shapes of this query, not one
+    /// per length.
+    pub async fn keys_by_hashes(&self, hashes: &[KeyHash]) -> Result<Vec<(KeyHash, KeyRecord)>> {
+        let Some(last) = hashes.last() else {
+            return Ok(Vec::new());
+        };
+        let width = hashes.len().next_power_of_two();
+        let placeholders = (1..=width)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT k.public_key_hash, {KEY_COLUMNS}, {PARTNER_COLUMNS} \
+             FROM partner_keys k JOIN partners p ON p.id = k.partner_id \
+             WHERE k.public_key_hash IN ({placeholders})"
+        );
+        let query = hashes
+            .iter()
+            .chain(std::iter::repeat(last).take(width - hashes.len()))
+            .fold(sqlx::query(&sql), |query, hash| {
+                query.bind(hash.as_bytes().to_vec())
+            });
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let hash: Vec<u8> = row.try_get("public_key_hash")?;
+                let hash = <[u8; 32]>::try_from(hash)
+                    .map_err(|_| StoreError::Corrupt("a public key hash is not 32 bytes".into()))?;
+                Ok((KeyHash::from_bytes(hash), key_record(row)?))
+            })
+            .collect()
+    }
+
     /// `column` is one of the two fixed hash columns above, never input.
     async fn key_where(&self, column: &str, hash: &KeyHash) -> Result<Option<KeyRecord>> {
         let sql = format!(
-            "SELECT k.id AS key_id, k.created_at AS key_created_at, k.revoked_at, k.expires_at AS key_expires_at, k.secret_ciphertext, \
-             k.kind, k.mode, k.name AS key_name, k.scopes, k.valid_until, k.legacy, k.last_used_at, {PARTNER_COLUMNS} \
-             FROM partner_keys k JOIN partners p ON p.id = k.partner_id WHERE {column} = $1"
+            "SELECT {KEY_COLUMNS}, {PARTNER_COLUMNS} \
+             FROM partner_keys k JOIN partners p ON p.id = k.partner_id \
+             WHERE {column} = $1"
         );
-        let Some(row) = sqlx::query(&sql)
+        let row = sqlx::query(&sql)
             .bind(hash.as_bytes().to_vec())
             .fetch_optional(&self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(KeyRecord {
-            key_id: row.try_get("key_id")?,
-            created_at: row.try_get("key_created_at")?,
-            revoked_at: row.try_get("revoked_at")?,
-            expires_at: row.try_get("key_expires_at")?,
-            secret_ciphertext: row.try_get("secret_ciphertext")?,
-            partner: PartnerRow::from_row(&row)?.try_into()?,
-            class: KeyClass::from_columns(
-                row.try_get("kind")?,
-                row.try_get("key_name")?,
-                row.try_get("scopes")?,
-                row.try_get("valid_until")?,
-            )?,
-            mode: records::parse_mode(row.try_get("mode")?)?,
-            legacy: row.try_get::<i64, _>("legacy")? != 0,
-            last_used_at: row.try_get("last_used_at")?,
-        }))
+            .await?;
+        row.as_ref().map(key_record).transpose()
     }
 
     /// Whether any usable legacy key is held (SPEC §10.2): one probe of a partial index.
@@ -451,4 +468,29 @@ pub(super) async fn link_with_partner(
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("link {} has no partner", link.id)))?;
     Ok(Some((link, partner)))
+}
+
+/// What [`key_record`] reads of a key (with [`PARTNER_COLUMNS`] of its partner).
+const KEY_COLUMNS: &str = "k.id AS key_id, k.created_at AS key_created_at, k.revoked_at, \
+    k.expires_at AS key_expires_at, k.secret_ciphertext, k.kind, k.mode, k.name AS key_name, \
+    k.scopes, k.valid_until, k.legacy, k.last_used_at";
+
+fn key_record(row: &AnyRow) -> Result<KeyRecord> {
+    Ok(KeyRecord {
+        key_id: row.try_get("key_id")?,
+        created_at: row.try_get("key_created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        expires_at: row.try_get("key_expires_at")?,
+        secret_ciphertext: row.try_get("secret_ciphertext")?,
+        partner: PartnerRow::from_row(row)?.try_into()?,
+        class: KeyClass::from_columns(
+            row.try_get("kind")?,
+            row.try_get("key_name")?,
+            row.try_get("scopes")?,
+            row.try_get("valid_until")?,
+        )?,
+        mode: records::parse_mode(row.try_get("mode")?)?,
+        legacy: row.try_get::<i64, _>("legacy")? != 0,
+        last_used_at: row.try_get("last_used_at")?,
+    })
 }
