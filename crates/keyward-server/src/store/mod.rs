@@ -325,7 +325,7 @@ impl Store {
         );
         let query = hashes
             .iter()
-            .chain(std::iter::repeat(last).take(width - hashes.len()))
+            .chain(std::iter::repeat_n(last, width - hashes.len()))
             .fold(sqlx::query(&sql), |query, hash| {
                 query.bind(hash.as_bytes().to_vec())
             });
