@@ -76,8 +76,11 @@ pub struct KeyCache {
     cache: Option<Cache<KeyHash, Arc<Lookup>>>,
     /// The keys to read ahead, queued for the one task that reads them in batches
     /// ([`read_ahead_in_batches`], started on first use). Each entry queues itself at most
-    /// once, so the queue never holds more than the cache does.
-    read_ahead: OnceLock<mpsc::UnboundedSender<KeyHash>>,
+    /// once, but an entry read again while its old one is still queued queues once more: with
+    /// the database slow or away, the task falls behind while requests go on queueing, so the
+    /// queue is bounded (as many keys as the cache holds) and a key that finds it full is not
+    /// read ahead.
+    read_ahead: OnceLock<mpsc::Sender<KeyHash>>,
     /// Whether any legacy key is held (SPEC §10.2), and when the read that said so began:
     /// under the same bound as the entries, so an import is in force everywhere when it returns.
     legacy_held: tokio::sync::Mutex<Option<(Instant, bool)>>,
@@ -218,7 +221,7 @@ impl KeyCache {
         hash: KeyHash,
     ) {
         let queue = self.read_ahead.get_or_init(|| {
-            let (queue, hashes) = mpsc::unbounded_channel();
+            let (queue, hashes) = mpsc::channel(MAX_ENTRIES as usize);
             let gather = self.bound / 16;
             tokio::spawn(read_ahead_in_batches(
                 hashes,
@@ -229,9 +232,9 @@ impl KeyCache {
             ));
             queue
         });
-        // Should the task be gone (its runtime shut down), the entry simply expires and the
-        // next request reads it itself.
-        let _ = queue.send(hash);
+        // Should the queue be full or the task gone (its runtime shut down), the entry simply
+        // expires and the next request reads it itself.
+        let _ = queue.try_send(hash);
     }
 }
 
@@ -241,7 +244,7 @@ impl KeyCache {
 /// ~32,000 at the cache's 20,000 (now ~16 and ~250). An entry queued at half to three quarters
 /// of the bound is replaced long before it expires. The task ends when the cache is dropped.
 async fn read_ahead_in_batches(
-    mut hashes: mpsc::UnboundedReceiver<KeyHash>,
+    mut hashes: mpsc::Receiver<KeyHash>,
     cache: Cache<KeyHash, Arc<Lookup>>,
     store: Store,
     cipher: Cipher,
