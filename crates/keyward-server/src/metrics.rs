@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -170,6 +170,10 @@ instruments! {
         "Tokens reported as leaked (GitHub secret scanning, `keyward leak report`), by reporter and what was done: revoked, notified, already_revoked, service_token, not_ours";
     webhook_deliveries: Family<ResultLabel, Counter> = Family::default(), "webhook_deliveries",
         "Webhook delivery attempts of this node by result: delivered, failed (retried later), dead (the retry schedule is over: `keyward webhook dead`), gone (410: the endpoint is disabled)";
+    sqlite_log_syncs: Counter = Counter::default(), "sqlite_log_syncs",
+        "fsyncs of SQLite's log this node made for its commits (group commit: see sqlite_commits_synced)";
+    sqlite_commits_synced: Counter = Counter::default(), "sqlite_commits_synced",
+        "Commits this node answered only once its SQLite log was synced after them; over sqlite_log_syncs, how many commits shared each fsync";
     storage_up: Gauge = Gauge::default(), "storage_up",
         "1 when the database answered this scrape, 0 when it did not (then the outbox and key gauges are the last values read)";
 }
@@ -269,6 +273,17 @@ impl Metrics {
             .await?;
             Ok::<_, crate::store::StoreError>((backlog, unused))
         };
+        if let Some(counts) = store.log_sync_counts() {
+            let load = |count: &AtomicU64| count.load(Ordering::Relaxed);
+            let (syncs, commits) = (
+                &self.instruments.sqlite_log_syncs,
+                &self.instruments.sqlite_commits_synced,
+            );
+            syncs.inner().store(load(&counts.syncs), Ordering::Relaxed);
+            commits
+                .inner()
+                .store(load(&counts.commits), Ordering::Relaxed);
+        }
         let mut out = String::new();
         self.render(from_storage.await.ok(), cache_entries, &mut out);
         out

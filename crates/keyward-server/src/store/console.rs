@@ -48,7 +48,7 @@ impl Store {
         .bind(now)
         .execute(&mut *writer)
         .await?;
-        Ok(())
+        writer.done().await
     }
 
     /// The login with this state, removed: a callback is answered once (a replay finds
@@ -58,14 +58,17 @@ impl Store {
         state: &KeyHash,
         now: i64,
     ) -> Result<Option<ConsoleLogin>> {
-        Ok(sqlx::query_as(
+        let mut writer = self.writer().await?;
+        let login = sqlx::query_as(
             "DELETE FROM console_logins WHERE state_hash = $1 AND created_at >= $2 \
              RETURNING nonce, pkce_verifier",
         )
         .bind(state.as_bytes().to_vec())
         .bind(now - LOGIN_TTL_MS)
-        .fetch_optional(&mut *self.writer().await?)
-        .await?)
+        .fetch_optional(&mut *writer)
+        .await?;
+        writer.done().await?;
+        Ok(login)
     }
 
     pub async fn insert_console_session(
@@ -91,7 +94,7 @@ impl Store {
         .bind(session.last_seen_at)
         .execute(&mut *writer)
         .await?;
-        Ok(())
+        writer.done().await
     }
 
     /// The session of this token when it is still alive at `now` (used within `idle_ms`, made
@@ -118,21 +121,24 @@ impl Store {
             return Ok(None);
         }
         if now - session.last_seen_at > 60_000 {
+            let mut writer = self.writer().await?;
             sqlx::query("UPDATE console_sessions SET last_seen_at = $1 WHERE token_hash = $2")
                 .bind(now)
                 .bind(token.as_bytes().to_vec())
-                .execute(&mut *self.writer().await?)
+                .execute(&mut *writer)
                 .await?;
+            writer.done().await?;
             session.last_seen_at = now;
         }
         Ok(Some(session))
     }
 
     pub async fn delete_console_session(&self, token: &KeyHash) -> Result<()> {
+        let mut writer = self.writer().await?;
         sqlx::query("DELETE FROM console_sessions WHERE token_hash = $1")
             .bind(token.as_bytes().to_vec())
-            .execute(&mut *self.writer().await?)
+            .execute(&mut *writer)
             .await?;
-        Ok(())
+        writer.done().await
     }
 }

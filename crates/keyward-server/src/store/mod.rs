@@ -10,6 +10,8 @@
 
 mod bulk;
 mod console;
+mod group_commit;
+pub use group_commit::SyncCounts;
 mod later;
 mod leaks;
 mod operators;
@@ -134,6 +136,8 @@ pub struct Store {
     /// each holding a pooled connection while SQLite makes it wait. So writers queued behind a
     /// long write never take the connections readers need.
     writer: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// A SQLite file's log, synced once for the commits that end together (`group_commit.rs`).
+    log_sync: Option<group_commit::LogSync>,
     /// The enabled webhook endpoints as this node last read them (`webhooks.rs`).
     endpoint_view: std::sync::Arc<webhooks::EndpointView>,
 }
@@ -201,16 +205,24 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        if let Some(file) = sqlite::file_path(&url) {
-            sqlite::restrict_files(&file)
-                .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
-        }
+        let log_sync = match sqlite::file_path(&url) {
+            Some(file) => {
+                sqlite::restrict_files(&file)
+                    .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+                Some(
+                    group_commit::LogSync::start(&file)
+                        .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?,
+                )
+            }
+            None => None,
+        };
         let writer = (backend == Backend::Sqlite)
             .then(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1)));
         Ok(Self {
             pool,
             backend,
             writer,
+            log_sync,
             endpoint_view: std::sync::Arc::default(),
         })
     }
@@ -230,12 +242,24 @@ impl Store {
         self.backend
     }
 
+    /// The syncs of a SQLite file's log so far (`group_commit.rs`); `None` on PostgreSQL.
+    pub fn log_sync_counts(&self) -> Option<&SyncCounts> {
+        self.log_sync.as_ref().map(group_commit::LogSync::counts)
+    }
+
     /// Applies the embedded migrations of this backend (idempotent; safe for concurrent nodes).
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         match self.backend {
-            Backend::Sqlite => sqlite::MIGRATOR.run(&self.pool).await,
-            Backend::Postgres => postgres::MIGRATOR.run(&self.pool).await,
+            Backend::Sqlite => sqlite::MIGRATOR.run(&self.pool).await?,
+            Backend::Postgres => postgres::MIGRATOR.run(&self.pool).await?,
         }
+        if let Some(log_sync) = &self.log_sync {
+            log_sync
+                .synced_io()
+                .await
+                .map_err(|e| sqlx::migrate::MigrateError::Execute(sqlx::Error::Io(e)))?;
+        }
+        Ok(())
     }
 
     pub async fn close(&self) {
@@ -263,7 +287,8 @@ impl Store {
         let turn = self.turn_to_write().await?;
         Ok(Writer {
             conn: self.pool.acquire().await?,
-            _turn: turn,
+            turn,
+            log_sync: self.log_sync.clone(),
         })
     }
 
@@ -271,7 +296,8 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx> {
         let writer = self.turn_to_write().await?;
         Ok(Tx {
-            _writer: writer,
+            writer,
+            log_sync: self.log_sync.clone(),
             written: tx::Written::default(),
             created_partner: None,
             batch: later::Batch::default(),
@@ -409,19 +435,41 @@ impl Store {
 
     /// Forgets replay digests whose window has passed.
     pub async fn purge_replays(&self, now: i64) -> Result<u64> {
+        let mut writer = self.writer().await?;
         let done = sqlx::query("DELETE FROM replays WHERE expires_at <= $1")
             .bind(now)
-            .execute(&mut *self.writer().await?)
+            .execute(&mut *writer)
             .await?;
+        writer.done().await?;
         Ok(done.rows_affected())
     }
 }
 
-/// A pooled connection that holds this node's turn to write until dropped; see
+/// A pooled connection that holds this node's turn to write until [`Writer::done`]; see
 /// [`Store::writer`].
+#[must_use = "a write is acknowledged only once `done` says it is on disk"]
 pub(super) struct Writer {
     conn: sqlx::pool::PoolConnection<sqlx::Any>,
-    _turn: Option<tokio::sync::OwnedSemaphorePermit>,
+    turn: Option<tokio::sync::OwnedSemaphorePermit>,
+    log_sync: Option<group_commit::LogSync>,
+}
+
+impl Writer {
+    /// Gives up the turn to write, then waits until this connection's writes are on disk
+    /// (SQLite's group commit, `group_commit.rs`).
+    pub(super) async fn done(self) -> Result<()> {
+        let Self {
+            conn,
+            turn,
+            log_sync,
+        } = self;
+        drop(turn);
+        drop(conn);
+        match log_sync {
+            Some(log_sync) => log_sync.synced().await,
+            None => Ok(()),
+        }
+    }
 }
 
 impl std::ops::Deref for Writer {

@@ -53,13 +53,15 @@ impl Store {
                AND (locked_until IS NULL OR locked_until <= $2) ORDER BY next_attempt_at LIMIT $3 {skip_locked}) \
              RETURNING {QUEUED_EMAIL_COLUMNS}"
         );
+        let mut writer = self.writer().await?;
         let mut emails: Vec<QueuedEmail> = sqlx::query_as(&sql)
             .bind(now + OUTBOX_LEASE_MS)
             .bind(now)
             .bind(limit)
             .bind(&holder)
-            .fetch_all(&mut *self.writer().await?)
+            .fetch_all(&mut *writer)
             .await?;
+        writer.done().await?;
         // RETURNING keeps no order: oldest first, as they were chosen.
         emails.sort_by_key(|e| e.created_at);
         Ok((!emails.is_empty()).then_some(ClaimedBatch {
@@ -105,10 +107,12 @@ impl Store {
 
     /// Deletes emails sent before `before` (their bodies are long erased); returns how many.
     pub async fn prune_sent_emails(&self, before: i64) -> Result<u64> {
+        let mut writer = self.writer().await?;
         let done = sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
             .bind(before)
-            .execute(&mut *self.writer().await?)
+            .execute(&mut *writer)
             .await?;
+        writer.done().await?;
         Ok(done.rows_affected())
     }
 
@@ -138,10 +142,12 @@ impl Store {
 
     /// Puts dead-lettered emails back in the queue (after the operator fixed the mail server).
     pub async fn retry_dead_emails(&self, now: i64) -> Result<u64> {
+        let mut writer = self.writer().await?;
         let done = sqlx::query("UPDATE outbox SET dead_at = NULL, attempts = 0, next_attempt_at = $1 WHERE dead_at IS NOT NULL")
             .bind(now)
-            .execute(&mut *self.writer().await?)
+            .execute(&mut *writer)
             .await?;
+        writer.done().await?;
         Ok(done.rows_affected())
     }
 }
@@ -150,13 +156,15 @@ impl Claim {
     /// Extends the lease on this claim's emails that are still unrecorded to `until`; returns
     /// how many it still holds (0: the lease ran out and another sender took them).
     pub async fn renew(&self, store: &Store, until: i64) -> Result<u64> {
+        let mut writer = store.writer().await?;
         let done = sqlx::query(
             "UPDATE outbox SET locked_until = $1 WHERE locked_by = $2 AND sent_at IS NULL AND dead_at IS NULL",
         )
         .bind(until)
         .bind(&self.holder)
-        .execute(&mut *store.writer().await?)
+        .execute(&mut *writer)
         .await?;
+        writer.done().await?;
         Ok(done.rows_affected())
     }
 

@@ -107,11 +107,12 @@ impl Store {
 
     /// Replaces a meta value (the master-key check at the end of a rotation).
     pub async fn replace_meta(&self, name: &str, value: &[u8]) -> Result<()> {
+        let mut writer = self.writer().await?;
         sqlx::query("UPDATE meta SET value = $1 WHERE name = $2")
             .bind(value.to_vec())
             .bind(name)
-            .execute(&mut *self.writer().await?)
+            .execute(&mut *writer)
             .await?;
-        Ok(())
+        writer.done().await
     }
 }

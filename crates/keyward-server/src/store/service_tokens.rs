@@ -65,7 +65,7 @@ impl Store {
             .execute(&mut *writer)
             .await?;
         }
-        Ok(())
+        writer.done().await
     }
 }
 

@@ -4,14 +4,16 @@ use sqlx::migrate::Migrator;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Set on every connection. WAL lets readers run beside the single writer; `synchronous =
-/// FULL` makes every commit durable before we answer (nothing lost on a crash or power cut).
+/// Set on every connection. WAL lets readers run beside the single writer. `synchronous =
+/// NORMAL` lets a commit return before the log is synced; every write is answered only once
+/// the log is synced after it (`group_commit.rs`), so nothing answered is lost on a crash or a
+/// power cut, and the commits that end together share one fsync.
 /// `busy_timeout` bounds how long a write waits for another process's (an operator command's)
 /// write lock before the request is answered 503 `unavailable`. `cache_size` keeps each pooled
 /// connection's page cache to 512 KiB (SQLite's default is 2 MB each): the hot keys live in the
 /// key cache and the operating system caches the file, so eight full page caches were memory
 /// spent twice on a large store.
-pub const CONNECTION_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+pub const CONNECTION_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 2000; PRAGMA cache_size = -512;";
 
 /// How long a write transaction waits for this node's previous one before giving up (503).

@@ -15,7 +15,9 @@ pub struct Tx {
     pub(super) tx: sqlx::Transaction<'static, Any>,
     pub(super) backend: Backend,
     /// This node's turn to write (SQLite), held until the transaction ends.
-    pub(super) _writer: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub(super) writer: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Waits for the commit to be on disk, after the turn is given up (`group_commit.rs`).
+    pub(super) log_sync: Option<super::group_commit::LogSync>,
     /// What this transaction queued, for the metrics once it commits.
     pub(super) written: Written,
     /// The partner this transaction created, if any: it has no links yet to supersede, which
@@ -44,10 +46,15 @@ impl Tx {
         self.commit_counted().await.map(drop)
     }
 
-    /// Commits, and returns what the transaction wrote.
+    /// Commits, and returns what the transaction wrote once it is on disk.
     pub async fn commit_counted(mut self) -> Result<Written> {
         self.send_batch().await?;
         self.tx.commit().await?;
+        // The next writer may begin while this commit is synced (SQLite's group commit).
+        drop(self.writer.take());
+        if let Some(log_sync) = &self.log_sync {
+            log_sync.synced().await?;
+        }
         Ok(self.written)
     }
 

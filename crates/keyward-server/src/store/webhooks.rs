@@ -321,6 +321,7 @@ impl Store {
             Backend::Sqlite => "",
             Backend::Postgres => "FOR UPDATE OF d SKIP LOCKED",
         };
+        let mut writer = self.writer().await?;
         let claimed: Vec<String> = sqlx::query_scalar(&format!(
             "UPDATE webhook_deliveries SET locked_until = $1, locked_by = $4 WHERE id IN ( \
                SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
@@ -332,8 +333,9 @@ impl Store {
         .bind(now)
         .bind(limit)
         .bind(holder)
-        .fetch_all(&mut *self.writer().await?)
+        .fetch_all(&mut *writer)
         .await?;
+        writer.done().await?;
         let mut due = Vec::with_capacity(claimed.len());
         for id in claimed {
             let delivery: Option<DueDelivery> = sqlx::query_as(

@@ -124,3 +124,43 @@ async fn the_dashboard_and_the_alerts_use_only_metrics_the_server_exports() {
         );
     }
 }
+
+/// On SQLite a write is answered only once the log is synced after its commit, and commits
+/// that end together share one fsync (`store/group_commit.rs`). The sync thread counts a
+/// commit before it answers it: once every onboarding below has its answer, each is counted.
+#[tokio::test]
+async fn each_write_on_sqlite_is_answered_after_a_sync_of_its_log() {
+    if crate::database::postgres_server().is_some() {
+        return; // PostgreSQL syncs its own log at each commit
+    }
+    let app = spawn_app().await;
+    let counts = |text: &str| {
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("{name} is not in /metrics:\n{text}"))
+        };
+        (
+            value("keyward_sqlite_log_syncs_total"),
+            value("keyward_sqlite_commits_synced_total"),
+        )
+    };
+    let (syncs_before, commits_before) = counts(&app.metrics_text().await);
+
+    let statuses = futures::future::join_all(
+        (0..32).map(|i| app.onboard_owned(format!("SYNC{i}"), format!("ops{i}@sync.example"))),
+    )
+    .await;
+    assert_eq!(tally(&statuses), [(200, 32)].into());
+
+    let (syncs, commits) = counts(&app.metrics_text().await);
+    let (syncs, commits) = (syncs - syncs_before, commits - commits_before);
+    assert!(
+        commits >= 32.0,
+        "{commits} commits synced for 32 onboardings"
+    );
+    assert!(
+        (1.0..=commits).contains(&syncs),
+        "{syncs} syncs for {commits} commits"
+    );
+}
