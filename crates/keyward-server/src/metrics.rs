@@ -274,15 +274,12 @@ impl Metrics {
             Ok::<_, crate::store::StoreError>((backlog, unused))
         };
         if let Some(counts) = store.log_sync_counts() {
-            let load = |count: &AtomicU64| count.load(Ordering::Relaxed);
-            let (syncs, commits) = (
-                &self.instruments.sqlite_log_syncs,
-                &self.instruments.sqlite_commits_synced,
-            );
-            syncs.inner().store(load(&counts.syncs), Ordering::Relaxed);
-            commits
-                .inner()
-                .store(load(&counts.commits), Ordering::Relaxed);
+            let copy = |to: &Counter, from: &AtomicU64| {
+                to.inner()
+                    .store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+            };
+            copy(&self.instruments.sqlite_log_syncs, &counts.syncs);
+            copy(&self.instruments.sqlite_commits_synced, &counts.commits);
         }
         let mut out = String::new();
         self.render(from_storage.await.ok(), cache_entries, &mut out);

@@ -14,7 +14,7 @@ use sqlx::Row;
 pub struct Tx {
     pub(super) tx: sqlx::Transaction<'static, Any>,
     pub(super) backend: Backend,
-    /// This node's turn to write (SQLite), held until the transaction ends.
+    /// This node's turn to write (SQLite), held until the transaction commits or ends.
     pub(super) writer: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Waits for the commit to be on disk, after the turn is given up (`group_commit.rs`).
     pub(super) log_sync: Option<super::group_commit::LogSync>,
