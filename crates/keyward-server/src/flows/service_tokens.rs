@@ -12,8 +12,8 @@ use crate::store::{
 };
 use keyward_core::{KeyHash, ServiceToken};
 use rand::rngs::OsRng;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use tokio::sync::RwLock;
@@ -120,15 +120,22 @@ pub async fn list(store: &Store) -> Result<Vec<ServiceTokenRecord>, StoreError> 
 pub struct ServiceTokens {
     max_age: Duration,
     snapshot: RwLock<Snapshot>,
-    /// Token name → when it was last used, since the last flush.
-    used: Mutex<HashMap<String, i64>>,
+}
+
+/// A live token as this node holds it.
+pub struct CachedToken {
+    hash: KeyHash,
+    pub name: String,
+    /// When it was last used since the last flush, in Unix milliseconds; 0 for not since.
+    /// An atomic in the token itself, so a request records its use without a lock or a map.
+    last_used: AtomicI64,
 }
 
 #[derive(Default)]
 struct Snapshot {
     /// Taken before the database was read, so the snapshot is never younger than it claims.
     loaded_at: Option<Instant>,
-    tokens: Vec<LiveServiceToken>,
+    tokens: Vec<Arc<CachedToken>>,
 }
 
 impl Snapshot {
@@ -136,15 +143,45 @@ impl Snapshot {
         self.loaded_at.is_some_and(|at| at.elapsed() < max_age)
     }
 
-    /// The name of the token with this hash, comparing with every live token in constant time.
-    fn find(&self, hash: &KeyHash) -> Option<String> {
+    /// The token with this hash, comparing with every live token in constant time.
+    fn find(&self, hash: &KeyHash) -> Option<&Arc<CachedToken>> {
         let mut found = None;
         for token in &self.tokens {
             if bool::from(token.hash.as_bytes().ct_eq(hash.as_bytes())) {
-                found = Some(token.name.clone());
+                found = Some(token);
             }
         }
         found
+    }
+
+    /// Replaces the tokens with `live`, keeping the entries (and unflushed uses) of those
+    /// still live. The uses of a token no longer live are dropped: the store records no use
+    /// of a revoked token, and its name may already be another token's.
+    fn replace(&mut self, live: Vec<LiveServiceToken>) {
+        let mut old = std::mem::take(&mut self.tokens);
+        self.tokens = live
+            .into_iter()
+            .map(|token| {
+                // Stored hashes against stored hashes: nothing presented is compared here.
+                match old.iter().position(|o| o.hash == token.hash) {
+                    Some(i) => old.swap_remove(i),
+                    None => Arc::new(CachedToken {
+                        hash: token.hash,
+                        name: token.name,
+                        last_used: AtomicI64::new(0),
+                    }),
+                }
+            })
+            .collect();
+    }
+}
+
+impl CachedToken {
+    fn take_use(&self) -> Option<(String, i64)> {
+        match self.last_used.swap(0, Ordering::Relaxed) {
+            0 => None,
+            at => Some((self.name.clone(), at)),
+        }
     }
 }
 
@@ -153,48 +190,46 @@ impl ServiceTokens {
         Self {
             max_age,
             snapshot: RwLock::new(Snapshot::default()),
-            used: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The name of the live token `presented` is, if any.
+    /// The live token `presented` is, if any; its use at `now` is noted.
     pub async fn check(
         &self,
         store: &Store,
         presented: &ServiceToken,
         now: i64,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<Arc<CachedToken>>, StoreError> {
         let hash = presented.hash();
-        let name = {
+        let noted = |token: &Arc<CachedToken>| {
+            token.last_used.fetch_max(now, Ordering::Relaxed);
+            token.clone()
+        };
+        {
             let snapshot = self.snapshot.read().await;
-            snapshot.fresh(self.max_age).then(|| snapshot.find(&hash))
-        };
-        let name = match name {
-            Some(name) => name,
-            None => {
-                // One reload for every caller that found the snapshot stale at once.
-                let mut snapshot = self.snapshot.write().await;
-                if !snapshot.fresh(self.max_age) {
-                    let loaded_at = Instant::now();
-                    snapshot.tokens = store.live_service_tokens().await?;
-                    snapshot.loaded_at = Some(loaded_at);
-                }
-                snapshot.find(&hash)
-            }
-        };
-        if let Some(name) = &name {
-            if let Ok(mut used) = self.used.lock() {
-                used.insert(name.clone(), now);
+            if snapshot.fresh(self.max_age) {
+                return Ok(snapshot.find(&hash).map(noted));
             }
         }
-        Ok(name)
+        // One reload for every caller that found the snapshot stale at once.
+        let mut snapshot = self.snapshot.write().await;
+        if !snapshot.fresh(self.max_age) {
+            let loaded_at = Instant::now();
+            snapshot.replace(store.live_service_tokens().await?);
+            snapshot.loaded_at = Some(loaded_at);
+        }
+        Ok(snapshot.find(&hash).map(noted))
     }
 
     /// Writes when tokens were last used since the last flush.
     pub async fn flush_last_used(&self, store: &Store) -> Result<(), StoreError> {
-        let used: Vec<(String, i64)> = match self.used.lock() {
-            Ok(mut used) => used.drain().collect(),
-            Err(_) => return Ok(()),
+        let used: Vec<(String, i64)> = {
+            let snapshot = self.snapshot.read().await;
+            snapshot
+                .tokens
+                .iter()
+                .filter_map(|t| t.take_use())
+                .collect()
         };
         if used.is_empty() {
             return Ok(());
@@ -217,20 +252,45 @@ mod tests {
         assert!(!valid_name(&"x".repeat(65)));
     }
 
+    fn live(token: &ServiceToken, name: &str) -> LiveServiceToken {
+        LiveServiceToken {
+            hash: token.hash(),
+            name: name.into(),
+        }
+    }
+
     #[test]
     fn a_snapshot_finds_only_exact_hashes() {
         let a = ServiceToken::generate(&mut OsRng);
         let b = ServiceToken::generate(&mut OsRng);
-        let snapshot = Snapshot {
-            loaded_at: Some(Instant::now()),
-            tokens: vec![LiveServiceToken {
-                hash: a.hash(),
-                name: "a".into(),
-            }],
-        };
-        assert_eq!(snapshot.find(&a.hash()).as_deref(), Some("a"));
-        assert_eq!(snapshot.find(&b.hash()), None);
+        let mut snapshot = Snapshot::default();
+        snapshot.replace(vec![live(&a, "a")]);
+        snapshot.loaded_at = Some(Instant::now());
+        assert_eq!(snapshot.find(&a.hash()).map(|t| t.name.as_str()), Some("a"));
+        assert!(snapshot.find(&b.hash()).is_none());
         assert!(snapshot.fresh(Duration::from_secs(1)));
         assert!(!snapshot.fresh(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_reload_keeps_unflushed_uses_of_tokens_still_live_only() {
+        let a = ServiceToken::generate(&mut OsRng);
+        let b = ServiceToken::generate(&mut OsRng);
+        let mut snapshot = Snapshot::default();
+        snapshot.replace(vec![live(&a, "a"), live(&b, "b")]);
+        for (token, at) in [(&a, 7), (&a, 5), (&b, 9)] {
+            let found = snapshot.find(&token.hash()).unwrap();
+            found.last_used.fetch_max(at, Ordering::Relaxed);
+        }
+        // b is revoked; a is still live and keeps its latest use.
+        snapshot.replace(vec![live(&a, "a")]);
+        let used: Vec<_> = snapshot
+            .tokens
+            .iter()
+            .filter_map(|t| t.take_use())
+            .collect();
+        assert_eq!(used, vec![("a".to_owned(), 7)]);
+        // Taken once: the next flush has nothing to write.
+        assert!(snapshot.tokens.iter().all(|t| t.take_use().is_none()));
     }
 }

@@ -74,7 +74,7 @@ impl<'a> Fields<'a> {
     pub fn required<T>(
         &mut self,
         name: &str,
-        parse: impl FnOnce(&str) -> Option<T>,
+        parse: impl FnOnce(&'a str) -> Option<T>,
         describe: &str,
     ) -> Option<T> {
         self.string(name, true, parse, describe)
@@ -84,7 +84,7 @@ impl<'a> Fields<'a> {
     pub fn optional<T>(
         &mut self,
         name: &str,
-        parse: impl FnOnce(&str) -> Option<T>,
+        parse: impl FnOnce(&'a str) -> Option<T>,
         describe: &str,
     ) -> Option<T> {
         self.string(name, false, parse, describe)
@@ -94,7 +94,7 @@ impl<'a> Fields<'a> {
         &mut self,
         name: &str,
         required: bool,
-        parse: impl FnOnce(&str) -> Option<T>,
+        parse: impl FnOnce(&'a str) -> Option<T>,
         describe: &str,
     ) -> Option<T> {
         let problem = match self.body.get(name) {

@@ -5,6 +5,7 @@ use super::error::{error_envelope, status_of, success};
 use super::extract::{Fields, JsonBody};
 use crate::clock::millis;
 use crate::error::{Error, Result};
+use crate::flows::service_tokens::CachedToken;
 use crate::flows::{self, Authenticated, ClientAddress, Verdict, VerifyInput};
 use crate::state::AppState;
 use axum::extract::{FromRequestParts, State};
@@ -17,7 +18,7 @@ use keyward_core::allow_list::unmapped;
 use keyward_core::wire::{paths, wire_time, RelayedError, VerifiedPartner, VerifyRejection};
 use keyward_core::{ErrorCode, ServiceToken};
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use utoipa::OpenApi;
 
 pub fn router() -> Router<AppState> {
@@ -27,8 +28,8 @@ pub fn router() -> Router<AppState> {
         .route(paths::INTERNAL_OPENAPI, get(|| async { Json(document()) }))
 }
 
-/// A caller that presented a live service token; holds the token's name.
-pub struct ServiceCaller(pub String);
+/// A caller that presented a live service token.
+pub struct ServiceCaller(pub Arc<CachedToken>);
 
 impl FromRequestParts<AppState> for ServiceCaller {
     type Rejection = Error;
@@ -52,7 +53,7 @@ impl FromRequestParts<AppState> for ServiceCaller {
             .check(&state.store, &token, now)
             .await?
         {
-            Some(name) => Ok(ServiceCaller(name)),
+            Some(token) => Ok(ServiceCaller(token)),
             None => Err(ErrorCode::InvalidServiceToken.into()),
         }
     }
@@ -82,8 +83,8 @@ pub(crate) async fn verify(
     JsonBody { body, .. }: JsonBody,
 ) -> Result<Response> {
     let mut fields = Fields::new(&body);
-    let partner_body = fields.required("body", |s| Some(s.to_owned()), "");
-    let authorization = fields.optional("authorization", |s| Some(s.to_owned()), "");
+    let partner_body = fields.required("body", Some, "");
+    let authorization = fields.optional("authorization", Some, "");
     let client_ip = fields.optional(
         "client_ip",
         |s| s.trim().parse::<IpAddr>().ok(),
@@ -110,8 +111,8 @@ pub(crate) async fn verify(
         }
     }
     let input = VerifyInput {
-        authorization: authorization.as_deref(),
-        body: &partner_body,
+        authorization,
+        body: partner_body,
         client: client_ip.map_or(ClientAddress::NotGiven, |ip| {
             ClientAddress::Known(unmapped(ip))
         }),
@@ -119,7 +120,7 @@ pub(crate) async fn verify(
         required_scopes: &required_scopes,
     };
     let verdict = flows::verify(&state, input).await?;
-    tracing::debug!(caller = %caller, valid = matches!(verdict, Verdict::Valid(_)), "verified");
+    tracing::debug!(caller = %caller.name, valid = matches!(verdict, Verdict::Valid(_)), "verified");
     Ok(match verdict {
         Verdict::Valid(auth) => super::answer::with_key_expiry(
             success(
