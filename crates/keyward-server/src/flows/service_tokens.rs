@@ -174,6 +174,11 @@ impl Snapshot {
             })
             .collect();
     }
+
+    /// The uses noted since the last call, by token name; each is taken once.
+    fn take_uses(&self) -> Vec<(String, i64)> {
+        self.tokens.iter().filter_map(|t| t.take_use()).collect()
+    }
 }
 
 impl CachedToken {
@@ -223,14 +228,7 @@ impl ServiceTokens {
 
     /// Writes when tokens were last used since the last flush.
     pub async fn flush_last_used(&self, store: &Store) -> Result<(), StoreError> {
-        let used: Vec<(String, i64)> = {
-            let snapshot = self.snapshot.read().await;
-            snapshot
-                .tokens
-                .iter()
-                .filter_map(|t| t.take_use())
-                .collect()
-        };
+        let used = self.snapshot.read().await.take_uses();
         if used.is_empty() {
             return Ok(());
         }
@@ -284,13 +282,8 @@ mod tests {
         }
         // b is revoked; a is still live and keeps its latest use.
         snapshot.replace(vec![live(&a, "a")]);
-        let used: Vec<_> = snapshot
-            .tokens
-            .iter()
-            .filter_map(|t| t.take_use())
-            .collect();
-        assert_eq!(used, vec![("a".to_owned(), 7)]);
+        assert_eq!(snapshot.take_uses(), vec![("a".to_owned(), 7)]);
         // Taken once: the next flush has nothing to write.
-        assert!(snapshot.tokens.iter().all(|t| t.take_use().is_none()));
+        assert!(snapshot.take_uses().is_empty());
     }
 }
