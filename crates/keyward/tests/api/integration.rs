@@ -3,11 +3,12 @@
 //! service token made by the operator's command.
 
 use crate::docs::{available, repo_file};
-use crate::helpers::sign;
+use crate::helpers::{eventually, sign};
 use crate::process::ServerProcess;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// A running example server; killed when dropped.
 struct Example {
@@ -160,6 +161,29 @@ async fn the_example_services_authenticate_partners_through_the_verify_api() {
     );
     assert!(listed.contains(&token[..15]), "the hint: {listed}");
     assert!(!listed.contains(&token), "never the token");
+
+    // The token's last use reaches the list: noted in memory, kept across the snapshot's
+    // reloads (every 200 ms here), written in the next batch (every 5 s).
+    let response = reqwest::Client::new()
+        .post(format!("{}/internal/v1/verify", server.internal_address))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"body": "{}"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let used = eventually(Duration::from_secs(20), || {
+        let list = server.operator(&["service-token", "list"]);
+        let listed = String::from_utf8_lossy(&list.stdout).into_owned();
+        // The payouts row with two times: created, and last used.
+        let row = listed
+            .lines()
+            .find(|l| l.starts_with("payouts") && l.matches(" UTC").count() == 2)
+            .map(str::to_owned);
+        std::future::ready(row)
+    })
+    .await;
+    assert!(used.is_some(), "the token's last use was never listed");
 
     let revoked = server.operator(&["service-token", "revoke", "payouts"]);
     assert!(revoked.status.success());
