@@ -164,14 +164,12 @@ async fn the_example_services_authenticate_partners_through_the_verify_api() {
 
     // The token's last use reaches the list: noted in memory, kept across the snapshot's
     // reloads (every 200 ms here), written in the next batch (every 5 s).
-    let response = reqwest::Client::new()
-        .post(format!("{}/internal/v1/verify", server.internal_address))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"body": "{}"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let verify = format!("{}/internal/v1/verify", server.internal_address);
+    let service = format!("Bearer {token}");
+    assert_eq!(
+        post(&verify, r#"{"body":"{}"}"#, Some(&service)).await.0,
+        200
+    );
     let used = eventually(Duration::from_secs(20), || {
         let list = server.operator(&["service-token", "list"]);
         let listed = String::from_utf8_lossy(&list.stdout).into_owned();
@@ -188,14 +186,10 @@ async fn the_example_services_authenticate_partners_through_the_verify_api() {
     let revoked = server.operator(&["service-token", "revoke", "payouts"]);
     assert!(revoked.status.success());
     // Refused on every node when the command has returned.
-    let response = reqwest::Client::new()
-        .post(format!("{}/internal/v1/verify", server.internal_address))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"body": "{}"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
+    assert_eq!(
+        post(&verify, r#"{"body":"{}"}"#, Some(&service)).await.0,
+        401
+    );
     let listed = server.operator(&["service-token", "list"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("revoked"));
 }
