@@ -218,11 +218,10 @@ fn check_key(
 pub async fn use_once(ctx: &Context, auth: &Authenticated, body: &SignedBody) -> Result<()> {
     let now = ctx.clock.now();
     let digest = replay_digest(ReplayPurpose::SingleUse, &auth.key_id, body);
-    let mut tx = ctx.store.begin().await?;
-    let first = tx
+    let first = ctx
+        .store
         .record_replay(&digest, now, now + ctx.settings.replay_window)
         .await?;
-    tx.commit().await?;
     if first {
         Ok(())
     } else {

@@ -433,6 +433,28 @@ impl Store {
         Ok(count == 0)
     }
 
+    /// Records a signed request's digest on its own, outside a transaction (the single-use
+    /// routes, SPEC §7): `false` if it was already acted on in its window, on any node. One
+    /// statement, one round trip (a transaction around it took four: `BEGIN`, a `DELETE` of
+    /// an expired digest, the `INSERT`, `COMMIT`); on SQLite it takes the writer's turn and
+    /// is answered once the log is synced, as a transaction is.
+    pub async fn record_replay(
+        &self,
+        digest: &[u8],
+        now: chrono::DateTime<chrono::Utc>,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool> {
+        let mut writer = self.writer().await?;
+        let done = sqlx::query(tx::RECORD_REPLAY)
+            .bind(digest.to_vec())
+            .bind(crate::clock::millis(expires_at))
+            .bind(crate::clock::millis(now))
+            .execute(&mut *writer)
+            .await?;
+        writer.done().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Forgets replay digests whose window has passed.
     pub async fn purge_replays(&self, now: i64) -> Result<u64> {
         let mut writer = self.writer().await?;

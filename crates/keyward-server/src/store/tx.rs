@@ -10,6 +10,15 @@ use keyward_core::{
 use sqlx::Any;
 use sqlx::Row;
 
+/// Records a replay digest (`$1`) until `$2`, unless it is held and its window has not passed
+/// at `$3`: one row affected means the signed request is used for the first time in its
+/// window. One statement, atomic on its own: of concurrent uses of one digest, on any node,
+/// exactly one affects the row (PostgreSQL re-checks the `WHERE` against a row another
+/// transaction just wrote; SQLite has one writer).
+pub(super) const RECORD_REPLAY: &str = "INSERT INTO replays (digest, expires_at) VALUES ($1, $2) \
+     ON CONFLICT (digest) DO UPDATE SET expires_at = excluded.expires_at \
+     WHERE replays.expires_at <= $3";
+
 /// One write transaction. Rolled back when dropped without [`Tx::commit`].
 pub struct Tx {
     pub(super) tx: sqlx::Transaction<'static, Any>,
@@ -584,16 +593,10 @@ impl Tx {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<bool> {
-        let now = millis(now);
-        let expires_at = millis(expires_at);
-        sqlx::query("DELETE FROM replays WHERE digest = $1 AND expires_at <= $2")
+        let done = sqlx::query(RECORD_REPLAY)
             .bind(digest.to_vec())
-            .bind(now)
-            .execute(self.conn().await?)
-            .await?;
-        let done = sqlx::query("INSERT INTO replays (digest, expires_at) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
-            .bind(digest.to_vec())
-            .bind(expires_at)
+            .bind(millis(expires_at))
+            .bind(millis(now))
             .execute(self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)

@@ -264,6 +264,36 @@ async fn a_replay_is_recorded_once_per_window() {
     assert_eq!(t.store.purge_replays(300).await.unwrap(), 1);
 }
 
+/// The single-use routes record a digest on its own, outside a transaction: the same window
+/// rules, and of concurrent uses of one digest exactly one is the first, expired or not.
+#[tokio::test]
+async fn a_single_use_is_recorded_once_per_window_under_concurrency() {
+    let t = test_store().await;
+    let digest = [9u8; 32];
+    assert!(t
+        .store
+        .record_replay(&digest, at(100), at(200))
+        .await
+        .unwrap());
+    assert!(!t
+        .store
+        .record_replay(&digest, at(199), at(299))
+        .await
+        .unwrap());
+    for (now, expires) in [(250, 350), (400, 500)] {
+        // Past its window (at 200, then at 350): 16 concurrent uses, one first.
+        let uses = (0..16).map(|_| t.store.record_replay(&digest, at(now), at(expires)));
+        let firsts = futures::future::join_all(uses)
+            .await
+            .into_iter()
+            .filter(|first| *first.as_ref().unwrap())
+            .count();
+        assert_eq!(firsts, 1, "at {now}");
+    }
+    assert_eq!(t.store.purge_replays(499).await.unwrap(), 0);
+    assert_eq!(t.store.purge_replays(500).await.unwrap(), 1);
+}
+
 async fn queue(store: &Store, n: usize) {
     let mut tx = store.begin().await.unwrap();
     for _ in 0..n {
