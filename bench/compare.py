@@ -17,6 +17,9 @@ targets over several rounds and taking medians (the machine is shared and noisy;
   unknown_key    WhoAmI with well-formed keys never issued (rejections must not be slower)
   bad_signature  WhoAmI with a tampered body
   onboard        OnboardPartner with fresh codes (smallest size only)
+  gateway_single_use
+                 a signed POST through the gateway, every body different: single use on, one
+                 database write per request (smallest size only; after the rounds, like onboard)
 
 It writes the table between the markers in docs/benchmarks.md and a chart, bench/results.svg.
 
@@ -41,9 +44,13 @@ SIZES = [int(s) for s in os.environ.get("BENCH_SIZES", "1000,100000,1000000").sp
 BACKENDS = os.environ.get("BENCH_BACKENDS", "sqlite,postgres").split(",")
 PG = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 ALL_TARGETS = ["healthz", "whoami", "verify", "gateway", "upstream", "bare", "nginx_proxy", "unknown_key", "bad_signature",
-               "onboard"]
+               "onboard", "gateway_single_use"]
 TARGETS_WANTED = os.environ.get("BENCH_TARGETS", ",".join(ALL_TARGETS)).split(",")
-TARGETS = [t for t in ALL_TARGETS if t in TARGETS_WANTED and t != "onboard"]
+AFTER_ROUNDS = ("onboard", "gateway_single_use")  # at the smallest size, after the alternated rounds
+TARGETS = [t for t in ALL_TARGETS if t in TARGETS_WANTED and t not in AFTER_ROUNDS]
+# Distinct signed bodies for gateway_single_use: more than its runs can send at this machine's
+# speed (a run that runs out re-sends bodies, which are refused and counted as errors).
+SINGLE_USE_POOL = int(os.environ.get("BENCH_SINGLE_USE_POOL", str(40_000 * SECONDS * ROUNDS)))
 BARE = ROOT / "bench/bare-hyper/target/release/bare-hyper"
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -116,11 +123,11 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(url, mode, samples, token, seconds, pid=None):
+def wrk(url, mode, samples, token, seconds, pid=None, env=None):
     """One wrk run; with `pid`, also that server's CPU time per request (µs), which the shared
     cores' noise moves far less than req/s."""
     before = cpu_seconds(pid) if pid else None
-    env = dict(os.environ, BENCH_MODE=mode, BENCH_SAMPLES=str(samples), BENCH_TOKEN=token)
+    env = dict(os.environ, **(env or {}), BENCH_MODE=mode, BENCH_SAMPLES=str(samples), BENCH_TOKEN=token)
     out = subprocess.run(
         ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(ROOT / "bench/targets.lua"), url],
         env=env, capture_output=True, text=True, check=True).stdout
@@ -155,7 +162,9 @@ def run_size(backend, size, upstream_url, proxy_url, bare_url, bare_pid):
         env["KEYWARD_DATABASE_URL"] = PG.rsplit("/", 1)[0] + "/" + db
     try:
         started = time.time()
-        subprocess.run([str(BINARY), "bench-fill", "--partners", str(size), "--out", str(work / "samples.jsonl")],
+        single_use = size == min(SIZES) and "gateway_single_use" in TARGETS_WANTED
+        subprocess.run([str(BINARY), "bench-fill", "--partners", str(size), "--out", str(work / "samples.jsonl"),
+                        "--single-use", str(SINGLE_USE_POOL if single_use else 0)],
                        env=env, check=True, stderr=subprocess.DEVNULL)
         fill = time.time() - started
         token = subprocess.run([str(BINARY), "service-token", "create", "bench"], env=env, check=True,
@@ -195,6 +204,14 @@ def run_size(backend, size, upstream_url, proxy_url, bare_url, bare_pid):
                 onboard = [wrk(public + "/api/v1/no-auth/PartnerP2P/OnboardPartner", "onboard", samples, token, SECONDS,
                                server.pid)
                            for _ in range(ROUNDS)]
+            single_use_runs = []
+            if single_use:
+                share = SINGLE_USE_POOL // ROUNDS  # each run its own bodies
+                for r in range(ROUNDS):
+                    single_use_runs.append(wrk(
+                        urls["gateway"], "gateway_single_use", samples, token, SECONDS, server.pid,
+                        env={"BENCH_SINGLE_USE": str(work / "single-use.tsv"), "BENCH_SKIP": str(r * share),
+                             "BENCH_LIMIT": str(share)}))
             rss = peak_rss_mib(server.pid)
         finally:
             server.send_signal(signal.SIGTERM)
@@ -202,6 +219,9 @@ def run_size(backend, size, upstream_url, proxy_url, bare_url, bare_pid):
         result = {t: {k: statistics.median(run[k] for run in runs) for k in runs[0]} for t, runs in rounds.items()}
         if onboard:
             result["onboard"] = {k: statistics.median(run[k] for run in onboard) for k in onboard[0]}
+        if single_use_runs:
+            result["gateway_single_use"] = {k: statistics.median(run[k] for run in single_use_runs)
+                                            for k in single_use_runs[0]}
         return {"backend": backend, "size": size, "fill_seconds": fill, "peak_rss_mib": rss, "targets": result}
     finally:
         if db:
@@ -217,12 +237,12 @@ def table(results):
         for name, m in t.items():
             if name in ("bare", "upstream", "onboard"):
                 ratio = ""
-            elif name in ("gateway", "nginx_proxy") and "upstream" in t:
+            elif name in ("gateway", "gateway_single_use", "nginx_proxy") and "upstream" in t:
                 ratio = f"{m['rps'] / t['upstream']['rps']:.2f}× of direct"
-                if name == "gateway" and "nginx_proxy" in t:
+                if name != "nginx_proxy" and "nginx_proxy" in t:
                     nginx = t["nginx_proxy"]["rps"] / t["upstream"]["rps"]
                     ratio += f" = {m['rps'] / t['upstream']['rps'] / nginx:.2f}× nginx's"
-            elif name in ("gateway", "nginx_proxy"):
+            elif name in ("gateway", "gateway_single_use", "nginx_proxy"):
                 ratio = ""
             elif "bare" in t:
                 ratio = f"{m['rps'] / t['bare']['rps']:.2f}× of bare hyper"

@@ -7,6 +7,20 @@ for line in io.lines(os.getenv("BENCH_SAMPLES")) do
   local public, body, verify, unknown, tampered = line:match("([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)")
   entries[#entries + 1] = { public = public, body = body, verify = verify, unknown = unknown, tampered = tampered }
 end
+-- gateway_single_use: bodies that all differ (bench-fill --single-use), each sent once: this
+-- run takes BENCH_LIMIT of them after the BENCH_SKIP that earlier runs used.
+local single_use = {}
+if mode == "gateway_single_use" then
+  local skip, limit, n = tonumber(os.getenv("BENCH_SKIP")), tonumber(os.getenv("BENCH_LIMIT")), 0
+  for line in io.lines(os.getenv("BENCH_SINGLE_USE")) do
+    n = n + 1
+    if n > skip + limit then break end
+    if n > skip then
+      local public, body = line:match("([^\t]*)\t([^\t]*)")
+      single_use[#single_use + 1] = { public = public, body = body }
+    end
+  end
+end
 local json = "application/json"
 local counter = 0
 
@@ -26,6 +40,10 @@ request = function()
     return wrk.format("POST", nil, { ["Content-Type"] = json, ["Authorization"] = "Bearer " .. token }, e.verify)
   elseif mode == "gateway" or mode == "nginx_proxy" then
     return wrk.format("GET", nil, { ["Content-Type"] = json, ["Authorization"] = "Bearer " .. e.public }, e.body)
+  elseif mode == "gateway_single_use" then
+    -- Past the last body it starts again: the repeats are refused (409) and counted as errors.
+    local u = single_use[((counter - 1) % #single_use) + 1]
+    return wrk.format("POST", nil, { ["Content-Type"] = json, ["Authorization"] = "Bearer " .. u.public }, u.body)
   elseif mode == "unknown_key" then
     return wrk.format("POST", nil, { ["Content-Type"] = json, ["Authorization"] = "Bearer " .. e.unknown }, e.body)
   elseif mode == "bad_signature" then

@@ -11,6 +11,7 @@ pub async fn bench_fill(
     partners: u64,
     sample: u64,
     out: &Path,
+    single_use: u64,
 ) -> anyhow::Result<()> {
     use keyward_core::{Email, KeyPair, PartnerId};
     use keyward_server::crypto::secret_key_aad;
@@ -22,6 +23,7 @@ pub async fn bench_fill(
     let now = chrono::Utc::now().timestamp_millis();
     let started = std::time::Instant::now();
     let mut batch = Vec::with_capacity(5_000);
+    let mut sampled = Vec::new();
     for i in 0..partners {
         let keys = KeyPair::generate(&mut rand::rngs::OsRng);
         let id = PartnerId::new_v7();
@@ -37,6 +39,7 @@ pub async fn bench_fill(
             )?;
             let line = serde_json::json!({"public_key": keys.public.as_str(), "body": body});
             writeln!(samples, "{line}")?;
+            sampled.push(keys.clone());
         }
         batch.push(ImportedPartner {
             id,
@@ -58,6 +61,9 @@ pub async fn bench_fill(
         }
     }
     samples.flush()?;
+    if single_use > 0 {
+        write_single_use(&out.with_file_name("single-use.tsv"), &sampled, single_use)?;
+    }
     // The store is left as a server leaves it: the reminders of the settings' expiry policy
     // planned and the policy recorded, so that the first `serve` on it does not re-plan a
     // million pairs in the background while it is measured.
@@ -74,5 +80,26 @@ pub async fn bench_fill(
         partners.div_ceil(every),
         out.display()
     );
+    Ok(())
+}
+
+/// `count` signed bodies that all differ (a `nonce` each), of the sampled partners in turn:
+/// each may pass a single-use route once.
+fn write_single_use(
+    path: &Path,
+    sampled: &[keyward_core::KeyPair],
+    count: u64,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut lines = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for (n, keys) in (0..count).zip(sampled.iter().cycle()) {
+        let body = keyward_core::signature::sign_body(
+            format!(r#"{{"bench":"single-use","nonce":{n}}}"#).as_bytes(),
+            &keys.secret,
+            keyward_core::signature::MessageForm::AsSent,
+        )?;
+        writeln!(lines, "{}\t{body}", keys.public.as_str())?;
+    }
+    lines.flush()?;
     Ok(())
 }

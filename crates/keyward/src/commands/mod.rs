@@ -75,6 +75,11 @@ pub enum ServerCommand {
         /// JSON lines: {"public_key", "body"} (a signed body).
         #[arg(long)]
         out: PathBuf,
+        /// Also this many distinct signed bodies of the sampled partners, for the single-use
+        /// gateway target: lines of public key and body, tab-separated, in OUT's folder as
+        /// `single-use.tsv`.
+        #[arg(long, default_value_t = 0)]
+        single_use: u64,
     },
     /// Leaked keys: report a token found in public (GitHub's reports arrive on their own).
     Leak {
@@ -170,6 +175,7 @@ pub async fn operate(
             partners,
             sample,
             out,
-        } => bench_fill::bench_fill(&settings, partners, sample, &out).await,
+            single_use,
+        } => bench_fill::bench_fill(&settings, partners, sample, &out, single_use).await,
     }
 }
