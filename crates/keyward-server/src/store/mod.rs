@@ -445,10 +445,7 @@ impl Store {
         expires_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool> {
         let mut writer = self.writer().await?;
-        let done = sqlx::query(tx::RECORD_REPLAY)
-            .bind(digest.to_vec())
-            .bind(crate::clock::millis(expires_at))
-            .bind(crate::clock::millis(now))
+        let done = tx::record_replay_query(digest, now, expires_at)
             .execute(&mut *writer)
             .await?;
         writer.done().await?;

@@ -10,14 +10,25 @@ use keyward_core::{
 use sqlx::Any;
 use sqlx::Row;
 
-/// Records a replay digest (`$1`) until `$2`, unless it is held and its window has not passed
-/// at `$3`: one row affected means the signed request is used for the first time in its
+/// Records a replay digest until `expires_at`, unless it is held and its window has not passed
+/// at `now`: one row affected means the signed request is used for the first time in its
 /// window. One statement, atomic on its own: of concurrent uses of one digest, on any node,
 /// exactly one affects the row (PostgreSQL re-checks the `WHERE` against a row another
-/// transaction just wrote; SQLite has one writer).
-pub(super) const RECORD_REPLAY: &str = "INSERT INTO replays (digest, expires_at) VALUES ($1, $2) \
-     ON CONFLICT (digest) DO UPDATE SET expires_at = excluded.expires_at \
-     WHERE replays.expires_at <= $3";
+/// transaction just wrote; SQLite has one writer). Run in a transaction or on its own.
+pub(super) fn record_replay_query<'q>(
+    digest: &[u8],
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(
+        "INSERT INTO replays (digest, expires_at) VALUES ($1, $2) \
+         ON CONFLICT (digest) DO UPDATE SET expires_at = excluded.expires_at \
+         WHERE replays.expires_at <= $3",
+    )
+    .bind(digest.to_vec())
+    .bind(millis(expires_at))
+    .bind(millis(now))
+}
 
 /// One write transaction. Rolled back when dropped without [`Tx::commit`].
 pub struct Tx {
@@ -593,10 +604,7 @@ impl Tx {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<bool> {
-        let done = sqlx::query(RECORD_REPLAY)
-            .bind(digest.to_vec())
-            .bind(millis(expires_at))
-            .bind(millis(now))
+        let done = record_replay_query(digest, now, expires_at)
             .execute(self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)
