@@ -95,6 +95,38 @@ fn passing(code: &str) -> bool {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A pool of at most `max_connections` to one database; a caller waits at most `wait` for one
+/// of them, then is answered 503 `unavailable`.
+fn pool_options(backend: Backend, max_connections: u32, wait: Duration) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        // While the database is away a request waits this long for a connection, then is
+        // answered 503 unavailable (a client retries sooner than a proxy times out).
+        .acquire_timeout(wait)
+        // A SQLite connection is a thread of this process: it cannot be lost the way a
+        // network connection to PostgreSQL can (a restart, a dropped link), so it is not
+        // pinged before each use. That ping was a round trip to the connection's thread
+        // before every query, and under the write lock before every write transaction.
+        .test_before_acquire(backend != Backend::Sqlite)
+        // A SQLite connection whose COMMIT failed (the disk full) can be left thinking it
+        // is still in a transaction (SQLite rolled it back; sqlx's depth did not follow),
+        // and every `BEGIN` on it then fails. Such a connection is closed rather than
+        // handed out again.
+        .before_acquire(move |conn, _meta| {
+            Box::pin(async move {
+                Ok(backend != Backend::Sqlite || !sqlx::Connection::is_in_transaction(conn))
+            })
+        })
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    conn.execute(sqlite::CONNECTION_PRAGMAS).await?;
+                }
+                Ok(())
+            })
+        })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -131,11 +163,12 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite has one writer at a time: this node's write transactions, and its writes
-    /// outside one ([`Store::writer`]), wait their turn here, for a bounded time, instead of
-    /// each holding a pooled connection while SQLite makes it wait. So writers queued behind a
-    /// long write never take the connections readers need.
-    writer: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// Where writes go. SQLite has one writer at a time: this node's write transactions, and
+    /// its writes outside one ([`Store::writer`]), wait their turn for this pool's only
+    /// connection, for a bounded time, instead of each holding a reader's connection while
+    /// SQLite makes it wait. On PostgreSQL, whose writers do not exclude each other, it is
+    /// `pool` itself.
+    writes: AnyPool,
     /// A SQLite file's log, synced once for the commits that end together (`group_commit.rs`).
     log_sync: Option<group_commit::LogSync>,
     /// The enabled webhook endpoints as this node last read them (`webhooks.rs`).
@@ -152,8 +185,8 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Connects to `url` (`sqlite://…` or `postgres://…`) with at most `max_connections`
-    /// (default: 8 for SQLite, 16 for PostgreSQL). A SQLite file and its folder are created if
-    /// missing.
+    /// (default: 8 for SQLite, 16 for PostgreSQL), and on SQLite one more, for writes. A
+    /// SQLite file and its folder are created if missing.
     pub async fn connect(url: &str, max_connections: Option<u32>) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
@@ -176,35 +209,23 @@ impl Store {
         };
         let max_connections = max_connections.unwrap_or(max_connections_default);
         let options = AnyConnectOptions::from_str(&url)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            // While the database is away a request waits this long for a connection, then is
-            // answered 503 unavailable (a client retries sooner than a proxy times out).
-            .acquire_timeout(Duration::from_secs(3))
-            // A SQLite connection is a thread of this process: it cannot be lost the way a
-            // network connection to PostgreSQL can (a restart, a dropped link), so it is not
-            // pinged before each use. That ping was a round trip to the connection's thread
-            // before every query, and under the write lock before every write transaction.
-            .test_before_acquire(backend != Backend::Sqlite)
-            // A SQLite connection whose COMMIT failed (the disk full) can be left thinking it
-            // is still in a transaction (SQLite rolled it back; sqlx's depth did not follow),
-            // and every `BEGIN` on it then fails. Such a connection is closed rather than
-            // handed out again.
-            .before_acquire(move |conn, _meta| {
-                Box::pin(async move {
-                    Ok(backend != Backend::Sqlite || !sqlx::Connection::is_in_transaction(conn))
-                })
-            })
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute(sqlite::CONNECTION_PRAGMAS).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+        let pool = pool_options(backend, max_connections, Duration::from_secs(3))
+            .connect_with(options.clone())
             .await?;
+        let writes = match backend {
+            // One connection for every write of this node, taken in turn (first come, first
+            // served) for at most `WRITE_WAIT`: the turn to write. Its page cache stays valid
+            // from one write to the next, because no other connection of this node writes; when
+            // writes took turns over the whole pool, each found its connection's cache outdated
+            // by the others' commits and read its pages again (`docs/decisions.md`, "One
+            // writing connection on SQLite").
+            Backend::Sqlite => {
+                pool_options(backend, 1, sqlite::WRITE_WAIT)
+                    .connect_with(options)
+                    .await?
+            }
+            Backend::Postgres => pool.clone(),
+        };
         let log_sync = match sqlite::file_path(&url) {
             Some(file) => {
                 sqlite::restrict_files(&file)
@@ -216,12 +237,10 @@ impl Store {
             }
             None => None,
         };
-        let writer = (backend == Backend::Sqlite)
-            .then(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1)));
         Ok(Self {
             pool,
+            writes,
             backend,
-            writer,
             log_sync,
             endpoint_view: std::sync::Arc::default(),
         })
@@ -263,20 +282,8 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.writes.close().await;
         self.pool.close().await;
-    }
-
-    /// This node's turn to write (SQLite), waited for at most [`sqlite::WRITE_WAIT`];
-    /// `None` on PostgreSQL, whose writers do not exclude each other.
-    async fn turn_to_write(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>> {
-        let Some(writer) = &self.writer else {
-            return Ok(None);
-        };
-        let permit = tokio::time::timeout(sqlite::WRITE_WAIT, writer.clone().acquire_owned())
-            .await
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))?
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?;
-        Ok(Some(permit))
     }
 
     /// A connection for writes outside a [`Tx`] (each statement its own transaction). On
@@ -284,19 +291,15 @@ impl Store {
     /// another writer's lock would otherwise sleep in SQLite's busy handler (1 ms, then 2, 5,
     /// 10 …) while the writers queued for their turn wait behind it.
     pub(super) async fn writer(&self) -> Result<Writer> {
-        let turn = self.turn_to_write().await?;
         Ok(Writer {
-            conn: self.pool.acquire().await?,
-            turn,
+            conn: self.writes.acquire().await?,
             log_sync: self.log_sync.clone(),
         })
     }
 
     /// Begins a write transaction. Dropping it without [`Tx::commit`] rolls it back.
     pub async fn begin(&self) -> Result<Tx> {
-        let writer = self.turn_to_write().await?;
         Ok(Tx {
-            writer,
             log_sync: self.log_sync.clone(),
             written: tx::Written::default(),
             created_partner: None,
@@ -304,7 +307,7 @@ impl Store {
             endpoint_view: self.endpoint_view.clone(),
             changed_endpoints: false,
             code_known_free: None,
-            tx: self.pool.begin_with(self.backend.begin_write()).await?,
+            tx: self.writes.begin_with(self.backend.begin_write()).await?,
             backend: self.backend,
         })
     }
@@ -464,25 +467,19 @@ impl Store {
     }
 }
 
-/// A pooled connection that holds this node's turn to write until [`Writer::done`]; see
-/// [`Store::writer`].
+/// The connection for writes, held (on SQLite: this node's turn to write) until
+/// [`Writer::done`]; see [`Store::writer`].
 #[must_use = "a write is acknowledged only once `done` says it is on disk"]
 pub(super) struct Writer {
     conn: sqlx::pool::PoolConnection<sqlx::Any>,
-    turn: Option<tokio::sync::OwnedSemaphorePermit>,
     log_sync: Option<group_commit::LogSync>,
 }
 
 impl Writer {
-    /// Gives up the turn to write, then waits until this connection's writes are on disk
+    /// Gives the connection back (on SQLite: the turn to write), then waits until this connection's writes are on disk
     /// (SQLite's group commit, `group_commit.rs`).
     pub(super) async fn done(self) -> Result<()> {
-        let Self {
-            conn,
-            turn,
-            log_sync,
-        } = self;
-        drop(turn);
+        let Self { conn, log_sync } = self;
         drop(conn);
         match log_sync {
             Some(log_sync) => log_sync.synced().await,

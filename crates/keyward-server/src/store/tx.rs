@@ -34,8 +34,6 @@ pub(super) fn record_replay_query<'q>(
 pub struct Tx {
     pub(super) tx: sqlx::Transaction<'static, Any>,
     pub(super) backend: Backend,
-    /// This node's turn to write (SQLite), held until the transaction commits or ends.
-    pub(super) writer: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Waits for the commit to be on disk, after the turn is given up (`group_commit.rs`).
     pub(super) log_sync: Option<super::group_commit::LogSync>,
     /// What this transaction queued, for the metrics once it commits.
@@ -69,9 +67,9 @@ impl Tx {
     /// Commits, and returns what the transaction wrote once it is on disk.
     pub async fn commit_counted(mut self) -> Result<Written> {
         self.send_batch().await?;
+        // Committing gives the connection back: on SQLite the next writer may begin while
+        // this commit is synced (SQLite's group commit).
         self.tx.commit().await?;
-        // The next writer may begin while this commit is synced (SQLite's group commit).
-        drop(self.writer.take());
         if let Some(log_sync) = &self.log_sync {
             log_sync.synced().await?;
         }
