@@ -476,8 +476,8 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Gives the connection back (on SQLite: the turn to write), then waits until this connection's writes are on disk
-    /// (SQLite's group commit, `group_commit.rs`).
+    /// Gives the connection back (on SQLite: the turn to write), then waits until this
+    /// connection's writes are on disk (SQLite's group commit, `group_commit.rs`).
     pub(super) async fn done(self) -> Result<()> {
         let Self { conn, log_sync } = self;
         drop(conn);
