@@ -14,6 +14,8 @@ targets over several rounds and taking medians (the machine is shared and noisy;
   bare           a bare hyper 1 server answering a constant (bench/bare-hyper): the ceiling
   nginx_proxy    nginx as a plain reverse proxy in front of the same nginx upstream, with the
                  gateway's request: what the gateway is measured against
+  njs_gateway    nginx with an njs script that checks the same HMAC-SHA512 signature, then
+                 proxies to the same upstream (bench/njs_peer.js): the scripted peer
   unknown_key    WhoAmI with well-formed keys never issued (rejections must not be slower)
   bad_signature  WhoAmI with a tampered body
   onboard        OnboardPartner with fresh codes (smallest size only)
@@ -30,7 +32,7 @@ Knobs: BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_CONNECTIONS (64), BENCH_POSTGR
 run it), BENCH_NO_WRITE=1 to print only; for a quick look at a change, BENCH_TARGETS (a
 comma-separated subset of the targets above) and BENCH_BINARY (another keyward binary than
 target/release/keyward).
-Needs wrk and nginx (apt-get install wrk nginx) and, for PostgreSQL, psql.
+Needs wrk, nginx and njs (apt-get install wrk nginx libnginx-mod-http-js) and, for PostgreSQL, psql.
 """
 import json, os, random, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, zlib
 from pathlib import Path
@@ -43,8 +45,11 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 SIZES = [int(s) for s in os.environ.get("BENCH_SIZES", "1000,100000,1000000").split(",")]
 BACKENDS = os.environ.get("BENCH_BACKENDS", "sqlite,postgres").split(",")
 PG = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-ALL_TARGETS = ["healthz", "whoami", "verify", "gateway", "upstream", "bare", "nginx_proxy", "unknown_key", "bad_signature",
-               "onboard", "gateway_single_use"]
+ALL_TARGETS = ["healthz", "whoami", "verify", "gateway", "upstream", "bare", "nginx_proxy", "njs_gateway", "unknown_key",
+               "bad_signature", "onboard", "gateway_single_use"]
+# The request wrk sends (bench/targets.lua's BENCH_MODE), where it is not the target's own.
+MODE = {"njs_gateway": "gateway"}
+NJS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
 TARGETS_WANTED = os.environ.get("BENCH_TARGETS", ",".join(ALL_TARGETS)).split(",")
 AFTER_ROUNDS = ("onboard", "gateway_single_use")  # at the smallest size, after the alternated rounds
 TARGETS = [t for t in ALL_TARGETS if t in TARGETS_WANTED and t not in AFTER_ROUNDS]
@@ -61,13 +66,18 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_http(url, seconds=30):
-    import urllib.request
+def wait_http(url, seconds=30, accept_status=False):
+    """Waits until `url` answers 2xx (or, with `accept_status`, any HTTP status)."""
+    import urllib.error, urllib.request
     deadline = time.time() + seconds
     while time.time() < deadline:
         try:
             urllib.request.urlopen(url, timeout=1)
             return
+        except urllib.error.HTTPError:
+            if accept_status:
+                return
+            time.sleep(0.1)
         except Exception:
             time.sleep(0.1)
     sys.exit(f"{url} did not come up")
@@ -108,6 +118,34 @@ http {{ access_log off;
     wait_http(f"http://127.0.0.1:{port}/")
     wait_http(f"http://127.0.0.1:{proxy}/")
     return nginx, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{proxy}"
+
+
+def start_njs(work, upstream_url, secrets):
+    """nginx with bench/njs_peer.js in front of the upstream; `secrets` maps public to secret keys."""
+    port = free_port()
+    conf = work / "njs.conf"
+    partners = "\n".join(f'    "Bearer {public}" "{secret}";' for public, secret in secrets.items())
+    conf.write_text(f"""
+load_module {NJS_MODULE};
+worker_processes 1; daemon off; pid {work}/njs.pid; error_log {work}/njs.err;
+events {{ worker_connections 1024; }}
+http {{ access_log off;
+  client_body_temp_path {work}; proxy_temp_path {work}; fastcgi_temp_path {work};
+  uwsgi_temp_path {work}; scgi_temp_path {work};
+  js_import peer from {ROOT / "bench/njs_peer.js"};
+  map_hash_bucket_size 128;
+  map $http_authorization $partner_secret {{
+    default "";
+{partners}
+  }}
+  upstream api {{ server {upstream_url.removeprefix("http://")}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{port}; client_body_buffer_size 64k; client_body_in_single_buffer on;
+    location / {{ js_content peer.check; }}
+    location @upstream {{ proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+}}""")
+    njs = subprocess.Popen(["nginx", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/", accept_status=True)
+    return njs, f"http://127.0.0.1:{port}"
 
 
 def start_bare():
@@ -169,14 +207,16 @@ def run_size(backend, size, upstream_url, proxy_url, bare_url, bare_pid):
         fill = time.time() - started
         token = subprocess.run([str(BINARY), "service-token", "create", "bench"], env=env, check=True,
                                capture_output=True, text=True).stdout.strip()
-        lines = []
+        lines, secrets = [], {}
         for line in (work / "samples.jsonl").read_text().splitlines():
             sample = json.loads(line)
+            secrets[sample["public_key"]] = sample["secret_key"]
             verify = json.dumps({"authorization": "Bearer " + sample["public_key"], "body": sample["body"]})
             lines.append("\t".join([sample["public_key"], sample["body"], verify, unknown_key(), tamper(sample["body"])]))
         samples = work / "samples.tsv"
         samples.write_text("\n".join(lines) + "\n")
         port, internal = free_port(), free_port()
+        njs, njs_url = start_njs(work, upstream_url, secrets) if "njs_gateway" in TARGETS else (None, None)
         server = subprocess.Popen([str(BINARY), "serve"], env=dict(
             env, KEYWARD_LISTEN=f"127.0.0.1:{port}", KEYWARD_INTERNAL_LISTEN=f"127.0.0.1:{internal}",
             KEYWARD_UPSTREAM_URL=upstream_url, KEYWARD_IP_RATE_LIMIT_PER_MINUTE="100000000"),
@@ -189,16 +229,17 @@ def run_size(backend, size, upstream_url, proxy_url, bare_url, bare_pid):
                 "verify": f"http://127.0.0.1:{internal}/internal/v1/verify",
                 "gateway": public + "/api/v1/PartnerP2P/Bench", "upstream": upstream_url + "/api/v1/PartnerP2P/Bench",
                 "bare": bare_url + "/healthz", "nginx_proxy": proxy_url + "/api/v1/PartnerP2P/Bench",
+                "njs_gateway": f"{njs_url}/api/v1/PartnerP2P/Bench",
                 "unknown_key": public + "/api/v1/PartnerP2P/WhoAmI", "bad_signature": public + "/api/v1/PartnerP2P/WhoAmI",
             }
             for target in TARGETS:  # warm-up: caches, connection pools
-                wrk(urls[target], target, samples, token, 1)
+                wrk(urls[target], MODE.get(target, target), samples, token, 1)
             rounds = {t: [] for t in TARGETS}
             for r in range(ROUNDS):
                 order = TARGETS if r % 2 == 0 else list(reversed(TARGETS))
                 for target in order:
-                    pid = {"bare": bare_pid, "upstream": None, "nginx_proxy": None}.get(target, server.pid)
-                    rounds[target].append(wrk(urls[target], target, samples, token, SECONDS, pid))
+                    pid = {"bare": bare_pid, "upstream": None, "nginx_proxy": None, "njs_gateway": None}.get(target, server.pid)
+                    rounds[target].append(wrk(urls[target], MODE.get(target, target), samples, token, SECONDS, pid))
             onboard = None
             if size == min(SIZES) and "onboard" in TARGETS_WANTED:
                 onboard = [wrk(public + "/api/v1/no-auth/PartnerP2P/OnboardPartner", "onboard", samples, token, SECONDS,
@@ -216,6 +257,9 @@ def run_size(backend, size, upstream_url, proxy_url, bare_url, bare_pid):
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
+            if njs:
+                njs.terminate()
+                njs.wait(timeout=30)
         result = {t: {k: statistics.median(run[k] for run in runs) for k in runs[0]} for t, runs in rounds.items()}
         if onboard:
             result["onboard"] = {k: statistics.median(run[k] for run in onboard) for k in onboard[0]}
@@ -229,6 +273,9 @@ def run_size(backend, size, upstream_url, proxy_url, bare_url, bare_pid):
         shutil.rmtree(work, ignore_errors=True)
 
 
+PROXIES = ("gateway", "gateway_single_use", "nginx_proxy", "njs_gateway")
+
+
 def table(results):
     rows = ["| backend | partners | target | req/s | ratio | server CPU µs/req | p50 ms | p99 ms | errors | peak RSS |",
             "|---|---|---|---|---|---|---|---|---|---|"]
@@ -237,12 +284,14 @@ def table(results):
         for name, m in t.items():
             if name in ("bare", "upstream", "onboard"):
                 ratio = ""
-            elif name in ("gateway", "gateway_single_use", "nginx_proxy") and "upstream" in t:
+            elif name in PROXIES and "upstream" in t:
                 ratio = f"{m['rps'] / t['upstream']['rps']:.2f}× of direct"
-                if name != "nginx_proxy" and "nginx_proxy" in t:
+                if name.startswith("gateway") and "nginx_proxy" in t:
                     nginx = t["nginx_proxy"]["rps"] / t["upstream"]["rps"]
                     ratio += f" = {m['rps'] / t['upstream']['rps'] / nginx:.2f}× nginx's"
-            elif name in ("gateway", "gateway_single_use", "nginx_proxy"):
+                if name.startswith("gateway") and "njs_gateway" in t:
+                    ratio += f", {m['rps'] / t['njs_gateway']['rps']:.2f}× njs's"
+            elif name in PROXIES:
                 ratio = ""
             elif "bare" in t:
                 ratio = f"{m['rps'] / t['bare']['rps']:.2f}× of bare hyper"
@@ -261,7 +310,7 @@ def table(results):
 def chart(results):
     """req/s against partners (log scale), one panel per backend, one line per target."""
     colors = {"healthz": "#888", "whoami": "#1f77b4", "verify": "#2ca02c", "gateway": "#d62728",
-              "upstream": "#bbb", "bare": "#000", "nginx_proxy": "#ff7f0e", "unknown_key": "#9467bd",
+              "upstream": "#bbb", "bare": "#000", "nginx_proxy": "#ff7f0e", "njs_gateway": "#e377c2", "unknown_key": "#9467bd",
               "bad_signature": "#8c564b"}
     backends = [b for b in BACKENDS if any(r["backend"] == b for r in results)]
     w, h, pad = 460, 300, 50
@@ -298,6 +347,8 @@ def main():
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool):
             sys.exit(f"bench/compare.py needs {tool}: apt-get install {tool}")
+    if "njs_gateway" in TARGETS and not NJS_MODULE.exists():
+        sys.exit(f"bench/compare.py needs nginx's njs module ({NJS_MODULE}): apt-get install libnginx-mod-http-js")
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "keyward"], cwd=ROOT, check=True)
     subprocess.run(["cargo", "build", "--release", "--quiet", "--manifest-path", str(ROOT / "bench/bare-hyper/Cargo.toml")],
                    cwd=ROOT, check=True)

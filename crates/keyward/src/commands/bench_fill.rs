@@ -37,7 +37,13 @@ pub async fn bench_fill(
                 &keys.secret,
                 keyward_core::signature::MessageForm::AsSent,
             )?;
-            let line = serde_json::json!({"public_key": keys.public.as_str(), "body": body});
+            // The secret too, for bench/'s nginx + njs peer, which checks the same signature:
+            // these are bench partners, in a file the operator named.
+            let line = serde_json::json!({
+                "public_key": keys.public.as_str(),
+                "secret_key": secret,
+                "body": body,
+            });
             writeln!(samples, "{line}")?;
             sampled.push(keys.clone());
         }

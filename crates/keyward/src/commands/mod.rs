@@ -72,7 +72,7 @@ pub enum ServerCommand {
         partners: u64,
         #[arg(long, default_value_t = 256)]
         sample: u64,
-        /// JSON lines: {"public_key", "body"} (a signed body).
+        /// JSON lines: {"public_key", "secret_key", "body"} (a signed body).
         #[arg(long)]
         out: PathBuf,
         /// Also this many distinct signed bodies of the sampled partners, for the single-use
