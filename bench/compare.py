@@ -144,7 +144,12 @@ http {{ access_log off;
     location @upstream {{ proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
 }}""")
     njs = subprocess.Popen(["nginx", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_http(f"http://127.0.0.1:{port}/", accept_status=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", accept_status=True)
+    except SystemExit:
+        njs.terminate()
+        checked = subprocess.run(["nginx", "-t", "-c", str(conf)], capture_output=True, text=True)
+        sys.exit(f"the njs peer did not come up: {checked.stderr.strip()}")
     return njs, f"http://127.0.0.1:{port}"
 
 

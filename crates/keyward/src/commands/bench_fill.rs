@@ -19,7 +19,15 @@ pub async fn bench_fill(
     use std::io::Write;
     let (store, cipher) = keyward_server::startup::open_store_and_cipher(settings).await?;
     let every = (partners / sample.max(1)).max(1);
-    let mut samples = std::io::BufWriter::new(std::fs::File::create(out)?);
+    // Readable by the operator alone: the samples hold the bench partners' secret keys.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options
+        .open(out)
+        .with_context(|| format!("could not create the samples file {}", out.display()))?;
+    let mut samples = std::io::BufWriter::new(file);
     let now = chrono::Utc::now().timestamp_millis();
     let started = std::time::Instant::now();
     let mut batch = Vec::with_capacity(5_000);
@@ -37,8 +45,7 @@ pub async fn bench_fill(
                 &keys.secret,
                 keyward_core::signature::MessageForm::AsSent,
             )?;
-            // The secret too, for bench/'s nginx + njs peer, which checks the same signature:
-            // these are bench partners, in a file the operator named.
+            // The secret too, for bench/'s nginx + njs peer, which checks the same signature.
             let line = serde_json::json!({
                 "public_key": keys.public.as_str(),
                 "secret_key": secret,
