@@ -19,14 +19,13 @@ pub async fn bench_fill(
     use std::io::Write;
     let (store, cipher) = keyward_server::startup::open_store_and_cipher(settings).await?;
     let every = (partners / sample.max(1)).max(1);
-    // Readable by the operator alone: the samples hold the bench partners' secret keys.
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options
-        .open(out)
+    // Readable by the operator alone, before anything is written: the samples hold the bench
+    // partners' secret keys. Set on the open file, so that a file written over (whose mode
+    // `create` would keep) is made private too.
+    let file = std::fs::File::create(out)
         .with_context(|| format!("could not create the samples file {}", out.display()))?;
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let mut samples = std::io::BufWriter::new(file);
     let now = chrono::Utc::now().timestamp_millis();
     let started = std::time::Instant::now();

@@ -338,6 +338,10 @@ async fn the_master_key_rotates_under_load_without_a_failed_request() {
             .collect::<Vec<_>>(),
     );
     stdout(&fill);
+    // The samples hold the bench partners' secret keys: the operator's alone.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sample).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "bench-fill's samples are private");
     first.kill();
 
     // The node restarts knowing both keys, encrypting under the new one, and keeps serving
