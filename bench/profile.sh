@@ -3,7 +3,9 @@
 # the machine exposes no hardware counters) on a release `keyward serve` while wrk drives
 # /healthz, then a signed WhoAmI. Prints the top functions by self time and the share of the
 # samples in broad groups (the route's own work, the HTTP stack, tracing, metrics, the
-# allocator, the kernel). Issue 24's first step: measure before changing.
+# allocator, the kernel). Issue 24's first step: measure before changing. Last, where WhoAmI's
+# tail comes from: wrk's latency percentiles beside `perf sched`'s view of the same seconds (how
+# long keyward's threads and wrk waited, runnable, for a core).
 #   bench/profile.sh            # BENCH_SECONDS (10), BENCH_CONNECTIONS (64)
 # Needs wrk and perf (apt-get install wrk linux-perf).
 set -euo pipefail
@@ -85,3 +87,29 @@ profile whoami env KEYWARD_PUBLIC_KEY="$public" KEYWARD_BODY="$body" \
   wrk -t1 -c"$connections" -d"${seconds}s" -s bench/whoami.lua "$url/api/v1/PartnerP2P/WhoAmI"
 profile gateway env KEYWARD_PUBLIC_KEY="$public" KEYWARD_BODY="$body" KEYWARD_METHOD=GET \
   wrk -t1 -c"$connections" -d"${seconds}s" -s bench/whoami.lua "$url/api/v1/PartnerP2P/Bench"
+
+# The tail: wrk's percentiles (p99.9 and the worst too), and for the same seconds how long each
+# thread waited for a core once runnable. A worker that waits milliseconds while its requests
+# are in its queue, or holds the I/O driver, is a request that waits as long.
+cat >"$data/tail.lua" <<'LUA'
+dofile("bench/whoami.lua")
+done = function(summary, latency, requests)
+  local line = ""
+  for _, p in ipairs({50, 90, 99, 99.9}) do
+    line = line .. string.format(" p%s %.2f ms;", p, latency:percentile(p) / 1000)
+  end
+  io.write(string.format("  wrk:%s max %.2f ms\n", line, latency.max / 1000))
+end
+LUA
+echo "### whoami: the tail, and the scheduler's delays over the same seconds"
+KEYWARD_PUBLIC_KEY="$public" KEYWARD_BODY="$body" \
+  wrk -t1 -c"$connections" -d"${seconds}s" -s "$data/tail.lua" "$url/api/v1/PartnerP2P/WhoAmI" \
+  >"$data/tail.out" 2>&1 & load=$!
+sleep 1
+perf sched record -q -o "$data/sched.data" -- sleep $((seconds - 2)) >/dev/null 2>&1 || true
+wait $load || true
+grep '^  wrk:' "$data/tail.out" || true
+# By thread name: every process's tokio workers on the machine count under one line.
+perf sched latency -i "$data/sched.data" --sort max 2>/dev/null \
+  | grep -E '^ +(tokio-rt-worker|wrk)' \
+  | sed -E 's/ +\| +/ | /g; s/^ +/  /; s/ \| max start.*//' || true
