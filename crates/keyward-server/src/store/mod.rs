@@ -2,7 +2,8 @@
 //! node) and PostgreSQL (several nodes). What differs between them lives in `sqlite.rs` and
 //! `postgres.rs` (how a write transaction begins, the row-lock clause, how one recipient is
 //! locked) and in the few queries that name their backend (`outbox.rs` skips locked rows on
-//! PostgreSQL), chosen through [`Backend`]; nothing outside `store/` branches on the backend.
+//! PostgreSQL; `operators.rs` reads a JSON array of last uses with each one's own JSON
+//! function), chosen through [`Backend`]; nothing outside `store/` branches on the backend.
 //! Every request's changes happen in one [`Tx`]; its functions take `&mut self`.
 //!
 //! Secrets never reach this layer in the clear: public keys and link tokens arrive as SHA-256

@@ -2,9 +2,12 @@
 //! log, how long keys have gone unused; and the batched record of when keys were last used.
 
 use super::records::{KeyUse, Partner, PartnerRow, PARTNER_COLUMNS};
-use super::{Result, Store};
+use super::{Backend, Result, Store};
 use keyward_core::{PartnerId, PartnerStatus};
 use sqlx::{FromRow, Row};
+
+/// How many keys' last uses one statement records (the JSON array stays under ~100 KiB).
+const KEY_USES_PER_STATEMENT: usize = 1_000;
 
 /// What `keyward partner list` filters on. Patterns match anywhere in the value, case
 /// insensitively; `*` stands for any run of characters.
@@ -274,21 +277,42 @@ impl Store {
             .await?)
     }
 
-    /// Records when keys were last used and from where (each node flushes in batches).
+    /// Records when keys were last used, as each node flushes them every few seconds. Never
+    /// moves a time back. One statement per [`KEY_USES_PER_STATEMENT`] keys, the uses sent as
+    /// one JSON array: a statement per key was a round trip each, and every flush a burst of
+    /// hundreds of them, which on PostgreSQL took ~90 ms of the database's CPU within 0.2 s on
+    /// the cores the requests are served from (`docs/benchmarks.md`, stop 42). Each statement
+    /// stands alone: a flush cut short leaves some keys' times a flush behind, as a node that
+    /// dies does.
     pub async fn record_keys_used(&self, used: &[KeyUse]) -> Result<()> {
-        let mut tx = self.begin().await?;
-        for KeyUse { key_id, at, ip } in used {
-            sqlx::query(
-                "UPDATE partner_keys SET last_used_at = $1, last_used_ip = $2 WHERE id = $3 \
-                 AND (last_used_at IS NULL OR last_used_at < $1)",
-            )
-            .bind(at)
-            .bind(ip.map(|ip| ip.to_string()))
-            .bind(key_id)
-            .execute(&mut *tx.tx)
-            .await?;
+        // The uses as rows (`id`, `at`, `ip`), then one update from them.
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "UPDATE partner_keys AS k SET last_used_at = u.at, last_used_ip = u.ip \
+                 FROM (SELECT value ->> 'id' AS id, value ->> 'at' AS at, value ->> 'ip' AS ip \
+                       FROM json_each($1)) AS u \
+                 WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)"
+            }
+            Backend::Postgres => {
+                "UPDATE partner_keys AS k SET last_used_at = u.at, last_used_ip = u.ip \
+                 FROM json_to_recordset($1::json) AS u(id TEXT, at BIGINT, ip TEXT) \
+                 WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)"
+            }
+        };
+        let mut writer = self.writer().await?;
+        for chunk in used.chunks(KEY_USES_PER_STATEMENT) {
+            let uses: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|KeyUse { key_id, at, ip }| {
+                    serde_json::json!({ "id": key_id, "at": at, "ip": ip.map(|ip| ip.to_string()) })
+                })
+                .collect();
+            sqlx::query(sql)
+                .bind(serde_json::Value::Array(uses).to_string())
+                .execute(&mut *writer)
+                .await?;
         }
-        tx.commit().await
+        writer.done().await
     }
 
     /// Current keys of active partners unused for more than 30 and 90 days (a key never used

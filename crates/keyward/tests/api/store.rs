@@ -7,8 +7,8 @@ use keyward_core::{
     AllowedIps, Email, KeyPair, LinkPurpose, LinkToken, PartnerCode, PartnerId, PartnerStatus,
 };
 use keyward_server::store::{
-    Claim, Delivery, FailedAttempt, NewEmail, NewKey, NewLink, Store, StoreError, Supersede,
-    OUTBOX_LEASE_MS,
+    Claim, Delivery, FailedAttempt, KeyUse, NewEmail, NewKey, NewLink, Store, StoreError,
+    Supersede, OUTBOX_LEASE_MS,
 };
 use tempfile::TempDir;
 
@@ -249,6 +249,85 @@ async fn keys_are_found_by_hash_and_revoked_all_at_once() {
         .await
         .unwrap()
         .is_none());
+}
+
+/// One key of its own for a new partner; returns the key's id.
+async fn new_key(store: &Store, c: &str) -> (PartnerId, String) {
+    let partner = new_partner(store, c).await;
+    let pair = KeyPair::generate(&mut rand::rngs::OsRng);
+    let key_id = uuid::Uuid::now_v7().to_string();
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_key(&NewKey {
+        id: &key_id,
+        partner_id: &partner,
+        public_key_hash: &pair.public.hash(),
+        public_key_hint: &pair.public.redacted(),
+        secret_ciphertext: b"ciphertext",
+        secret_key_hash: &pair.secret.hash(),
+        created_at: 40,
+        class: &keyward_server::store::KeyClass::Primary,
+        mode: keyward_core::KeyMode::Live,
+        slot: None,
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    (partner, key_id)
+}
+
+async fn last_use(store: &Store, partner: &PartnerId) -> (Option<i64>, Option<String>) {
+    let keys = store.partner_keys(partner).await.unwrap();
+    (keys[0].last_used_at, keys[0].last_used_ip.clone())
+}
+
+#[tokio::test]
+async fn last_uses_are_recorded_in_batches_and_never_move_back() {
+    let t = test_store().await;
+    let (a, key_a) = new_key(&t.store, "USED-A").await;
+    let (b, key_b) = new_key(&t.store, "USED-B").await;
+    let (c, key_c) = new_key(&t.store, "USED-C").await;
+    let used = |key_id: &str, at: i64, ip: Option<&str>| KeyUse {
+        key_id: key_id.to_owned(),
+        at,
+        ip: ip.map(|ip| ip.parse().unwrap()),
+    };
+    t.store
+        .record_keys_used(&[
+            used(&key_a, 1_000, Some("192.0.2.1")),
+            used(&key_b, 1_000, None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        last_use(&t.store, &a).await,
+        (Some(1_000), Some("192.0.2.1".to_owned()))
+    );
+    assert_eq!(last_use(&t.store, &b).await, (Some(1_000), None));
+    assert_eq!(last_use(&t.store, &c).await, (None, None));
+
+    // More uses than one statement takes, most of keys that do not exist (a key deleted since,
+    // or another node's mistake): the real ones come last, in the second statement. An older
+    // use never moves a newer one back.
+    let mut uses: Vec<KeyUse> = (0..1_500)
+        .map(|i| used(&format!("no-such-key-{i}"), 5_000, None))
+        .collect();
+    uses.push(used(&key_a, 500, Some("192.0.2.9")));
+    uses.push(used(&key_b, 2_000, Some("2001:db8::1")));
+    uses.push(used(&key_c, 3_000, Some("198.51.100.7")));
+    t.store.record_keys_used(&uses).await.unwrap();
+    assert_eq!(
+        last_use(&t.store, &a).await,
+        (Some(1_000), Some("192.0.2.1".to_owned()))
+    );
+    assert_eq!(
+        last_use(&t.store, &b).await,
+        (Some(2_000), Some("2001:db8::1".to_owned()))
+    );
+    assert_eq!(
+        last_use(&t.store, &c).await,
+        (Some(3_000), Some("198.51.100.7".to_owned()))
+    );
+    t.store.record_keys_used(&[]).await.unwrap();
 }
 
 #[tokio::test]
