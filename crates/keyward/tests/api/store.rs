@@ -8,7 +8,7 @@ use keyward_core::{
 };
 use keyward_server::store::{
     Claim, Delivery, FailedAttempt, KeyUse, NewEmail, NewKey, NewLink, Store, StoreError,
-    Supersede, OUTBOX_LEASE_MS,
+    Supersede, Tx, OUTBOX_LEASE_MS,
 };
 use tempfile::TempDir;
 
@@ -52,6 +52,26 @@ async fn new_partner(store: &Store, c: &str) -> PartnerId {
     .unwrap();
     tx.commit().await.unwrap();
     id
+}
+
+/// A live primary key pair for `partner`, created at 40 ms; returns its id.
+async fn insert_primary_key(tx: &mut Tx, partner: &PartnerId, pair: &KeyPair) -> String {
+    let key_id = uuid::Uuid::now_v7().to_string();
+    tx.insert_key(&NewKey {
+        id: &key_id,
+        partner_id: partner,
+        public_key_hash: &pair.public.hash(),
+        public_key_hint: &pair.public.redacted(),
+        secret_ciphertext: b"ciphertext",
+        secret_key_hash: &pair.secret.hash(),
+        created_at: 40,
+        class: &keyward_server::store::KeyClass::Primary,
+        mode: keyward_core::KeyMode::Live,
+        slot: None,
+    })
+    .await
+    .unwrap();
+    key_id
 }
 
 #[tokio::test]
@@ -210,20 +230,7 @@ async fn keys_are_found_by_hash_and_revoked_all_at_once() {
         if i > 0 {
             tx.revoke_keys(&id, at(50)).await.unwrap();
         }
-        tx.insert_key(&NewKey {
-            id: &uuid::Uuid::now_v7().to_string(),
-            partner_id: &id,
-            public_key_hash: &pair.public.hash(),
-            public_key_hint: &pair.public.redacted(),
-            secret_ciphertext: b"ciphertext",
-            secret_key_hash: &pair.secret.hash(),
-            created_at: 40,
-            class: &keyward_server::store::KeyClass::Primary,
-            mode: keyward_core::KeyMode::Live,
-            slot: None,
-        })
-        .await
-        .unwrap();
+        insert_primary_key(&mut tx, &id, pair).await;
     }
     tx.commit().await.unwrap();
     let old = t
@@ -255,22 +262,8 @@ async fn keys_are_found_by_hash_and_revoked_all_at_once() {
 async fn new_key(store: &Store, c: &str) -> (PartnerId, String) {
     let partner = new_partner(store, c).await;
     let pair = KeyPair::generate(&mut rand::rngs::OsRng);
-    let key_id = uuid::Uuid::now_v7().to_string();
     let mut tx = store.begin().await.unwrap();
-    tx.insert_key(&NewKey {
-        id: &key_id,
-        partner_id: &partner,
-        public_key_hash: &pair.public.hash(),
-        public_key_hint: &pair.public.redacted(),
-        secret_ciphertext: b"ciphertext",
-        secret_key_hash: &pair.secret.hash(),
-        created_at: 40,
-        class: &keyward_server::store::KeyClass::Primary,
-        mode: keyward_core::KeyMode::Live,
-        slot: None,
-    })
-    .await
-    .unwrap();
+    let key_id = insert_primary_key(&mut tx, &partner, &pair).await;
     tx.commit().await.unwrap();
     (partner, key_id)
 }
