@@ -278,7 +278,7 @@ impl Store {
     }
 
     /// Records when keys were last used, as each node flushes them every few seconds. Never
-    /// moves a time back. One statement per [`KEY_USES_PER_STATEMENT`] keys, the uses sent as
+    /// moves a time back. One statement per `KEY_USES_PER_STATEMENT` keys, the uses sent as
     /// one JSON array: a statement per key was a round trip each, and every flush a burst of
     /// hundreds of them, which on PostgreSQL took ~90 ms of the database's CPU within 0.2 s on
     /// the cores the requests are served from (`docs/benchmarks.md`, stop 42). Each statement
