@@ -14,6 +14,9 @@ targets over several rounds and taking medians (the machine is shared and noisy;
   bare           a bare hyper 1 server answering a constant (bench/bare-hyper): the ceiling
   nginx_proxy    nginx as a plain reverse proxy in front of the same nginx upstream, with the
                  gateway's request: what the gateway is measured against
+  bare_proxy     the bare hyper server as a plain reverse proxy (hyper-util's pooled client) in
+                 front of the same upstream, with the gateway's request: the ceiling of a Rust
+                 gateway, no checks and no header filtering
   njs_gateway    nginx with an njs script that checks the same HMAC-SHA512 signature, then
                  proxies to the same upstream (bench/njs_peer.js): the scripted peer
   unknown_key    WhoAmI with well-formed keys never issued (rejections must not be slower)
@@ -45,8 +48,8 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 SIZES = [int(s) for s in os.environ.get("BENCH_SIZES", "1000,100000,1000000").split(",")]
 BACKENDS = os.environ.get("BENCH_BACKENDS", "sqlite,postgres").split(",")
 PG = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-ALL_TARGETS = ["healthz", "whoami", "verify", "gateway", "upstream", "bare", "nginx_proxy", "njs_gateway", "unknown_key",
-               "bad_signature", "onboard", "gateway_single_use"]
+ALL_TARGETS = ["healthz", "whoami", "verify", "gateway", "upstream", "bare", "nginx_proxy", "bare_proxy", "njs_gateway",
+               "unknown_key", "bad_signature", "onboard", "gateway_single_use"]
 # The request wrk sends (bench/targets.lua's BENCH_MODE), where it is not the target's own.
 MODE = {"njs_gateway": "gateway"}
 NJS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
@@ -153,10 +156,12 @@ http {{ access_log off;
     return njs, f"http://127.0.0.1:{port}"
 
 
-def start_bare():
+def start_bare(upstream_url=None):
+    """The bare hyper server; with `upstream_url`, the bare hyper proxy in front of it."""
     port = free_port()
-    bare = subprocess.Popen([str(BARE), f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_http(f"http://127.0.0.1:{port}/")
+    bare = subprocess.Popen([str(BARE), f"127.0.0.1:{port}"] + ([upstream_url] if upstream_url else []),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/", accept_status=True)
     return bare, f"http://127.0.0.1:{port}"
 
 
@@ -195,7 +200,7 @@ def peak_rss_mib(pid):
     return 0.0
 
 
-def run_size(backend, size, upstream_url, proxy_url, bare_url, bare_pid):
+def run_size(backend, size, upstream_url, proxy_url, bare_url, bare_pid, bare_proxy_url, bare_proxy_pid):
     work = Path(tempfile.mkdtemp(prefix="keyward-bench-"))
     env = dict(os.environ, KEYWARD_DATA_DIR=str(work), KEYWARD_LOG=os.environ.get("BENCH_LOG", "info"))
     db = None
@@ -234,6 +239,7 @@ def run_size(backend, size, upstream_url, proxy_url, bare_url, bare_pid):
                 "verify": f"http://127.0.0.1:{internal}/internal/v1/verify",
                 "gateway": public + "/api/v1/PartnerP2P/Bench", "upstream": upstream_url + "/api/v1/PartnerP2P/Bench",
                 "bare": bare_url + "/healthz", "nginx_proxy": proxy_url + "/api/v1/PartnerP2P/Bench",
+                "bare_proxy": bare_proxy_url + "/api/v1/PartnerP2P/Bench",
                 "njs_gateway": f"{njs_url}/api/v1/PartnerP2P/Bench",
                 "unknown_key": public + "/api/v1/PartnerP2P/WhoAmI", "bad_signature": public + "/api/v1/PartnerP2P/WhoAmI",
             }
@@ -243,7 +249,7 @@ def run_size(backend, size, upstream_url, proxy_url, bare_url, bare_pid):
             for r in range(ROUNDS):
                 order = TARGETS if r % 2 == 0 else list(reversed(TARGETS))
                 for target in order:
-                    pid = {"bare": bare_pid, "upstream": None, "nginx_proxy": None, "njs_gateway": None}.get(target, server.pid)
+                    pid = {"bare": bare_pid, "bare_proxy": bare_proxy_pid, "upstream": None, "nginx_proxy": None, "njs_gateway": None}.get(target, server.pid)
                     rounds[target].append(wrk(urls[target], MODE.get(target, target), samples, token, SECONDS, pid))
             onboard = None
             if size == min(SIZES) and "onboard" in TARGETS_WANTED:
@@ -278,7 +284,7 @@ def run_size(backend, size, upstream_url, proxy_url, bare_url, bare_pid):
         shutil.rmtree(work, ignore_errors=True)
 
 
-PROXIES = ("gateway", "gateway_single_use", "nginx_proxy", "njs_gateway")
+PROXIES = ("gateway", "gateway_single_use", "nginx_proxy", "bare_proxy", "njs_gateway")
 
 
 def table(results):
@@ -294,6 +300,8 @@ def table(results):
                 if name.startswith("gateway") and "nginx_proxy" in t:
                     nginx = t["nginx_proxy"]["rps"] / t["upstream"]["rps"]
                     ratio += f" = {m['rps'] / t['upstream']['rps'] / nginx:.2f}× nginx's"
+                if name.startswith("gateway") and "bare_proxy" in t:
+                    ratio += f", {m['rps'] / t['bare_proxy']['rps']:.2f}× bare hyper's"
                 if name.startswith("gateway") and "njs_gateway" in t:
                     ratio += f", {m['rps'] / t['njs_gateway']['rps']:.2f}× njs's"
             elif name in PROXIES:
@@ -315,7 +323,7 @@ def table(results):
 def chart(results):
     """req/s against partners (log scale), one panel per backend, one line per target."""
     colors = {"healthz": "#888", "whoami": "#1f77b4", "verify": "#2ca02c", "gateway": "#d62728",
-              "upstream": "#bbb", "bare": "#000", "nginx_proxy": "#ff7f0e", "njs_gateway": "#e377c2", "unknown_key": "#9467bd",
+              "upstream": "#bbb", "bare": "#000", "nginx_proxy": "#ff7f0e", "bare_proxy": "#17becf", "njs_gateway": "#e377c2", "unknown_key": "#9467bd",
               "bad_signature": "#8c564b"}
     backends = [b for b in BACKENDS if any(r["backend"] == b for r in results)]
     w, h, pad = 460, 300, 50
@@ -360,17 +368,19 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="keyward-nginx-"))
     nginx, upstream, proxy = start_nginx(work)
     bare, bare_url = start_bare()
+    bare_proxy, bare_proxy_url = start_bare(upstream)
     results = []
     try:
         for backend in BACKENDS:
             for size in SIZES:
                 print(f"{backend}, {size:,} partners …", file=sys.stderr, flush=True)
-                result = run_size(backend, size, upstream, proxy, bare_url, bare.pid)
+                result = run_size(backend, size, upstream, proxy, bare_url, bare.pid, bare_proxy_url, bare_proxy.pid)
                 results.append(result)
                 print(json.dumps(result), flush=True)
     finally:
         nginx.terminate()
         bare.terminate()
+        bare_proxy.terminate()
         shutil.rmtree(work, ignore_errors=True)
     header = (f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores, wrk -t1 "
               f"-c{CONNECTIONS}, {ROUNDS} rounds of {SECONDS} s per target, targets alternated, medians.")

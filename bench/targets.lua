@@ -37,7 +37,7 @@ local function format(e)
     return wrk.format("GET", nil, nil, nil)
   elseif mode == "verify" then
     return wrk.format("POST", nil, { ["Content-Type"] = json, ["Authorization"] = "Bearer " .. token }, e.verify)
-  elseif mode == "gateway" or mode == "nginx_proxy" then
+  elseif mode == "gateway" or mode == "nginx_proxy" or mode == "bare_proxy" then
     return wrk.format("GET", nil, { ["Content-Type"] = json, ["Authorization"] = "Bearer " .. e.public }, e.body)
   elseif mode == "unknown_key" then
     return wrk.format("POST", nil, { ["Content-Type"] = json, ["Authorization"] = "Bearer " .. e.unknown }, e.body)
