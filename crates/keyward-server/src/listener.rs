@@ -3,6 +3,12 @@
 //! left idle), a request body must arrive whole within a deadline, and at most so many
 //! connections are open at once: past the cap, a new connection gets a short 503 envelope and
 //! is closed, instead of waiting in the kernel's backlog until file descriptors run out.
+//!
+//! The header deadline is one timer per connection ([`Activity`]), not hyper's own
+//! `header_read_timeout`, which registers a timer for every request and drops it when the
+//! headers are in: with it off, WhoAmI took 6–8% less CPU (`docs/benchmarks.md`, stop 43). The
+//! connection's timer is looked at only when it fires, and is then set again from when the
+//! connection last had nothing to do.
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -11,17 +17,20 @@ use axum::Router;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
+use tower::Service;
 
 /// The limits of one listener (`KEYWARD_MAX_CONNECTIONS`, `KEYWARD_HEADER_READ_TIMEOUT_MS`,
 /// `KEYWARD_BODY_READ_TIMEOUT_MS`).
@@ -54,10 +63,7 @@ pub async fn serve(
     // wait, without a deadline, for bytes a silent client never sends. keyward sits behind a
     // TLS terminator that speaks HTTP/1.1 to it.)
     let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
+    builder.keep_alive(true);
     let builder = Arc::new(builder);
     let connections = tokio_util::task::TaskTracker::new();
     loop {
@@ -78,32 +84,46 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let body_deadline = limits.body_read_timeout;
-        let service = app
-            .clone()
-            .map_request(move |request: Request<hyper::body::Incoming>| {
-                let (mut parts, body) = request.into_parts();
-                parts.extensions.insert(ConnectInfo(peer));
-                let body = Deadline::new(body, body_deadline);
-                let mut request = Request::from_parts(parts, Body::new(body));
-                crate::http::before_routing(&mut request);
-                request
-            });
+        let activity = Arc::new(Activity::new());
+        let service = Serve {
+            app: app.clone(),
+            peer,
+            body_deadline: limits.body_read_timeout,
+            activity: activity.clone(),
+        };
         let builder = builder.clone();
         let stop = stop.clone();
+        let header_deadline = limits.header_read_timeout;
         connections.spawn(async move {
-            let service = hyper_util::service::TowerToHyperService::new(service);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "connection closed with an error");
+            let deadline = tokio::time::sleep(header_deadline);
+            tokio::pin!(deadline);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    biased;
+                    result = connection.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "connection closed with an error");
+                        }
+                        break;
                     }
-                }
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+                    () = deadline.as_mut() => match activity.next_look(header_deadline) {
+                        Some(at) => deadline.as_mut().reset(at),
+                        // Told once to finish what it is writing and close; closed at once
+                        // if still open a deadline later (a client that does not read).
+                        None if closing => break,
+                        None => {
+                            closing = true;
+                            connection.as_mut().graceful_shutdown();
+                            deadline.as_mut().reset(Instant::now() + header_deadline);
+                        }
+                    },
+                    () = stop.cancelled(), if !closing => {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
                 }
             }
             drop(slot);
@@ -112,6 +132,136 @@ pub async fn serve(
     connections.close();
     connections.wait().await;
     Ok(())
+}
+
+/// What the header deadline needs to know of one connection: whether a request is being
+/// served (from the end of its headers until its answer's body has been handed to hyper),
+/// and when the last one ended. Written once per request (a counter and a clock read); read
+/// only when the connection's timer fires.
+struct Activity {
+    accepted: Instant,
+    serving: AtomicU32,
+    /// When the last answer ended, in µs since `accepted` (0: none yet).
+    idle_since_us: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            accepted: Instant::now(),
+            serving: AtomicU32::new(0),
+            idle_since_us: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> Serving {
+        self.serving.fetch_add(1, Ordering::Relaxed);
+        Serving(self.clone())
+    }
+
+    /// When to look again, or `None`: idle for `deadline` (no request, or one whose headers
+    /// have not all arrived).
+    fn next_look(&self, deadline: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        if self.serving.load(Ordering::Relaxed) > 0 {
+            // A request is being served; its body has a deadline of its own.
+            return Some(now + deadline);
+        }
+        let idle_since =
+            self.accepted + Duration::from_micros(self.idle_since_us.load(Ordering::Relaxed));
+        let due = idle_since + deadline;
+        (due > now).then_some(due)
+    }
+}
+
+/// A request being served; dropped when its answer's body has been handed over (or the
+/// request was abandoned), which starts the header deadline for the next one.
+struct Serving(Arc<Activity>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let since = u64::try_from(activity.accepted.elapsed().as_micros()).unwrap_or(u64::MAX);
+        activity.idle_since_us.store(since, Ordering::Relaxed);
+        activity.serving.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The router, as hyper calls it for each request on one connection.
+struct Serve {
+    app: Router,
+    peer: std::net::SocketAddr,
+    body_deadline: Duration,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<Request<hyper::body::Incoming>> for Serve {
+    type Response = axum::http::Response<Answer>;
+    type Error = Infallible;
+    type Future = Served;
+
+    fn call(&self, request: Request<hyper::body::Incoming>) -> Served {
+        let serving = self.activity.begin();
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(ConnectInfo(self.peer));
+        let body = Deadline::new(body, self.body_deadline);
+        let mut request = Request::from_parts(parts, Body::new(body));
+        crate::http::before_routing(&mut request);
+        Served {
+            answer: self.app.clone().call(request),
+            serving: Some(serving),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The router's answer to one request, its body carrying the request's [`Serving`].
+    struct Served {
+        #[pin]
+        answer: axum::routing::future::RouteFuture<Infallible>,
+        serving: Option<Serving>,
+    }
+}
+
+impl Future for Served {
+    type Output = Result<axum::http::Response<Answer>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = std::task::ready!(this.answer.poll(cx));
+        let serving = this.serving.take();
+        Poll::Ready(Ok(response.map(|body| Answer { body, serving })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An answer's body; when hyper drops it (written, or the connection gone), the request
+    /// is over.
+    struct Answer {
+        #[pin]
+        body: Body,
+        serving: Option<Serving>,
+    }
+}
+
+impl HttpBody for Answer {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Tells a connection over the cap to come back, and closes it (never blocking the loop).

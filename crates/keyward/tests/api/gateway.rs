@@ -343,6 +343,56 @@ async fn an_unreachable_upstream_is_502_and_a_slow_one_504() {
     assert_eq!(log.lock().unwrap().len(), 1, "it did reach the upstream");
 }
 
+/// The header deadline is for a connection with nothing to do: a request whose answer takes
+/// longer (here a slow upstream), or a long answer, is not cut off by it.
+#[tokio::test]
+async fn an_answer_slower_than_the_header_deadline_is_not_cut_off() {
+    let (upstream, _log) = spawn_upstream().await;
+    let upstream = upstream_at(&upstream, Duration::from_secs(10), true);
+    let app = spawn_app_with(move |s| {
+        s.upstream = Some(upstream);
+        s.connection_limits.header_read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let partner = app
+        .onboarded_partner("PATIENT", "ops@patient.example")
+        .await;
+    let auth = format!("Bearer {}", partner.public_key);
+    let raw = sign("{}", &partner.secret_key);
+    let response = app
+        .through(
+            Method::POST,
+            "/api/v1/PartnerP2P/Slow",
+            &raw,
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "late");
+
+    // 6 MiB streamed through the gateway, read in small pieces over more than the deadline.
+    let raw = sign(r#"{"n":1}"#, &partner.secret_key);
+    let mut response = app
+        .through(
+            Method::GET,
+            "/api/v1/PartnerP2P/Large",
+            &raw,
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        received.extend_from_slice(&chunk);
+        if started.elapsed() < Duration::from_millis(900) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(received, large_body());
+}
+
 #[tokio::test]
 async fn keywards_own_routes_come_first_and_other_paths_are_not_forwarded() {
     let (upstream, log) = spawn_upstream().await;
