@@ -4,7 +4,7 @@
 //! connections are open at once: past the cap, a new connection gets a short 503 envelope and
 //! is closed, instead of waiting in the kernel's backlog until file descriptors run out.
 //!
-//! The header deadline is one timer per connection ([`Activity`]), not hyper's own
+//! The header deadline is one timer per connection (`Activity`), not hyper's own
 //! `header_read_timeout`, which registers a timer for every request and drops it when the
 //! headers are in: with it off, WhoAmI took 6–8% less CPU (`docs/benchmarks.md`, stop 43). The
 //! connection's timer is looked at only when it fires, and is then set again from when the
