@@ -370,7 +370,9 @@ async fn an_answer_slower_than_the_header_deadline_is_not_cut_off() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "late");
 
-    // 6 MiB streamed through the gateway, read in small pieces over more than the deadline.
+    // 6 MiB streamed through the gateway, read in small pieces for longer than the deadline.
+    // (Not for two deadlines: once hyper holds the last of an answer, what is left must be read
+    // within two, and loopback buffers can take most of 6 MiB at once.)
     let raw = sign(r#"{"n":1}"#, &partner.secret_key);
     let mut response = app
         .through(
@@ -385,11 +387,11 @@ async fn an_answer_slower_than_the_header_deadline_is_not_cut_off() {
     let mut received = Vec::new();
     while let Some(chunk) = response.chunk().await.unwrap() {
         received.extend_from_slice(&chunk);
-        if started.elapsed() < Duration::from_millis(900) {
+        if started.elapsed() < Duration::from_millis(450) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(started.elapsed() >= Duration::from_millis(450));
     assert_eq!(received, large_body());
 }
 
