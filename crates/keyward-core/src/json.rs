@@ -30,6 +30,10 @@ pub enum ParseError {
     DuplicateMember,
 }
 
+/// The most members an object has whose names are checked for duplicates by comparing each
+/// with those before it.
+const SMALL_OBJECT: usize = 16;
+
 /// Marks our own error among serde_json's, which only carry a message.
 const DUPLICATE_MARKER: &str = "keyward: duplicate member";
 
@@ -104,14 +108,23 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut members = Vec::new();
-        let mut seen = HashSet::new();
+        let mut members: Vec<(String, Value)> = Vec::new();
+        // Names are compared with those before them while an object is small (most are, and
+        // a set costs a hash and a copy of every name); a large one gets a set of its names.
+        let mut seen: Option<HashSet<String>> = None;
         while let Some(name) = map.next_key::<String>()? {
-            if !seen.insert(name.clone()) {
+            let duplicate = match &mut seen {
+                Some(seen) => !seen.insert(name.clone()),
+                None => members.iter().any(|(earlier, _)| *earlier == name),
+            };
+            if duplicate {
                 return Err(de::Error::custom(DUPLICATE_MARKER));
             }
             let value = map.next_value()?;
             members.push((name, value));
+            if seen.is_none() && members.len() == SMALL_OBJECT {
+                seen = Some(members.iter().map(|(name, _)| name.clone()).collect());
+            }
         }
         Ok(Value::Object(members))
     }
@@ -242,6 +255,25 @@ mod tests {
             Err(ParseError::DuplicateMember)
         );
         assert!(parse_object(br#"{"a":{"a":1}}"#).is_ok());
+    }
+
+    #[test]
+    fn duplicates_are_found_in_large_objects_on_either_side_of_the_set() {
+        let object = |names: &[String]| {
+            let members: Vec<String> = names.iter().map(|n| format!("\"{n}\":1")).collect();
+            format!("{{{}}}", members.join(","))
+        };
+        let distinct: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+        assert!(parse_object(object(&distinct).as_bytes()).is_ok());
+        for (at, copy_of) in [(10, 3), (SMALL_OBJECT, 0), (30, 3), (39, 20)] {
+            let mut names = distinct.clone();
+            names[at] = names[copy_of].clone();
+            assert_eq!(
+                parse_object(object(&names).as_bytes()),
+                Err(ParseError::DuplicateMember),
+                "member {at} repeats member {copy_of}"
+            );
+        }
     }
 
     #[test]

@@ -99,7 +99,7 @@ fn check_format(kind: KeyKind, s: &str) -> Result<(), KeyFormatError> {
         return Err(KeyFormatError::Alphabet);
     }
     let (random, checksum) = s.split_at(kind.prefix().len() + RANDOM_LEN);
-    if checksum != encode_checksum(random) {
+    if checksum.as_bytes() != checksum_digits(random) {
         return Err(KeyFormatError::Checksum);
     }
     Ok(())
@@ -107,6 +107,14 @@ fn check_format(kind: KeyKind, s: &str) -> Result<(), KeyFormatError> {
 
 /// CRC-32 (zlib / ISO-HDLC) of `text`, in base62, left-padded with `0` to 6 characters.
 pub(crate) fn encode_checksum(text: &str) -> String {
+    checksum_digits(text)
+        .iter()
+        .map(|&b| char::from(b))
+        .collect()
+}
+
+/// [`encode_checksum`]'s digits, without a string: what every key presented is checked against.
+fn checksum_digits(text: &str) -> [u8; CHECKSUM_LEN] {
     let mut value = crc32fast::hash(text.as_bytes());
     let mut digits = [b'0'; CHECKSUM_LEN];
     // 62^6 > 2^32, so six digits always hold a CRC-32.
@@ -114,7 +122,7 @@ pub(crate) fn encode_checksum(text: &str) -> String {
         *digit = BASE62[(value % 62) as usize];
         value /= 62;
     }
-    digits.iter().map(|&b| char::from(b)).collect()
+    digits
 }
 
 /// Whether a pair is live or a test pair (SPEC §8.3), as its prefixes say.
