@@ -158,15 +158,14 @@ where
         let headers = response.headers_mut();
         // Room for what is added below at once, rather than growing the map twice.
         headers.reserve(SECURITY_HEADERS.len() + 1);
+        // One lookup each: an entry is found or made where the handler left none.
         for (name, value) in SECURITY_HEADERS {
-            if !headers.contains_key(&name) {
-                headers.insert(name, HeaderValue::from_static(value));
-            }
+            headers
+                .entry(name)
+                .or_insert_with(|| HeaderValue::from_static(value));
         }
         if let Some(request_id) = this.request_id.take() {
-            if !headers.contains_key(REQUEST_ID) {
-                headers.insert(REQUEST_ID, request_id);
-            }
+            headers.entry(REQUEST_ID).or_insert(request_id);
         }
         Poll::Ready(Ok(response))
     }
@@ -219,11 +218,7 @@ pub(super) struct RouteLabel(pub(super) &'static str);
 /// The `route` label of a route template: one of keyward's own, borrowed (no allocation per
 /// request), or else a copy.
 fn route_label(template: &str) -> Cow<'static, str> {
-    use keyward_core::wire::paths;
-    paths::PUBLIC_ROUTES
-        .iter()
-        .map(|(path, _)| *path)
-        .chain([paths::VERIFY, paths::METRICS, paths::INTERNAL_OPENAPI])
+    crate::metrics::own_routes()
         .find(|path| *path == template)
         .map_or_else(|| Cow::Owned(template.to_owned()), Cow::Borrowed)
 }

@@ -110,7 +110,7 @@ async fn fallback(State(state): State<AppState>, request: Request) -> Response {
             let mut response = gateway::forward(state, &gateway, request).await;
             response
                 .extensions_mut()
-                .insert(edge::RouteLabel(GATEWAY_ROUTE));
+                .insert(edge::RouteLabel(crate::metrics::GATEWAY_ROUTE));
             response
         }
         _ => Error::from(ErrorCode::NotFound).into_response(),
@@ -131,7 +131,3 @@ pub(crate) async fn ip_rate_limit(
         }
     }
 }
-
-/// The `route` label of requests the gateway forwarded (or refused): they match no route of
-/// keyward's own, and are not the junk that `unmatched` counts.
-const GATEWAY_ROUTE: &str = "gateway";
