@@ -109,7 +109,8 @@ pub async fn authenticate(
 ) -> Result<Authenticated> {
     // A key that fails §1's checks is looked up only while legacy keys are held (SPEC §10.2);
     // otherwise it is malformed, as it always was, and costs no read.
-    if public.is_legacy() && !ctx.key_cache.legacy_keys_held(&ctx.store).await? {
+    // Boxed: a rare read, kept out of the future every signed request builds and moves.
+    if public.is_legacy() && !Box::pin(ctx.key_cache.legacy_keys_held(&ctx.store)).await? {
         return Err(ErrorCode::MalformedAuthorization.into());
     }
     if ctx.settings.exact_numbers {

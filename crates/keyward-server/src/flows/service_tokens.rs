@@ -207,7 +207,11 @@ impl ServiceTokens {
     ) -> Result<Option<Arc<CachedToken>>, StoreError> {
         let hash = presented.hash();
         let noted = |token: &Arc<CachedToken>| {
-            token.last_used.fetch_max(now, Ordering::Relaxed);
+            // Noted once a second at most, like a key's last use: a write on every
+            // verification would have both cores take turns at this cache line.
+            if now.saturating_sub(token.last_used.load(Ordering::Relaxed)) >= 1000 {
+                token.last_used.fetch_max(now, Ordering::Relaxed);
+            }
             token.clone()
         };
         {
@@ -216,14 +220,20 @@ impl ServiceTokens {
                 return Ok(snapshot.find(&hash).map(noted));
             }
         }
-        // One reload for every caller that found the snapshot stale at once.
+        // Boxed: the reload is rare, and kept out of the future every verification builds.
+        Box::pin(self.reload(store)).await?;
+        Ok(self.snapshot.read().await.find(&hash).map(noted))
+    }
+
+    /// One reload for every caller that found the snapshot stale at once.
+    async fn reload(&self, store: &Store) -> Result<(), StoreError> {
         let mut snapshot = self.snapshot.write().await;
         if !snapshot.fresh(self.max_age) {
             let loaded_at = Instant::now();
             snapshot.replace(store.live_service_tokens().await?);
             snapshot.loaded_at = Some(loaded_at);
         }
-        Ok(snapshot.find(&hash).map(noted))
+        Ok(())
     }
 
     /// Writes when tokens were last used since the last flush.

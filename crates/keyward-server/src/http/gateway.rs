@@ -71,7 +71,8 @@ async fn try_forward(state: AppState, gateway: &Gateway, request: Request) -> Re
             scopes.require(&auth.class, [required])?;
         }
         if gateway.is_single_use(&method) {
-            flows::use_once(&state, &auth, &body).await?;
+            // Boxed: a database write, kept out of the future of every forwarded request.
+            Box::pin(flows::use_once(&state, &auth, &body)).await?;
         }
 
         for (name, value) in [
