@@ -165,12 +165,23 @@ impl Value {
 
 /// Writes an object from its members (used for the body without its `signature`).
 pub fn write_members(members: &[(String, Value)], out: &mut String, sorted: bool) {
-    let mut order: Vec<&(String, Value)> = members.iter().collect();
     if sorted {
+        let mut order: Vec<&(String, Value)> = members.iter().collect();
         order.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+        write_object(order.into_iter(), out, sorted);
+    } else {
+        write_object(members.iter(), out, sorted);
     }
+}
+
+/// Writes an object from its members in the order given.
+fn write_object<'a>(
+    members: impl Iterator<Item = &'a (String, Value)>,
+    out: &mut String,
+    sorted: bool,
+) {
     out.push('{');
-    for (i, (name, value)) in order.into_iter().enumerate() {
+    for (i, (name, value)) in members.enumerate() {
         if i > 0 {
             out.push(',');
         }

@@ -150,7 +150,8 @@ impl SignedBody {
 }
 
 fn message(members: &[(String, Value)], form: MessageForm) -> String {
-    let mut out = String::new();
+    // Most signed bodies fit: the message is written without growing its buffer.
+    let mut out = String::with_capacity(256);
     json::write_members(members, &mut out, form == MessageForm::Canonical);
     out
 }

@@ -288,9 +288,29 @@ pub const KEY_EXPIRES_HEADER: &str = "keyward-key-expires";
 /// milliseconds (`2026-12-04T16:37:52.000Z`), from milliseconds since the Unix epoch. A time
 /// outside chrono's range (never one keyward stores) is written as the epoch.
 pub fn wire_time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    use chrono::{Datelike, Timelike};
+    let time = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    let Ok(year @ 0..=9999) = u32::try_from(time.year()) else {
+        // Signed or five-digit years, as chrono writes them.
+        return time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    };
+    // Written digit by digit: chrono's formatter goes through `core::fmt` for each field, a
+    // cost paid on every answer that names a key's times.
+    let mut out = String::with_capacity(24);
+    let mut push = |value: u32, digits: u32, then: char| {
+        for place in (0..digits).rev() {
+            out.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
+        }
+        out.push(then);
+    };
+    push(year, 4, '-');
+    push(time.month(), 2, '-');
+    push(time.day(), 2, 'T');
+    push(time.hour(), 2, ':');
+    push(time.minute(), 2, ':');
+    push(time.second(), 2, '.');
+    push(time.timestamp_subsec_millis(), 3, 'Z');
+    out
 }
 
 /// The body of `POST /internal/v1/verify` (SPEC §7.1): the partner's request as the calling
@@ -392,6 +412,40 @@ pub const ONBOARD_MESSAGE: &str = "API Keys generated. Please check your email t
 #[cfg(test)]
 mod tests {
     use super::paths;
+    use proptest::prelude::*;
+
+    fn chrono_wire_time(ms: i64) -> String {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them_at_the_edges() {
+        assert_eq!(super::wire_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::wire_time(1_796_402_272_001),
+            "2026-12-04T16:37:52.001Z"
+        );
+        for ms in [
+            -1,
+            -62_167_219_200_000, // 0000-01-01
+            -62_167_219_200_001, // the last millisecond of year -1
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+            253_402_300_800_000, // 10000-01-01
+            i64::MAX,            // outside chrono's range: the epoch
+            i64::MIN,
+        ] {
+            assert_eq!(super::wire_time(ms), chrono_wire_time(ms), "{ms}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn times_are_written_as_chrono_writes_them(ms in -70_000_000_000_000i64..300_000_000_000_000) {
+            prop_assert_eq!(super::wire_time(ms), chrono_wire_time(ms));
+        }
+    }
 
     /// The one place the published paths are spelled out again: SPEC §3 word for word.
     #[test]
