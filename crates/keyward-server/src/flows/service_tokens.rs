@@ -10,13 +10,13 @@
 use crate::store::{
     Actor, Audit, AuditKind, LiveServiceToken, ServiceTokenRecord, Store, StoreError,
 };
+use arc_swap::ArcSwap;
 use keyward_core::{KeyHash, ServiceToken};
 use rand::rngs::OsRng;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
-use tokio::sync::RwLock;
 
 /// A token name: 1–64 of `A-Za-z0-9._-` (it appears in logs and the audit log).
 pub fn valid_name(name: &str) -> bool {
@@ -119,7 +119,11 @@ pub async fn list(store: &Store) -> Result<Vec<ServiceTokenRecord>, StoreError> 
 /// This node's view of the live tokens, at most `max_age` old.
 pub struct ServiceTokens {
     max_age: Duration,
-    snapshot: RwLock<Snapshot>,
+    /// Read by every verification without a lock: a tokio `RwLock` took its semaphore's
+    /// mutex on every release, a lock both cores took turns at on each call.
+    snapshot: ArcSwap<Snapshot>,
+    /// Held by the one reload in progress, across its read of the database.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// A live token as this node holds it.
@@ -154,12 +158,12 @@ impl Snapshot {
         found
     }
 
-    /// Replaces the tokens with `live`, keeping the entries (and unflushed uses) of those
+    /// A snapshot of `live`, keeping this one's entries (and unflushed uses) of the tokens
     /// still live. The uses of a token no longer live are dropped: the store records no use
     /// of a revoked token, and its name may already be another token's.
-    fn replace(&mut self, live: Vec<LiveServiceToken>) {
-        let mut old = std::mem::take(&mut self.tokens);
-        self.tokens = live
+    fn replaced(&self, live: Vec<LiveServiceToken>, loaded_at: Instant) -> Self {
+        let mut old = self.tokens.clone();
+        let tokens = live
             .into_iter()
             .map(|token| {
                 // Stored hashes against stored hashes: nothing presented is compared here.
@@ -173,6 +177,10 @@ impl Snapshot {
                 }
             })
             .collect();
+        Self {
+            loaded_at: Some(loaded_at),
+            tokens,
+        }
     }
 
     /// The uses noted since the last call, by token name; each is taken once.
@@ -194,7 +202,8 @@ impl ServiceTokens {
     pub fn new(max_age: Duration) -> Self {
         Self {
             max_age,
-            snapshot: RwLock::new(Snapshot::default()),
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -215,30 +224,34 @@ impl ServiceTokens {
             token.clone()
         };
         {
-            let snapshot = self.snapshot.read().await;
+            let snapshot = self.snapshot.load();
             if snapshot.fresh(self.max_age) {
                 return Ok(snapshot.find(&hash).map(noted));
             }
         }
         // Boxed: the reload is rare, and kept out of the future every verification builds.
         Box::pin(self.reload(store)).await?;
-        Ok(self.snapshot.read().await.find(&hash).map(noted))
+        Ok(self.snapshot.load().find(&hash).map(noted))
     }
 
-    /// One reload for every caller that found the snapshot stale at once.
+    /// One reload for every caller that found the snapshot stale at once: the others wait
+    /// for it, then find it fresh.
     async fn reload(&self, store: &Store) -> Result<(), StoreError> {
-        let mut snapshot = self.snapshot.write().await;
-        if !snapshot.fresh(self.max_age) {
+        let _reloading = self.reloading.lock().await;
+        if !self.snapshot.load().fresh(self.max_age) {
             let loaded_at = Instant::now();
-            snapshot.replace(store.live_service_tokens().await?);
-            snapshot.loaded_at = Some(loaded_at);
+            let live = store.live_service_tokens().await?;
+            // Only this reload replaces the snapshot, so no entry (or use) is lost between
+            // the load and the store.
+            let fresh = self.snapshot.load().replaced(live, loaded_at);
+            self.snapshot.store(Arc::new(fresh));
         }
         Ok(())
     }
 
     /// Writes when tokens were last used since the last flush.
     pub async fn flush_last_used(&self, store: &Store) -> Result<(), StoreError> {
-        let used = self.snapshot.read().await.take_uses();
+        let used = self.snapshot.load().take_uses();
         if used.is_empty() {
             return Ok(());
         }
@@ -271,9 +284,7 @@ mod tests {
     fn a_snapshot_finds_only_exact_hashes() {
         let a = ServiceToken::generate(&mut OsRng);
         let b = ServiceToken::generate(&mut OsRng);
-        let mut snapshot = Snapshot::default();
-        snapshot.replace(vec![live(&a, "a")]);
-        snapshot.loaded_at = Some(Instant::now());
+        let snapshot = Snapshot::default().replaced(vec![live(&a, "a")], Instant::now());
         assert_eq!(snapshot.find(&a.hash()).map(|t| t.name.as_str()), Some("a"));
         assert!(snapshot.find(&b.hash()).is_none());
         assert!(snapshot.fresh(Duration::from_secs(1)));
@@ -284,14 +295,14 @@ mod tests {
     fn a_reload_keeps_unflushed_uses_of_tokens_still_live_only() {
         let a = ServiceToken::generate(&mut OsRng);
         let b = ServiceToken::generate(&mut OsRng);
-        let mut snapshot = Snapshot::default();
-        snapshot.replace(vec![live(&a, "a"), live(&b, "b")]);
+        let snapshot =
+            Snapshot::default().replaced(vec![live(&a, "a"), live(&b, "b")], Instant::now());
         for (token, at) in [(&a, 7), (&a, 5), (&b, 9)] {
             let found = snapshot.find(&token.hash()).unwrap();
             found.last_used.fetch_max(at, Ordering::Relaxed);
         }
         // b is revoked; a is still live and keeps its latest use.
-        snapshot.replace(vec![live(&a, "a")]);
+        let snapshot = snapshot.replaced(vec![live(&a, "a")], Instant::now());
         assert_eq!(snapshot.take_uses(), vec![("a".to_owned(), 7)]);
         // Taken once: the next flush has nothing to write.
         assert!(snapshot.take_uses().is_empty());
