@@ -10,10 +10,10 @@
 //! connection's timer is looked at only when it fires, and is then set again from when the
 //! connection last had nothing to do.
 
+use crate::http::Routes;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
-use axum::Router;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::server::conn::http1;
@@ -52,7 +52,7 @@ retry-after: 1\r\nconnection: close\r\ncontent-length: 103\r\n\r\n\
 /// Serves `app` on `listener` until `stop` is cancelled, then lets requests in flight finish.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: Routes,
     limits: ConnectionLimits,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -193,7 +193,7 @@ struct Serve {
     /// count a reference up and down on the one counter every connection shares, a cache
     /// line both cores take turns at. Only the connection's task calls it, one request at a
     /// time.
-    app: std::cell::RefCell<Router>,
+    app: std::cell::RefCell<Routes>,
     peer: std::net::SocketAddr,
     body_deadline: Duration,
     activity: Arc<Activity>,
@@ -209,8 +209,7 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for Serve {
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(ConnectInfo(self.peer));
         let body = Deadline::new(body, self.body_deadline);
-        let mut request = Request::from_parts(parts, Body::new(body));
-        crate::http::before_routing(&mut request);
+        let request = Request::from_parts(parts, Body::new(body));
         Served {
             answer: self.app.borrow_mut().call(request),
             serving: Some(serving),
@@ -222,7 +221,7 @@ pin_project_lite::pin_project! {
     /// The router's answer to one request, its body carrying the request's [`Serving`].
     struct Served {
         #[pin]
-        answer: axum::routing::future::RouteFuture<Infallible>,
+        answer: crate::http::Routed,
         serving: Option<Serving>,
     }
 }

@@ -18,11 +18,13 @@ use keyward_core::signature::{sign_body, MessageForm};
 use keyward_core::{Email, KeyPair, PartnerCode, PartnerId};
 use keyward_server::config::Settings;
 use keyward_server::crypto::secret_key_aad;
+use keyward_server::http::Routes;
 use keyward_server::store::ImportedPartner;
 use keyward_server::{Application, Overrides};
 use secrecy::ExposeSecret;
+use std::cell::RefCell;
 use std::net::SocketAddr;
-use tower::ServiceExt;
+use tower::Service;
 
 /// The allocator the binary serves with (`src/main.rs`), so allocations cost here what they
 /// cost there.
@@ -56,18 +58,18 @@ fn request(uri: &str, signed: Option<&Signed>) -> Request<Body> {
     request
 }
 
-/// Sends one request through the router and reads its whole answer, which must be a 200.
-async fn send(app: &axum::Router, mut request: Request<Body>) {
-    // What the listener does to every request before the router (and the deadline body).
-    keyward_server::http::before_routing(&mut request);
-    let response = app.clone().oneshot(request).await.unwrap();
+/// Sends one request as the listener does and reads its whole answer, which must be a 200.
+async fn send(app: &RefCell<Routes>, request: Request<Body>) {
+    // Called in place, as each connection calls its own copy.
+    let answer = app.borrow_mut().call(request);
+    let response = answer.await.unwrap();
     assert_eq!(response.status(), 200);
     let _ = axum::body::to_bytes(response.into_body(), 1 << 16)
         .await
         .unwrap();
 }
 
-async fn mix(app: &axum::Router, partners: &[Signed]) {
+async fn mix(app: &RefCell<Routes>, partners: &[Signed]) {
     for i in 0..ROUNDS {
         send(app, request("/healthz", None)).await;
         let signed = &partners[i % partners.len()];
@@ -81,7 +83,7 @@ async fn mix(app: &axum::Router, partners: &[Signed]) {
 
 /// What callgrind counts (`--toggle-collect=*measured_mix*`).
 #[inline(never)]
-fn measured_mix(runtime: &tokio::runtime::Runtime, app: &axum::Router, partners: &[Signed]) {
+fn measured_mix(runtime: &tokio::runtime::Runtime, app: &RefCell<Routes>, partners: &[Signed]) {
     runtime.block_on(mix(app, partners));
 }
 
@@ -130,7 +132,7 @@ fn main() {
             });
         }
         store.import_active_partners(&imported).await.unwrap();
-        (keyward_server::http::app(state), partners)
+        (RefCell::new(keyward_server::http::app(state)), partners)
     });
     // Warm: every key in the node's cache, every lazy thing built.
     runtime.block_on(mix(&app, &partners));

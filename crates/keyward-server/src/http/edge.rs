@@ -60,6 +60,7 @@ impl<S> Layer<S> for EdgeLayer {
         Edge {
             inner,
             state: self.state.clone(),
+            route: None,
         }
     }
 }
@@ -69,6 +70,67 @@ impl<S> Layer<S> for EdgeLayer {
 pub struct Edge<S> {
     inner: S,
     state: AppState,
+    /// The route's label when it is served without the router (`super::Routes`), which
+    /// would otherwise have named it in `MatchedPath`.
+    route: Option<&'static str>,
+}
+
+/// A handler served without the router: the edge and the listener's body limit around it,
+/// as the router's layers would have put them, under the label `route`.
+pub type DirectRoute = Edge<<DefaultBodyLimit as Layer<Direct>>::Service>;
+
+pub fn direct(
+    state: AppState,
+    body_limit: usize,
+    route: &'static str,
+    call: Handler,
+) -> DirectRoute {
+    let inner = DefaultBodyLimit::max(body_limit).layer(Direct {
+        call,
+        state: state.clone(),
+    });
+    Edge {
+        inner,
+        state,
+        route: Some(route),
+    }
+}
+
+/// An axum handler's `call`, given its request and the state: a plain function pointer, so
+/// every directly served route has one type.
+pub type Handler = fn(Request, AppState) -> Pin<Box<dyn Future<Output = Response> + Send>>;
+
+/// One handler as a service, called in place: no boxed service cloned per request, no
+/// future boxed beyond the handler's own.
+#[derive(Clone)]
+pub struct Direct {
+    call: Handler,
+    state: AppState,
+}
+
+impl Service<Request> for Direct {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = DirectFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> DirectFuture {
+        DirectFuture((self.call)(request, self.state.clone()))
+    }
+}
+
+/// A handler's answer, as a service's.
+pub struct DirectFuture(Pin<Box<dyn Future<Output = Response> + Send>>);
+
+impl Future for DirectFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(Ok)
+    }
 }
 
 impl<S> Service<Request> for Edge<S>
@@ -87,10 +149,13 @@ where
         let started = Instant::now();
         let (request_id, client_request_id) = own_request_id(&self.state.settings, &mut request);
         // The route template, never the path: a link's path holds its token.
-        let matched = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(|m| route_label(m.as_str()));
+        let matched = match self.route {
+            Some(route) => Some(Cow::Borrowed(route)),
+            None => request
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|m| route_label(m.as_str())),
+        };
         let context = RequestContext {
             method: request.method().clone(),
             route: matched.clone().unwrap_or(Cow::Borrowed("unmatched")),

@@ -21,58 +21,173 @@ pub mod views;
 use crate::error::Error;
 use crate::state::AppState;
 use axum::extract::{OriginalUri, Request, State};
+use axum::handler::Handler;
+use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::future::RouteFuture;
 use axum::Router;
 use extract::ClientIp;
+use keyward_core::wire::paths;
 use keyward_core::ErrorCode;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tower::Service;
 
-/// The whole public service. Requests reach it through [`before_routing`] (the listener
-/// calls it), which keeps the URI as received and accepts trailing slashes.
-pub fn app(state: AppState) -> Router {
-    router(state)
+/// The whole public service, as the listener serves it.
+pub fn app(state: AppState) -> Routes {
+    let healthz: edge::Handler = |r, s| Handler::call(ops::healthz, r, s);
+    let whoami: edge::Handler = |r, s| Handler::call(keys::whoami, r, s);
+    Routes {
+        direct: vec![
+            direct(
+                &state,
+                extract::BODY_LIMIT,
+                Method::GET,
+                paths::HEALTHZ,
+                healthz,
+            ),
+            direct(
+                &state,
+                extract::BODY_LIMIT,
+                Method::POST,
+                paths::WHOAMI,
+                whoami,
+            ),
+        ],
+        router: router(state),
+    }
 }
 
-/// What every request gets before routing, on either listener: the URI as received is kept
-/// in `OriginalUri` (the gateway forwards that path unchanged), then trailing (and doubled
-/// leading) slashes are trimmed, so `/healthz/` is `/healthz`. Done here, on the request, and
-/// not by a second router around the first: that would cost a routing and a boxed service per
-/// request.
-pub fn before_routing(request: &mut Request) {
-    let uri = request.uri().clone();
-    let path = uri.path();
-    if path.ends_with('/') && path != "/" || path.starts_with("//") {
-        let trimmed = format!("/{}", path.trim_matches('/'));
-        let path_and_query = match uri.query() {
-            Some(query) => format!("{trimmed}?{query}"),
-            None => trimmed,
-        };
-        let mut parts = uri.clone().into_parts();
-        parts.path_and_query =
-            axum::http::uri::PathAndQuery::from_maybe_shared(path_and_query).ok();
-        if let Ok(normalized) = axum::http::Uri::from_parts(parts) {
-            *request.uri_mut() = normalized;
+/// A route of [`Routes`] served without the router.
+fn direct(
+    state: &AppState,
+    body_limit: usize,
+    method: Method,
+    path: &'static str,
+    call: edge::Handler,
+) -> (Method, &'static str, edge::DirectRoute) {
+    let route = edge::direct(state.clone(), body_limit, path, call);
+    (method, path, route)
+}
+
+/// A listener's routes. The hottest, found by method and exact path, are called without
+/// axum's router, which for each request cloned three boxed services, boxed three futures
+/// and added two extensions (`docs/decisions.md`, "The hottest routes are served without axum's router"); every
+/// other request (another method, `HEAD`, any other path) goes through the router. Both
+/// ways a request gets the same edge, body limit and handler.
+#[derive(Clone)]
+pub struct Routes {
+    direct: Vec<(Method, &'static str, edge::DirectRoute)>,
+    router: Router,
+}
+
+impl Service<Request> for Routes {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Routed;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request) -> Routed {
+        let received = normalize(&mut request);
+        let found = self
+            .direct
+            .iter_mut()
+            .find(|(method, path, _)| method == request.method() && *path == request.uri().path());
+        match found {
+            Some((_, _, route)) => Routed::Direct {
+                answer: route.call(request),
+            },
+            None => {
+                // Kept for the gateway, which forwards the path as received.
+                let received = received.unwrap_or_else(|| request.uri().clone());
+                request.extensions_mut().insert(OriginalUri(received));
+                Routed::Router {
+                    answer: self.router.call(request),
+                }
+            }
         }
     }
-    request.extensions_mut().insert(OriginalUri(uri));
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of one of [`Routes`]'s two ways.
+    #[project = RoutedProjection]
+    pub enum Routed {
+        Direct { #[pin] answer: <edge::DirectRoute as Service<Request>>::Future },
+        Router { #[pin] answer: RouteFuture<Infallible> },
+    }
+}
+
+impl Future for Routed {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RoutedProjection::Direct { answer } => answer.poll(cx),
+            RoutedProjection::Router { answer } => answer.poll(cx),
+        }
+    }
+}
+
+/// What every request gets before routing, on either listener: trailing (and doubled
+/// leading) slashes are trimmed, so `/healthz/` is `/healthz`. Done on the request, and not
+/// by a second router around the first, which would cost a routing and a boxed service per
+/// request. Returns the URI as received when it was changed.
+fn normalize(request: &mut Request) -> Option<Uri> {
+    let path = request.uri().path();
+    if !(path.ends_with('/') && path != "/" || path.starts_with("//")) {
+        return None;
+    }
+    let uri = request.uri().clone();
+    let trimmed = format!("/{}", uri.path().trim_matches('/'));
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{trimmed}?{query}"),
+        None => trimmed,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = axum::http::uri::PathAndQuery::from_maybe_shared(path_and_query).ok();
+    if let Ok(normalized) = Uri::from_parts(parts) {
+        *request.uri_mut() = normalized;
+    }
+    Some(uri)
 }
 
 /// The internal listener (SPEC §7.1): the verify API, `/metrics` and their OpenAPI document.
 /// A router of its own: nothing here is reachable through the public listener.
-pub fn internal_app(state: AppState) -> Router {
+pub fn internal_app(state: AppState) -> Routes {
     // The operators' console, only when it is on (SPEC §10.1): never on the public listener.
     let console = match state.console {
         Some(_) => crate::console::router(state.clone()),
         None => Router::new(),
     };
-    internal::router()
+    let router = internal::router()
         .merge(console)
         .fallback(|| async { Error::from(ErrorCode::NotFound) })
         .method_not_allowed_fallback(|| async { Error::from(ErrorCode::MethodNotAllowed) })
-        // A relayed body of 64 KiB may grow when written as a JSON string.
-        .layer(edge::layer(state.clone(), 8 * extract::BODY_LIMIT))
-        .with_state(state)
+        .layer(edge::layer(state.clone(), INTERNAL_BODY_LIMIT))
+        .with_state(state.clone());
+    let verify: edge::Handler = |r, s| Handler::call(internal::verify, r, s);
+    Routes {
+        direct: vec![direct(
+            &state,
+            INTERNAL_BODY_LIMIT,
+            Method::POST,
+            paths::VERIFY,
+            verify,
+        )],
+        router,
+    }
 }
+
+/// The internal listener's body limit: a relayed body of 64 KiB may grow when written as a
+/// JSON string.
+const INTERNAL_BODY_LIMIT: usize = 8 * extract::BODY_LIMIT;
 
 pub fn router(state: AppState) -> Router {
     // The routes that send email share a per-IP limit (SPEC §6).

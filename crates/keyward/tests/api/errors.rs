@@ -537,3 +537,94 @@ async fn the_openapi_document_describes_every_route_and_every_code() {
     assert!(internal["paths"]["/metrics"]["get"].is_object());
     assert!(internal["components"]["securitySchemes"]["service_token"].is_object());
 }
+
+/// `/healthz`, WhoAmI and the verify API are served without axum's router (`http::Routes`):
+/// every other method and spelling goes through the router, and both ways give the same
+/// answers, limits, headers and metrics.
+#[tokio::test]
+async fn the_routes_served_directly_answer_as_the_router_would() {
+    let app = spawn_app().await;
+    let partner = app.onboarded_partner("DIRECT", "a@direct.example").await;
+    let token = app.service_token("direct").await;
+    let url = |path: &str| format!("{}{path}", app.address);
+
+    // The direct ways, as spelled and with a trailing slash; the edge's headers on each.
+    let healthz = app.client.get(url("/healthz/")).send().await.unwrap();
+    assert_eq!(healthz.status(), 200);
+    let whoami = app.whoami(&partner).await;
+    assert_eq!(whoami.status(), 200);
+    for answer in [&healthz, &whoami] {
+        let headers = answer.headers();
+        assert_eq!(headers["cache-control"], "no-store");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["x-request-id"].len(), 36, "{headers:?}");
+    }
+    let slash = app
+        .post_raw(
+            &format!("{WHOAMI}/"),
+            &sign("{}", &partner.secret_key),
+            Some(&format!("Bearer {}", partner.public_key)),
+        )
+        .await;
+    assert_eq!(slash.status(), 200);
+
+    // The router's ways: another method, HEAD.
+    let post_healthz = app.post_raw("/healthz", "{}", None).await;
+    expect(post_healthz, 405, "method_not_allowed").await;
+    let get_whoami = app.client.get(url(WHOAMI)).send().await.unwrap();
+    expect(get_whoami, 405, "method_not_allowed").await;
+    let head = app.client.head(url("/healthz")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+
+    // The public listener's body limit on the direct WhoAmI.
+    let big = sign(
+        &format!(r#"{{"pad":"{}"}}"#, "x".repeat(64 * 1024)),
+        &partner.secret_key,
+    );
+    let auth = format!("Bearer {}", partner.public_key);
+    expect(
+        app.post_raw(WHOAMI, &big, Some(&auth)).await,
+        413,
+        "body_too_large",
+    )
+    .await;
+    // The internal listener's, eight times larger, on the direct verify API: a relayed body
+    // over the partner's limit is the partner's error, relayed; over the listener's, the
+    // caller's.
+    let relayed = json!({"authorization": auth, "body": big});
+    let verdict: serde_json::Value = app
+        .verify(Some(&token), &relayed)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verdict["data"]["valid"], false, "{verdict}");
+    assert_eq!(
+        verdict["data"]["error"]["code"], "body_too_large",
+        "{verdict}"
+    );
+    let huge = json!({"authorization": auth, "body": "x".repeat(8 * 64 * 1024)});
+    expect(app.verify(Some(&token), &huge).await, 413, "body_too_large").await;
+    let relayed = json!({"authorization": auth, "body": sign("{}", &partner.secret_key)});
+    let verdict: serde_json::Value = app
+        .verify(Some(&token), &relayed)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verdict["data"]["valid"], true, "{verdict}");
+
+    // Counted under their route templates.
+    let metrics = app.metrics_text().await;
+    for labels in [
+        r#"route="/healthz",status="200",code="ok""#,
+        r#"route="/api/v1/PartnerP2P/WhoAmI",status="200",code="ok""#,
+        r#"route="/api/v1/PartnerP2P/WhoAmI",status="413",code="body_too_large""#,
+        r#"route="/api/v1/PartnerP2P/WhoAmI",status="405",code="method_not_allowed""#,
+        r#"route="/internal/v1/verify",status="200",code="ok""#,
+        r#"route="/internal/v1/verify",status="413",code="body_too_large""#,
+    ] {
+        let series = format!("keyward_http_requests_total{{{labels}}}");
+        assert!(metrics.contains(&series), "no {series} in\n{metrics}");
+    }
+}
