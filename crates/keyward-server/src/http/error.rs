@@ -28,7 +28,7 @@ pub fn success<T: Serialize>(message: &str, data: Option<T>) -> Response {
 }
 
 /// How many headers an envelope's answer is made with room for.
-const ANSWER_HEADERS: usize = 12;
+pub(crate) const ANSWER_HEADERS: usize = 12;
 
 /// An envelope as a JSON answer. Written into a buffer sized for the common answers at once
 /// (axum's `Json` starts at 128 bytes and grows a WhoAmI's answer three times).

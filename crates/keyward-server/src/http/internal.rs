@@ -142,8 +142,8 @@ pub(crate) fn verified(
 ) -> VerifiedPartner {
     VerifiedPartner {
         valid: true,
-        partner_id: auth.partner.id.to_string(),
-        partner_code: auth.partner.code.to_string(),
+        partner_id: auth.partner.id.as_str().to_owned(),
+        partner_code: auth.partner.code.as_str().to_owned(),
         key_id: auth.key_id.clone(),
         key_created_at: wire_time(auth.key_created_at),
         key_expires_at: auth.key_expires_at.map(wire_time),

@@ -188,8 +188,8 @@ pub(crate) async fn whoami(
 ) -> Result<Response> {
     let auth = signed_only(&state, ip, &authorization, &body).await?;
     let data = WhoAmI {
-        partner_id: auth.partner.id.to_string(),
-        partner_code: auth.partner.code.to_string(),
+        partner_id: auth.partner.id.as_str().to_owned(),
+        partner_code: auth.partner.code.as_str().to_owned(),
         key_created_at: wire_time(auth.key_created_at),
         key_expires_at: auth.key_expires_at.map(wire_time),
         allowed_ips: auth.partner.allowed_ips.to_strings(),

@@ -234,23 +234,27 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The client's headers the upstream may see.
-pub fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
-    without_hop_by_hop(headers, |name| {
+/// The client's headers the upstream may see, with room for `extra` more (the gateway's own).
+pub fn forwarded_headers(headers: &HeaderMap, extra: usize) -> HeaderMap {
+    without_hop_by_hop(headers, extra, |name| {
         SET_BY_KEYWARD.contains(&name) || name.starts_with("keyward-")
     })
 }
 
-/// The upstream's headers the client may see.
-pub fn returned_headers(headers: &HeaderMap) -> HeaderMap {
-    without_hop_by_hop(headers, |name| name == "content-length")
+/// The upstream's headers the client may see, with room for `extra` more (the edge's).
+pub fn returned_headers(headers: &HeaderMap, extra: usize) -> HeaderMap {
+    without_hop_by_hop(headers, extra, |name| name == "content-length")
 }
 
 /// `headers` without the hop-by-hop ones (by name, or named in `Connection`) and without
-/// those `also_dropped` names.
-fn without_hop_by_hop(headers: &HeaderMap, also_dropped: impl Fn(&str) -> bool) -> HeaderMap {
+/// those `also_dropped` names, made with room for `extra` more: one allocation, never grown.
+fn without_hop_by_hop(
+    headers: &HeaderMap,
+    extra: usize,
+    also_dropped: impl Fn(&str) -> bool,
+) -> HeaderMap {
     let named_in_connection = connection_tokens(headers);
-    let mut out = HeaderMap::with_capacity(headers.len());
+    let mut out = HeaderMap::with_capacity(headers.len() + extra);
     for (name, value) in headers {
         let name_text = name.as_str();
         if HOP_BY_HOP.contains(&name_text)
@@ -267,7 +271,7 @@ fn without_hop_by_hop(headers: &HeaderMap, also_dropped: impl Fn(&str) -> bool) 
 /// Header names listed in `Connection` (hop-by-hop by declaration), lower case.
 fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
     headers
-        .get_all("connection")
+        .get_all(axum::http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -313,7 +317,7 @@ mod tests {
                 HeaderValue::from_static(value),
             );
         }
-        let out = forwarded_headers(&headers);
+        let out = forwarded_headers(&headers, 0);
         let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["content-type", "x-custom"]);
     }
