@@ -187,9 +187,9 @@ impl Drop for Serving {
     }
 }
 
-/// The router, as hyper calls it for each request on one connection.
+/// The listener's routes, as hyper calls them for each request on one connection.
 struct Serve {
-    /// The connection's own handle on the router, called in place: a clone per request would
+    /// The connection's own copy of the routes, called in place: a clone per request would
     /// count a reference up and down on the one counter every connection shares, a cache
     /// line both cores take turns at. Only the connection's task calls it, one request at a
     /// time.
@@ -218,7 +218,7 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for Serve {
 }
 
 pin_project_lite::pin_project! {
-    /// The router's answer to one request, its body carrying the request's [`Serving`].
+    /// The routes' answer to one request, its body carrying the request's [`Serving`].
     struct Served {
         #[pin]
         answer: crate::http::Routed,
