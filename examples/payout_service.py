@@ -30,5 +30,8 @@ if __name__ == "__main__":
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", int(os.environ.get("PORT", "9004"))))  # PORT=0: any free port
+    # Listening before it says so: a client that connects at once waits in the backlog for
+    # uvicorn instead of being refused (uvicorn only listens once it has started).
+    listener.listen(128)
     print(f"payout API listening on http://127.0.0.1:{listener.getsockname()[1]}", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listener])
