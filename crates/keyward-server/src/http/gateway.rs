@@ -17,7 +17,23 @@ use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use keyward_core::wire::{wire_time, KEY_EXPIRES_HEADER};
 use keyward_core::{ErrorCode, KeyMode};
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
+
+/// The gateway as a route served without the router (`super::Routes`, which calls it only
+/// when a gateway is on, for a path it covers that none of keyward's routes serves).
+pub fn forward_route(
+    request: Request,
+    state: AppState,
+) -> Pin<Box<dyn Future<Output = Response> + Send>> {
+    Box::pin(async move {
+        match state.gateway.clone() {
+            Some(gateway) => forward(state, &gateway, request).await,
+            None => crate::error::Error::from(ErrorCode::NotFound).into_response(),
+        }
+    })
+}
 
 /// Authenticates and forwards one request. Called for paths the gateway covers.
 pub async fn forward(state: AppState, gateway: &Gateway, request: Request) -> Response {

@@ -6,13 +6,13 @@
 use super::answer::with_key_expiry;
 use super::error::success;
 use super::extract::{ClientIp, Fields, JsonBody};
+use super::public_router::PublicRouter;
 use crate::error::Result;
 use crate::flows::{self, Authenticated, Authorization, ClientAddress, Overlap};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
 use keyward_core::allow_list::parse_entry;
 use keyward_core::signature::SignedBody;
 use keyward_core::wire::{
@@ -26,17 +26,17 @@ pub const REGENERATION_SENT: &str =
 pub const REGENERATION_SENT_IF_MATCHED: &str = "If this partner code and email match a partner, a link to get new keys has been emailed to its registered address. Current keys keep working until the link is used.";
 
 /// The regeneration routes (rate-limited per IP by the caller).
-pub fn regenerate_router() -> Router<AppState> {
+pub fn regenerate_router() -> PublicRouter {
     paths::REGENERATE_ALL
         .iter()
-        .fold(Router::new(), |router, path| {
+        .fold(PublicRouter::new(), |router, path| {
             router.route(path, post(regenerate))
         })
 }
 
 /// The signed routes that send no link email (no per-IP limit).
-pub fn signed_router() -> Router<AppState> {
-    Router::new()
+pub fn signed_router() -> PublicRouter {
+    PublicRouter::new()
         .route(paths::WHOAMI, post(whoami))
         .route(paths::RETIRE_OLD_KEYS, post(retire_old_keys))
         .route(paths::SET_ALLOWED_IPS, post(set_allowed_ips))
@@ -46,8 +46,8 @@ pub fn signed_router() -> Router<AppState> {
 
 /// The signed routes that email a link without being a regeneration (no per-IP limit: the
 /// per-partner budget of emailed links applies).
-pub fn create_key_router() -> Router<AppState> {
-    Router::new().route(paths::CREATE_KEY, post(create_key))
+pub fn create_key_router() -> PublicRouter {
+    PublicRouter::new().route(paths::CREATE_KEY, post(create_key))
 }
 
 /// The checks of SPEC §3.2 on a request from `ip`, once its body's fields are valid.

@@ -3,6 +3,7 @@
 
 use super::error::{success, PageError};
 use super::extract::{ClientIp, Fields, JsonBody, RequestId};
+use super::public_router::PublicRouter;
 use super::views::{self, LinkPage};
 use crate::error::{Error, Result};
 use crate::flows::{self, Redeemed, Redemption};
@@ -13,14 +14,13 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use keyward_core::wire::{paths, Credentials};
 use keyward_core::{ErrorCode, LinkPurpose, LinkToken};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> PublicRouter {
+    PublicRouter::new()
         .route(paths::LINK, get(show).post(redeem_form))
         .route(paths::REDEEM, post(redeem_json))
         .route(

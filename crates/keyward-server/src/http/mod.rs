@@ -14,6 +14,7 @@ pub mod links;
 pub mod onboarding;
 pub mod openapi;
 pub mod ops;
+pub mod public_router;
 pub mod schemas;
 pub mod secret_scanning;
 pub mod views;
@@ -30,6 +31,7 @@ use axum::Router;
 use extract::ClientIp;
 use keyward_core::wire::paths;
 use keyward_core::ErrorCode;
+use public_router::PublicRouter;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -40,6 +42,18 @@ use tower::Service;
 pub fn app(state: AppState) -> Routes {
     let healthz: edge::Handler = |r, s| Handler::call(ops::healthz, r, s);
     let whoami: edge::Handler = |r, s| Handler::call(keys::whoami, r, s);
+    let (router, own_paths) = router(state.clone());
+    // Only with a gateway on: without one, every path the router does not serve is a 404.
+    let gateway = state.gateway.clone().map(|gateway| GatewayRoute {
+        gateway,
+        own_paths,
+        route: edge::direct(
+            state.clone(),
+            extract::BODY_LIMIT,
+            crate::metrics::GATEWAY_ROUTE,
+            gateway::forward_route,
+        ),
+    });
     Routes {
         direct: vec![
             direct(
@@ -57,7 +71,8 @@ pub fn app(state: AppState) -> Routes {
                 whoami,
             ),
         ],
-        router: router(state),
+        gateway,
+        router,
     }
 }
 
@@ -75,13 +90,24 @@ fn direct(
 
 /// A listener's routes. The hottest, found by method and exact path, are called without
 /// axum's router, which for each request cloned three boxed services, boxed three futures
-/// and added two extensions (`docs/decisions.md`, "The hottest routes are served without axum's router"); every
-/// other request (another method, `HEAD`, any other path) goes through the router. Both
-/// ways a request gets the same edge, body limit and handler.
+/// and added two extensions (`docs/decisions.md`, "The hottest routes are served without axum's router"); so is the gateway,
+/// for a path it covers that none of the router's routes serves. Every other request
+/// (another method, `HEAD`, any other path) goes through the router. Both ways a request
+/// gets the same edge, body limit and handler.
 #[derive(Clone)]
 pub struct Routes {
     direct: Vec<(Method, &'static str, edge::DirectRoute)>,
+    gateway: Option<GatewayRoute>,
     router: Router,
+}
+
+/// The gateway served without the router, and the paths the router serves, which it never
+/// takes (`public_router.rs`: the list is complete by construction).
+#[derive(Clone)]
+struct GatewayRoute {
+    gateway: std::sync::Arc<crate::upstream::Gateway>,
+    own_paths: public_router::OwnPaths,
+    route: edge::DirectRoute,
 }
 
 impl Service<Request> for Routes {
@@ -106,9 +132,20 @@ impl Service<Request> for Routes {
             None => {
                 // Kept for the gateway, which forwards the path as received.
                 let received = received.unwrap_or_else(|| request.uri().clone());
+                // The router's own decision, taken without it: a path none of its routes
+                // serves goes to its fallback, which forwards what the gateway covers.
+                let forwarded = self.gateway.as_mut().filter(|gateway| {
+                    !gateway.own_paths.serves(request.uri().path())
+                        && gateway.gateway.covers(received.path())
+                });
                 request.extensions_mut().insert(OriginalUri(received));
-                Routed::Router {
-                    answer: self.router.call(request),
+                match forwarded {
+                    Some(gateway) => Routed::Direct {
+                        answer: gateway.route.call(request),
+                    },
+                    None => Routed::Router {
+                        answer: self.router.call(request),
+                    },
                 }
             }
         }
@@ -174,6 +211,7 @@ pub fn internal_app(state: AppState) -> Routes {
         .with_state(state.clone());
     let verify: edge::Handler = |r, s| Handler::call(internal::verify, r, s);
     Routes {
+        gateway: None,
         direct: vec![direct(
             &state,
             INTERNAL_BODY_LIMIT,
@@ -189,28 +227,32 @@ pub fn internal_app(state: AppState) -> Routes {
 /// JSON string.
 const INTERNAL_BODY_LIMIT: usize = 8 * extract::BODY_LIMIT;
 
-pub fn router(state: AppState) -> Router {
+/// The public listener's router, and every path it serves.
+pub fn router(state: AppState) -> (Router, public_router::OwnPaths) {
     // The routes that send email share a per-IP limit (SPEC §6).
-    let emailing = Router::new()
+    let emailing = PublicRouter::new()
         .merge(onboarding::router())
         .merge(keys::regenerate_router())
         .merge(keys::create_key_router())
         .route_layer(middleware::from_fn_with_state(state.clone(), ip_rate_limit));
     let secret_scanning = match state.github_keys {
         Some(_) => secret_scanning::router(),
-        None => Router::new(),
+        None => PublicRouter::new(),
     };
-    Router::new()
+    let (routes, own_paths) = PublicRouter::new()
         .merge(emailing)
         .merge(secret_scanning)
         .merge(keys::signed_router())
         .merge(links::router())
         .merge(ops::router())
         .merge(openapi::router())
+        .into_parts();
+    let router = routes
         .fallback(fallback)
         .method_not_allowed_fallback(|| async { Error::from(ErrorCode::MethodNotAllowed) })
         .layer(edge::layer(state.clone(), extract::BODY_LIMIT))
-        .with_state(state)
+        .with_state(state);
+    (router, own_paths)
 }
 
 /// A path that is not one of keyward's routes: the gateway's when it covers it (SPEC §7.2),

@@ -2,6 +2,7 @@
 
 use super::error::success;
 use super::extract::{ClientIp, Fields, JsonBody};
+use super::public_router::PublicRouter;
 use crate::config::Onboarding;
 use crate::error::Result;
 use crate::flows;
@@ -9,13 +10,12 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::post;
-use axum::Router;
 use keyward_core::wire::{paths, ONBOARD_MESSAGE};
 use keyward_core::{Email, PartnerCode};
 
 /// The routes that send email are rate-limited per client IP by the caller of `router()`.
-pub fn router() -> Router<AppState> {
-    Router::new().route(paths::ONBOARD, post(onboard))
+pub fn router() -> PublicRouter {
+    PublicRouter::new().route(paths::ONBOARD, post(onboard))
 }
 
 /// Onboard a partner

@@ -3,8 +3,9 @@
 //! their own, behind its `openapi` feature). Schemathesis checks in CI that every answer the
 //! server gives matches it.
 
+use super::public_router::PublicRouter;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use keyward_core::wire::{paths, FieldProblem};
 use keyward_core::ErrorCode;
 use std::sync::OnceLock;
@@ -13,8 +14,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::schemas::ErrorEnvelope;
 
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new().route(paths::OPENAPI, get(|| async { Json(document()) }))
+pub fn router() -> PublicRouter {
+    PublicRouter::new().route(paths::OPENAPI, get(|| async { Json(document()) }))
 }
 
 /// The document, built once.

@@ -2,16 +2,16 @@
 //! §3.4b). `/metrics` is the internal listener's (`internal.rs`).
 
 use super::error::success;
+use super::public_router::PublicRouter;
 use crate::error::{Error, Result};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 use keyward_core::wire::{paths, ServerTime};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> PublicRouter {
+    PublicRouter::new()
         .route(paths::HEALTHZ, get(healthz))
         .route(paths::READYZ, get(readyz))
         .route(paths::TIME, get(time))

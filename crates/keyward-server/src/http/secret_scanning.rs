@@ -3,6 +3,7 @@
 //! GitHub's published key before it is parsed; the answer is GitHub's feedback array, not
 //! keyward's envelope (GitHub would not read it).
 
+use super::public_router::PublicRouter;
 use crate::error::{Error, Result};
 use crate::flows::leaks::{self, Leak, Reporter};
 use crate::github::Rejection;
@@ -12,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use keyward_core::wire::paths;
 use keyward_core::ErrorCode;
 use serde::{Deserialize, Serialize};
@@ -22,8 +23,8 @@ const BODY_LIMIT: usize = 1 << 20;
 /// Tokens per report, each one lookup (and maybe one transaction).
 const MAX_TOKENS: usize = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> PublicRouter {
+    PublicRouter::new()
         .route(paths::GITHUB_SECRET_SCANNING, post(report))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }

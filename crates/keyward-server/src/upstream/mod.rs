@@ -259,7 +259,9 @@ fn without_hop_by_hop(
         let name_text = name.as_str();
         if HOP_BY_HOP.contains(&name_text)
             || also_dropped(name_text)
-            || named_in_connection.iter().any(|n| n == name_text)
+            || named_in_connection
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name_text))
         {
             continue;
         }
@@ -268,14 +270,15 @@ fn without_hop_by_hop(
     out
 }
 
-/// Header names listed in `Connection` (hop-by-hop by declaration), lower case.
-fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+/// Header names listed in `Connection` (hop-by-hop by declaration), as sent: compared
+/// without regard to case, and not copied (most answers say `Connection: keep-alive`).
+fn connection_tokens(headers: &HeaderMap) -> Vec<&str> {
     headers
         .get_all(axum::http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
+        .map(str::trim)
         .filter(|t| !t.is_empty())
         .collect()
 }

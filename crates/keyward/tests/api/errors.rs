@@ -501,6 +501,18 @@ async fn the_openapi_document_describes_every_route_and_every_code() {
             "{operation:?} is documented but not a route"
         );
     }
+    // And the router serves no path but the listed ones: what it records as it is built
+    // (every path it answers, by construction) is the list.
+    let (_, own) = keyward_server::http::router(app.state.clone());
+    let mut served: Vec<&str> = own.templates().to_vec();
+    served.sort_unstable();
+    served.dedup();
+    let mut paths: Vec<&str> = keyward_core::wire::paths::PUBLIC_ROUTES
+        .iter()
+        .map(|(path, _)| *path)
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(served, paths);
     for internal in ["/metrics", "/internal/v1/verify"] {
         assert!(doc["paths"][internal].is_null(), "{internal} is public");
     }

@@ -435,6 +435,71 @@ async fn keywards_own_routes_come_first_and_other_paths_are_not_forwarded() {
     assert_eq!(log.lock().unwrap()[0].uri, "/api/v1/PartnerP2P/Payout/");
 }
 
+/// The gateway is served without the router for paths none of keyward's routes serves
+/// (`http/public_router.rs`): with a prefix that covers every path, each of keyward's own
+/// routes is still keyward's, with each of its methods and with any other, and the paths
+/// around them are forwarded.
+#[tokio::test]
+async fn with_a_prefix_covering_every_path_keywards_own_routes_are_still_its_own() {
+    let (upstream, log) = spawn_upstream().await;
+    let mut everything = upstream_at(&upstream, Duration::from_secs(5), false);
+    everything.prefixes = vec!["/".into()];
+    let app = spawn_app_with(move |s| {
+        s.upstream = Some(everything);
+        // Every optional route on (its key list is never fetched here).
+        s.github_keys_url = Some("http://127.0.0.1:9/keys".parse().unwrap());
+    })
+    .await;
+    let partner = app.onboarded_partner("EVERY", "ops@every.example").await;
+    let auth = format!("Bearer {}", partner.public_key);
+    let signed = sign("{}", &partner.secret_key);
+    for (path, _) in keyward_core::wire::paths::PUBLIC_ROUTES {
+        let path = path.replace("{token}", &"A".repeat(43));
+        for method in [Method::GET, Method::POST, Method::PUT, Method::HEAD] {
+            app.through(method, &path, &signed, &[("authorization", &auth)])
+                .await;
+        }
+        // With a trailing slash, which keyward trims before routing.
+        app.through(
+            Method::POST,
+            &format!("{path}/"),
+            &signed,
+            &[("authorization", &auth)],
+        )
+        .await;
+    }
+    let forwarded: Vec<String> = log.lock().unwrap().iter().map(|r| r.uri.clone()).collect();
+    assert!(
+        forwarded.is_empty(),
+        "keyward's own paths were forwarded: {forwarded:?}"
+    );
+
+    // The control: the paths beside them are the gateway's, and arrive as sent.
+    for path in [
+        "/api/v1/PartnerP2P/WhoAmI/x",
+        "/api/v1/PartnerP2P/WhoAm",
+        "/healthz/x",
+        "/link/a/b",
+        "/api/v1/PartnerP2P/Payout",
+    ] {
+        let response = app
+            .through(Method::POST, path, &signed, &[("authorization", &auth)])
+            .await;
+        assert_eq!(response.status(), 201, "{path}");
+    }
+    let forwarded: Vec<String> = log.lock().unwrap().iter().map(|r| r.uri.clone()).collect();
+    assert_eq!(
+        forwarded,
+        [
+            "/api/v1/PartnerP2P/WhoAmI/x",
+            "/api/v1/PartnerP2P/WhoAm",
+            "/healthz/x",
+            "/link/a/b",
+            "/api/v1/PartnerP2P/Payout",
+        ]
+    );
+}
+
 #[tokio::test]
 async fn without_an_upstream_the_prefix_is_an_ordinary_404() {
     let app = spawn_app().await;
