@@ -39,19 +39,6 @@ impl PublicRouter {
         self
     }
 
-    /// `layer` around the routes added so far (axum's `Router::layer`).
-    pub fn layer<L>(mut self, layer: L) -> Self
-    where
-        L: Layer<Route> + Clone + Send + Sync + 'static,
-        L::Service: Service<Request> + Clone + Send + Sync + 'static,
-        <L::Service as Service<Request>>::Response: IntoResponse + 'static,
-        <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
-        <L::Service as Service<Request>>::Future: Send + 'static,
-    {
-        self.router = self.router.layer(layer);
-        self
-    }
-
     /// `layer` around the routes added so far, run only for a request that matched one of
     /// them (axum's `Router::route_layer`).
     pub fn route_layer<L>(mut self, layer: L) -> Self

@@ -26,7 +26,7 @@ const MAX_TOKENS: usize = 1000;
 pub fn router() -> PublicRouter {
     PublicRouter::new()
         .route(paths::GITHUB_SECRET_SCANNING, post(report))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .route_layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
 /// One token GitHub found.
