@@ -5,7 +5,7 @@
 //! by construction, every path the router answers, and a path that matches none of them is
 //! one the router would have handed to its fallback. The gateway relies on that to forward
 //! such a path without going through the router (`super::Routes`; `docs/decisions.md`,
-//! "The gateway is served without axum's router").
+//! "The gateway is served without axum's router too").
 
 use crate::state::AppState;
 use axum::extract::Request;

@@ -472,3 +472,22 @@ async fn sqlx_pool(app: &TestApp) -> sqlx::AnyPool {
     let url = secrecy::ExposeSecret::expose_secret(&app.state.settings.database_url).to_owned();
     sqlx::AnyPool::connect(&url).await.unwrap()
 }
+
+#[tokio::test]
+async fn githubs_batches_may_be_larger_than_a_partner_request_up_to_a_mebibyte() {
+    let github = FakeGitHub::start().await;
+    let app = app_with(&github, LeakAction::Revoke).await;
+    // ~110 KiB: over the partner API's 64 KiB, under the endpoint's own 1 MiB.
+    let batch: Vec<Value> = (0..900)
+        .map(|i| found(&format!("pk_partner_{i:0>40}"), "https://github.com/o/r"))
+        .collect();
+    let batch = Value::Array(batch);
+    assert!(batch.to_string().len() > 64 * 1024);
+    let response = github.report(&app, &batch).await;
+    assert_eq!(response.status(), 200);
+    let feedback: Value = response.json().await.unwrap();
+    assert_eq!(feedback.as_array().map(Vec::len), Some(900));
+    // Over 1 MiB: refused before any lookup.
+    let huge = Value::Array(vec![found(&"x".repeat(1 << 20), "https://github.com/o/r")]);
+    assert_eq!(github.report(&app, &huge).await.status(), 413);
+}
