@@ -140,9 +140,17 @@ async fn try_forward(state: AppState, gateway: &Gateway, request: Request) -> Re
                 upstream_headers.insert(name, value);
             }
         }
+        let head_only = method == Method::HEAD;
         let answer = gateway.send(method, target, upstream_headers, raw).await?;
         // Room for the edge's headers and the key's expiry.
-        let headers = returned_headers(answer.headers(), super::error::ANSWER_HEADERS);
+        let mut headers = returned_headers(answer.headers(), super::error::ANSWER_HEADERS);
+        if head_only {
+            // hyper sets the length of the body it sends, which for `HEAD` is none; the
+            // upstream's says what `GET` would send (RFC 9110 §9.3.2).
+            if let Some(length) = answer.headers().get(axum::http::header::CONTENT_LENGTH) {
+                headers.insert(axum::http::header::CONTENT_LENGTH, length.clone());
+            }
+        }
         let (mut head, body) = answer.into_parts();
         head.headers = headers;
         Ok(Response::from_parts(head, Body::new(body)))

@@ -501,6 +501,44 @@ async fn with_a_prefix_covering_every_path_keywards_own_routes_are_still_its_own
 }
 
 #[tokio::test]
+async fn a_head_request_gets_the_length_a_get_would() {
+    let (upstream, log) = spawn_upstream().await;
+    let app = spawn_app_with(move |s| {
+        s.upstream = Some(upstream_at(&upstream, Duration::from_secs(5), false))
+    })
+    .await;
+    let partner = app.onboarded_partner("HEADS", "ops@heads.example").await;
+    let auth = format!("Bearer {}", partner.public_key);
+    let signed = sign("{}", &partner.secret_key);
+    let path = "/api/v1/PartnerP2P/Payout";
+    let got = app
+        .through(Method::GET, path, &signed, &[("authorization", &auth)])
+        .await;
+    assert_eq!(got.status(), 201);
+    let length = got.bytes().await.unwrap().len();
+    assert!(length > 0);
+    for _ in 0..2 {
+        let head = app
+            .through(Method::HEAD, path, &signed, &[("authorization", &auth)])
+            .await;
+        assert_eq!(head.status(), 201);
+        let said = head.headers().get("content-length").cloned();
+        assert_eq!(
+            said.as_ref().map(|v| v.to_str().unwrap()),
+            Some(length.to_string().as_str())
+        );
+        assert!(head.bytes().await.unwrap().is_empty());
+    }
+    let methods: Vec<Method> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(methods, [Method::GET, Method::HEAD, Method::HEAD]);
+}
+
+#[tokio::test]
 async fn without_an_upstream_the_prefix_is_an_ordinary_404() {
     let app = spawn_app().await;
     let (status, code, _) = error_of(
