@@ -686,7 +686,7 @@ async fn reminders_are_sent_once_each_and_not_for_what_passed_before_the_pair_ex
     // The 14-day reminder was already past when the pair was made: never sent. 3 days before:
     app.clock
         .advance(chrono::TimeDelta::days(7) + chrono::TimeDelta::minutes(1));
-    let sent = eventually(Duration::from_secs(20), || {
+    let sent = eventually(Duration::from_secs(60), || {
         std::future::ready((reminders() == 1).then_some(()))
     })
     .await;
@@ -699,7 +699,7 @@ async fn reminders_are_sent_once_each_and_not_for_what_passed_before_the_pair_ex
     assert!(mail.text.contains("maximum key age"), "{}", mail.text);
     assert!(!mail.text.contains(&partner.public_key));
     app.clock.advance(chrono::TimeDelta::days(2));
-    let sent = eventually(Duration::from_secs(20), || {
+    let sent = eventually(Duration::from_secs(60), || {
         std::future::ready((reminders() == 2).then_some(()))
     })
     .await;
