@@ -43,6 +43,39 @@ impl Clock for ManualClock {
     }
 }
 
+/// The instant a worker claims queued work at (emails, webhook deliveries), on two clocks.
+/// What is *due* is read on the service's clock, which tests move and which the retry and
+/// schedule times were written on. A *lease* is read on the real clock: it stands for a holder
+/// that is alive in real time, and moving the service's clock (a test skipping two days, an
+/// NTP step) must not make a live holder's lease look run out, or what it is sending goes out
+/// twice. In production both are the system clock.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimTime {
+    /// The service's clock, ms: work with `next_attempt_at <= due` is due.
+    pub due: i64,
+    /// The real clock, ms: a lease with `locked_until <= lease` has run out.
+    pub lease: i64,
+}
+
+impl ClaimTime {
+    pub fn now(clock: &dyn Clock) -> Self {
+        Self {
+            due: millis(clock.now()),
+            lease: real_millis(),
+        }
+    }
+
+    /// One instant on both clocks.
+    pub fn at(ms: i64) -> Self {
+        Self { due: ms, lease: ms }
+    }
+}
+
+/// The real clock, ms: what leases are measured on (see [`ClaimTime`]).
+pub fn real_millis() -> i64 {
+    millis(Utc::now())
+}
+
 /// Milliseconds since the Unix epoch, the form timestamps are stored in.
 pub fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()

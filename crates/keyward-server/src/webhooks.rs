@@ -8,7 +8,7 @@
 //! Anything but a 2xx is retried on Standard Webhooks' schedule, with jitter; `410 Gone`
 //! disables the endpoint; after the schedule the delivery is dead-lettered.
 
-use crate::clock::{millis, Clock};
+use crate::clock::{millis, ClaimTime, Clock};
 use crate::crypto::{webhook_secret_aad, Cipher};
 use crate::metrics::Metrics;
 use crate::store::{Attempt, DueDelivery, Store};
@@ -141,8 +141,8 @@ impl WebhookWorker {
     pub async fn run(self, stop: CancellationToken) {
         let holder = uuid::Uuid::new_v4().to_string();
         loop {
-            let now = millis(self.clock.now());
-            let claimed = match self.store.claim_due_webhooks(&holder, now, BATCH).await {
+            let at = ClaimTime::now(self.clock.as_ref());
+            let claimed = match self.store.claim_due_webhooks(&holder, at, BATCH).await {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::warn!(error = ?e, "could not read the webhook queue; will try again");

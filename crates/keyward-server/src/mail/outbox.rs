@@ -15,7 +15,7 @@
 //! `Message-ID`); none is ever lost.
 
 use super::{Mailer, RenderedEmail};
-use crate::clock::{millis, Clock};
+use crate::clock::{millis, real_millis, ClaimTime, Clock};
 use crate::crypto::{outbox_aad, Cipher};
 use crate::store::{ClaimedBatch, Delivery, FailedAttempt, QueuedEmail, Store, OUTBOX_LEASE_MS};
 use std::sync::Arc;
@@ -88,7 +88,7 @@ impl OutboxWorker {
     pub async fn send_due(&self) -> Result<usize, crate::store::StoreError> {
         let Some(ClaimedBatch { emails, claim }) = self
             .store
-            .claim_due_emails(millis(self.clock.now()), BATCH)
+            .claim_due_emails(ClaimTime::now(self.clock.as_ref()), BATCH)
             .await?
         else {
             return Ok(0);
@@ -106,7 +106,7 @@ impl OutboxWorker {
         let renewing = async {
             loop {
                 tokio::time::sleep(RENEW_EVERY).await;
-                let until = millis(self.clock.now()) + OUTBOX_LEASE_MS;
+                let until = real_millis() + OUTBOX_LEASE_MS;
                 if let Err(e) = claim.renew(&self.store, until).await {
                     tracing::warn!(error = %e, "could not renew the lease on emails being sent");
                 }

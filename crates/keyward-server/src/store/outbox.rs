@@ -4,6 +4,7 @@ use super::records::{
     DeadEmail, FailedAttempt, OutboxBacklog, OutboxStats, QueuedEmail, QUEUED_EMAIL_COLUMNS,
 };
 use super::{Backend, Result, Store};
+use crate::clock::ClaimTime;
 use sqlx::Row;
 
 /// How long a claim on emails holds without being renewed. Its sender renews it every third of
@@ -38,9 +39,13 @@ pub enum Delivery<'a> {
 }
 
 impl Store {
-    /// Claims up to `limit` due emails, oldest due first, for a new holder; `None` when none is
-    /// due (or every due one is held by a live claim).
-    pub async fn claim_due_emails(&self, now: i64, limit: i64) -> Result<Option<ClaimedBatch>> {
+    /// Claims up to `limit` emails due at `at.due`, oldest due first, for a new holder; `None`
+    /// when none is due (or every due one is held by a claim whose lease runs past `at.lease`).
+    pub async fn claim_due_emails(
+        &self,
+        at: ClaimTime,
+        limit: i64,
+    ) -> Result<Option<ClaimedBatch>> {
         let holder = uuid::Uuid::new_v4().to_string();
         // On PostgreSQL, concurrent claimers skip each other's rows instead of waiting.
         let skip_locked = match self.backend {
@@ -50,15 +55,16 @@ impl Store {
         let sql = format!(
             "UPDATE outbox SET locked_until = $1, locked_by = $4 WHERE id IN ( \
                SELECT id FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $2 \
-               AND (locked_until IS NULL OR locked_until <= $2) ORDER BY next_attempt_at LIMIT $3 {skip_locked}) \
+               AND (locked_until IS NULL OR locked_until <= $5) ORDER BY next_attempt_at LIMIT $3 {skip_locked}) \
              RETURNING {QUEUED_EMAIL_COLUMNS}"
         );
         let mut writer = self.writer().await?;
         let mut emails: Vec<QueuedEmail> = sqlx::query_as(&sql)
-            .bind(now + OUTBOX_LEASE_MS)
-            .bind(now)
+            .bind(at.lease + OUTBOX_LEASE_MS)
+            .bind(at.due)
             .bind(limit)
             .bind(&holder)
+            .bind(at.lease)
             .fetch_all(&mut *writer)
             .await?;
         writer.done().await?;
@@ -153,7 +159,8 @@ impl Store {
 }
 
 impl Claim {
-    /// Extends the lease on this claim's emails that are still unrecorded to `until`; returns
+    /// Extends the lease on this claim's emails that are still unrecorded to `until` (on the
+    /// real clock, as [`ClaimTime::lease`]); returns
     /// how many it still holds (0: the lease ran out and another sender took them).
     pub async fn renew(&self, store: &Store, until: i64) -> Result<u64> {
         let mut writer = store.writer().await?;

@@ -4,6 +4,7 @@
 
 use super::records::Audit;
 use super::{Backend, Result, Store, Tx};
+use crate::clock::ClaimTime;
 use sqlx::{FromRow, Row};
 use std::sync::Arc;
 
@@ -295,14 +296,13 @@ impl Store {
         .transpose()
     }
 
-    /// Deletes an endpoint and its undelivered events; returns whether it existed.
-    /// Claims up to `limit` due deliveries of enabled endpoints for `holder`, until `now` +
-    /// the lease. Of several nodes, one claims each; a dead holder's claims are taken over once
+    /// Claims up to `limit` deliveries of enabled endpoints due at `at.due` for `holder`, for a
+    /// lease that runs out [`WEBHOOK_LEASE_MS`] after `at.lease`. Of several nodes, one claims each; a dead holder's claims are taken over once
     /// its lease ran out.
     pub async fn claim_due_webhooks(
         &self,
         holder: &str,
-        now: i64,
+        at: ClaimTime,
         limit: i64,
     ) -> Result<Vec<DueDelivery>> {
         // Every node polls twice a second: a read through the due index first, so that an idle
@@ -311,7 +311,7 @@ impl Store {
             "SELECT 1 FROM webhook_deliveries WHERE delivered_at IS NULL AND dead_at IS NULL \
              AND next_attempt_at <= $1 LIMIT 1",
         )
-        .bind(now)
+        .bind(at.due)
         .fetch_optional(&self.pool)
         .await?;
         if any_due.is_none() {
@@ -326,13 +326,14 @@ impl Store {
             "UPDATE webhook_deliveries SET locked_until = $1, locked_by = $4 WHERE id IN ( \
                SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
                WHERE d.delivered_at IS NULL AND d.dead_at IS NULL AND d.next_attempt_at <= $2 \
-               AND (d.locked_until IS NULL OR d.locked_until <= $2) AND e.disabled_at IS NULL \
+               AND (d.locked_until IS NULL OR d.locked_until <= $5) AND e.disabled_at IS NULL \
                ORDER BY d.next_attempt_at LIMIT $3 {skip_locked}) RETURNING id"
         ))
-        .bind(now + WEBHOOK_LEASE_MS)
-        .bind(now)
+        .bind(at.lease + WEBHOOK_LEASE_MS)
+        .bind(at.due)
         .bind(limit)
         .bind(holder)
+        .bind(at.lease)
         .fetch_all(&mut *writer)
         .await?;
         writer.done().await?;

@@ -6,6 +6,7 @@ use crate::database::{postgres_server, TestDatabase};
 use keyward_core::{
     AllowedIps, Email, KeyPair, LinkPurpose, LinkToken, PartnerCode, PartnerId, PartnerStatus,
 };
+use keyward_server::clock::ClaimTime;
 use keyward_server::store::{
     Claim, Delivery, FailedAttempt, KeyUse, NewEmail, NewKey, NewLink, Store, StoreError,
     Supersede, Tx, OUTBOX_LEASE_MS,
@@ -387,7 +388,10 @@ async fn queue(store: &Store, n: usize) {
 
 /// Claims one due email at `now`, if any.
 async fn claim_one(store: &Store, now: i64) -> Option<(String, Claim)> {
-    let batch = store.claim_due_emails(now, 1).await.unwrap()?;
+    let batch = store
+        .claim_due_emails(ClaimTime::at(now), 1)
+        .await
+        .unwrap()?;
     assert_eq!(batch.emails.len(), 1);
     Some((batch.emails[0].id.clone(), batch.claim))
 }
@@ -405,7 +409,7 @@ async fn a_write_outside_a_transaction_waits_its_turn_on_sqlite() {
     queue(&t.store, 1).await;
     let tx = t.store.begin().await.unwrap();
     let store = t.store.clone();
-    let claim = tokio::spawn(async move { store.claim_due_emails(10, 1).await });
+    let claim = tokio::spawn(async move { store.claim_due_emails(ClaimTime::at(10), 1).await });
     // Longer than SQLite's busy timeout: a claim that met the lock would have failed by now.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert!(!claim.is_finished(), "the claim did not wait for its turn");
@@ -441,7 +445,12 @@ async fn a_claimed_email_is_not_claimed_again_until_released() {
         .await
         .unwrap();
     assert!(claim_one(&t.store, 50).await.is_none(), "not due yet");
-    let retried = t.store.claim_due_emails(100, 10).await.unwrap().unwrap();
+    let retried = t
+        .store
+        .claim_due_emails(ClaimTime::at(100), 10)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(retried.emails.len(), 1);
     assert_eq!(retried.emails[0].attempts, 1);
     assert_eq!(
@@ -457,9 +466,19 @@ async fn a_claimed_email_is_not_claimed_again_until_released() {
 async fn a_batch_is_claimed_once_and_recorded_in_one_go() {
     let t = test_store().await;
     queue(&t.store, 5).await;
-    let batch = t.store.claim_due_emails(10, 3).await.unwrap().unwrap();
+    let batch = t
+        .store
+        .claim_due_emails(ClaimTime::at(10), 3)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(batch.emails.len(), 3);
-    let rest = t.store.claim_due_emails(10, 10).await.unwrap().unwrap();
+    let rest = t
+        .store
+        .claim_due_emails(ClaimTime::at(10), 10)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rest.emails.len(), 2, "another sender gets only the others");
     let ids: Vec<String> = batch.emails.iter().map(|e| e.id.clone()).collect();
     let deliveries: Vec<(&str, Delivery<'_>)> = ids
@@ -487,6 +506,45 @@ async fn a_claim_left_by_a_dead_sender_is_taken_over_only_when_its_lease_runs_ou
         .is_none());
     // ...and takes it over once the lease has run out.
     assert!(claim_one(&t.store, 10 + OUTBOX_LEASE_MS).await.is_some());
+}
+
+/// The flake this answers: a test saw a reminder arrive and moved the service's clock two days
+/// on before its sender had recorded it; the lease, then read on that clock, looked run out and
+/// another sender sent the email again. A lease is read on the real clock.
+#[tokio::test]
+async fn a_live_claim_is_kept_when_the_services_clock_jumps_ahead() {
+    let t = test_store().await;
+    queue(&t.store, 1).await;
+    let real = 1_000_000;
+    let claimed = t
+        .store
+        .claim_due_emails(ClaimTime::at(real), 1)
+        .await
+        .unwrap();
+    assert!(claimed.is_some());
+    let two_days_on = ClaimTime {
+        due: real + 2 * 86_400_000,
+        lease: real + 1_000,
+    };
+    assert!(
+        t.store
+            .claim_due_emails(two_days_on, 1)
+            .await
+            .unwrap()
+            .is_none(),
+        "taken over while its holder is alive"
+    );
+    // The lease still runs out, in real time.
+    let lease_out = ClaimTime {
+        due: real,
+        lease: real + OUTBOX_LEASE_MS,
+    };
+    assert!(t
+        .store
+        .claim_due_emails(lease_out, 1)
+        .await
+        .unwrap()
+        .is_some());
 }
 
 #[tokio::test]
