@@ -46,6 +46,19 @@ impl Store {
         at: ClaimTime,
         limit: i64,
     ) -> Result<Option<ClaimedBatch>> {
+        // Every sender of every node looks once a second: a read through the due index first,
+        // so that an idle outbox never takes SQLite's turn to write (nor syncs its log).
+        let any_due: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $1 \
+             AND (locked_until IS NULL OR locked_until <= $2) LIMIT 1",
+        )
+        .bind(at.due)
+        .bind(at.lease)
+        .fetch_optional(&self.pool)
+        .await?;
+        if any_due.is_none() {
+            return Ok(None);
+        }
         let holder = uuid::Uuid::new_v4().to_string();
         // On PostgreSQL, concurrent claimers skip each other's rows instead of waiting.
         let skip_locked = match self.backend {

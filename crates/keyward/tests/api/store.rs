@@ -508,6 +508,49 @@ async fn a_claim_left_by_a_dead_sender_is_taken_over_only_when_its_lease_runs_ou
     assert!(claim_one(&t.store, 10 + OUTBOX_LEASE_MS).await.is_some());
 }
 
+/// Every sender of every node looks for due emails once a second: with none due (or every
+/// due one held by a live claim), a look is a read, and takes no turn to write. On SQLite a
+/// write would also sync the log: eight fsyncs a second, forever, on an idle node.
+#[tokio::test]
+async fn looking_at_an_outbox_with_nothing_to_claim_writes_nothing() {
+    let t = test_store().await;
+    let syncs = || {
+        t.store
+            .log_sync_counts()
+            .map(|c| c.syncs.load(std::sync::atomic::Ordering::Relaxed))
+    };
+    let before = syncs();
+    assert!(t
+        .store
+        .claim_due_emails(ClaimTime::at(10), 4)
+        .await
+        .unwrap()
+        .is_none());
+    queue(&t.store, 1).await;
+    let held = t
+        .store
+        .claim_due_emails(ClaimTime::at(10), 4)
+        .await
+        .unwrap();
+    assert!(held.is_some());
+    let after_claim = syncs();
+    assert!(t
+        .store
+        .claim_due_emails(ClaimTime::at(20), 4)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        syncs(),
+        after_claim,
+        "a look at a held email synced the log"
+    );
+    if let (Some(before), Some(after)) = (before, after_claim) {
+        // The queueing and the claim synced; the empty look did not.
+        assert_eq!(after - before, 2, "the empty look synced the log");
+    }
+}
+
 /// The flake this answers: a test saw a reminder arrive and moved the service's clock two days
 /// on before its sender had recorded it; the lease, then read on that clock, looked run out and
 /// another sender sent the email again. A lease is read on the real clock.
