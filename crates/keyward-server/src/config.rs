@@ -274,10 +274,12 @@ settings! {
 /// `KEYWARD_GITHUB_KEYS_URL` when unset: GitHub's published secret-scanning keys.
 pub const DEFAULT_GITHUB_KEYS_URL: &str = "https://api.github.com/meta/public_keys/secret_scanning";
 
-/// `KEYWARD_*` variables that are not settings of the server: they name the config file, or
-/// are read by the test suite and the partner commands. Listed so that they draw no warning.
+/// `KEYWARD_*` variables that are not settings of the server: they name the config file, are
+/// read before the runtime starts (`KEYWARD_PIN_WORKERS`), or are read by the test suite and
+/// the partner commands. Listed so that they draw no warning.
 const OTHER_VARIABLES: &[&str] = &[
     "KEYWARD_CONFIG",
+    "KEYWARD_PIN_WORKERS",
     "KEYWARD_TEST_POSTGRES_URL",
     "KEYWARD_TEST_BACKEND",
     "KEYWARD_STRICT_TESTS",

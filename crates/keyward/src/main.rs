@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod commands;
+mod runtime;
 mod scan;
 
 /// mimalloc instead of glibc's malloc: under load the service allocates on every request from
@@ -38,14 +39,20 @@ enum Command {
     Scan(scan::ScanArgs),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     quiet_on_broken_pipe();
     let cli = match Cli::from_arg_matches(&grouped_help(Cli::command()).get_matches()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    match run(cli).await {
+    let runtime = match runtime::build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("keyward: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("keyward: {e:#}");

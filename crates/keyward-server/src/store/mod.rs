@@ -96,10 +96,27 @@ fn passing(code: &str) -> bool {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Opens all of a SQLite pool's connections now, from the thread that makes the store (see
+/// [`pool_options`]): each is a thread, started by whoever opens it.
+async fn open_every_connection(pool: &sqlx::AnyPool, count: u32) -> Result<()> {
+    let opened = futures::future::try_join_all((0..count).map(|_| pool.acquire())).await?;
+    drop(opened);
+    Ok(())
+}
+
 /// A pool of at most `max_connections` to one database; a caller waits at most `wait` for one
 /// of them, then is answered 503 `unavailable`.
 fn pool_options(backend: Backend, max_connections: u32, wait: Duration) -> AnyPoolOptions {
-    AnyPoolOptions::new()
+    let options = AnyPoolOptions::new();
+    let options = match backend {
+        // A SQLite connection is a thread of this process, opened where the pool is made
+        // (`Store::connect`) and kept: recycled, it would be opened again from a request
+        // thread, and a thread started there keeps that thread's CPU when request threads are
+        // pinned (`keyward`'s `src/runtime.rs`).
+        Backend::Sqlite => options.idle_timeout(None).max_lifetime(None),
+        Backend::Postgres => options,
+    };
+    options
         .max_connections(max_connections)
         // While the database is away a request waits this long for a connection, then is
         // answered 503 unavailable (a client retries sooner than a proxy times out).
@@ -213,6 +230,9 @@ impl Store {
         let pool = pool_options(backend, max_connections, Duration::from_secs(3))
             .connect_with(options.clone())
             .await?;
+        if backend == Backend::Sqlite {
+            open_every_connection(&pool, max_connections).await?;
+        }
         let writes = match backend {
             // One connection for every write of this node, taken in turn (first come, first
             // served) for at most `WRITE_WAIT`: the turn to write. Its page cache stays valid

@@ -134,6 +134,10 @@ pub async fn operate(
     }
     match command {
         ServerCommand::Serve { .. } => {
+            let pinned = crate::runtime::pinned_cpus();
+            if !pinned.is_empty() {
+                tracing::info!(cpus = ?pinned, "request threads pinned, one per CPU (KEYWARD_PIN_WORKERS=off leaves them to the kernel)");
+            }
             Application::build(settings)
                 .await?
                 .run_until_stopped()

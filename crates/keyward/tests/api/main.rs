@@ -41,6 +41,8 @@ mod secret_scanning;
 mod signing_help;
 mod smtp;
 mod store;
+#[cfg(target_os = "linux")]
+mod threads;
 mod vectors;
 mod verify;
 mod webhooks;

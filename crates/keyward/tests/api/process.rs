@@ -94,6 +94,11 @@ impl ServerProcess {
         }
     }
 
+    /// The process's id, to look at it through `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the process at once, as a crash would (SIGKILL).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
