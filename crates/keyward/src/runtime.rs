@@ -1,18 +1,20 @@
 //! The runtime `keyward` runs on: tokio's multi-threaded one, one request thread (worker) per
-//! CPU it may use (or `TOKIO_WORKER_THREADS`), with each worker pinned to a CPU of its own
-//! when there is exactly one worker per CPU of the process's affinity mask.
+//! CPU it may use (or `TOKIO_WORKER_THREADS`). With `KEYWARD_PIN_WORKERS=on`, each worker is
+//! pinned to a CPU of its own when there is exactly one worker per CPU of the process's
+//! affinity mask.
 //!
-//! Why pin: left to place them, Linux lets two busy workers take turns on one CPU for a tick
-//! or two (4 ms) while the other CPU runs something else or idles; every request held by the
-//! waiting worker waits as long, and that wait is the p99. Pinned, each worker has its CPU.
-//! Measured on 2 cores shared with wrk (`docs/benchmarks.md`, stop 48): WhoAmI's p99 1.2–2.2 ms
-//! pinned against 4.5–4.6 ms not, the gateway's 2.7–3.8 against 4.7–5.6 ms, at the same
-//! throughput.
+//! What pinning changes: left to place them, Linux lets two busy workers take turns on one CPU
+//! for a tick or two (4 ms) while the other CPU runs something else; every request held by the
+//! waiting worker waits as long, and that wait is the p99. Pinned, each worker has its CPU, and
+//! whatever else is busy on the machine shares a CPU with a worker instead. Measured on 2 cores
+//! shared with wrk (`docs/benchmarks.md`, stop 48): WhoAmI's p99 fell from 4.5–4.8 ms to
+//! 2.0–3.1 ms, but `/healthz`'s throughput fell from 0.85–0.89× of a bare hyper server to
+//! 0.58–0.73×, because wrk no longer had a CPU to itself. A trade of throughput for tail on a
+//! shared machine, so it is the operator's choice, off by default.
 //!
 //! Only when the workers and the CPUs match one to one: with fewer workers than CPUs (a
 //! container's CPU quota, `TOKIO_WORKER_THREADS` set lower) the process does not own the CPUs,
-//! and pinning would tie a worker to one that something else keeps busy. `KEYWARD_PIN_WORKERS`
-//! is `auto` (that rule, the default) or `off`.
+//! and pinning would tie a worker to one that something else keeps busy.
 //!
 //! A thread inherits the CPUs of the thread that starts it. tokio's blocking threads are given
 //! the process's whole mask back as they start; SQLite's connection threads are opened with
@@ -33,9 +35,9 @@ pub fn build() -> anyhow::Result<Runtime> {
     builder.enable_all();
     let setting = std::env::var(PIN_WORKERS).ok();
     let pinning = match setting.as_deref().map(str::trim) {
-        None | Some("" | "auto") => affinity::plan(workers()),
-        Some("off") => None,
-        Some(other) => bail!("{PIN_WORKERS} must be auto or off, not {other:?}"),
+        Some("on") => affinity::plan(workers()),
+        None | Some("" | "off") => None,
+        Some(other) => bail!("{PIN_WORKERS} must be on or off, not {other:?}"),
     };
     if let Some(plan) = pinning {
         let _ = PINNED_CPUS.set(plan.cpus.clone());

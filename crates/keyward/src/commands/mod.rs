@@ -136,7 +136,7 @@ pub async fn operate(
         ServerCommand::Serve { .. } => {
             let pinned = crate::runtime::pinned_cpus();
             if !pinned.is_empty() {
-                tracing::info!(cpus = ?pinned, "request threads pinned, one per CPU (KEYWARD_PIN_WORKERS=off leaves them to the kernel)");
+                tracing::info!(cpus = ?pinned, "request threads pinned, one per CPU (KEYWARD_PIN_WORKERS=on)");
             }
             Application::build(settings)
                 .await?
