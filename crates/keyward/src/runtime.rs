@@ -8,7 +8,7 @@
 //! waiting worker waits as long, and that wait is the p99. Pinned, each worker has its CPU, and
 //! whatever else is busy on the machine shares a CPU with a worker instead. Measured on 2 cores
 //! shared with wrk (`docs/benchmarks.md`, stop 48): WhoAmI's p99 fell from 4.5–4.8 ms to
-//! 2.0–3.1 ms, but `/healthz`'s throughput fell from 0.85–0.89× of a bare hyper server to
+//! 2.0–3.1 ms, but `/healthz`'s throughput fell from 0.83–0.89× of a bare hyper server to
 //! 0.58–0.73×, because wrk no longer had a CPU to itself. A trade of throughput for tail on a
 //! shared machine, so it is the operator's choice, off by default.
 //!
