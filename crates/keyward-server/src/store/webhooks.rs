@@ -297,8 +297,8 @@ impl Store {
     }
 
     /// Claims up to `limit` deliveries of enabled endpoints due at `at.due` for `holder`, for a
-    /// lease that runs out [`WEBHOOK_LEASE_MS`] after `at.lease`. Of several nodes, one claims each; a dead holder's claims are taken over once
-    /// its lease ran out.
+    /// lease that runs out [`WEBHOOK_LEASE_MS`] after `at.lease`. Of several nodes, one claims
+    /// each; a dead holder's claims are taken over once its lease ran out.
     pub async fn claim_due_webhooks(
         &self,
         holder: &str,
